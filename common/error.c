@@ -1,0 +1,55 @@
+/* error.c — see error.h. */
+#include "error.h"
+
+static const struct {
+	const char *code;
+	int status;
+	const char *message;
+} ERRORS[SDE_COUNT] = {
+	[SDE_OK] = {"ok", 200, "OK"},
+	[SDE_BAD_JSON] = {"bad_json", 422, "The body is not a JSON object"},
+	[SDE_INVALID] = {"invalid", 422, "Invalid value"},
+	[SDE_BODY_TOO_LARGE] = {"body_too_large", 413, "Request body too large"},
+	[SDE_NOT_FOUND] = {"not_found", 404, "Not Found"},
+	[SDE_SAMPLER_NOT_FOUND] = {"sampler_not_found", 404, "Sampler not found"},
+	[SDE_MODEL_NOT_FOUND] = {"model_not_found", 404, "Checkpoint not found"},
+	[SDE_UNAUTHORIZED] = {"unauthorized", 401, "Unauthorized"},
+	[SDE_QUEUE_FULL] = {"queue_full", 429, "The queue is full"},
+	[SDE_RATE_LIMITED] = {"rate_limited", 429, "Too many requests"},
+	[SDE_INTERRUPTED] = {"interrupted", 409, "Interrupted"},
+	[SDE_UPSTREAM] = {"upstream_error", 502, "The upstream server failed"},
+	[SDE_TIMEOUT] = {"timeout", 504, "Timed out"},
+	[SDE_NO_BACKEND] = {"no_backend", 503, "No backend can serve this job"},
+	[SDE_INTERNAL] = {"internal", 500, "Internal Server Error"},
+};
+
+const char *sd_error_code(enum sd_error e)
+{
+	return e < SDE_COUNT ? ERRORS[e].code : "internal";
+}
+
+int sd_error_status(enum sd_error e)
+{
+	return e < SDE_COUNT ? ERRORS[e].status : 500;
+}
+
+json_t *sd_error_json(enum sd_error e, const char *message, const char *field)
+{
+	if (!message)
+		message = e < SDE_COUNT ? ERRORS[e].message : "Internal Server Error";
+	json_t *err = json_pack("{s:s,s:s}", "code", sd_error_code(e), "message", message);
+	if (field)
+		json_object_set_new(err, "field", json_string(field));
+	return json_pack("{s:s,s:o}", "detail", message, "error", err);
+}
+
+void sd_validation_add(json_t *list, const char *field, const char *type, const char *msg, json_t *input)
+{
+	json_t *loc = json_pack("[s]", "body");
+	if (field)
+		json_array_append_new(loc, json_string(field));
+	json_t *item = json_pack("{s:s,s:o,s:s}", "type", type, "loc", loc, "msg", msg);
+	if (input)
+		json_object_set(item, "input", input);
+	json_array_append_new(list, item);
+}

@@ -1,0 +1,43 @@
+/* error.h — sdgate's one list of error codes, each with its wire name, its
+ * HTTP status and the JSON shapes DESIGN.md documents:
+ *   sdgate APIs:  {"detail": "<message>", "error": {"code", "message", "field"?}}
+ *   A1111 API:    422 {"detail": [{"type", "loc": ["body", field], "msg", "input"}]}
+ *                 (FastAPI/pydantic v2), other statuses {"detail": "<message>"}.
+ * Pure functions; thread-safe. */
+#ifndef SDGATE_ERROR_H
+#define SDGATE_ERROR_H
+
+#include <jansson.h>
+
+enum sd_error {
+	SDE_OK = 0,
+	SDE_BAD_JSON,          /* 422 body is not JSON / not an object */
+	SDE_INVALID,           /* 422 a field is out of range or of the wrong type */
+	SDE_BODY_TOO_LARGE,    /* 413 */
+	SDE_NOT_FOUND,         /* 404 */
+	SDE_SAMPLER_NOT_FOUND, /* 404 "Sampler not found", as A1111 */
+	SDE_MODEL_NOT_FOUND,   /* 404 unknown checkpoint */
+	SDE_UNAUTHORIZED,      /* 401 */
+	SDE_QUEUE_FULL,        /* 429 */
+	SDE_RATE_LIMITED,      /* 429 */
+	SDE_INTERRUPTED,       /* 409 the job was interrupted before any image */
+	SDE_UPSTREAM,          /* 502 the upstream server failed or answered garbage */
+	SDE_TIMEOUT,           /* 504 */
+	SDE_NO_BACKEND,        /* 503 no live backend could ever serve the job */
+	SDE_INTERNAL,          /* 500 */
+	SDE_COUNT
+};
+
+/* "bad_json", "invalid", ... */
+const char *sd_error_code(enum sd_error e);
+int sd_error_status(enum sd_error e);
+
+/* {"detail": message, "error": {"code", "message", "field"}}; field may be NULL. New reference. */
+json_t *sd_error_json(enum sd_error e, const char *message, const char *field);
+
+/* Collects FastAPI-style validation items: call sd_validation_add for each
+ * problem, then reply with the list as {"detail": [...]}. */
+/* Adds {"type", "loc": ["body", field], "msg", "input"}; input is borrowed (may be NULL). */
+void sd_validation_add(json_t *list, const char *field, const char *type, const char *msg, json_t *input);
+
+#endif

@@ -1,0 +1,309 @@
+/* api.c — the A1111 endpoints and sdgate's /sdgate/v1/info, on the loop
+ * thread. Paths, methods and JSON shapes follow A1111's modules/api (see
+ * DESIGN.md "Backend"). Nothing here blocks: generation goes to the jobs
+ * lane, upstream calls to the control lane. */
+#include "backend.h"
+
+#include "error.h"
+#include "log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/sysinfo.h>
+
+static struct backend *backend_of(struct httpd *h)
+{
+	return httpd_user(h);
+}
+
+static int reply_json(h2o_req_t *req, json_t *j)
+{
+	httpd_reply_json(req, 200, j);
+	return 0;
+}
+
+/* In upstream mode the provider's own server is the authority on its lists. */
+static int forward_if_upstream(struct backend *b, h2o_req_t *req)
+{
+	if (!b->upstream_url)
+		return 0;
+	const char *path = h2o_strdup(&req->pool, req->path.base, req->path.len).base;
+	int is_post = httpd_method_is(req, "POST");
+	upstream_forward(b, req, is_post ? "POST" : "GET", path, is_post ? req->entity.base : NULL,
+			 is_post ? req->entity.len : 0);
+	return 1;
+}
+
+static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	struct backend *b = backend_of(h);
+	struct txt2img t;
+	int status;
+	json_t *reply;
+	if (txt2img_parse(req->entity.base, req->entity.len, atomic_load(&b->default_model), b->upstream_url == NULL,
+			  &t, &status, &reply) != TXT2IMG_OK) {
+		httpd_reply_json(req, status, reply);
+		return 0;
+	}
+	job_submit(b, req, &t);
+	return 0;
+}
+
+static int on_progress(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	struct backend *b = backend_of(h);
+	if (forward_if_upstream(b, req))
+		return 0;
+	char skip[8] = "";
+	httpd_query_param(req, "skip_current_image", skip, sizeof skip);
+	int skip_image = !strcmp(skip, "true") || !strcmp(skip, "True") || !strcmp(skip, "1");
+
+	struct progress *p = &b->progress;
+	pthread_mutex_lock(&p->mu);
+	double progress = 0, eta = 0;
+	if (p->active && p->job_count > 0 && p->sampling_steps > 0) {
+		progress = (p->job_no + (double)p->sampling_step / p->sampling_steps) / p->job_count;
+		if (progress > 1)
+			progress = 1;
+		double elapsed = backend_now() - p->started;
+		if (progress > 0.01)
+			eta = elapsed / progress - elapsed;
+	}
+	json_t *state = json_pack("{s:b,s:b,s:b,s:s,s:i,s:s,s:i,s:i,s:i}", "skipped", p->skipped, "interrupted",
+				  p->interrupted, "stopping_generation", 0, "job", p->active ? "txt2img" : "",
+				  "job_count", p->active ? p->job_count : 0, "job_timestamp", p->job_timestamp,
+				  "job_no", p->active ? p->job_no : 0, "sampling_step",
+				  p->active ? p->sampling_step : 0, "sampling_steps", p->active ? p->sampling_steps : 0);
+	json_t *image = !skip_image && p->active && p->preview_b64 ? json_string(p->preview_b64) : json_null();
+	pthread_mutex_unlock(&p->mu);
+	return reply_json(req, json_pack("{s:f,s:f,s:o,s:o,s:n}", "progress", progress, "eta_relative", eta, "state",
+					 state, "current_image", image, "textinfo"));
+}
+
+static int stop_job(struct httpd *h, h2o_req_t *req, int skip)
+{
+	struct backend *b = backend_of(h);
+	if (forward_if_upstream(b, req))
+		return 0;
+	pthread_mutex_lock(&b->progress.mu);
+	if (b->progress.active) {
+		atomic_store(skip ? &b->skip : &b->interrupt, 1);
+		if (skip)
+			b->progress.skipped = 1;
+		else
+			b->progress.interrupted = 1;
+		log_info("%s requested", skip ? "skip" : "interrupt");
+	}
+	pthread_mutex_unlock(&b->progress.mu);
+	return reply_json(req, json_object());
+}
+
+static int on_interrupt(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	return stop_job(h, req, 0);
+}
+
+static int on_skip(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	return stop_job(h, req, 1);
+}
+
+static int on_samplers(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	if (forward_if_upstream(backend_of(h), req))
+		return 0;
+	json_t *list = json_array();
+	for (int s = 0; s < ENGINE_SAMPLER_COUNT; s++) {
+		json_t *aliases = json_array();
+		for (const char *const *a = engine_sampler_aliases(s); a && *a; a++)
+			json_array_append_new(aliases, json_string(*a));
+		json_array_append_new(list, json_pack("{s:s,s:o,s:{}}", "name", engine_sampler_name(s), "aliases",
+						      aliases, "options"));
+	}
+	return reply_json(req, list);
+}
+
+static int on_schedulers(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	if (forward_if_upstream(backend_of(h), req))
+		return 0;
+	json_t *list = json_array();
+	for (int s = 0; s < ENGINE_SCHEDULE_COUNT; s++) {
+		json_t *item = json_pack("{s:s,s:s,s:n,s:f,s:b}", "name", engine_schedule_name(s), "label",
+					 engine_schedule_label(s), "aliases", "default_rho",
+					 s == ENGINE_SCHEDULE_KARRAS ? 7.0 : -1.0, "need_inner_model", 0);
+		json_array_append_new(list, item);
+	}
+	return reply_json(req, list);
+}
+
+static int on_sd_models(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	if (forward_if_upstream(backend_of(h), req))
+		return 0;
+	json_t *list = json_array();
+	for (int i = 0; i < engine_model_count(); i++) {
+		const struct engine_model_info *m = engine_model_get(i);
+		json_array_append_new(list, json_pack("{s:s,s:s,s:s,s:s,s:s,s:n}", "title", m->title, "model_name",
+						      m->model_name, "hash", m->hash, "sha256", m->sha256,
+						      "filename", m->filename, "config"));
+	}
+	return reply_json(req, list);
+}
+
+static json_t *options_json(struct backend *b)
+{
+	const struct engine_model_info *m = engine_model_get(atomic_load(&b->default_model));
+	return json_pack("{s:s,s:s,s:i,s:i,s:s,s:b,s:i,s:s,s:i,s:b}", "sd_model_checkpoint", m->title,
+			 "sd_checkpoint_hash", m->sha256, "sd_checkpoints_limit", 1, "CLIP_stop_at_last_layers", 1,
+			 "samples_format", "png", "enable_pnginfo", 1, "show_progress_every_n_steps", 1,
+			 "sd_vae", "None", "eta_noise_seed_delta", 0, "sdgate_builtin_model", 1);
+}
+
+static int on_options_get(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	struct backend *b = backend_of(h);
+	if (forward_if_upstream(b, req))
+		return 0;
+	return reply_json(req, options_json(b));
+}
+
+static int on_options_post(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	struct backend *b = backend_of(h);
+	if (forward_if_upstream(b, req))
+		return 0;
+	json_error_t err;
+	json_t *body = json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES, &err);
+	json_t *errors = json_array();
+	if (!json_is_object(body)) {
+		sd_validation_add(errors, NULL, body ? "dict_type" : "json_invalid",
+				  body ? "Input should be a valid dictionary" : "JSON decode error", NULL);
+	} else {
+		json_t *ckpt = json_object_get(body, "sd_model_checkpoint");
+		if (ckpt && !json_is_null(ckpt)) {
+			int m = json_is_string(ckpt) ? engine_model_find(json_string_value(ckpt)) : -1;
+			if (m < 0)
+				sd_validation_add(errors, "sd_model_checkpoint", "checkpoint_not_found",
+						  "Checkpoint not found; see GET /sdapi/v1/sd-models", ckpt);
+			else if (engine_model_get(m)->is_refiner)
+				sd_validation_add(errors, "sd_model_checkpoint", "checkpoint_is_refiner",
+						  "A refiner checkpoint cannot be the main model", ckpt);
+			else
+				atomic_store(&b->default_model, m);
+		}
+		/* Other A1111 options are accepted and have no effect here, as an
+		 * option A1111 does not know has none there. */
+	}
+	json_decref(body);
+	if (json_array_size(errors)) {
+		httpd_reply_json(req, 422, json_pack("{s:o}", "detail", errors));
+		return 0;
+	}
+	json_decref(errors);
+	return reply_json(req, json_null());
+}
+
+static int on_empty_list(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	if (forward_if_upstream(backend_of(h), req))
+		return 0;
+	return reply_json(req, json_array());
+}
+
+static int on_sd_vae(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	if (forward_if_upstream(backend_of(h), req))
+		return 0;
+	/* The built-in model decodes with its own fixed decoder: no VAE files. */
+	return reply_json(req, json_array());
+}
+
+static int on_upscalers(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	if (forward_if_upstream(backend_of(h), req))
+		return 0;
+	return reply_json(req, json_pack("[{s:s,s:n,s:n,s:n,s:n}]", "name", "None", "model_name", "model_path",
+					 "model_url", "scale"));
+}
+
+static int on_embeddings(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	if (forward_if_upstream(backend_of(h), req))
+		return 0;
+	return reply_json(req, json_pack("{s:{},s:{}}", "loaded", "skipped"));
+}
+
+static int on_memory(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	struct backend *b = backend_of(h);
+	if (forward_if_upstream(b, req))
+		return 0;
+	struct sysinfo si;
+	sysinfo(&si);
+	double unit = (double)si.mem_unit;
+	double total = (double)si.totalram * unit, freeb = (double)si.freeram * unit;
+	json_t *cuda = b->engine && engine_uses_gpu(b->engine)
+			       ? json_pack("{s:s}", "device", engine_device_name(b->engine))
+			       : json_pack("{s:s}", "error", "no CUDA device in use");
+	return reply_json(req, json_pack("{s:{s:f,s:f,s:f},s:o}", "ram", "free", freeb, "used", total - freeb,
+					 "total", total, "cuda", cuda));
+}
+
+static int on_cmd_flags(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	struct backend *b = backend_of(h);
+	if (forward_if_upstream(b, req))
+		return 0;
+	return reply_json(req, json_pack("{s:b,s:b,s:n,s:s}", "api", 1, "nowebui", 1, "ckpt", "sdgate_engine",
+					 b->upstream_url ? "upstream" : "native"));
+}
+
+static int on_ping(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	return reply_json(req, json_object());
+}
+
+static int on_info(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	struct backend *b = backend_of(h);
+	json_t *info = identity_json(&b->id);
+	json_t *models = json_array();
+	if (!b->upstream_url)
+		for (int i = 0; i < engine_model_count(); i++)
+			json_array_append_new(models, json_string(engine_model_get(i)->title));
+	json_object_set_new(info, "engine", json_string(b->id.engine));
+	json_object_set_new(info, "device", json_string(b->engine ? engine_device_name(b->engine) : "upstream"));
+	json_object_set_new(info, "models", models);
+	json_object_set_new(info, "slots", json_integer(1));
+	json_object_set_new(info, "version", json_string(SDGATE_VERSION));
+	json_object_set_new(info, "backend", json_string(b->id.url));
+	json_object_set_new(info, "jobs_done", json_integer(atomic_load(&b->jobs_done)));
+	json_object_set_new(info, "queued", json_integer(lane_queued(b->jobs)));
+	if (b->upstream_url)
+		json_object_set_new(info, "upstream", json_string(b->upstream_url));
+	return reply_json(req, info);
+}
+
+const struct httpd_route API_ROUTES[] = {
+	{"POST", "/sdapi/v1/txt2img", on_txt2img},
+	{"GET", "/sdapi/v1/progress", on_progress},
+	{"POST", "/sdapi/v1/interrupt", on_interrupt},
+	{"POST", "/sdapi/v1/skip", on_skip},
+	{"GET", "/sdapi/v1/options", on_options_get},
+	{"POST", "/sdapi/v1/options", on_options_post},
+	{"GET", "/sdapi/v1/samplers", on_samplers},
+	{"GET", "/sdapi/v1/schedulers", on_schedulers},
+	{"GET", "/sdapi/v1/sd-models", on_sd_models},
+	{"GET", "/sdapi/v1/sd-vae", on_sd_vae},
+	{"GET", "/sdapi/v1/loras", on_empty_list},
+	{"GET", "/sdapi/v1/hypernetworks", on_empty_list},
+	{"GET", "/sdapi/v1/upscalers", on_upscalers},
+	{"GET", "/sdapi/v1/embeddings", on_embeddings},
+	{"GET", "/sdapi/v1/memory", on_memory},
+	{"GET", "/sdapi/v1/cmd-flags", on_cmd_flags},
+	{"GET", "/internal/ping", on_ping},
+	{"GET", "/sdgate/v1/info", on_info},
+};
+const size_t API_N_ROUTES = sizeof API_ROUTES / sizeof API_ROUTES[0];

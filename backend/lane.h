@@ -1,0 +1,33 @@
+/* lane.h — one worker thread with a FIFO of tasks, whose results come back
+ * to the h2o loop thread. The backend has two: "jobs" (one generation at a
+ * time, as A1111 serves one job per GPU) and "control" (upstream progress and
+ * interrupt calls, which must not wait behind a job).
+ *
+ * A task's run() executes on the lane's thread; then done() on the loop
+ * thread, which owns the task from then on (it usually replies and frees it).
+ * Tasks are FIFO. lane_free() lets the running task finish (callers interrupt
+ * it first), drops queued tasks through their done() with cancelled = 1, and
+ * joins the thread. */
+#ifndef SDGATE_LANE_H
+#define SDGATE_LANE_H
+
+#include "httpd.h"
+
+struct lane_task {
+	struct httpd_msg msg; /* first: posted back to the loop */
+	void (*run)(struct lane_task *t);
+	void (*done)(struct httpd *h, struct lane_task *t);
+	int cancelled;        /* set when the lane stopped before run() */
+	struct lane_task *next;
+};
+
+struct lane;
+
+struct lane *lane_new(struct httpd *h, const char *name);
+/* Any thread. */
+void lane_submit(struct lane *l, struct lane_task *t);
+/* Number of tasks waiting (not counting the running one). */
+int lane_queued(struct lane *l);
+void lane_free(struct lane *l);
+
+#endif

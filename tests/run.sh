@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# README's test command: installs what the tests need, builds everything with
+# AddressSanitizer + UndefinedBehaviorSanitizer into build-test/, and runs the
+# whole suite (unit, integration over loopback, kernel checker) through ctest.
+# CI=true additionally turns warnings into errors.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash deploy/install-deps.sh
+
+BUILD=${SDGATE_TEST_BUILD:-build-test}
+WERROR=OFF
+if [ "${CI:-}" = "true" ]; then WERROR=ON; fi
+cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSDGATE_SANITIZE=ON -DSDGATE_WERROR="$WERROR" >/dev/null
+cmake --build "$BUILD" -j"$(nproc)"
+
+# ASan's leak checker runs too; UBSan aborts on the first error (-fno-sanitize-recover).
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+cd "$BUILD"
+ctest --output-on-failure --timeout 300 -j2

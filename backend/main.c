@@ -75,7 +75,7 @@ int main(int argc, char **argv)
 	int level = log_level_parse(log_level);
 	log_init("backend", level < 0 ? LOG_INFO : (enum log_level)level);
 
-	char host[256];
+	char host[64];
 	int port;
 	if (config_split_listen(listen_spec, host, sizeof host, &port) != 0) {
 		log_error("--listen %s: expected HOST:PORT", listen_spec);

@@ -17,10 +17,11 @@
  * timeout to the job, so this is only a last resort. */
 #define UPSTREAM_TXT2IMG_TIMEOUT_MS (30L * 60 * 1000)
 
-static char *error_body(int *status, int code, const char *fmt, const char *detail, size_t *len)
+/* {"detail": prefix + detail} as a malloc'd body. */
+static char *error_body(int *status, int code, const char *prefix, const char *detail, size_t *len)
 {
 	char msg[512];
-	snprintf(msg, sizeof msg, fmt, detail);
+	snprintf(msg, sizeof msg, "%s%s", prefix, detail);
 	json_t *e = json_pack("{s:s}", "detail", msg);
 	char *body = json_dumps(e, JSON_COMPACT);
 	json_decref(e);
@@ -35,7 +36,7 @@ char *upstream_txt2img(struct backend *b, struct txt2img *t, double *inference_s
 	snprintf(url, sizeof url, "%s/sdapi/v1/txt2img", b->upstream_url);
 	char *request = json_dumps(t->request, JSON_COMPACT);
 	if (!request)
-		return error_body(status, 500, "%s", "out of memory", len);
+		return error_body(status, 500, "", "out of memory", len);
 	struct httpc_response r;
 	double t0 = backend_now();
 	int rc = httpc_request("POST", url, request, NULL, UPSTREAM_TXT2IMG_TIMEOUT_MS, BACKEND_UPSTREAM_MAX_ANSWER, &r);
@@ -44,7 +45,7 @@ char *upstream_txt2img(struct backend *b, struct txt2img *t, double *inference_s
 	if (rc != 0) {
 		log_warn("upstream txt2img: %s", r.error);
 		httpc_response_free(&r);
-		return error_body(status, 502, "upstream server failed: %s", r.error, len);
+		return error_body(status, 502, "upstream server failed: ", r.error, len);
 	}
 	json_error_t jerr;
 	json_t *answer = json_loadb(r.body, r.len, 0, &jerr);
@@ -60,14 +61,14 @@ char *upstream_txt2img(struct backend *b, struct txt2img *t, double *inference_s
 		httpc_response_free(&r);
 		char why[32];
 		snprintf(why, sizeof why, "HTTP %ld", r.status);
-		return error_body(status, 502, "upstream server failed: %s", why, len);
+		return error_body(status, 502, "upstream server failed: ", why, len);
 	}
 	httpc_response_free(&r);
 	json_t *images = answer ? json_object_get(answer, "images") : NULL;
 	json_t *info_str = answer ? json_object_get(answer, "info") : NULL;
 	if (!answer || !json_is_object(answer) || !json_is_array(images) || !json_is_string(info_str)) {
 		json_decref(answer);
-		return error_body(status, 502, "upstream server answered %s", "a malformed txt2img response", len);
+		return error_body(status, 502, "upstream server answered ", "a malformed txt2img response", len);
 	}
 	json_t *info = json_loads(json_string_value(info_str), 0, &jerr);
 	if (!json_is_object(info)) {
@@ -82,7 +83,7 @@ char *upstream_txt2img(struct backend *b, struct txt2img *t, double *inference_s
 	char *body = json_dumps(answer, JSON_COMPACT);
 	json_decref(answer);
 	if (!body)
-		return error_body(status, 500, "%s", "out of memory", len);
+		return error_body(status, 500, "", "out of memory", len);
 	*status = 200;
 	*len = strlen(body);
 	return body;
@@ -113,7 +114,7 @@ static void forward_run(struct lane_task *task)
 	struct forward *f = (struct forward *)task;
 	struct httpc_response r;
 	if (httpc_request(f->method, f->url, f->body, NULL, BACKEND_CONTROL_TIMEOUT_MS, 16u << 20, &r) != 0) {
-		f->answer = error_body(&f->status, 502, "upstream server failed: %s", r.error, &f->answer_len);
+		f->answer = error_body(&f->status, 502, "upstream server failed: ", r.error, &f->answer_len);
 		httpc_response_free(&r);
 		return;
 	}
@@ -122,7 +123,7 @@ static void forward_run(struct lane_task *task)
 	if (!j || r.status >= 500) {
 		char why[64];
 		snprintf(why, sizeof why, j ? "HTTP %ld" : "not JSON (HTTP %ld)", r.status);
-		f->answer = error_body(&f->status, 502, "upstream server answered %s", why, &f->answer_len);
+		f->answer = error_body(&f->status, 502, "upstream server answered ", why, &f->answer_len);
 		httpc_response_free(&r);
 		json_decref(j);
 		return;

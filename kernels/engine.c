@@ -23,6 +23,9 @@
 #define ENGINE_SCENES 12        /* mixture components per prompt */
 #define ENGINE_S_BASE 0.12f     /* component std, latent units: the fine grain */
 #define ENGINE_S_REFINER 0.08f  /* the refiner's finer grain */
+#ifndef ENGINE_UNCOND_BLEND
+#define ENGINE_UNCOND_BLEND 0.08f /* share of the negative prompt's scene in the uncond means */
+#endif
 
 struct engine {
 	struct ops *ops;
@@ -214,6 +217,16 @@ static int job_prior(struct job *j, int slot, int model)
 		free(host);
 		return -1;
 	}
+	/* The unconditional side sees each scene mostly as the prompt draws it,
+	 * blended a little with the negative prompt's: at low noise D_u then
+	 * follows the same layout as D_c and CFG pushes along their difference
+	 * (away from the negative's colours and shapes; with an empty negative,
+	 * away from the generic scenes: more contrast), as guidance does with a
+	 * trained model. A larger blend over-saturates at cfg 7 (measured: 0.15
+	 * clips 10-17% of the pixels, 0.08 about 1%). */
+	float *c = host, *u = host + (size_t)ENGINE_SCENES * j->n;
+	for (size_t i = 0; i < (size_t)ENGINE_SCENES * j->n; i++)
+		u[i] = ENGINE_UNCOND_BLEND * u[i] + (1 - ENGINE_UNCOND_BLEND) * c[i];
 	o->upload(o->ctx, j->means[slot], host, (size_t)K * j->n);
 	free(host);
 	j->model[slot] = (struct sampler_model){j->means[slot], ENGINE_SCENES, ENGINE_SCENES,

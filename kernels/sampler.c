@@ -76,7 +76,8 @@ int sampler_denoise(const struct ops *ops, const struct sampler_model *m, float 
 	struct ops_mix mx = {0};
 	double wsum[OPS_MAX_MIX];
 	if (guided) {
-		double lpc = log(SAMPLER_UNCOND_SHARE / m->kc), lpu = log((1 - SAMPLER_UNCOND_SHARE) / m->ku);
+		double lpc = SAMPLER_UNCOND_SHARE > 0 ? log(SAMPLER_UNCOND_SHARE / m->kc) : -INFINITY;
+		double lpu = log((1.0 - SAMPLER_UNCOND_SHARE) / m->ku);
 		for (int k = 0; k < K; k++)
 			lu[k] = (k < m->kc ? lpc : lpu) - dist[k] / (2 * var);
 		softmax(wu, lu, K);

@@ -9,12 +9,15 @@
 
 #define SAMPLER_WORK 12 /* scratch vectors a job needs */
 
-/* One prior on the device: means[0..kc) are the prompt's scenes, means[kc..kc+ku)
- * the negative prompt's. The conditional prior is the first block alone
- * (weights pi_k = 1/kc); the unconditional one is the negative scenes with
- * mass 1-SAMPLER_UNCOND_SHARE plus the prompt's with SAMPLER_UNCOND_SHARE,
- * as a marginal over prompts contains every prompt's images. */
-#define SAMPLER_UNCOND_SHARE 0.1
+/* One prior on the device: means[0..kc) are the prompt's scenes (the
+ * conditional prior, weights 1/kc), means[kc..kc+ku) the unconditional
+ * prior's (engine.c: each prompt scene blended a little with the negative
+ * prompt's scene of the same index). SAMPLER_UNCOND_SHARE > 0 would also put
+ * the prompt's own scenes into the unconditional prior with that mass; 0
+ * (the default) leaves them out, so that guidance keeps acting at low noise. */
+#ifndef SAMPLER_UNCOND_SHARE
+#define SAMPLER_UNCOND_SHARE 0.0
+#endif
 struct sampler_model {
 	const float *means;
 	int kc, ku;

@@ -36,6 +36,21 @@ def check_flags():
             rc == 0 and all(f in text for f in ["--listen", "--provider", "--location", "--upstream",
                                                  "--pace-ms-per-step", "--config", "--gpu-class"]),
             "rc %r output %s" % (rc, t.short(text)))
+    d = t.tmpdir("badcfg")
+    bad_cfg = os.path.join(d, "bad.json")
+    with open(bad_cfg, "w") as f:
+        f.write("{\"provider\": ")
+    for name, args in [("an unknown flag", ["--no-such-flag"]),
+                       ("--listen without a port", ["--listen", "127.0.0.1"]),
+                       ("--config naming a missing file", ["--config", os.path.join(d, "missing.json")]),
+                       ("--config with malformed JSON", ["--config", bad_cfg])]:
+        try:
+            rc, out, err = t.run_tool([exe] + args, timeout=20)
+        except Exception as e:  # noqa: BLE001 - a hang is a failure
+            rc, out, err = None, "", repr(e)
+        # rc > 0: an orderly refusal; < 0 would be a signal (a crash), 0 a silent start.
+        t.check("%s: exits with an error code (no crash, no start)" % name,
+                rc is not None and rc > 0, "rc %r stderr %s" % (rc, t.short(err)))
 
 
 def check_info(be, cfg_location):
@@ -176,6 +191,8 @@ def check_basic_txt2img(be, models):
                 err or "%dx%d" % (img.width, img.height))
         if img:
             t.check("the image is not flat (stddev > 2)", img.stddev() > 2, img.stddev())
+    t.check("txt2img answers Content-Type application/json",
+            r.headers.get("content-type", "").startswith("application/json"), r.headers.get("content-type"))
     params = r.json["parameters"]
     t.check("parameters echoes the request and fills defaults (cfg_scale 7, batch_size 1, n_iter 1, "
             "negative_prompt '')",
@@ -212,6 +229,11 @@ def check_basic_txt2img(be, models):
             isinstance(info.get("job_timestamp"), str) and info["job_timestamp"]
             and isinstance(info.get("version"), str) and info["version"],
             (info.get("job_timestamp"), info.get("version")))
+    if pngs and isinstance(it, list) and it:
+        img, _ = t.try_decode_png(pngs[0])
+        t.check("the PNG carries A1111's 'parameters' text chunk, equal to infotexts[0]",
+                img is not None and img.text.get("parameters") == it[0],
+                img and t.short(img.text))
     sg = info.get("sdgate")
     ok = t.check("info.sdgate has provider, location, gpu, backend, inference_time",
                  isinstance(sg, dict) and all(k in sg for k in ["provider", "location", "gpu", "backend",
@@ -246,6 +268,13 @@ def check_determinism(be, first):
         r4, _ = t.txt2img(be.url, dict(body, seed=seed))
         t.check("re-running with the reported seed gives byte-identical PNGs",
                 r4.status == 200 and t.images_of(r4) == t.images_of(r3), t.describe(r4))
+    r6, _ = t.txt2img(be.url, dict(body, subseed=99, subseed_strength=0))
+    t.check("subseed 99 with subseed_strength 0 gives the same PNG as no subseed, and info.subseed is 99",
+            r6.status == 200 and t.images_of(r6) == t.images_of(r) and (t.info_of(r6) or {}).get("subseed") == 99,
+            t.describe(r6))
+    r7, _ = t.txt2img(be.url, dict(body, subseed=99, subseed_strength=0.5))
+    t.check("subseed_strength 0.5 changes the image",
+            r7.status == 200 and t.images_of(r7) and t.images_of(r7) != t.images_of(r), t.describe(r7))
     r5, _ = t.txt2img(be.url, dict(body, seed=-1))
     s5 = (t.info_of(r5) or {}).get("seed")
     t.check("two seed -1 requests get different seeds", r5.status == 200 and t.is_int(s5) and s5 != seed,
@@ -360,6 +389,31 @@ def check_colour_words(be):
     t.check("'a blue square, blue sky' has mean B > mean R", blue and blue[2] > blue[0], blue)
 
 
+def check_keep_alive(be):
+    """A1111 clients (requests.Session) reuse one connection for many calls."""
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", be.port, timeout=60)
+    statuses = []
+    try:
+        for method, path, body in [("GET", "/internal/ping", None),
+                                   ("POST", "/sdapi/v1/txt2img", t.small_job()),
+                                   ("GET", "/sdapi/v1/samplers", None),
+                                   ("POST", "/sdapi/v1/txt2img", t.small_job(steps=0)),
+                                   ("POST", "/sdapi/v1/txt2img", t.small_job(seed=8)),
+                                   ("GET", "/sdapi/v1/progress?skip_current_image=true", None)]:
+            data = json.dumps(body).encode() if body is not None else None
+            conn.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
+            resp = conn.getresponse()
+            resp.read()
+            statuses.append(resp.status)
+    except Exception as e:  # noqa: BLE001
+        statuses.append(repr(e))
+    finally:
+        conn.close()
+    t.check("six requests on one keep-alive connection answer 200, 200, 200, 422, 200, 200",
+            statuses == [200, 200, 200, 422, 200, 200], statuses)
+
+
 def check_cpu_identity():
     be = t.start_backend("--cpu", name="backend-cpu")
     r = get_json(be, "/sdgate/v1/info")
@@ -386,6 +440,7 @@ def main():
     check_unknown_fields(be, refiner_name)
     check_colour_words(be)
     check_akash(be, refiner or "sdgate-procedural-refiner-v1")
+    check_keep_alive(be)
     r = get_json(be, "/internal/ping")
     t.check("the backend still answers after the whole API run", r.status == 200, t.describe(r))
     be.stop()

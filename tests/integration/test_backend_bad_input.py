@@ -126,10 +126,15 @@ def check_validation(be):
     for name, body in [("cfg_scale 1", good(cfg_scale=1)), ("cfg_scale 30", good(cfg_scale=30)),
                        ("a prompt of exactly 8192 bytes", good(prompt="a" * 8192)),
                        ("a negative_prompt of exactly 8192 bytes", good(negative_prompt="b" * 8192)),
-                       ("width 72 x height 64", good(width=72, height=64))]:
+                       ("width 72 x height 64", good(width=72, height=64)),
+                       ("width 2048 x height 64", good(width=2048, height=64)),
+                       ("steps 150", good(steps=150)),
+                       ("batch_size 8 x n_iter 2 (16 images)", good(batch_size=8, n_iter=2)),
+                       ("n_iter 16", good(n_iter=16))]:
         r, _ = t.txt2img(be.url, body)
-        t.check("%s is valid (200, one image)" % name, r.status == 200 and len(t.images_of(r) or []) == 1,
-                t.describe(r))
+        n = body.get("batch_size", 1) * body.get("n_iter", 1)
+        t.check("%s is valid (200, %d image%s)" % (name, n, "s" if n > 1 else ""),
+                r.status == 200 and len(t.images_of(r) or []) == n, t.describe(r))
 
     # Lengths, in bytes: 2731 x "€" (3 bytes) is 8193 bytes but only 2731 characters.
     expect_422(be, "a prompt of 8193 bytes", ["body", "prompt"], json_body=good(prompt="a" * 8193), has_input=False)

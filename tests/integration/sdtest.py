@@ -211,21 +211,22 @@ def backend_path():
     return os.path.join(BIN_DIR, "backend", "sdgate-backend")
 
 
-def start_backend(*args, name="backend"):
-    """Starts sdgate-backend --listen 127.0.0.1:<free port> ARGS and waits
-    until GET /internal/ping answers 200. Raises when it does not."""
+def start_backend(*args, name="backend", port=None):
+    """Starts sdgate-backend --listen 127.0.0.1:<port, default a free one> ARGS
+    and waits until GET /internal/ping answers 200. Raises when it does not."""
     exe = backend_path()
     if not os.access(exe, os.X_OK):
         raise RuntimeError("no backend binary at %s (set SDGATE_BIN to the build dir)" % exe)
+    fixed = port
     for attempt in range(3):  # a free port may be taken by a parallel test meanwhile
-        port = free_port()
+        port = fixed or free_port()
         prog = Program(name, [exe, "--listen", "127.0.0.1:%d" % port] + [str(a) for a in args], port)
         if wait_ready(prog, "/internal/ping"):
             return prog
         code = prog.proc.poll()
         prog.kill()
         tail = prog.log_tail()
-        if code is not None and "in use" in tail.lower() and attempt < 2:
+        if code is not None and "in use" in tail.lower() and attempt < 2 and not fixed:
             continue
         raise RuntimeError("%s did not answer /internal/ping within %.0f s; exit code %r; log:\n%s"
                            % (name, START_TIMEOUT_S, code, tail))

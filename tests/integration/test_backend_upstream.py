@@ -105,8 +105,22 @@ def main():
     t.check("the next job through B runs normally (same PNG bytes as before)",
             rb2.status == 200 and t.images_of(rb2) == ib, t.describe(rb2))
 
-    # A goes away: B answers 502 JSON and keeps serving.
-    a.stop()
+    # A dies in the middle of a job forwarded by B: B's client gets a JSON 502.
+    long_body = dict(long_body, seed=9)
+    job = t.Background(t.txt2img, b.url, long_body, timeout=60)
+    p = wait_for_step(b, job, 3)
+    t.check("a second long job through B is running on A", isinstance(p, dict) and "state" in p, p)
+    a.kill()
+    t_kill = time.monotonic()
+    res, err, _ = job.join(timeout=60)
+    reply = res[0] if res else None
+    t.check("A killed mid-job: B answers the job's client with a JSON 502 {detail}",
+            reply is not None and reply.status == 502 and isinstance(reply.json, dict) and "detail" in reply.json,
+            t.describe(reply) if reply else repr(err))
+    t.check("... within 5 s of A's death", job.t1 is not None and job.t1 - t_kill < 5,
+            job.t1 and "%.1f s" % (job.t1 - t_kill))
+
+    # A stays down: B answers 502 JSON and keeps serving.
     for i in range(2):
         try:
             r, secs = t.txt2img(b.url, body, timeout=60)
@@ -121,7 +135,14 @@ def main():
                 t.describe(r))
     r = t.request("GET", b.url + "/sdapi/v1/progress?skip_current_image=true", timeout=30)
     t.check("with A down, B's /progress answers JSON (no hang, no crash)", r.is_json, t.describe(r))
+
+    # A comes back on the same port: B serves again, the same image as before.
+    a2 = t.start_backend("--provider", "native-prov", name="backend-A-restarted", port=a.port)
+    rb3, _ = t.txt2img(b.url, body)
+    t.check("after A restarts on its port, txt2img through B answers 200 with A's image again",
+            rb3.status == 200 and t.images_of(rb3) == ib, t.describe(rb3))
     b.stop()
+    a2.stop()
 
 
 if __name__ == "__main__":

@@ -175,11 +175,11 @@ static int on_options_post(struct httpd *h, h2o_req_t *req, const char *rest)
 	if (forward_if_upstream(b, req))
 		return 0;
 	json_error_t err;
-	json_t *body = json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES, &err);
+	json_t *body = json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);
 	json_t *errors = json_array();
 	if (!json_is_object(body)) {
-		sd_validation_add(errors, NULL, body ? "dict_type" : "json_invalid",
-				  body ? "Input should be a valid dictionary" : "JSON decode error", NULL);
+		sd_validation_add(errors, NULL, body ? "model_attributes_type" : "json_invalid",
+				  body ? "Input should be a valid dictionary or object to extract fields from" : "JSON decode error", NULL);
 	} else {
 		json_t *ckpt = json_object_get(body, "sd_model_checkpoint");
 		if (ckpt && !json_is_null(ckpt)) {
@@ -187,9 +187,6 @@ static int on_options_post(struct httpd *h, h2o_req_t *req, const char *rest)
 			if (m < 0)
 				sd_validation_add(errors, "sd_model_checkpoint", "checkpoint_not_found",
 						  "Checkpoint not found; see GET /sdapi/v1/sd-models", ckpt);
-			else if (engine_model_get(m)->is_refiner)
-				sd_validation_add(errors, "sd_model_checkpoint", "checkpoint_is_refiner",
-						  "A refiner checkpoint cannot be the main model", ckpt);
 			else
 				atomic_store(&b->default_model, m);
 		}

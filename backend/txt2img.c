@@ -222,12 +222,12 @@ enum txt2img_result txt2img_parse(const char *body, size_t len, int default_mode
 {
 	memset(out, 0, sizeof *out);
 	json_error_t jerr;
-	json_t *req = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES, &jerr);
+	json_t *req = json_loadb(body ? body : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
 	if (!req || !json_is_object(req)) {
 		json_t *list = json_array();
 		json_t *loc = req ? json_pack("[s]", "body") : json_pack("[s,i]", "body", (json_int_t)jerr.position);
-		json_t *item = json_pack("{s:s,s:o,s:s}", "type", req ? "dict_type" : "json_invalid", "loc", loc,
-					 "msg", req ? "Input should be a valid dictionary" : "JSON decode error");
+		json_t *item = json_pack("{s:s,s:o,s:s}", "type", req ? "model_attributes_type" : "json_invalid", "loc", loc,
+					 "msg", req ? "Input should be a valid dictionary or object to extract fields from" : "JSON decode error");
 		if (!req)
 			json_object_set_new(item, "ctx", json_pack("{s:s}", "error", jerr.text));
 		json_array_append_new(list, item);

@@ -264,7 +264,7 @@ void httpd_reply_owned(h2o_req_t *req, int status, const char *content_type, cha
 
 void httpd_reply_json(h2o_req_t *req, int status, json_t *json)
 {
-	char *text = json ? json_dumps(json, JSON_COMPACT) : NULL;
+	char *text = json ? json_dumps(json, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 	json_decref(json);
 	if (!text) {
 		static const char oom[] = "{\"detail\":\"Internal Server Error\"}";

@@ -59,7 +59,7 @@ enum json_get json_get_string(const json_t *obj, const char *key, const char **o
 
 json_t *json_parse_object(const char *buf, size_t len, json_error_t *err)
 {
-	json_t *j = json_loadb(buf ? buf : "", len, JSON_REJECT_DUPLICATES, err);
+	json_t *j = json_loadb(buf ? buf : "", len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, err);
 	if (j && !json_is_object(j)) {
 		json_decref(j);
 		snprintf(err->text, sizeof err->text, "Input should be a valid dictionary");

@@ -2,15 +2,14 @@
 # README's test command: installs what the tests need, builds everything with
 # AddressSanitizer + UndefinedBehaviorSanitizer into build-test/, and runs the
 # whole suite (unit, integration over loopback, kernel checker) through ctest.
-# CI=true additionally turns warnings into errors.
+# Warnings are errors (-Werror) unless SDGATE_WERROR=OFF.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash deploy/install-deps.sh
 
 BUILD=${SDGATE_TEST_BUILD:-build-test}
-WERROR=OFF
-if [ "${CI:-}" = "true" ]; then WERROR=ON; fi
+WERROR=${SDGATE_WERROR:-ON}   # warnings are errors here and in CI; SDGATE_WERROR=OFF to relax locally
 cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSDGATE_SANITIZE=ON -DSDGATE_WERROR="$WERROR" >/dev/null
 cmake --build "$BUILD" -j"$(nproc)"
 

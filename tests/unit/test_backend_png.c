@@ -86,7 +86,7 @@ static void test_round_trip(void **state)
 	size_t len;
 	unsigned char *png = png_encode(rgb, W, H, "a prompt\nSteps: 20, Seed: 1", &len);
 	assert_non_null(png);
-	int w, h;
+	int w = 0, h = 0;
 	char text[256];
 	unsigned char *px = decode(png, len, &w, &h, text, sizeof text);
 	assert_int_equal(w, W);

@@ -126,7 +126,10 @@ static void test_rejections(void **state)
 {
 	(void)state;
 	expect_422("{\"steps\": ", NULL, "json_invalid");
-	expect_422("[1, 2]", NULL, "dict_type");
+	expect_422("[1, 2]", NULL, "model_attributes_type");
+	expect_422("\"a cat\"", NULL, "model_attributes_type");
+	expect_422("42", NULL, "model_attributes_type");
+	expect_422("null", NULL, "model_attributes_type");
 	expect_422("{\"steps\": \"abc\"}", "steps", "int_parsing");
 	expect_422("{\"steps\": 12.5}", "steps", "int_from_float");
 	expect_422("{\"steps\": [1]}", "steps", "int_type");

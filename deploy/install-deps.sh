@@ -11,7 +11,8 @@ PKGS=(
   libh2o-evloop-dev libwebsockets-dev libcurl4-openssl-dev libjansson-dev
   libsqlite3-dev sqlite3 libstb-dev libssl-dev zlib1g-dev
   libcmocka-dev
-  python3 curl procps
+  python3 python3-yaml curl procps
+  nginx-light wrk
 )
 
 missing=()

@@ -41,7 +41,8 @@ static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest)
 	struct txt2img t;
 	int status;
 	json_t *reply;
-	if (txt2img_parse(req->entity.base, req->entity.len, atomic_load(&b->default_model), b->upstream_url == NULL,
+	if (txt2img_parse(req->entity.base, req->entity.len, atomic_load(&b->default_model),
+			  b->upstream_url ? 0 : TXT2IMG_CHECK_ALL,
 			  &t, &status, &reply) != TXT2IMG_OK) {
 		httpd_reply_json(req, status, reply);
 		return 0;
@@ -70,15 +71,11 @@ static int on_progress(struct httpd *h, h2o_req_t *req, const char *rest)
 		if (progress > 0.01)
 			eta = elapsed / progress - elapsed;
 	}
-	json_t *state = json_pack("{s:b,s:b,s:b,s:s,s:i,s:s,s:i,s:i,s:i}", "skipped", p->skipped, "interrupted",
-				  p->interrupted, "stopping_generation", 0, "job", p->active ? "txt2img" : "",
-				  "job_count", p->active ? p->job_count : 0, "job_timestamp", p->job_timestamp,
-				  "job_no", p->active ? p->job_no : 0, "sampling_step",
-				  p->active ? p->sampling_step : 0, "sampling_steps", p->active ? p->sampling_steps : 0);
+	struct txt2img_progress v = {progress, eta, p->active, p->job_count, p->job_no, p->sampling_step,
+				     p->sampling_steps, p->job_timestamp, p->interrupted, p->skipped};
 	json_t *image = !skip_image && p->active && p->preview_b64 ? json_string(p->preview_b64) : json_null();
 	pthread_mutex_unlock(&p->mu);
-	return reply_json(req, json_pack("{s:f,s:f,s:o,s:o,s:n}", "progress", progress, "eta_relative", eta, "state",
-					 state, "current_image", image, "textinfo"));
+	return reply_json(req, txt2img_progress_json(&v, image));
 }
 
 static int stop_job(struct httpd *h, h2o_req_t *req, int skip)
@@ -113,29 +110,14 @@ static int on_samplers(struct httpd *h, h2o_req_t *req, const char *rest)
 {
 	if (forward_if_upstream(backend_of(h), req))
 		return 0;
-	json_t *list = json_array();
-	for (int s = 0; s < ENGINE_SAMPLER_COUNT; s++) {
-		json_t *aliases = json_array();
-		for (const char *const *a = engine_sampler_aliases(s); a && *a; a++)
-			json_array_append_new(aliases, json_string(*a));
-		json_array_append_new(list, json_pack("{s:s,s:o,s:{}}", "name", engine_sampler_name(s), "aliases",
-						      aliases, "options"));
-	}
-	return reply_json(req, list);
+	return reply_json(req, txt2img_samplers_json());
 }
 
 static int on_schedulers(struct httpd *h, h2o_req_t *req, const char *rest)
 {
 	if (forward_if_upstream(backend_of(h), req))
 		return 0;
-	json_t *list = json_array();
-	for (int s = 0; s < ENGINE_SCHEDULE_COUNT; s++) {
-		json_t *item = json_pack("{s:s,s:s,s:n,s:f,s:b}", "name", engine_schedule_name(s), "label",
-					 engine_schedule_label(s), "aliases", "default_rho",
-					 s == ENGINE_SCHEDULE_KARRAS ? 7.0 : -1.0, "need_inner_model", 0);
-		json_array_append_new(list, item);
-	}
-	return reply_json(req, list);
+	return reply_json(req, txt2img_schedulers_json());
 }
 
 static int on_sd_models(struct httpd *h, h2o_req_t *req, const char *rest)

@@ -284,9 +284,9 @@ enum txt2img_result txt2img_parse(const char *body, size_t len, int default_mode
 	json_t *ov = json_object_get(req, "override_settings");
 	if (ov && !json_is_null(ov) && !json_is_object(ov))
 		reject(&c, "override_settings", "dict_type", "Input should be a valid dictionary");
-	else if (ov && check_names)
+	else if (ov && (check_names & TXT2IMG_CHECK_MODELS))
 		resolve_model(&c, "override_settings.sd_model_checkpoint", ov, "sd_model_checkpoint", &p->model);
-	if (check_names && resolve_model(&c, "refiner_checkpoint", req, "refiner_checkpoint", &p->refiner_model) &&
+	if ((check_names & TXT2IMG_CHECK_MODELS) && resolve_model(&c, "refiner_checkpoint", req, "refiner_checkpoint", &p->refiner_model) &&
 	    !json_object_get(req, "refiner_switch_at"))
 		p->refiner_switch_at = 0.8f;
 
@@ -313,7 +313,7 @@ enum txt2img_result txt2img_parse(const char *body, size_t len, int default_mode
 		return TXT2IMG_REJECTED;
 	}
 	json_decref(c.errors);
-	int rc = check_names ? engine_resolve_sampler(sampler_name, scheduler, &p->sampler, &p->schedule) : 0;
+	int rc = (check_names & TXT2IMG_CHECK_SAMPLERS) ? engine_resolve_sampler(sampler_name, scheduler, &p->sampler, &p->schedule) : 0;
 	if (rc == -1) {
 		*status = 404;
 		*reply = json_pack("{s:s}", "detail", "Sampler not found");
@@ -456,4 +456,41 @@ void txt2img_free(struct txt2img *t)
 	json_decref(t->request);
 	json_decref(t->parameters);
 	memset(t, 0, sizeof *t);
+}
+
+json_t *txt2img_samplers_json(void)
+{
+	json_t *list = json_array();
+	for (int s = 0; s < ENGINE_SAMPLER_COUNT; s++) {
+		json_t *aliases = json_array();
+		for (const char *const *a = engine_sampler_aliases(s); a && *a; a++)
+			json_array_append_new(aliases, json_string(*a));
+		json_array_append_new(list, json_pack("{s:s,s:o,s:{}}", "name", engine_sampler_name(s), "aliases",
+						      aliases, "options"));
+	}
+	return list;
+}
+
+json_t *txt2img_schedulers_json(void)
+{
+	json_t *list = json_array();
+	for (int s = 0; s < ENGINE_SCHEDULE_COUNT; s++) {
+		json_t *item = json_pack("{s:s,s:s,s:n,s:f,s:b}", "name", engine_schedule_name(s), "label",
+					 engine_schedule_label(s), "aliases", "default_rho",
+					 s == ENGINE_SCHEDULE_KARRAS ? 7.0 : -1.0, "need_inner_model", 0);
+		json_array_append_new(list, item);
+	}
+	return list;
+}
+
+json_t *txt2img_progress_json(const struct txt2img_progress *p, json_t *current_image)
+{
+	json_t *state = json_pack("{s:b,s:b,s:b,s:s,s:i,s:s,s:i,s:i,s:i}", "skipped", p->skipped, "interrupted",
+				  p->interrupted, "stopping_generation", 0, "job", p->active ? "txt2img" : "",
+				  "job_count", p->active ? p->job_count : 0, "job_timestamp",
+				  p->job_timestamp ? p->job_timestamp : "0", "job_no", p->active ? p->job_no : 0,
+				  "sampling_step", p->active ? p->sampling_step : 0, "sampling_steps",
+				  p->active ? p->sampling_steps : 0);
+	return json_pack("{s:f,s:f,s:o,s:o,s:n}", "progress", p->progress, "eta_relative", p->eta_relative, "state",
+			 state, "current_image", current_image ? current_image : json_null(), "textinfo");
 }

@@ -35,12 +35,15 @@ struct txt2img {
 };
 
 enum txt2img_result { TXT2IMG_OK = 0, TXT2IMG_REJECTED = -1 };
+enum { TXT2IMG_CHECK_SAMPLERS = 1, TXT2IMG_CHECK_MODELS = 2, TXT2IMG_CHECK_ALL = 3 };
 
 /* Parses and validates body. On TXT2IMG_REJECTED, *status and *reply hold the
  * answer (404 sampler not found, 422 validation list); caller owns *reply.
  * default_model: the checkpoint index used when the request names none.
- * check_names: 1 to resolve sampler, scheduler and checkpoints against the
- * built-in engine; 0 in upstream mode, where the upstream server judges them.
+ * check_names: which names to resolve against the built-in engine: samplers
+ * and schedulers, checkpoints, both (TXT2IMG_CHECK_ALL), or none (0: upstream
+ * mode, where the upstream server judges them). The balancer checks samplers
+ * only: checkpoints are its backends' business.
  * On success the caller frees with txt2img_free. */
 enum txt2img_result txt2img_parse(const char *body, size_t len, int default_model, int check_names,
 				  struct txt2img *out, int *status, json_t **reply);
@@ -58,5 +61,20 @@ char *txt2img_infotext(const struct txt2img *t, int image);
  * job_timestamp, version) for count images. sdgate (stolen) is added as
  * "sdgate". New reference. */
 json_t *txt2img_info(const struct txt2img *t, int count, const char *job_timestamp, json_t *sdgate);
+
+/* A1111's lists, GET /sdapi/v1/samplers and /schedulers, for the built-in
+ * engine's names (the balancer answers the same). New references. */
+json_t *txt2img_samplers_json(void);
+json_t *txt2img_schedulers_json(void);
+
+/* A1111's ProgressResponse. */
+struct txt2img_progress {
+	double progress, eta_relative;
+	int active, job_count, job_no, sampling_step, sampling_steps;
+	const char *job_timestamp;
+	int interrupted, skipped;
+};
+/* current_image is stolen (a base64 string or json_null()). New reference. */
+json_t *txt2img_progress_json(const struct txt2img_progress *p, json_t *current_image);
 
 #endif

@@ -14,7 +14,7 @@
 static int parse(const char *body, struct txt2img *t, int *status, json_t **reply)
 {
 	*reply = NULL;
-	return txt2img_parse(body, strlen(body), -1, 1, t, status, reply);
+	return txt2img_parse(body, strlen(body), -1, TXT2IMG_CHECK_ALL, t, status, reply);
 }
 
 /* Asserts a 422 whose first item has loc ["body", field] and type. */

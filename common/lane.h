@@ -1,7 +1,8 @@
 /* lane.h — one worker thread with a FIFO of tasks, whose results come back
  * to the h2o loop thread. The backend has two: "jobs" (one generation at a
  * time, as A1111 serves one job per GPU) and "control" (upstream progress and
- * interrupt calls, which must not wait behind a job).
+ * interrupt calls, which must not wait behind a job); the balancer's SQLite
+ * store has one, so that no file I/O runs on the loop.
  *
  * A task's run() executes on the lane's thread; then done() on the loop
  * thread, which owns the task from then on (it usually replies and frees it).
@@ -29,5 +30,8 @@ void lane_submit(struct lane *l, struct lane_task *t);
 /* Number of tasks waiting (not counting the running one). */
 int lane_queued(struct lane *l);
 void lane_free(struct lane *l);
+/* Runs every queued task, then stops like lane_free. Their done() messages
+ * are delivered by the loop's next turn. */
+void lane_drain_and_free(struct lane *l);
 
 #endif

@@ -15,6 +15,7 @@ struct lane {
 	struct lane_task *head, *tail;
 	int queued;
 	int stopping;
+	int drain; /* run what is queued before stopping */
 };
 
 static void on_loop(struct httpd *h, struct httpd_msg *msg)
@@ -30,7 +31,7 @@ static void *lane_main(void *arg)
 	for (;;) {
 		while (!l->head && !l->stopping)
 			pthread_cond_wait(&l->cv, &l->mu);
-		if (l->stopping)
+		if (l->stopping && (!l->drain || !l->head))
 			break;
 		struct lane_task *t = l->head;
 		l->head = t->next;
@@ -87,17 +88,18 @@ int lane_queued(struct lane *l)
 	return n;
 }
 
-void lane_free(struct lane *l)
+static void lane_stop(struct lane *l, int drain)
 {
 	if (!l)
 		return;
 	pthread_mutex_lock(&l->mu);
 	l->stopping = 1;
-	struct lane_task *t = l->head;
-	l->head = l->tail = NULL;
+	l->drain = drain;
 	pthread_cond_signal(&l->cv);
 	pthread_mutex_unlock(&l->mu);
 	pthread_join(l->thread, NULL);
+	struct lane_task *t = l->head; /* what was not run (none when draining) */
+	l->head = l->tail = NULL;
 	while (t) {
 		struct lane_task *next = t->next;
 		t->cancelled = 1;
@@ -107,4 +109,14 @@ void lane_free(struct lane *l)
 	pthread_mutex_destroy(&l->mu);
 	pthread_cond_destroy(&l->cv);
 	free(l);
+}
+
+void lane_free(struct lane *l)
+{
+	lane_stop(l, 0);
+}
+
+void lane_drain_and_free(struct lane *l)
+{
+	lane_stop(l, 1);
 }

@@ -1,0 +1,212 @@
+/* api_a1111.c — the A1111 façade: an A1111 client pointed at the balancer
+ * sees one AUTOMATIC1111 whose txt2img runs on whichever backend the router
+ * picks. POST /sdapi/v1/txt2img waits for its job (the waiter below); a
+ * client that hangs up cancels the job. Loop thread. */
+#include "balancer.h"
+
+#include "txt2img.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct waiter {
+	struct balancer *b;
+	h2o_req_t *req;
+	struct job *job; /* NULL once answered */
+};
+
+static struct balancer *bal(struct httpd *h)
+{
+	return httpd_user(h);
+}
+
+/* The request ended: if it was not answered, its client went away. */
+static void waiter_dispose(void *p)
+{
+	struct waiter *w = p;
+	struct job *j = w->job;
+	if (!j || w->b->stopping)
+		return;
+	j->waiter = NULL;
+	w->job = NULL;
+	if (!jobs_is_final(j))
+		dispatch_cancel(w->b, j);
+}
+
+static int failure_status(const char *code)
+{
+	if (!strcmp(code, "no_backend"))
+		return 503;
+	if (!strcmp(code, "backend_failed"))
+		return 502;
+	if (!strcmp(code, "rejected"))
+		return 422;
+	return 500;
+}
+
+void waiter_finish(struct balancer *b, struct job *j)
+{
+	struct waiter *w = j->waiter;
+	if (!w)
+		return;
+	j->waiter = NULL;
+	w->job = NULL;
+	if (j->status == JOB_DONE) {
+		httpd_reply_json(w->req, 200, json_incref(j->result));
+	} else if (j->status == JOB_CANCELLED) {
+		httpd_reply_detail(w->req, 409, "Interrupted");
+	} else {
+		const char *code = json_string_value(json_object_get(j->error, "code"));
+		const char *msg = json_string_value(json_object_get(j->error, "message"));
+		httpd_reply_detail(w->req, failure_status(code ? code : ""), msg ? msg : "failed");
+	}
+}
+
+static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	struct balancer *b = bal(h);
+	struct intake_error e;
+	struct job *j = intake_job(b, req, 1, &e);
+	if (!j) {
+		intake_reply_error(req, &e, 1);
+		intake_error_free(&e);
+		return 0;
+	}
+	struct waiter *w = httpd_alloc_guarded(req, sizeof *w, waiter_dispose);
+	w->b = b;
+	w->req = req;
+	w->job = j;
+	j->waiter = w;
+	jobs_save(b, j, NULL, NULL);
+	if (!dispatch_reject_unservable(b, j)) {
+		jobs_enqueue(b, j, 0);
+		dispatch_schedule(b);
+	}
+	return 0;
+}
+
+/* The calling client's most recent unfinished façade job, or NULL. */
+static struct job *client_job(struct balancer *b, h2o_req_t *req)
+{
+	char client[64];
+	bal_client_of(b, req, client, sizeof client);
+	for (struct job *j = b->all; j; j = j->all_next)
+		if (j->facade && !jobs_is_final(j) && !strcmp(j->client, client))
+			return j;
+	return NULL;
+}
+
+static int on_progress(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	struct balancer *b = bal(h);
+	struct job *j = client_job(b, req);
+	struct txt2img_progress p = {0};
+	json_t *image = NULL;
+	if (j && j->status == JOB_RUNNING) {
+		p.active = 1;
+		p.job_count = 1;
+		p.sampling_step = j->step;
+		p.sampling_steps = j->steps;
+		p.progress = j->steps > 0 ? (double)j->step / j->steps : 0;
+		double elapsed = bal_now() - j->started;
+		if (p.progress > 0.01)
+			p.eta_relative = elapsed / p.progress - elapsed;
+		char skip[8] = "";
+		httpd_query_param(req, "skip_current_image", skip, sizeof skip);
+		if (j->preview && strcmp(skip, "true") && strcmp(skip, "True") && strcmp(skip, "1"))
+			image = json_string(j->preview);
+	} else if (j) {
+		p.active = 1; /* queued: A1111 reports a job with no step yet */
+		p.job_count = 1;
+	}
+	httpd_reply_json(req, 200, txt2img_progress_json(&p, image));
+	return 0;
+}
+
+static int on_interrupt(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	struct balancer *b = bal(h);
+	struct job *j;
+	while ((j = client_job(b, req)))
+		dispatch_cancel(b, j);
+	httpd_reply_json(req, 200, json_object());
+	return 0;
+}
+
+static int on_samplers(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	httpd_reply_json(req, 200, txt2img_samplers_json());
+	return 0;
+}
+
+static int on_schedulers(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	httpd_reply_json(req, 200, txt2img_schedulers_json());
+	return 0;
+}
+
+/* Every checkpoint title a live backend offers, once. */
+static json_t *live_titles(struct balancer *b)
+{
+	json_t *seen = json_object(), *list = json_array();
+	for (struct bk *k = b->backends; k; k = k->next) {
+		if (k->state != BK_UP)
+			continue;
+		size_t i;
+		json_t *t;
+		json_array_foreach(k->titles, i, t) {
+			if (json_object_get(seen, json_string_value(t)))
+				continue;
+			json_object_set_new(seen, json_string_value(t), json_true());
+			json_array_append(list, t);
+		}
+	}
+	json_decref(seen);
+	return list;
+}
+
+static int on_sd_models(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	json_t *titles = live_titles(bal(h)), *list = json_array();
+	size_t i;
+	json_t *t;
+	json_array_foreach(titles, i, t) {
+		const char *title = json_string_value(t);
+		const char *br = strstr(title, " [");
+		json_t *name = br ? json_stringn(title, (size_t)(br - title)) : json_string(title);
+		json_array_append_new(list, json_pack("{s:O,s:o,s:n,s:n,s:s,s:n}", "title", t, "model_name", name, "hash",
+						      "sha256", "filename", "", "config"));
+	}
+	json_decref(titles);
+	httpd_reply_json(req, 200, list);
+	return 0;
+}
+
+static int on_options(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	json_t *titles = live_titles(bal(h));
+	const char *first = json_string_value(json_array_get(titles, 0));
+	json_t *o = json_pack("{s:s,s:i,s:s,s:b}", "sd_model_checkpoint", first ? first : "", "sd_checkpoints_limit",
+			      1, "samples_format", "png", "enable_pnginfo", 1);
+	json_decref(titles);
+	httpd_reply_json(req, 200, o);
+	return 0;
+}
+
+static int on_ping(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	httpd_reply_json(req, 200, json_object());
+	return 0;
+}
+
+const struct httpd_route API_A1111_ROUTES[] = {
+	{"POST", "/sdapi/v1/txt2img", on_txt2img},
+	{"GET", "/sdapi/v1/progress", on_progress},
+	{"POST", "/sdapi/v1/interrupt", on_interrupt},
+	{"GET", "/sdapi/v1/samplers", on_samplers},
+	{"GET", "/sdapi/v1/schedulers", on_schedulers},
+	{"GET", "/sdapi/v1/sd-models", on_sd_models},
+	{"GET", "/sdapi/v1/options", on_options},
+	{"GET", "/internal/ping", on_ping},
+};
+const size_t API_A1111_N = sizeof API_A1111_ROUTES / sizeof API_A1111_ROUTES[0];

@@ -1,0 +1,134 @@
+/* api_jobs.c — sdgate's jobs API: POST /v1/jobs (202 once the job is in the
+ * SQLite file), GET /v1/jobs/{id}, GET /v1/jobs/{id}/events (SSE), DELETE
+ * /v1/jobs/{id}. A job id (32 random hex chars) is the capability to read or
+ * cancel it. Loop thread. */
+#include "balancer.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static struct balancer *bal(struct httpd *h)
+{
+	return httpd_user(h);
+}
+
+/* The 202 waits for the store's thread; the request may die meanwhile, so
+ * the context outlives it and the request's pool only holds a guard. */
+struct save_ctx {
+	struct balancer *b;
+	h2o_req_t *req;
+	struct save_guard *guard;
+	char id[BAL_ID_LEN + 1];
+};
+
+struct save_guard {
+	struct save_ctx *ctx;
+};
+
+static void guard_dispose(void *p)
+{
+	struct save_guard *g = p;
+	if (g->ctx)
+		g->ctx->req = NULL;
+}
+
+static void on_saved(void *user, int ok)
+{
+	struct save_ctx *c = user;
+	struct job *j = jobs_find(c->b, c->id);
+	if (c->req) {
+		c->guard->ctx = NULL;
+		if (!j) {
+			bal_reply_error(c->req, 500, "internal", "The job vanished", NULL);
+		} else if (!ok) {
+			dispatch_cancel(c->b, j);
+			bal_reply_error(c->req, 503, "storage_failed", "The job could not be stored; it was not accepted",
+					NULL);
+		} else {
+			json_t *v = jobs_view(c->b, j);
+			json_t *answer = json_pack("{s:s,s:O,s:O}", "id", j->id, "status", json_object_get(v, "status"),
+						   "position", json_object_get(v, "position"));
+			json_decref(v);
+			httpd_reply_json(c->req, 202, answer);
+		}
+	}
+	free(c);
+}
+
+static int on_create(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	struct balancer *b = bal(h);
+	struct intake_error e;
+	struct job *j = intake_job(b, req, 0, &e);
+	if (!j) {
+		intake_reply_error(req, &e, 0);
+		intake_error_free(&e);
+		return 0;
+	}
+	if (dispatch_reject_unservable(b, j)) {
+		const char *msg = json_string_value(json_object_get(j->error, "message"));
+		bal_reply_error(req, 503, "no_backend", msg ? msg : "No live backend can serve this job", NULL);
+		return 0;
+	}
+	struct save_ctx *c = calloc(1, sizeof *c);
+	if (!c) {
+		dispatch_cancel(b, j);
+		bal_reply_error(req, 500, "internal", "Out of memory", NULL);
+		return 0;
+	}
+	c->b = b;
+	c->req = req;
+	c->guard = httpd_alloc_guarded(req, sizeof *c->guard, guard_dispose);
+	c->guard->ctx = c;
+	snprintf(c->id, sizeof c->id, "%s", j->id);
+	jobs_enqueue(b, j, 0);
+	jobs_save(b, j, on_saved, c); /* first in the store's FIFO: before any later state */
+	dispatch_schedule(b);
+	return 0;
+}
+
+static int on_job(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	struct balancer *b = bal(h);
+	char id[BAL_ID_LEN + 1];
+	size_t n = strcspn(rest, "/");
+	const char *tail = rest + n;
+	if (n != BAL_ID_LEN) {
+		bal_reply_error(req, 404, "not_found", "No such job", NULL);
+		return 0;
+	}
+	memcpy(id, rest, n);
+	id[n] = '\0';
+	struct job *j = jobs_find(b, id);
+	int is_events = strcmp(tail, "/events") == 0;
+	if (*tail && !is_events)
+		return -1;
+	if (!j) {
+		bal_reply_error(req, 404, "not_found", "No such job (unknown, or expired)", NULL);
+		return 0;
+	}
+	if (httpd_method_is(req, "GET")) {
+		if (is_events)
+			sse_open(b, req, j);
+		else
+			httpd_reply_json(req, 200, jobs_view(b, j));
+		return 0;
+	}
+	if (httpd_method_is(req, "DELETE") && !is_events) {
+		if (jobs_is_final(j)) {
+			bal_reply_error(req, 409, "already_finished", "The job has already finished", NULL);
+			return 0;
+		}
+		dispatch_cancel(b, j);
+		httpd_reply_json(req, 200, json_pack("{s:s,s:s}", "id", j->id, "status", "cancelled"));
+		return 0;
+	}
+	bal_reply_error(req, 405, "method_not_allowed", "Method Not Allowed", NULL);
+	return 0;
+}
+
+const struct httpd_route API_JOBS_ROUTES[] = {
+	{"POST", "/v1/jobs", on_create},
+	{NULL, "/v1/jobs/", on_job},
+};
+const size_t API_JOBS_N = sizeof API_JOBS_ROUTES / sizeof API_JOBS_ROUTES[0];

@@ -1,0 +1,237 @@
+/* balancer.h — the state of one sdgate-balancer process, shared by its
+ * modules: the registry of backends (registry.c), the jobs and their events
+ * (jobs.c, sse.c), routing (router.c) and dispatch (dispatch.c), the HTTP APIs
+ * (api_*.c) and main.c.
+ *
+ * Thread rules: everything here lives on the h2o loop thread. Other threads
+ * (curl in fetch.c, SQLite in store.c) only hand results back through
+ * httpd_post, so nothing below needs a lock. */
+#ifndef SDGATE_BALANCER_H
+#define SDGATE_BALANCER_H
+
+#include "fetch.h"
+#include "httpd.h"
+#include "store.h"
+
+#include <jansson.h>
+
+/* Limits, printed by --help. */
+#define BAL_MAX_BODY (1u << 20)            /* request bodies */
+#define BAL_MAX_ANSWER (256u << 20)        /* a backend's txt2img answer */
+#define BAL_MAX_SMALL_ANSWER (4u << 20)    /* info, models, progress (with preview) */
+#define BAL_MAX_SLOTS 8
+#define BAL_MAX_BACKENDS 1024
+#define BAL_MAX_GPUS 16                    /* classes in one job's accepted set */
+#define BAL_MAX_FIELD 256                  /* identity strings */
+#define BAL_ID_LEN 32                      /* hex chars of job and backend ids */
+#define BAL_HEARTBEAT_MISSES 3
+#define BAL_SSE_KEEPALIVE_S 15
+
+struct bal_config {
+	const char *listen;
+	const char *db;
+	char **backends; /* static, from --backend */
+	const char *provider_token;
+	const char *admin_token;
+	long max_queue, max_queue_per_client, max_attempts;
+	long heartbeat_interval_s, health_interval_ms, progress_interval_ms;
+	double job_timeout_factor, min_job_timeout_s;
+	long result_ttl_s;
+};
+
+enum bk_state { BK_PROBING, BK_UP, BK_DOWN };
+
+struct job;
+
+/* One backend: a static one from the flags, or a registered provider. */
+struct balancer;
+
+struct bk {
+	struct balancer *b;
+	char id[BAL_ID_LEN + 1];
+	char *url;          /* base URL, no trailing '/', no fragment */
+	int registered;     /* 0 = static */
+	json_t *identity;   /* provider, location, country, lat, lon, gpu, gpu_class, simulated, price_per_hour, engine, version */
+	json_t *fixed;      /* identity given by the operator (fragment/registration): wins over /sdgate/v1/info */
+	json_t *models;     /* checkpoint titles and model_names offered (array of strings) */
+	json_t *titles;     /* the titles alone, for GET /sdapi/v1/sd-models */
+	char *loaded_model; /* the checkpoint it last ran, or NULL */
+	int slots, running;
+	struct job *jobs[BAL_MAX_SLOTS];
+	enum bk_state state;
+	double spp;         /* learned seconds per (step x pixel x image); 0 = unknown */
+	long jobs_done, jobs_failed;
+	double inference_sum;
+	double last_heartbeat, next_check, interrupt_until;
+	struct fetch *check; /* probe or health check in flight */
+	int probe_step;
+	struct bk *next;
+};
+
+enum job_status { JOB_QUEUED, JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED };
+
+struct sse;
+struct waiter;
+
+struct job {
+	char id[BAL_ID_LEN + 1];
+	char client[64];
+	int facade;             /* submitted through /sdapi/v1/txt2img */
+	json_t *request;        /* what is sent to backends (seeds fixed, hints removed) */
+	json_t *gpus;           /* accepted GPU classes (array, may be empty) */
+	double max_price;       /* 0 = any */
+	const char *model;      /* checkpoint asked for (in request), or NULL */
+	const char *refiner;
+	double work;            /* steps x width x height x images */
+	long long seed;
+	enum job_status status;
+	int attempt;
+	struct bk *bk;          /* while running */
+	json_t *placed;         /* {backend, provider, location, gpu} of the last dispatch */
+	double created;         /* unix seconds */
+	double enqueued, started, finished; /* monotonic seconds */
+	double finished_unix;
+	int last_position;      /* last queued{position} sent to subscribers */
+	long queue_ms, inference_ms;
+	double inference_s;
+	json_t *result;         /* {"images", "parameters", "info"} when done */
+	json_t *error;          /* {"code", "message"} when failed */
+	int step, steps;
+	char *preview;          /* base64 PNG, latest */
+	struct fetch *call, *poll;
+	double next_poll, deadline;
+	struct sse *subs;
+	struct waiter *waiter;
+	struct job *qprev, *qnext; /* the queue */
+	int in_queue;
+	struct job *hnext;         /* the id table */
+	struct job *all_prev, *all_next;
+};
+
+struct bal_metrics {
+	long accepted, done, failed, cancelled, retries, backend_failures;
+	double dispatch_latency_sum;
+	long dispatch_latency_count;
+	json_t *inference_by_class; /* {"a100": [sum, count], ...} */
+};
+
+#define BAL_JOB_BUCKETS 4096
+
+struct balancer {
+	struct bal_config cfg;
+	struct httpd *httpd;
+	struct fetcher *fetcher;
+	struct store *store;
+	struct bk *backends;
+	int n_backends;
+	struct job *qhead, *qtail;
+	int queued, running;
+	struct job *table[BAL_JOB_BUCKETS];
+	struct job *all;
+	int n_jobs;
+	struct bal_metrics m;
+	int reschedule;
+	int stopping;           /* shutting down: hung-up clients no longer cancel jobs */
+	double next_slow_tick, last_schedule;
+};
+
+struct balancer *balancer_of(struct httpd *h);
+double bal_now(void);      /* monotonic seconds */
+double bal_unix_now(void); /* wall clock */
+/* 32 random hex chars + NUL. */
+void bal_random_id(char out[BAL_ID_LEN + 1]);
+/* The calling client: X-Sdgate-Client when the admin token is presented,
+ * else the peer address. */
+void bal_client_of(struct balancer *b, h2o_req_t *req, char *out, size_t len);
+/* Constant-time check of "Authorization: Bearer <token>". */
+int bal_bearer_ok(h2o_req_t *req, const char *token);
+/* sdgate's error reply: {"detail", "error": {code, message, field?}}. */
+void bal_reply_error(h2o_req_t *req, int status, const char *code, const char *message, const char *field);
+
+/* registry.c */
+struct bk *registry_add(struct balancer *b, const char *url, json_t *fixed, int registered, const char *id);
+void registry_remove(struct balancer *b, struct bk *k, const char *why);
+struct bk *registry_find(struct balancer *b, const char *id);
+struct bk *registry_find_url(struct balancer *b, const char *url);
+/* Passive check: a failed call marks it down until a health check passes. */
+void registry_mark_down(struct balancer *b, struct bk *k, const char *why);
+void registry_tick(struct balancer *b, double now);
+/* Shutdown: frees every entry, with no side effects. */
+void registry_free_all(struct balancer *b);
+const char *registry_state_name(const struct bk *k);
+int registry_offers(const struct bk *k, const char *model);
+json_t *registry_board(struct balancer *b);
+const char *bk_str(const struct bk *k, const char *key); /* identity field, "" if absent */
+double bk_price(const struct bk *k);
+
+/* jobs.c */
+struct job *jobs_find(struct balancer *b, const char *id);
+/* Takes over request and gpus. Adds the job to the table (not the queue). */
+struct job *jobs_new(struct balancer *b, json_t *request, json_t *gpus, double max_price, const char *client,
+		     int facade);
+void jobs_enqueue(struct balancer *b, struct job *j, int front);
+void jobs_dequeue(struct balancer *b, struct job *j);
+int jobs_position(struct balancer *b, const struct job *j); /* 1-based, 0 if not queued */
+int jobs_count_client(struct balancer *b, const char *client);
+/* Persists the job's current state; done as in store_save_job. */
+void jobs_save(struct balancer *b, struct job *j, store_done_fn done, void *user);
+/* Terminal transitions: set status, timings, emit the final event, answer
+ * the waiter, persist. */
+void jobs_finish_done(struct balancer *b, struct job *j, json_t *result);
+void jobs_finish_failed(struct balancer *b, struct job *j, const char *code, const char *message);
+void jobs_finish_cancelled(struct balancer *b, struct job *j);
+/* GET /v1/jobs/{id} document. */
+json_t *jobs_view(struct balancer *b, const struct job *j);
+/* Events to subscribers: name, data (stolen). */
+void jobs_emit(struct balancer *b, struct job *j, const char *event, json_t *data);
+/* The job's current state as an event (for late subscribers). */
+void jobs_current_event(struct balancer *b, const struct job *j, const char **event, json_t **data);
+void jobs_expire(struct balancer *b, double unix_now);
+void jobs_load(struct balancer *b);
+void jobs_free_all(struct balancer *b);
+int jobs_is_final(const struct job *j);
+
+/* dispatch.c */
+void dispatch_schedule(struct balancer *b);
+void dispatch_cancel(struct balancer *b, struct job *j);
+void dispatch_tick(struct balancer *b, double now);
+/* Fails at once a job that no live backend could ever serve; returns 1 if so. */
+int dispatch_reject_unservable(struct balancer *b, struct job *j);
+/* Ends a backend's running jobs (requeued) when it is removed or marked down. */
+void dispatch_backend_lost(struct balancer *b, struct bk *k, const char *why);
+
+/* sse.c: a Server-Sent Events stream bound to a job. */
+void sse_open(struct balancer *b, h2o_req_t *req, struct job *j);
+void sse_send(struct sse *s, const char *event, const json_t *data);
+struct sse *sse_next(struct sse *s);
+void sse_close_all(struct job *j); /* after the final event */
+void sse_keepalive(struct job *j);
+
+/* intake.c: a txt2img body (+ hints) → a new job, or the error to answer. */
+struct intake_error {
+	int status;
+	const char *code;
+	const char *field;
+	char message[512];
+	char field_buf[64];
+	json_t *a1111; /* A1111's own reply (422 list, 404 detail), when there is one */
+};
+struct job *intake_job(struct balancer *b, h2o_req_t *req, int facade, struct intake_error *e);
+void intake_reply_error(h2o_req_t *req, const struct intake_error *e, int a1111_shape);
+void intake_error_free(struct intake_error *e);
+
+/* api_*.c route tables. */
+extern const struct httpd_route API_A1111_ROUTES[];
+extern const size_t API_A1111_N;
+extern const struct httpd_route API_JOBS_ROUTES[];
+extern const size_t API_JOBS_N;
+extern const struct httpd_route API_BACKENDS_ROUTES[];
+extern const size_t API_BACKENDS_N;
+extern const struct httpd_route API_OPS_ROUTES[];
+extern const size_t API_OPS_N;
+
+/* api_a1111.c: the façade's waiting request. */
+void waiter_finish(struct balancer *b, struct job *j);
+void waiter_detach(struct job *j);
+
+#endif

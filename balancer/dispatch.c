@@ -1,0 +1,470 @@
+/* dispatch.c — runs the router over the queue and carries each dispatch
+ * through: POST txt2img to the backend, progress polling, the answer (done,
+ * rejected, or a failure that marks the backend down and queues the job again
+ * at the front, up to --max-attempts), cancellation and timeouts.
+ * Loop thread only. */
+#include "balancer.h"
+
+#include "log.h"
+#include "router.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A conservative speed for a backend not measured yet, used only for its
+ * timeout: about a slow GPU's SDXL (1024², ~3 s per step). */
+#define SPP_PRIOR 3e-6
+#define NO_BACKEND_GRACE_S 120.0 /* a queued job whose backends all went down waits this long */
+#define INTERRUPT_TIMEOUT_MS 5000
+#define SCHEDULE_EVERY_S 0.02
+
+static double expected_s(const struct bk *k, const struct job *j, double spp_default)
+{
+	double spp = k->spp > 0 ? k->spp : spp_default;
+	return spp * j->work;
+}
+
+static double timeout_s(struct balancer *b, const struct bk *k, const struct job *j)
+{
+	double t = b->cfg.job_timeout_factor * expected_s(k, j, SPP_PRIOR);
+	return fmax(t, b->cfg.min_job_timeout_s);
+}
+
+static void release_slot(struct balancer *b, struct job *j)
+{
+	struct bk *k = j->bk;
+	if (!k)
+		return;
+	for (int s = 0; s < BAL_MAX_SLOTS; s++)
+		if (k->jobs[s] == j)
+			k->jobs[s] = NULL;
+	k->running--;
+	b->running--;
+	j->bk = NULL;
+	fetch_cancel(j->call);
+	fetch_cancel(j->poll);
+	j->call = j->poll = NULL;
+	b->reschedule = 1;
+}
+
+struct interrupt_ctx {
+	struct balancer *b;
+	char id[BAL_ID_LEN + 1];
+};
+
+static void on_interrupted(const struct fetch_result *r, void *user)
+{
+	struct interrupt_ctx *c = user;
+	struct bk *k = registry_find(c->b, c->id);
+	if (k) {
+		k->interrupt_until = 0;
+		c->b->reschedule = 1;
+	}
+	free(c);
+}
+
+/* Asks the backend to stop its current job; it counts as busy until it has
+ * answered, so that the next job does not queue behind the interrupted one. */
+static void interrupt_backend(struct balancer *b, struct bk *k)
+{
+	struct interrupt_ctx *c = calloc(1, sizeof *c);
+	if (!c)
+		return;
+	c->b = b;
+	snprintf(c->id, sizeof c->id, "%s", k->id);
+	char url[1024];
+	snprintf(url, sizeof url, "%s/sdapi/v1/interrupt", k->url);
+	k->interrupt_until = bal_now() + INTERRUPT_TIMEOUT_MS / 1000.0;
+	if (!fetch_start(b->fetcher, "POST", url, NULL, 0, INTERRUPT_TIMEOUT_MS, BAL_MAX_SMALL_ANSWER, on_interrupted, c))
+		free(c);
+}
+
+/* A failed dispatch: the job goes back to the front of the queue, or fails
+ * once it has used its attempts. */
+static void retry_or_fail(struct balancer *b, struct job *j, const char *why)
+{
+	release_slot(b, j);
+	if (j->attempt >= b->cfg.max_attempts) {
+		char msg[512];
+		snprintf(msg, sizeof msg, "All %d attempts failed; the last: %s", j->attempt, why);
+		jobs_finish_failed(b, j, "backend_failed", msg);
+		return;
+	}
+	b->m.retries++;
+	log_info("job %s: attempt %d failed (%s); queued again", j->id, j->attempt, why);
+	jobs_enqueue(b, j, 1);
+	j->last_position = jobs_position(b, j);
+	jobs_emit(b, j, "queued", json_pack("{s:i}", "position", j->last_position));
+	jobs_save(b, j, NULL, NULL);
+}
+
+static void backend_failed(struct balancer *b, struct job *j, const char *why)
+{
+	struct bk *k = j->bk;
+	if (k) {
+		k->jobs_failed++;
+		registry_mark_down(b, k, why);
+	}
+	retry_or_fail(b, j, why);
+}
+
+static void learn_class(struct balancer *b, const char *cls, double seconds)
+{
+	json_t *e = json_object_get(b->m.inference_by_class, cls);
+	if (!e) {
+		e = json_pack("[f,i]", 0.0, 0);
+		json_object_set_new(b->m.inference_by_class, cls, e);
+	}
+	json_array_set_new(e, 0, json_real(json_real_value(json_array_get(e, 0)) + seconds));
+	json_array_set_new(e, 1, json_integer(json_integer_value(json_array_get(e, 1)) + 1));
+}
+
+/* The A1111 answer with info.sdgate set from the registry (authoritative for
+ * identity) and the backend's own inference time when it reports one. */
+static json_t *build_result(struct balancer *b, struct job *j, struct bk *k, json_t *answer, double elapsed)
+{
+	json_t *info_v = json_object_get(answer, "info");
+	json_error_t err;
+	json_t *info = json_is_string(info_v) ? json_loads(json_string_value(info_v), 0, &err)
+					      : json_is_object(info_v) ? json_incref(info_v) : NULL;
+	if (!json_is_object(info)) {
+		json_decref(info);
+		info = json_object();
+	}
+	json_t *reported = json_object_get(json_object_get(info, "sdgate"), "inference_time");
+	double inference = json_is_number(reported) && json_number_value(reported) >= 0 ? json_number_value(reported)
+											 : elapsed;
+	j->inference_s = inference;
+	j->inference_ms = (long)(inference * 1000.0);
+	json_object_set_new(info, "sdgate",
+			    json_pack("{s:s,s:s,s:s,s:s,s:s,s:f,s:f,s:i,s:s}", "provider", bk_str(k, "provider"),
+				      "location", bk_str(k, "location"), "gpu", bk_str(k, "gpu_class"), "gpu_name",
+				      bk_str(k, "gpu"), "backend", k->id, "inference_time", inference, "queue_time",
+				      j->queue_ms / 1000.0, "attempt", j->attempt, "job_id", j->id));
+	char *text = json_dumps(info, JSON_COMPACT);
+	json_decref(info);
+	json_t *params = json_object_get(answer, "parameters");
+	params = json_is_object(params) ? json_incref(params) : json_object();
+	json_t *res = json_pack("{s:O,s:o,s:s}", "images", json_object_get(answer, "images"), "parameters", params,
+				"info", text ? text : "{}");
+	free(text);
+	return res;
+}
+
+static int answer_ok(const json_t *a)
+{
+	json_t *images = json_object_get(a, "images");
+	if (!json_is_array(images) || json_array_size(images) == 0)
+		return 0;
+	size_t i;
+	json_t *v;
+	json_array_foreach(images, i, v) if (!json_is_string(v)) return 0;
+	json_t *info = json_object_get(a, "info");
+	return !info || json_is_string(info) || json_is_object(info);
+}
+
+static void on_call(const struct fetch_result *r, void *user)
+{
+	struct job *j = user;
+	struct bk *k = j->bk;
+	struct balancer *b = k->b;
+	j->call = NULL;
+	if (r->status == 200) {
+		json_error_t err;
+		json_t *a = json_loadb(r->body, r->len, 0, &err);
+		if (json_is_object(a) && answer_ok(a)) {
+			json_t *res = build_result(b, j, k, a, r->elapsed_s);
+			json_decref(a);
+			double observed = r->elapsed_s / fmax(j->work, 1);
+			k->spp = k->spp > 0 ? 0.7 * k->spp + 0.3 * observed : observed;
+			k->jobs_done++;
+			k->inference_sum += j->inference_s;
+			learn_class(b, bk_str(k, "gpu_class"), j->inference_s);
+			release_slot(b, j);
+			log_info("job %s done on %s (%s) in %.3f s, attempt %d", j->id, k->id, bk_str(k, "provider"),
+				 r->elapsed_s, j->attempt);
+			jobs_finish_done(b, j, res);
+			return;
+		}
+		json_decref(a);
+		backend_failed(b, j, "malformed txt2img answer");
+		return;
+	}
+	if (r->status >= 400 && r->status < 500 && r->status != 408 && r->status != 409 && r->status != 429) {
+		/* The request itself is wrong for this backend; retrying elsewhere
+		 * would only repeat it. */
+		char msg[600];
+		snprintf(msg, sizeof msg, "The backend refused the request (HTTP %ld): %.400s", r->status, r->body);
+		release_slot(b, j);
+		jobs_finish_failed(b, j, "rejected", msg);
+		return;
+	}
+	char why[320];
+	if (r->status)
+		snprintf(why, sizeof why, "txt2img answered HTTP %ld", r->status);
+	else
+		snprintf(why, sizeof why, "txt2img: %s", r->error);
+	if (r->status == 0 && k)
+		interrupt_backend(b, k); /* a timeout may leave it working */
+	backend_failed(b, j, why);
+}
+
+static void on_poll(const struct fetch_result *r, void *user)
+{
+	struct job *j = user;
+	j->poll = NULL;
+	if (r->status != 200 || j->status != JOB_RUNNING || !j->bk)
+		return;
+	struct balancer *b = j->bk->b;
+	json_error_t err;
+	json_t *p = json_loadb(r->body, r->len, 0, &err);
+	json_t *state = json_object_get(p, "state");
+	json_t *step = json_object_get(state, "sampling_step"), *steps = json_object_get(state, "sampling_steps");
+	const char *preview = json_string_value(json_object_get(p, "current_image"));
+	if (json_is_integer(step) && json_is_integer(steps) && json_integer_value(steps) > 0 &&
+	    json_integer_value(steps) <= 100000) {
+		int s = (int)json_integer_value(step), n = (int)json_integer_value(steps);
+		int changed = s != j->step || n != j->steps || (preview && (!j->preview || strcmp(preview, j->preview)));
+		j->step = s;
+		j->steps = n;
+		if (preview && (!j->preview || strcmp(preview, j->preview))) {
+			free(j->preview);
+			j->preview = strdup(preview);
+		}
+		if (changed && j->subs) {
+			json_t *ev = json_pack("{s:i,s:i,s:f}", "step", s, "steps", n, "progress",
+					       json_number_value(json_object_get(p, "progress")));
+			if (j->preview)
+				json_object_set_new(ev, "preview", json_string(j->preview));
+			jobs_emit(b, j, "progress", ev);
+		}
+	}
+	json_decref(p);
+}
+
+static void start(struct balancer *b, struct job *j, struct bk *k)
+{
+	double now = bal_now();
+	jobs_dequeue(b, j);
+	int slot = 0;
+	while (slot < BAL_MAX_SLOTS && k->jobs[slot])
+		slot++;
+	if (slot >= BAL_MAX_SLOTS)
+		return; /* cannot happen: the router checked slots */
+	k->jobs[slot] = j;
+	k->running++;
+	b->running++;
+	j->bk = k;
+	j->status = JOB_RUNNING;
+	j->attempt++;
+	j->started = now;
+	j->step = j->steps = 0;
+	free(j->preview);
+	j->preview = NULL;
+	j->queue_ms = (long)((now - j->enqueued) * 1000.0);
+	if (j->attempt == 1) {
+		b->m.dispatch_latency_sum += now - j->enqueued;
+		b->m.dispatch_latency_count++;
+	}
+	json_decref(j->placed);
+	j->placed = json_pack("{s:s,s:s,s:s,s:s,s:s}", "backend", k->id, "provider", bk_str(k, "provider"), "location",
+			      bk_str(k, "location"), "gpu", bk_str(k, "gpu_class"), "gpu_name", bk_str(k, "gpu"));
+	if (j->model) {
+		free(k->loaded_model);
+		k->loaded_model = strdup(j->model);
+	}
+	j->next_poll = now + b->cfg.progress_interval_ms / 1000.0;
+	char url[1024];
+	snprintf(url, sizeof url, "%s/sdapi/v1/txt2img", k->url);
+	char *body = json_dumps(j->request, JSON_COMPACT);
+	j->call = fetch_start(b->fetcher, "POST", url, body, body ? strlen(body) : 0,
+			      (long)(timeout_s(b, k, j) * 1000.0), BAL_MAX_ANSWER, on_call, j);
+	jobs_emit(b, j, "assigned",
+		  json_pack("{s:s,s:s,s:s,s:s,s:i}", "backend", k->id, "provider", bk_str(k, "provider"), "location",
+			    bk_str(k, "location"), "gpu", bk_str(k, "gpu_class"), "attempt", j->attempt));
+	jobs_save(b, j, NULL, NULL);
+	if (!j->call)
+		backend_failed(b, j, "out of memory");
+}
+
+static int offers_cb(const void *ctx, const char *model)
+{
+	return registry_offers(ctx, model);
+}
+
+/* Seconds until a busy slot frees up. A job past its expected time is
+ * assumed to need about half as long again as it has overrun, so a stuck
+ * backend stops attracting work. */
+static double remaining_s(const struct bk *k, const struct job *j, double now, double spp_default)
+{
+	double expected = expected_s(k, j, spp_default);
+	double elapsed = now - j->started;
+	if (elapsed < expected)
+		return expected - elapsed;
+	return 0.5 * (elapsed - expected) + 0.05 * expected + 1e-3;
+}
+
+static double fastest_spp(struct balancer *b)
+{
+	double best = 0;
+	for (struct bk *k = b->backends; k; k = k->next)
+		if (k->spp > 0 && (best == 0 || k->spp < best))
+			best = k->spp;
+	return best;
+}
+
+static void fill_view(struct balancer *b, struct bk *k, struct router_bk *v, double now, double spp0)
+{
+	memset(v, 0, sizeof *v);
+	v->usable = k->state == BK_UP && k->interrupt_until <= now;
+	v->gpu_class = bk_str(k, "gpu_class");
+	v->price = bk_price(k);
+	v->spp = k->spp;
+	v->slots = k->slots;
+	v->loaded_model = k->loaded_model;
+	v->offers = offers_cb;
+	v->ctx = k;
+	for (int s = 0; s < k->slots; s++)
+		v->free_in[s] = k->jobs[s] ? remaining_s(k, k->jobs[s], now, spp0) : 0;
+}
+
+static void fill_job(const struct job *j, struct router_job *v, const char **gpus)
+{
+	memset(v, 0, sizeof *v);
+	size_t i;
+	json_t *g;
+	json_array_foreach(j->gpus, i, g) if (v->n_gpus < BAL_MAX_GPUS) gpus[v->n_gpus++] = json_string_value(g);
+	v->gpus = gpus;
+	v->max_price = j->max_price;
+	v->model = j->model;
+	v->refiner = j->refiner;
+	v->work = j->work;
+}
+
+int dispatch_reject_unservable(struct balancer *b, struct job *j)
+{
+	struct router_job rj;
+	const char *gpus[BAL_MAX_GPUS];
+	fill_job(j, &rj, gpus);
+	double now = bal_now(), spp0 = fastest_spp(b);
+	for (struct bk *k = b->backends; k; k = k->next) {
+		struct router_bk v;
+		fill_view(b, k, &v, now, spp0);
+		if (k->state != BK_DOWN && router_eligible(&v, &rj))
+			return 0;
+	}
+	char msg[512];
+	snprintf(msg, sizeof msg, "No live backend can serve this job (GPU classes %s, checkpoint %s%s%s, max price %g)",
+		 rj.n_gpus ? "as asked" : "any", j->model ? j->model : "any", j->refiner ? ", refiner " : "",
+		 j->refiner ? j->refiner : "", j->max_price);
+	jobs_finish_failed(b, j, "no_backend", msg);
+	return 1;
+}
+
+static void send_positions(struct balancer *b)
+{
+	int pos = 0;
+	for (struct job *j = b->qhead; j; j = j->qnext) {
+		pos++;
+		if (j->subs && j->last_position != pos) {
+			j->last_position = pos;
+			jobs_emit(b, j, "queued", json_pack("{s:i}", "position", pos));
+		}
+	}
+}
+
+void dispatch_schedule(struct balancer *b)
+{
+	b->reschedule = 0;
+	if (!b->qhead || !b->backends)
+		return;
+	int nb = b->n_backends, nj = b->queued;
+	struct router_bk *views = calloc((size_t)nb, sizeof *views);
+	struct bk **bks = calloc((size_t)nb, sizeof *bks);
+	struct router_job *rjobs = calloc((size_t)nj, sizeof *rjobs);
+	const char **gpus = calloc((size_t)nj * BAL_MAX_GPUS, sizeof *gpus);
+	struct job **jobs = calloc((size_t)nj, sizeof *jobs);
+	int *assign = calloc((size_t)nj, sizeof *assign);
+	if (!views || !bks || !rjobs || !gpus || !jobs || !assign)
+		goto out;
+	double now = bal_now(), spp0 = fastest_spp(b);
+	int i = 0;
+	for (struct bk *k = b->backends; k && i < nb; k = k->next, i++) {
+		bks[i] = k;
+		fill_view(b, k, &views[i], now, spp0);
+	}
+	i = 0;
+	for (struct job *j = b->qhead; j && i < nj; j = j->qnext, i++) {
+		jobs[i] = j;
+		fill_job(j, &rjobs[i], gpus + (size_t)i * BAL_MAX_GPUS);
+	}
+	router_plan(views, nb, rjobs, nj, assign);
+	for (i = 0; i < nj; i++) {
+		struct job *j = jobs[i];
+		if (assign[i] >= 0) {
+			j->deadline = 0;
+			start(b, j, bks[assign[i]]);
+		} else if (assign[i] == ROUTER_NONE) {
+			if (!j->deadline)
+				j->deadline = now + NO_BACKEND_GRACE_S;
+			else if (now > j->deadline && !dispatch_reject_unservable(b, j))
+				j->deadline = now + NO_BACKEND_GRACE_S;
+		} else {
+			j->deadline = 0;
+		}
+	}
+	send_positions(b);
+out:
+	free(views);
+	free(bks);
+	free(rjobs);
+	free(gpus);
+	free(jobs);
+	free(assign);
+}
+
+void dispatch_cancel(struct balancer *b, struct job *j)
+{
+	if (jobs_is_final(j))
+		return;
+	struct bk *k = j->bk;
+	if (k) {
+		release_slot(b, j);
+		interrupt_backend(b, k);
+	}
+	jobs_finish_cancelled(b, j);
+}
+
+void dispatch_backend_lost(struct balancer *b, struct bk *k, const char *why)
+{
+	for (int s = 0; s < BAL_MAX_SLOTS; s++) {
+		struct job *j = k->jobs[s];
+		if (j)
+			retry_or_fail(b, j, why);
+	}
+}
+
+static void poll_progress(struct balancer *b, double now)
+{
+	for (struct bk *k = b->backends; k; k = k->next)
+		for (int s = 0; s < BAL_MAX_SLOTS; s++) {
+			struct job *j = k->jobs[s];
+			if (!j || j->poll || now < j->next_poll)
+				continue;
+			j->next_poll = now + b->cfg.progress_interval_ms / 1000.0;
+			char url[1024];
+			snprintf(url, sizeof url, "%s/sdapi/v1/progress?skip_current_image=false", k->url);
+			j->poll = fetch_start(b->fetcher, "GET", url, NULL, 0, 5000, BAL_MAX_SMALL_ANSWER, on_poll, j);
+		}
+}
+
+void dispatch_tick(struct balancer *b, double now)
+{
+	if (b->reschedule || (b->qhead && now - b->last_schedule >= SCHEDULE_EVERY_S)) {
+		b->last_schedule = now;
+		dispatch_schedule(b);
+	}
+	if (b->running)
+		poll_progress(b, now);
+}

@@ -1,0 +1,42 @@
+/* fetch.h — asynchronous HTTP requests from the balancer's event loop to
+ * backends: one libcurl multi handle driven by its own thread (LIBRARIES.md
+ * §(c)); every completion comes back to the h2o loop thread through
+ * httpd_post, so the loop never blocks on the network.
+ *
+ * Thread rules: fetch_start/fetch_cancel on the loop thread only. Each started
+ * fetch ends in exactly one call of its done() on the loop thread, unless it
+ * was cancelled first (then never). Answers grow by doubling, so a several-MB
+ * answer costs O(n) copying, and are cut (an error) past max_answer. */
+#ifndef SDGATE_FETCH_H
+#define SDGATE_FETCH_H
+
+#include "httpd.h"
+
+#include <stddef.h>
+
+struct fetcher;
+struct fetch;
+
+struct fetch_result {
+	long status;       /* HTTP status, 0 when no whole answer came */
+	char *body;        /* NUL-terminated; owned by the fetch, valid during done() */
+	size_t len;
+	char error[256];   /* curl's reason when status is 0 */
+	double elapsed_s;  /* from the start of the transfer to its end */
+};
+
+typedef void (*fetch_done_fn)(const struct fetch_result *r, void *user);
+
+struct fetcher *fetcher_new(struct httpd *h);
+/* Cancels what is in flight (without calling done) and joins the thread. */
+void fetcher_free(struct fetcher *f);
+
+/* method "GET"/"POST"; body (may be NULL) is sent as application/json and
+ * taken over (malloc'd, freed by the fetcher). Returns NULL only when out of
+ * memory (done is then never called). */
+struct fetch *fetch_start(struct fetcher *f, const char *method, const char *url, char *body, size_t body_len,
+			  long timeout_ms, size_t max_answer, fetch_done_fn done, void *user);
+/* done() will not be called; the fetch is freed once curl lets go of it. */
+void fetch_cancel(struct fetch *x);
+
+#endif

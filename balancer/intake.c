@@ -1,0 +1,221 @@
+/* intake.c — turns a txt2img request (the façade's or POST /v1/jobs') into
+ * a job: validation with the backend's own rules (backend/txt2img.c), the
+ * routing hints, concrete seeds, the queue limits, and the early "no
+ * backend could ever serve this" answer. Loop thread. */
+#include "balancer.h"
+
+#include "txt2img.h"
+
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_GPU_NAME 32
+
+static void set_error(struct intake_error *e, int status, const char *code, const char *field, const char *msg)
+{
+	e->status = status;
+	e->code = code;
+	e->field = field;
+	snprintf(e->message, sizeof e->message, "%s", msg);
+}
+
+static int valid_gpu_name(const char *s)
+{
+	size_t n = strlen(s);
+	if (n == 0 || n > MAX_GPU_NAME)
+		return 0;
+	for (; *s; s++)
+		if (!isalnum((unsigned char)*s) && *s != '-' && *s != '_' && *s != '.')
+			return 0;
+	return 1;
+}
+
+static int add_gpu(json_t *gpus, const char *name, size_t len, struct intake_error *e)
+{
+	char buf[MAX_GPU_NAME + 1];
+	while (len && isspace((unsigned char)*name))
+		name++, len--;
+	while (len && isspace((unsigned char)name[len - 1]))
+		len--;
+	if (len == 0)
+		return 0;
+	if (len > MAX_GPU_NAME || json_array_size(gpus) >= BAL_MAX_GPUS) {
+		set_error(e, 422, "invalid", "gpus", "gpus: at most 16 GPU class names of at most 32 characters");
+		return -1;
+	}
+	memcpy(buf, name, len);
+	buf[len] = '\0';
+	for (char *p = buf; *p; p++)
+		*p = (char)tolower((unsigned char)*p);
+	if (!valid_gpu_name(buf)) {
+		set_error(e, 422, "invalid", "gpus", "gpus: a GPU class is letters, digits, '-', '_' or '.'");
+		return -1;
+	}
+	json_array_append_new(gpus, json_string(buf));
+	return 0;
+}
+
+/* Hints: "gpus"/"max_price" at the top level or in "sdgate", or the
+ * X-Sdgate-Gpus header. Removes them from the request sent to backends. */
+static int take_hints(h2o_req_t *req, json_t *body, json_t *gpus, double *max_price, struct intake_error *e)
+{
+	json_t *sd = json_object_get(body, "sdgate");
+	if (sd && !json_is_object(sd) && !json_is_null(sd)) {
+		set_error(e, 422, "invalid", "sdgate", "sdgate: must be an object");
+		return -1;
+	}
+	json_t *list = json_object_get(body, "gpus");
+	if (!list)
+		list = json_object_get(sd, "gpus");
+	if (list && !json_is_null(list)) {
+		if (!json_is_array(list)) {
+			set_error(e, 422, "invalid", "gpus", "gpus: must be a list of GPU class names");
+			return -1;
+		}
+		size_t i;
+		json_t *v;
+		json_array_foreach(list, i, v) {
+			if (!json_is_string(v)) {
+				set_error(e, 422, "invalid", "gpus", "gpus: must be a list of GPU class names");
+				return -1;
+			}
+			if (add_gpu(gpus, json_string_value(v), json_string_length(v), e))
+				return -1;
+		}
+	}
+	h2o_iovec_t hdr = httpd_header(req, "x-sdgate-gpus");
+	if (hdr.len && !json_array_size(gpus)) {
+		if (hdr.len > 1024) {
+			set_error(e, 422, "invalid", "gpus", "X-Sdgate-Gpus: too long");
+			return -1;
+		}
+		const char *p = hdr.base, *end = hdr.base + hdr.len;
+		while (p < end) {
+			const char *comma = memchr(p, ',', (size_t)(end - p));
+			const char *stop = comma ? comma : end;
+			if (add_gpu(gpus, p, (size_t)(stop - p), e))
+				return -1;
+			p = stop + 1;
+		}
+	}
+	json_t *price = json_object_get(body, "max_price");
+	if (!price)
+		price = json_object_get(sd, "max_price");
+	if (price && !json_is_null(price)) {
+		if (!json_is_number(price) || json_number_value(price) < 0) {
+			set_error(e, 422, "invalid", "max_price", "max_price: must be a number >= 0 (per hour)");
+			return -1;
+		}
+		*max_price = json_number_value(price);
+	}
+	json_object_del(body, "gpus");
+	json_object_del(body, "max_price");
+	json_object_del(body, "sdgate");
+	return 0;
+}
+
+/* A1111 draws a random seed for -1 before sampling; we draw it before the
+ * first dispatch, so that a retry on another backend makes the same image. */
+static void fix_seed(json_t *body, const char *key)
+{
+	json_t *v = json_object_get(body, key);
+	if (!v || json_is_null(v) || (json_is_integer(v) && json_integer_value(v) == -1) ||
+	    (json_is_real(v) && json_real_value(v) == -1.0)) {
+		unsigned r;
+		char id[BAL_ID_LEN + 1];
+		bal_random_id(id);
+		sscanf(id, "%8x", &r);
+		json_object_set_new(body, key, json_integer((json_int_t)(r % 4294967294u)));
+	}
+}
+
+/* The 422/404 from txt2img_parse, in sdgate's shape. */
+static void from_a1111(struct intake_error *e, int status, json_t *reply)
+{
+	json_t *detail = json_object_get(reply, "detail");
+	if (json_is_string(detail)) {
+		set_error(e, status, status == 404 ? "sampler_not_found" : "invalid", "sampler_name",
+			  json_string_value(detail));
+		return;
+	}
+	json_t *first = json_array_get(detail, 0);
+	const char *type = json_string_value(json_object_get(first, "type"));
+	const char *msg = json_string_value(json_object_get(first, "msg"));
+	json_t *loc = json_object_get(first, "loc");
+	const char *field = json_string_value(json_array_get(loc, json_array_size(loc) - 1));
+	snprintf(e->field_buf, sizeof e->field_buf, "%s", field && strcmp(field, "body") ? field : "");
+	char text[512];
+	snprintf(text, sizeof text, "%s%s%s", e->field_buf, e->field_buf[0] ? ": " : "", msg ? msg : "invalid");
+	set_error(e, status, type && !strcmp(type, "json_invalid") ? "bad_json" : "invalid",
+		  e->field_buf[0] ? e->field_buf : NULL, text);
+}
+
+struct job *intake_job(struct balancer *b, h2o_req_t *req, int facade, struct intake_error *e)
+{
+	memset(e, 0, sizeof *e);
+	struct txt2img t;
+	int status;
+	json_t *reply = NULL;
+	/* Samplers are checked against A1111's names; checkpoints are the
+	 * backends' business (the router matches them). */
+	if (txt2img_parse(req->entity.base, req->entity.len, 0, TXT2IMG_CHECK_SAMPLERS, &t, &status, &reply) !=
+	    TXT2IMG_OK) {
+		from_a1111(e, status, reply);
+		e->a1111 = reply;
+		return NULL;
+	}
+	json_t *body = json_deep_copy(t.request);
+	txt2img_free(&t);
+	json_t *gpus = json_array();
+	double max_price = 0;
+	if (take_hints(req, body, gpus, &max_price, e)) {
+		json_decref(body);
+		json_decref(gpus);
+		return NULL;
+	}
+	fix_seed(body, "seed");
+	fix_seed(body, "subseed");
+
+	char client[64];
+	bal_client_of(b, req, client, sizeof client);
+	if (b->queued >= b->cfg.max_queue) {
+		set_error(e, 429, "queue_full", NULL, "The queue is full; try again later");
+	} else if (jobs_count_client(b, client) >= b->cfg.max_queue_per_client) {
+		set_error(e, 429, "client_queue_full", NULL, "Too many unfinished jobs from this client");
+	}
+	if (e->status) {
+		json_decref(body);
+		json_decref(gpus);
+		return NULL;
+	}
+	struct job *j = jobs_new(b, body, gpus, max_price, client, facade);
+	if (!j) {
+		set_error(e, 500, "internal", NULL, "Out of memory");
+		return NULL;
+	}
+	b->m.accepted++;
+	return j;
+}
+
+void intake_reply_error(h2o_req_t *req, const struct intake_error *e, int a1111_shape)
+{
+	if (a1111_shape) {
+		if (e->a1111)
+			httpd_reply_json(req, e->status, json_incref(e->a1111));
+		else if (e->status == 422)
+			httpd_reply_json(req, 422,
+					 json_pack("{s:[{s:s,s:[s,s],s:s}]}", "detail", "type", e->code, "loc", "body",
+						   e->field ? e->field : "body", "msg", e->message));
+		else
+			httpd_reply_detail(req, e->status, e->message);
+	} else {
+		bal_reply_error(req, e->status, e->code, e->message, e->field);
+	}
+}
+
+void intake_error_free(struct intake_error *e)
+{
+	json_decref(e->a1111);
+	e->a1111 = NULL;
+}

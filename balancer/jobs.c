@@ -1,0 +1,429 @@
+/* jobs.c — the balancer's jobs: the id table, the queue, their states and
+ * events, their documents in the store, and their expiry. Loop thread only.
+ *
+ * Ownership: the table owns every job until jobs_expire (or shutdown) frees
+ * it. A job is freed only once final and without subscribers or a waiter. */
+#include "balancer.h"
+
+#include "log.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static unsigned bucket_of(const char *id)
+{
+	unsigned h = 2166136261u;
+	for (; *id; id++)
+		h = (h ^ (unsigned char)*id) * 16777619u;
+	return h % BAL_JOB_BUCKETS;
+}
+
+struct job *jobs_find(struct balancer *b, const char *id)
+{
+	if (strlen(id) != BAL_ID_LEN)
+		return NULL;
+	for (struct job *j = b->table[bucket_of(id)]; j; j = j->hnext)
+		if (strcmp(j->id, id) == 0)
+			return j;
+	return NULL;
+}
+
+int jobs_is_final(const struct job *j)
+{
+	return j->status == JOB_DONE || j->status == JOB_FAILED || j->status == JOB_CANCELLED;
+}
+
+static const char *status_name(enum job_status s)
+{
+	static const char *const names[] = {"queued", "running", "done", "failed", "cancelled"};
+	return names[s];
+}
+
+static int status_parse(const char *s)
+{
+	for (int i = JOB_QUEUED; i <= JOB_CANCELLED; i++)
+		if (s && strcmp(s, status_name((enum job_status)i)) == 0)
+			return i;
+	return -1;
+}
+
+static long long int_or(const json_t *o, const char *key, long long dflt)
+{
+	json_t *v = json_object_get(o, key);
+	return json_is_integer(v) ? json_integer_value(v) : dflt;
+}
+
+/* What routing needs, read from the (validated) request. */
+static void derive(struct job *j)
+{
+	const json_t *r = j->request;
+	double steps = (double)int_or(r, "steps", 50);
+	double w = (double)int_or(r, "width", 512), h = (double)int_or(r, "height", 512);
+	double images = (double)int_or(r, "batch_size", 1) * (double)int_or(r, "n_iter", 1);
+	j->work = steps * w * h * images;
+	j->seed = int_or(r, "seed", -1);
+	j->model = json_string_value(json_object_get(json_object_get(r, "override_settings"), "sd_model_checkpoint"));
+	j->refiner = json_string_value(json_object_get(r, "refiner_checkpoint"));
+	if (j->model && !*j->model)
+		j->model = NULL;
+	if (j->refiner && !*j->refiner)
+		j->refiner = NULL;
+}
+
+static void link_job(struct balancer *b, struct job *j)
+{
+	unsigned k = bucket_of(j->id);
+	j->hnext = b->table[k];
+	b->table[k] = j;
+	j->all_next = b->all;
+	if (b->all)
+		b->all->all_prev = j;
+	b->all = j;
+	b->n_jobs++;
+}
+
+static void unlink_job(struct balancer *b, struct job *j)
+{
+	struct job **pp = &b->table[bucket_of(j->id)];
+	while (*pp && *pp != j)
+		pp = &(*pp)->hnext;
+	if (*pp)
+		*pp = j->hnext;
+	if (j->all_prev)
+		j->all_prev->all_next = j->all_next;
+	else
+		b->all = j->all_next;
+	if (j->all_next)
+		j->all_next->all_prev = j->all_prev;
+	b->n_jobs--;
+}
+
+static void free_job(struct job *j)
+{
+	json_decref(j->request);
+	json_decref(j->gpus);
+	json_decref(j->placed);
+	json_decref(j->result);
+	json_decref(j->error);
+	free(j->preview);
+	free(j);
+}
+
+struct job *jobs_new(struct balancer *b, json_t *request, json_t *gpus, double max_price, const char *client,
+		     int facade)
+{
+	struct job *j = calloc(1, sizeof *j);
+	if (!j) {
+		json_decref(request);
+		json_decref(gpus);
+		return NULL;
+	}
+	do
+		bal_random_id(j->id);
+	while (jobs_find(b, j->id));
+	snprintf(j->client, sizeof j->client, "%s", client);
+	j->facade = facade;
+	j->request = request;
+	j->gpus = gpus ? gpus : json_array();
+	j->max_price = max_price;
+	j->created = bal_unix_now();
+	j->enqueued = bal_now();
+	j->status = JOB_QUEUED;
+	j->last_position = -1;
+	derive(j);
+	link_job(b, j);
+	return j;
+}
+
+void jobs_enqueue(struct balancer *b, struct job *j, int front)
+{
+	if (j->in_queue)
+		return;
+	j->status = JOB_QUEUED;
+	j->in_queue = 1;
+	j->qprev = j->qnext = NULL;
+	if (front) {
+		j->qnext = b->qhead;
+		if (b->qhead)
+			b->qhead->qprev = j;
+		else
+			b->qtail = j;
+		b->qhead = j;
+	} else {
+		j->qprev = b->qtail;
+		if (b->qtail)
+			b->qtail->qnext = j;
+		else
+			b->qhead = j;
+		b->qtail = j;
+	}
+	b->queued++;
+	b->reschedule = 1;
+}
+
+void jobs_dequeue(struct balancer *b, struct job *j)
+{
+	if (!j->in_queue)
+		return;
+	if (j->qprev)
+		j->qprev->qnext = j->qnext;
+	else
+		b->qhead = j->qnext;
+	if (j->qnext)
+		j->qnext->qprev = j->qprev;
+	else
+		b->qtail = j->qprev;
+	j->qprev = j->qnext = NULL;
+	j->in_queue = 0;
+	b->queued--;
+}
+
+int jobs_position(struct balancer *b, const struct job *j)
+{
+	if (!j->in_queue)
+		return 0;
+	int pos = 1;
+	for (const struct job *q = b->qhead; q && q != j; q = q->qnext)
+		pos++;
+	return pos;
+}
+
+int jobs_count_client(struct balancer *b, const char *client)
+{
+	int n = 0;
+	for (const struct job *j = b->all; j; j = j->all_next)
+		if (!jobs_is_final(j) && strcmp(j->client, client) == 0)
+			n++;
+	return n;
+}
+
+static void set_opt(json_t *o, const char *key, json_t *v)
+{
+	if (v)
+		json_object_set(o, key, v);
+}
+
+/* The stored document: everything needed to resume or to answer GET. */
+static json_t *job_doc(const struct job *j)
+{
+	json_t *d = json_pack("{s:s,s:s,s:b,s:O,s:O,s:f,s:s,s:i,s:f,s:I,s:I,s:f,s:f}", "id", j->id, "client",
+			      j->client, "facade", j->facade, "request", j->request, "gpus", j->gpus, "max_price",
+			      j->max_price, "status", status_name(j->status), "attempt", j->attempt, "created",
+			      j->created, "queue_ms", (json_int_t)j->queue_ms, "inference_ms",
+			      (json_int_t)j->inference_ms, "inference_s", j->inference_s, "finished_unix",
+			      j->finished_unix);
+	set_opt(d, "placed", j->placed);
+	set_opt(d, "result", j->result);
+	set_opt(d, "error", j->error);
+	return d;
+}
+
+void jobs_save(struct balancer *b, struct job *j, store_done_fn done, void *user)
+{
+	store_save_job(b->store, j->id, status_name(j->status), j->finished_unix, job_doc(j), done, user);
+}
+
+static const char *placed_str(const struct job *j, const char *key)
+{
+	const char *s = json_string_value(json_object_get(j->placed, key));
+	return s ? s : "";
+}
+
+json_t *jobs_view(struct balancer *b, const struct job *j)
+{
+	json_t *v = json_pack("{s:s,s:s,s:i,s:i,s:I,s:I,s:I,s:f}", "id", j->id, "status", status_name(j->status),
+			      "position", jobs_position(b, j), "attempt", j->attempt, "seed", (json_int_t)j->seed,
+			      "queue_ms", (json_int_t)j->queue_ms, "inference_ms", (json_int_t)j->inference_ms,
+			      "created", j->created);
+	if (j->placed) {
+		json_object_set_new(v, "provider", json_string(placed_str(j, "provider")));
+		json_object_set_new(v, "location", json_string(placed_str(j, "location")));
+		json_object_set_new(v, "gpu", json_string(placed_str(j, "gpu")));
+		json_object_set_new(v, "backend", json_string(placed_str(j, "backend")));
+	} else {
+		json_object_set_new(v, "provider", json_null());
+		json_object_set_new(v, "location", json_null());
+		json_object_set_new(v, "gpu", json_null());
+		json_object_set_new(v, "backend", json_null());
+	}
+	if (j->status == JOB_RUNNING)
+		json_object_set_new(v, "progress", json_pack("{s:i,s:i}", "step", j->step, "steps", j->steps));
+	if (j->status == JOB_DONE && j->result)
+		json_object_set_new(v, "result",
+				    json_pack("{s:O,s:O}", "images", json_object_get(j->result, "images"), "info",
+					      json_object_get(j->result, "info")));
+	if (j->error)
+		json_object_set(v, "error", j->error);
+	return v;
+}
+
+void jobs_emit(struct balancer *b, struct job *j, const char *event, json_t *data)
+{
+	for (struct sse *s = j->subs, *next; s; s = next) {
+		next = sse_next(s);
+		sse_send(s, event, data);
+	}
+	json_decref(data);
+}
+
+static json_t *final_data(const struct job *j)
+{
+	switch (j->status) {
+	case JOB_DONE: {
+		long total = (long)((j->finished - j->enqueued) * 1000.0);
+		return json_pack("{s:O,s:O,s:I,s:I,s:I,s:I,s:s,s:s,s:s}", "images",
+				 json_object_get(j->result, "images"), "info", json_object_get(j->result, "info"),
+				 "seed", (json_int_t)j->seed, "inference_ms", (json_int_t)j->inference_ms, "queue_ms",
+				 (json_int_t)j->queue_ms, "total_ms", (json_int_t)total, "provider",
+				 placed_str(j, "provider"), "location", placed_str(j, "location"), "gpu",
+				 placed_str(j, "gpu"));
+	}
+	case JOB_FAILED:
+		return json_pack("{s:O}", "error", j->error);
+	default:
+		return json_object();
+	}
+}
+
+void jobs_current_event(struct balancer *b, const struct job *j, const char **event, json_t **data)
+{
+	switch (j->status) {
+	case JOB_QUEUED:
+		*event = "queued";
+		*data = json_pack("{s:i}", "position", jobs_position(b, j));
+		return;
+	case JOB_RUNNING:
+		*event = "assigned";
+		*data = json_pack("{s:s,s:s,s:s,s:s,s:i}", "backend", placed_str(j, "backend"), "provider",
+				  placed_str(j, "provider"), "location", placed_str(j, "location"), "gpu",
+				  placed_str(j, "gpu"), "attempt", j->attempt);
+		return;
+	default:
+		*event = status_name(j->status);
+		*data = final_data(j);
+	}
+}
+
+/* Common tail of the three terminal transitions. */
+static void finish(struct balancer *b, struct job *j, enum job_status status)
+{
+	jobs_dequeue(b, j);
+	j->status = status;
+	j->finished = bal_now();
+	j->finished_unix = bal_unix_now();
+	if (!j->started)
+		j->queue_ms = (long)((j->finished - j->enqueued) * 1000.0);
+	const char *event;
+	json_t *data;
+	jobs_current_event(b, j, &event, &data);
+	jobs_emit(b, j, event, data);
+	sse_close_all(j);
+	waiter_finish(b, j);
+	jobs_save(b, j, NULL, NULL);
+	b->reschedule = 1;
+}
+
+void jobs_finish_done(struct balancer *b, struct job *j, json_t *result)
+{
+	j->result = result;
+	b->m.done++;
+	finish(b, j, JOB_DONE);
+}
+
+void jobs_finish_failed(struct balancer *b, struct job *j, const char *code, const char *message)
+{
+	json_decref(j->error);
+	j->error = json_pack("{s:s,s:s}", "code", code, "message", message);
+	b->m.failed++;
+	log_info("job %s failed: %s: %s", j->id, code, message);
+	finish(b, j, JOB_FAILED);
+}
+
+void jobs_finish_cancelled(struct balancer *b, struct job *j)
+{
+	json_decref(j->error);
+	j->error = json_pack("{s:s,s:s}", "code", "cancelled", "message", "The job was cancelled");
+	b->m.cancelled++;
+	finish(b, j, JOB_CANCELLED);
+}
+
+void jobs_expire(struct balancer *b, double unix_now)
+{
+	double before = unix_now - (double)b->cfg.result_ttl_s;
+	for (struct job *j = b->all, *next; j; j = next) {
+		next = j->all_next;
+		if (jobs_is_final(j) && j->finished_unix < before && !j->subs && !j->waiter) {
+			unlink_job(b, j);
+			free_job(j);
+		}
+	}
+	store_expire_jobs(b->store, before);
+}
+
+/* Restart: every job the file holds comes back; unfinished ones are queued
+ * again in their original order (a façade job's client is gone with the old
+ * process, so it fails instead of running for nobody). */
+static void load_one(json_t *doc, void *user)
+{
+	struct balancer *b = user;
+	const char *id = json_string_value(json_object_get(doc, "id"));
+	int status = status_parse(json_string_value(json_object_get(doc, "status")));
+	json_t *request = json_object_get(doc, "request");
+	if (!id || strlen(id) != BAL_ID_LEN || status < 0 || !json_is_object(request) || jobs_find(b, id))
+		return;
+	struct job *j = calloc(1, sizeof *j);
+	if (!j)
+		return;
+	snprintf(j->id, sizeof j->id, "%s", id);
+	const char *client = json_string_value(json_object_get(doc, "client"));
+	snprintf(j->client, sizeof j->client, "%s", client ? client : "");
+	j->facade = json_is_true(json_object_get(doc, "facade"));
+	j->request = json_incref(request);
+	json_t *gpus = json_object_get(doc, "gpus");
+	j->gpus = json_is_array(gpus) ? json_incref(gpus) : json_array();
+	j->max_price = json_number_value(json_object_get(doc, "max_price"));
+	j->attempt = (int)int_or(doc, "attempt", 0);
+	j->created = json_number_value(json_object_get(doc, "created"));
+	j->queue_ms = (long)int_or(doc, "queue_ms", 0);
+	j->inference_ms = (long)int_or(doc, "inference_ms", 0);
+	j->inference_s = json_number_value(json_object_get(doc, "inference_s"));
+	j->finished_unix = json_number_value(json_object_get(doc, "finished_unix"));
+	json_t *v;
+	if ((v = json_object_get(doc, "placed")) && json_is_object(v))
+		j->placed = json_incref(v);
+	if ((v = json_object_get(doc, "result")) && json_is_object(v))
+		j->result = json_incref(v);
+	if ((v = json_object_get(doc, "error")) && json_is_object(v))
+		j->error = json_incref(v);
+	j->last_position = -1;
+	derive(j);
+	j->enqueued = j->finished = bal_now();
+	link_job(b, j);
+	if (status == JOB_QUEUED || status == JOB_RUNNING) {
+		if (j->facade) {
+			j->status = JOB_RUNNING; /* so that finish() records it */
+			jobs_finish_failed(b, j, "balancer_restarted",
+					   "The balancer restarted while the client was waiting");
+		} else {
+			jobs_enqueue(b, j, 0);
+		}
+	} else {
+		j->status = (enum job_status)status;
+	}
+}
+
+void jobs_load(struct balancer *b)
+{
+	int n = store_load_jobs(b->store, load_one, b);
+	if (n > 0)
+		log_info("db: %d job(s) loaded, %d queued again", n, b->queued);
+}
+
+void jobs_free_all(struct balancer *b)
+{
+	while (b->all) {
+		struct job *j = b->all;
+		unlink_job(b, j);
+		free_job(j);
+	}
+}

@@ -1,0 +1,218 @@
+/* main.c — sdgate-balancer: flags, the SQLite store, the static backends
+ * and what the store remembers, the h2o server with its four APIs, the
+ * periodic work (dispatch, health, heartbeats, expiry), and a clean stop on
+ * SIGINT/SIGTERM that leaves every unfinished job in the file for the next
+ * start. */
+#include "balancer.h"
+
+#include "config.h"
+#include "log.h"
+
+#include <curl/curl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SLOW_TICK_S 0.25
+#define EXPIRE_EVERY_S 60.0
+
+static struct balancer B;
+static const char *log_level = "info";
+
+static const struct config_option OPTIONS[] = {
+	{"listen", CONFIG_STRING, &B.cfg.listen, "HOST:PORT", "address of the API (A1111 façade, jobs, backends, ops)", 0, 0},
+	{"db", CONFIG_STRING, &B.cfg.db, "FILE", "SQLite file (WAL) for jobs and registered backends", 0, 0},
+	{"backend", CONFIG_LIST, &B.cfg.backends, "URL", "a static backend (repeatable); identity may ride in the fragment: URL#provider=P&location=L&gpu_class=C&price_per_hour=X&slots=N", 0, 0},
+	{"provider-token", CONFIG_STRING, &B.cfg.provider_token, "T", "Bearer token providers need to register (none: registration is off)", 0, 0},
+	{"admin-token", CONFIG_STRING, &B.cfg.admin_token, "T", "Bearer token of the gateway/admin (lets it name end clients with X-Sdgate-Client)", 0, 0},
+	{"max-queue", CONFIG_INT, &B.cfg.max_queue, "N", "queued jobs in all (429 past it)", 1, 1000000},
+	{"max-queue-per-client", CONFIG_INT, &B.cfg.max_queue_per_client, "N", "unfinished jobs per client (429 past it)", 1, 1000000},
+	{"max-attempts", CONFIG_INT, &B.cfg.max_attempts, "N", "dispatches per job before it fails", 1, 100},
+	{"heartbeat-interval", CONFIG_INT, &B.cfg.heartbeat_interval_s, "S", "heartbeat period asked of registered backends (dropped after 3 missed)", 1, 3600},
+	{"health-interval-ms", CONFIG_INT, &B.cfg.health_interval_ms, "N", "how often a down backend is checked", 50, 3600000},
+	{"job-timeout-factor", CONFIG_DOUBLE, &B.cfg.job_timeout_factor, "F", "a dispatch times out after F x the backend's expected time", 1, 1000},
+	{"min-job-timeout-s", CONFIG_DOUBLE, &B.cfg.min_job_timeout_s, "S", "but never before S seconds", 0.1, 86400},
+	{"progress-interval-ms", CONFIG_INT, &B.cfg.progress_interval_ms, "N", "how often a running job's progress is polled", 50, 60000},
+	{"result-ttl", CONFIG_INT, &B.cfg.result_ttl_s, "S", "how long finished jobs and their images are kept", 1, 31536000},
+	{"log-level", CONFIG_STRING, &log_level, "LEVEL", "debug, info, warn or error", 0, 0},
+};
+
+_Static_assert(BAL_MAX_BODY == 1048576 && BAL_MAX_ANSWER == 268435456 && BAL_MAX_SLOTS == 8 &&
+		       BAL_MAX_BACKENDS == 1024 && BAL_MAX_GPUS == 16,
+	       "update the --help epilog");
+
+static const struct config_program PROGRAM = {
+	"sdgate-balancer",
+	"routes txt2img jobs to idle backends of accepted GPUs; persistent queue, failover, A1111 façade",
+	OPTIONS,
+	sizeof OPTIONS / sizeof OPTIONS[0],
+	"Limits: request body 1048576 bytes; a backend's answer 268435456 bytes; 1..8 slots per backend;\n"
+	"  1024 backends; 16 GPU classes per job. Validation of txt2img fields is the backend's (see\n"
+	"  sdgate-backend --help).\n",
+};
+
+static void on_tick(struct httpd *h)
+{
+	struct balancer *b = httpd_user(h);
+	double now = bal_now();
+	dispatch_tick(b, now);
+	if (now < b->next_slow_tick)
+		return;
+	b->next_slow_tick = now + SLOW_TICK_S;
+	registry_tick(b, now);
+	for (struct job *j = b->all; j; j = j->all_next)
+		if (j->subs)
+			sse_keepalive(j);
+	static double next_expire;
+	if (now >= next_expire) {
+		next_expire = now + EXPIRE_EVERY_S;
+		jobs_expire(b, bal_unix_now());
+	}
+}
+
+/* "http://h:p#provider=A&gpu_class=a100" → url "http://h:p" and the
+ * fragment's fields (percent-decoded) in *fixed. */
+static int parse_static(const char *spec, char **url, json_t **fixed)
+{
+	const char *hash = strchr(spec, '#');
+	*url = hash ? strndup(spec, (size_t)(hash - spec)) : strdup(spec);
+	*fixed = json_object();
+	if (strncmp(*url, "http://", 7) != 0 && strncmp(*url, "https://", 8) != 0) {
+		log_error("--backend %s: expected an http:// or https:// URL", spec);
+		return -1;
+	}
+	const char *p = hash ? hash + 1 : "";
+	while (*p) {
+		size_t n = strcspn(p, "&");
+		const char *eq = memchr(p, '=', n);
+		if (eq) {
+			char key[64];
+			snprintf(key, sizeof key, "%.*s", (int)(eq - p), p);
+			int vlen = 0;
+			char *val = curl_easy_unescape(NULL, eq + 1, (int)(n - (size_t)(eq + 1 - p)), &vlen);
+			if (!strcmp(key, "price_per_hour") || !strcmp(key, "lat") || !strcmp(key, "lon"))
+				json_object_set_new(*fixed, key, json_real(atof(val)));
+			else if (!strcmp(key, "slots"))
+				json_object_set_new(*fixed, key, json_integer(atoi(val)));
+			else if (!strcmp(key, "simulated"))
+				json_object_set_new(*fixed, key, json_boolean(!strcmp(val, "true") || !strcmp(val, "1")));
+			else if (!strcmp(key, "models"))
+				json_object_set_new(*fixed, key, json_pack("[s]", val));
+			else
+				json_object_set_new(*fixed, key, json_string(val));
+			curl_free(val);
+		}
+		p += n;
+		if (*p == '&')
+			p++;
+	}
+	return 0;
+}
+
+static void load_backend(json_t *doc, void *user)
+{
+	struct balancer *b = user;
+	const char *id = json_string_value(json_object_get(doc, "id"));
+	const char *url = json_string_value(json_object_get(doc, "url"));
+	json_t *fixed = json_object_get(doc, "fixed");
+	if (id && url && strlen(id) == BAL_ID_LEN && json_is_object(fixed) && !registry_find_url(b, url))
+		registry_add(b, url, json_incref(fixed), 1, id);
+}
+
+static void set_defaults(struct bal_config *c)
+{
+	c->listen = "127.0.0.1:7860";
+	c->db = "sdgate-balancer.db";
+	c->max_queue = 1000;
+	c->max_queue_per_client = 100;
+	c->max_attempts = 3;
+	c->heartbeat_interval_s = 10;
+	c->health_interval_ms = 1000;
+	c->job_timeout_factor = 10;
+	c->min_job_timeout_s = 30;
+	c->progress_interval_ms = 500;
+	c->result_ttl_s = 3600;
+}
+
+int main(int argc, char **argv)
+{
+	struct balancer *b = &B;
+	set_defaults(&b->cfg);
+	enum config_result cr = config_parse(&PROGRAM, argc, argv);
+	if (cr != CONFIG_OK)
+		return cr == CONFIG_EXIT ? 0 : 2;
+	int level = log_level_parse(log_level);
+	log_init("balancer", level < 0 ? LOG_INFO : (enum log_level)level);
+	int rc = 1;
+	char host[64];
+	int port;
+	if (config_split_listen(b->cfg.listen, host, sizeof host, &port) != 0) {
+		log_error("--listen %s: expected HOST:PORT", b->cfg.listen);
+		config_free(&PROGRAM);
+		return 2;
+	}
+	curl_global_init(CURL_GLOBAL_DEFAULT);
+	b->m.inference_by_class = json_object();
+	b->store = store_open(b->cfg.db);
+	if (!b->store)
+		goto out;
+
+	static struct httpd_route routes[64];
+	size_t n = 0;
+	const struct {
+		const struct httpd_route *r;
+		size_t n;
+	} tables[] = {{API_A1111_ROUTES, API_A1111_N},
+		      {API_JOBS_ROUTES, API_JOBS_N},
+		      {API_BACKENDS_ROUTES, API_BACKENDS_N},
+		      {API_OPS_ROUTES, API_OPS_N}};
+	for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
+		for (size_t i = 0; i < tables[t].n && n < sizeof routes / sizeof routes[0]; i++)
+			routes[n++] = tables[t].r[i];
+	struct httpd_config hc = {.host = host, .port = port, .max_body = BAL_MAX_BODY, .routes = routes,
+				  .n_routes = n, .user = b, .sdgate_errors = 1};
+	b->httpd = httpd_new(&hc);
+	if (!b->httpd)
+		goto out;
+	b->fetcher = fetcher_new(b->httpd);
+	if (!b->fetcher || store_start(b->store, b->httpd) != 0) {
+		log_error("cannot start the balancer's threads");
+		goto out;
+	}
+	for (char **s = b->cfg.backends; s && *s; s++) {
+		char *url;
+		json_t *fixed;
+		if (parse_static(*s, &url, &fixed) != 0) {
+			free(url);
+			json_decref(fixed);
+			goto out;
+		}
+		registry_add(b, url, fixed, 0, NULL);
+		free(url);
+	}
+	store_load_backends(b->store, load_backend, b);
+	jobs_load(b);
+	httpd_set_tick(b->httpd, on_tick);
+	log_info("listening on http://%s:%d (db %s, %d backend(s), %d job(s) queued)", host, httpd_port(b->httpd),
+		 b->cfg.db, b->n_backends, b->queued);
+	httpd_run(b->httpd);
+	rc = 0;
+out:
+	/* Stop the threads first; what they had finished is delivered by one
+	 * more turn of the loop, then the store writes what is pending. */
+	b->stopping = 1;
+	fetcher_free(b->fetcher);
+	if (b->httpd)
+		h2o_evloop_run(httpd_loop(b->httpd), 0);
+	store_close(b->store);
+	if (b->httpd)
+		h2o_evloop_run(httpd_loop(b->httpd), 0);
+	httpd_free(b->httpd);
+	registry_free_all(b);
+	jobs_free_all(b);
+	json_decref(b->m.inference_by_class);
+	curl_global_cleanup();
+	config_free(&PROGRAM);
+	log_info("stopped");
+	return rc;
+}

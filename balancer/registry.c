@@ -1,0 +1,356 @@
+/* registry.c — the backends the balancer knows: static ones from --backend
+ * and providers that registered; their identity, checkpoints and state, the
+ * probes that learn them, the health checks that bring a down backend back,
+ * and heartbeat expiry. Loop thread only.
+ *
+ * A backend's life: PROBING (GET /sdgate/v1/info when it exists, then
+ * GET /sdapi/v1/sd-models) → UP (idle or busy by its running count) →
+ * DOWN on a failed call (passive check) → GET /internal/ping every
+ * --health-interval-ms → PROBING again. Only A1111's API is required; the
+ * sdgate extra only fills in identity. */
+#include "balancer.h"
+
+#include "log.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#define PROBE_TIMEOUT_MS 5000
+#define PING_TIMEOUT_MS 2000
+
+static const char *const IDENTITY_KEYS[] = {"provider", "location", "country", "lat", "lon", "gpu", "gpu_class",
+					     "simulated", "price_per_hour", "engine", "version", "device"};
+
+const char *bk_str(const struct bk *k, const char *key)
+{
+	const char *s = json_string_value(json_object_get(k->identity, key));
+	return s ? s : "";
+}
+
+double bk_price(const struct bk *k)
+{
+	return json_number_value(json_object_get(k->identity, "price_per_hour"));
+}
+
+const char *registry_state_name(const struct bk *k)
+{
+	if (k->state != BK_UP)
+		return "down";
+	return k->running > 0 || k->interrupt_until > bal_now() ? "busy" : "idle";
+}
+
+/* A1111 accepts a checkpoint by title ("name.safetensors [hash]"), by
+ * model_name, or by title without the hash; so do we. */
+int registry_offers(const struct bk *k, const char *model)
+{
+	size_t i;
+	json_t *v;
+	size_t mlen = strlen(model);
+	json_array_foreach(k->models, i, v) {
+		const char *t = json_string_value(v);
+		if (!t)
+			continue;
+		if (strcasecmp(t, model) == 0)
+			return 1;
+		const char *br = strstr(t, " [");
+		if (br && (size_t)(br - t) == mlen && strncasecmp(t, model, mlen) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/* identity = what the backend says about itself, overridden by what the
+ * operator fixed. Unknown fields get defaults, so the board is total. */
+static void rebuild_identity(struct bk *k, json_t *reported)
+{
+	json_t *id = json_object();
+	for (size_t i = 0; i < sizeof IDENTITY_KEYS / sizeof IDENTITY_KEYS[0]; i++) {
+		json_t *v = json_object_get(k->fixed, IDENTITY_KEYS[i]);
+		if (!v)
+			v = json_object_get(reported, IDENTITY_KEYS[i]);
+		if (v && (json_is_string(v) || json_is_number(v) || json_is_boolean(v)) &&
+		    !(json_is_string(v) && strlen(json_string_value(v)) > BAL_MAX_FIELD))
+			json_object_set(id, IDENTITY_KEYS[i], v);
+	}
+	if (!json_is_string(json_object_get(id, "provider"))) {
+		const char *host = strstr(k->url, "://");
+		json_object_set_new(id, "provider", json_string(host ? host + 3 : k->url));
+	}
+	if (!json_is_string(json_object_get(id, "location")))
+		json_object_set_new(id, "location", json_string(""));
+	if (!json_is_string(json_object_get(id, "gpu_class")))
+		json_object_set_new(id, "gpu_class", json_string("unknown"));
+	if (!json_is_string(json_object_get(id, "gpu")))
+		json_object_set(id, "gpu", json_object_get(id, "gpu_class"));
+	if (!json_is_number(json_object_get(id, "price_per_hour")))
+		json_object_set_new(id, "price_per_hour", json_real(0));
+	if (!json_is_boolean(json_object_get(id, "simulated")))
+		json_object_set_new(id, "simulated", json_false());
+	json_decref(k->identity);
+	k->identity = id;
+}
+
+static void add_model(struct bk *k, json_t *name)
+{
+	if (json_is_string(name) && json_string_length(name) <= BAL_MAX_FIELD && json_array_size(k->models) < 1024 &&
+	    !registry_offers(k, json_string_value(name)))
+		json_array_append(k->models, name);
+}
+
+static void add_title(struct bk *k, json_t *title)
+{
+	if (json_is_string(title) && json_string_length(title) <= BAL_MAX_FIELD && json_array_size(k->titles) < 1024) {
+		size_t i;
+		json_t *t;
+		json_array_foreach(k->titles, i, t) if (json_equal(t, title)) return;
+		json_array_append(k->titles, title);
+	}
+}
+
+static void start_check(struct balancer *b, struct bk *k);
+
+static void check_failed(struct balancer *b, struct bk *k, const char *what, const struct fetch_result *r)
+{
+	char why[320];
+	if (r->status)
+		snprintf(why, sizeof why, "%s answered HTTP %ld", what, r->status);
+	else
+		snprintf(why, sizeof why, "%s: %s", what, r->error);
+	if (k->state != BK_DOWN)
+		log_warn("backend %s (%s) is down: %s", k->id, k->url, why);
+	k->state = BK_DOWN;
+	k->next_check = bal_now() + b->cfg.health_interval_ms / 1000.0;
+}
+
+static void on_check(const struct fetch_result *r, void *user)
+{
+	struct bk *k = user;
+	struct balancer *b = k->b;
+	k->check = NULL;
+	json_error_t err;
+	json_t *j = r->status == 200 ? json_loadb(r->body, r->len, 0, &err) : NULL;
+	switch (k->probe_step) {
+	case 0: /* ping of a down backend */
+		if (r->status == 200) {
+			k->probe_step = 1;
+			start_check(b, k);
+		} else {
+			check_failed(b, k, "ping", r);
+		}
+		break;
+	case 1: /* /sdgate/v1/info: optional */
+		if (r->status == 200 && json_is_object(j)) {
+			rebuild_identity(k, j);
+			json_t *slots = json_object_get(j, "slots");
+			if (!json_object_get(k->fixed, "slots") && json_is_integer(slots))
+				k->slots = (int)fmin(fmax((double)json_integer_value(slots), 1), BAL_MAX_SLOTS);
+			json_array_clear(k->models);
+			json_array_clear(k->titles);
+			size_t i;
+			json_t *m;
+			json_array_foreach(json_object_get(j, "models"), i, m) {
+				add_model(k, m);
+				add_title(k, m);
+			}
+		} else if (r->status == 0) {
+			check_failed(b, k, "GET /sdgate/v1/info", r);
+			break;
+		} else {
+			rebuild_identity(k, NULL);
+			json_array_clear(k->models);
+			json_array_clear(k->titles);
+		}
+		k->probe_step = 2;
+		start_check(b, k);
+		break;
+	case 2: /* /sdapi/v1/sd-models: required */
+		if (r->status == 200 && json_is_array(j)) {
+			size_t i;
+			json_t *m;
+			json_array_foreach(j, i, m) {
+				add_model(k, json_object_get(m, "title"));
+				add_model(k, json_object_get(m, "model_name"));
+				add_title(k, json_object_get(m, "title"));
+			}
+			if (k->state != BK_UP)
+				log_info("backend %s up: %s, %s, gpu %s, %zu checkpoint name(s), %d slot(s)", k->id,
+					 bk_str(k, "provider"), k->url, bk_str(k, "gpu_class"), json_array_size(k->models),
+					 k->slots);
+			k->state = BK_UP;
+			b->reschedule = 1;
+		} else {
+			check_failed(b, k, "GET /sdapi/v1/sd-models", r);
+		}
+		break;
+	}
+	json_decref(j);
+}
+
+static void start_check(struct balancer *b, struct bk *k)
+{
+	static const char *const paths[] = {"/internal/ping", "/sdgate/v1/info", "/sdapi/v1/sd-models"};
+	char url[1024];
+	snprintf(url, sizeof url, "%s%s", k->url, paths[k->probe_step]);
+	k->check = fetch_start(b->fetcher, "GET", url, NULL, 0, k->probe_step == 0 ? PING_TIMEOUT_MS : PROBE_TIMEOUT_MS,
+			       BAL_MAX_SMALL_ANSWER, on_check, k);
+}
+
+struct bk *registry_add(struct balancer *b, const char *url, json_t *fixed, int registered, const char *id)
+{
+	struct bk *k = calloc(1, sizeof *k);
+	if (!k) {
+		json_decref(fixed);
+		return NULL;
+	}
+	if (id)
+		snprintf(k->id, sizeof k->id, "%s", id);
+	else
+		bal_random_id(k->id);
+	size_t n = strlen(url);
+	while (n > 0 && url[n - 1] == '/')
+		n--;
+	k->url = strndup(url, n);
+	k->b = b;
+	k->registered = registered;
+	k->fixed = fixed ? fixed : json_object();
+	k->models = json_array();
+	k->titles = json_array();
+	json_t *slots = json_object_get(k->fixed, "slots");
+	k->slots = json_is_integer(slots) ? (int)fmin(fmax((double)json_integer_value(slots), 1), BAL_MAX_SLOTS) : 1;
+	json_t *models = json_object_get(k->fixed, "models");
+	size_t i;
+	json_t *m;
+	json_array_foreach(models, i, m) {
+		add_model(k, m);
+		add_title(k, m);
+	}
+	rebuild_identity(k, NULL);
+	k->state = BK_PROBING;
+	k->probe_step = 1;
+	k->last_heartbeat = bal_now();
+	k->next = b->backends;
+	b->backends = k;
+	b->n_backends++;
+	start_check(b, k);
+	return k;
+}
+
+struct bk *registry_find(struct balancer *b, const char *id)
+{
+	for (struct bk *k = b->backends; k; k = k->next)
+		if (strcmp(k->id, id) == 0)
+			return k;
+	return NULL;
+}
+
+struct bk *registry_find_url(struct balancer *b, const char *url)
+{
+	size_t n = strlen(url);
+	while (n > 0 && url[n - 1] == '/')
+		n--;
+	for (struct bk *k = b->backends; k; k = k->next)
+		if (strlen(k->url) == n && strncmp(k->url, url, n) == 0)
+			return k;
+	return NULL;
+}
+
+void registry_mark_down(struct balancer *b, struct bk *k, const char *why)
+{
+	b->m.backend_failures++;
+	if (k->state != BK_DOWN)
+		log_warn("backend %s (%s) is down: %s", k->id, k->url, why);
+	k->state = BK_DOWN;
+	k->probe_step = 0;
+	k->next_check = bal_now() + b->cfg.health_interval_ms / 1000.0;
+}
+
+static void free_bk(struct bk *k)
+{
+	json_decref(k->identity);
+	json_decref(k->fixed);
+	json_decref(k->models);
+	json_decref(k->titles);
+	free(k->loaded_model);
+	free(k->url);
+	free(k);
+}
+
+void registry_remove(struct balancer *b, struct bk *k, const char *why)
+{
+	log_info("backend %s (%s) removed: %s", k->id, k->url, why);
+	dispatch_backend_lost(b, k, why);
+	fetch_cancel(k->check);
+	struct bk **pp = &b->backends;
+	while (*pp && *pp != k)
+		pp = &(*pp)->next;
+	if (*pp)
+		*pp = k->next;
+	b->n_backends--;
+	if (k->registered)
+		store_delete_backend(b->store, k->id);
+	free_bk(k);
+	b->reschedule = 1;
+}
+
+void registry_free_all(struct balancer *b)
+{
+	while (b->backends) {
+		struct bk *k = b->backends;
+		b->backends = k->next;
+		free_bk(k);
+	}
+	b->n_backends = 0;
+}
+
+void registry_tick(struct balancer *b, double now)
+{
+	double expiry = (double)(b->cfg.heartbeat_interval_s * BAL_HEARTBEAT_MISSES);
+	for (struct bk *k = b->backends, *next; k; k = next) {
+		next = k->next;
+		if (k->registered && now - k->last_heartbeat > expiry) {
+			registry_remove(b, k, "missed its heartbeats");
+			continue;
+		}
+		if (k->state != BK_UP && !k->check && now >= k->next_check)
+			start_check(b, k);
+	}
+}
+
+json_t *registry_board(struct balancer *b)
+{
+	json_t *list = json_array(), *classes = json_object();
+	for (struct bk *k = b->backends; k; k = k->next) {
+		json_t *e = json_deep_copy(k->identity);
+		const char *state = registry_state_name(k);
+		json_object_set_new(e, "id", json_string(k->id));
+		json_object_set_new(e, "state", json_string(state));
+		json_object_set_new(e, "jobs_done", json_integer(k->jobs_done));
+		json_object_set_new(e, "jobs_failed", json_integer(k->jobs_failed));
+		json_object_set_new(e, "mean_inference_s",
+				    k->jobs_done ? json_real(k->inference_sum / (double)k->jobs_done) : json_null());
+		json_object_set(e, "models", k->models);
+		json_object_set_new(e, "slots", json_integer(k->slots));
+		json_object_set_new(e, "running", json_integer(k->running));
+		json_object_set_new(e, "source", json_string(k->registered ? "registered" : "static"));
+		for (size_t i = 0; i < 3; i++)
+			if (!json_object_get(e, i == 0 ? "country" : i == 1 ? "lat" : "lon"))
+				json_object_set_new(e, i == 0 ? "country" : i == 1 ? "lat" : "lon", json_null());
+		json_array_append_new(list, e);
+
+		const char *cls = bk_str(k, "gpu_class");
+		json_t *c = json_object_get(classes, cls);
+		if (!c) {
+			c = json_pack("{s:s,s:i,s:i,s:i}", "class", cls, "idle", 0, "busy", 0, "down", 0);
+			json_object_set_new(classes, cls, c);
+		}
+		json_object_set_new(c, state, json_integer(json_integer_value(json_object_get(c, state)) + 1));
+	}
+	json_t *gpus = json_array();
+	const char *key;
+	json_t *c;
+	json_object_foreach(classes, key, c) json_array_append(gpus, c);
+	json_decref(classes);
+	return json_pack("{s:o,s:o}", "backends", list, "gpus", gpus);
+}

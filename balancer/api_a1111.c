@@ -4,10 +4,13 @@
  * client that hangs up cancels the job. Loop thread. */
 #include "balancer.h"
 
+#include "log.h"
 #include "txt2img.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 struct waiter {
 	struct balancer *b;
@@ -59,6 +62,34 @@ void waiter_finish(struct balancer *b, struct job *j)
 		const char *code = json_string_value(json_object_get(j->error, "code"));
 		const char *msg = json_string_value(json_object_get(j->error, "message"));
 		httpd_reply_detail(w->req, failure_status(code ? code : ""), msg ? msg : "failed");
+	}
+}
+
+/* HTTP/1: h2o 2.2.5 stops reading a connection while its request is being
+ * handled, so a client that hangs up is otherwise noticed only when the
+ * answer is written. Peek at the socket instead: end-of-file means it left.
+ * (HTTP/2 resets dispose the request, which the waiter handles.) */
+static int client_left(h2o_req_t *req)
+{
+	if (req->version >= 0x200 || !req->conn->callbacks->get_socket)
+		return 0;
+	h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+	int fd = sock ? h2o_socket_get_fd(sock) : -1;
+	if (fd < 0)
+		return 0;
+	char c;
+	ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
+void waiters_check(struct balancer *b)
+{
+	for (struct job *j = b->all, *next; j; j = next) {
+		next = j->all_next;
+		if (j->waiter && !jobs_is_final(j) && client_left(j->waiter->req)) {
+			log_info("job %s: its A1111 client hung up; cancelling", j->id);
+			dispatch_cancel(b, j);
+		}
 	}
 }
 

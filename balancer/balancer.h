@@ -232,6 +232,7 @@ extern const size_t API_OPS_N;
 
 /* api_a1111.c: the façade's waiting request. */
 void waiter_finish(struct balancer *b, struct job *j);
-void waiter_detach(struct job *j);
+/* Cancels the jobs of façade clients that hung up (called periodically). */
+void waiters_check(struct balancer *b);
 
 #endif

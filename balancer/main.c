@@ -60,6 +60,7 @@ static void on_tick(struct httpd *h)
 		return;
 	b->next_slow_tick = now + SLOW_TICK_S;
 	registry_tick(b, now);
+	waiters_check(b);
 	for (struct job *j = b->all; j; j = j->all_next)
 		if (j->subs)
 			sse_keepalive(j);

@@ -10,7 +10,8 @@ checks:
         be = t.start_backend("--provider", "p")
         status, body = t.http("GET", be.url + "/internal/ping")
         t.check("ping answers 200", status == 200, status)
-    t.run(main)   # stops every program (checking a clean exit), prints
+    t.run(main)   # stops every program, last started first (checking a
+                  # clean exit), prints
                   # "N passed, M failed" and exits non-zero on failure
 
 Programs are found under $SDGATE_BIN (the CMake build dir; ctest sets it).
@@ -49,6 +50,7 @@ _tmp_root = tempfile.mkdtemp(prefix="sdgate-it-")
 _procs = []           # every Program started, for cleanup
 _results = [0, 0]     # passed, failed
 _results_lock = threading.Lock()
+_servers = []         # in-process HTTP servers (FakeBackend, RecordingProxy), closed at exit
 
 
 # ---------------------------------------------------------------- checks
@@ -93,7 +95,9 @@ def run(main):
     except Exception:  # noqa: BLE001 - a test error is a failure, never a crash
         check("test body ran to the end without an exception", False, traceback.format_exc())
     finally:
-        for p in list(_procs):
+        # Last started, first stopped: a balancer (a client of its backends)
+        # stops before the backends it holds connections to.
+        for p in reversed(list(_procs)):
             if p.running():
                 p.stop()
             elif not p.stopped:
@@ -110,7 +114,13 @@ def run(main):
 
 def _cleanup():
     for p in _procs:
+        try:
+            p.signal(signal.SIGCONT)
+        except OSError:
+            pass
         p.kill()
+    for srv in list(_servers):
+        srv.close()
     shutil.rmtree(_tmp_root, ignore_errors=True)
 
 
@@ -184,6 +194,10 @@ class Program:
         t0 = time.monotonic()
         rc = self.proc.poll()
         if rc is None:
+            try:
+                self.proc.send_signal(signal.SIGCONT)  # a test may have left it SIGSTOPped
+            except OSError:
+                pass
             self.proc.send_signal(signal.SIGTERM)
             try:
                 rc = self.proc.wait(timeout)
@@ -197,7 +211,13 @@ class Program:
               rc == 0, "exit code %r after %.1f s; log tail:\n%s" % (rc, took, self.log_tail(25)))
         return rc, took
 
+    def signal(self, sig):
+        """Sends sig (e.g. signal.SIGSTOP) to the program."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
     def kill(self):
+        """SIGKILL (kill -9), no exit-code check."""
         if self.proc.poll() is None:
             self.proc.kill()
             try:
@@ -619,3 +639,502 @@ def try_decode_png(data):
         return decode_png(data), None
     except PNGError as e:
         return None, str(e)
+
+
+# ---------------------------------------------------------------- balancer helpers
+
+FINAL_STATES = ("done", "failed", "cancelled")
+
+
+def balancer_path():
+    return os.path.join(BIN_DIR, "balancer", "sdgate-balancer")
+
+
+def start_balancer(*args, name="balancer", port=None, db=None):
+    """Starts sdgate-balancer --listen 127.0.0.1:<port> --db <db> ARGS and
+    waits until GET /healthz answers 200. db defaults to a fresh file in a
+    temp dir; pass the same db (prog.db) to restart on the same state.
+    Returns the Program, with .db set. Raises when it does not come up."""
+    exe = balancer_path()
+    if not os.access(exe, os.X_OK):
+        raise RuntimeError("no balancer binary at %s (set SDGATE_BIN to the build dir)" % exe)
+    if db is None:
+        db = os.path.join(tmpdir(name + "-db"), "balancer.db")
+    fixed = port
+    for attempt in range(3):
+        port = fixed or free_port()
+        prog = Program(name, [exe, "--listen", "127.0.0.1:%d" % port, "--db", db] + [str(a) for a in args], port)
+        prog.db = db
+        if wait_ready(prog, "/healthz"):
+            return prog
+        code = prog.proc.poll()
+        prog.kill()
+        tail = prog.log_tail()
+        if code is not None and "in use" in tail.lower() and attempt < 2 and not fixed:
+            continue
+        raise RuntimeError("%s did not answer /healthz within %.0f s; exit code %r; log:\n%s"
+                           % (name, START_TIMEOUT_S, code, tail))
+
+
+def static_backend_arg(url, **identity):
+    """A --backend value: URL plus identity in the fragment
+    (provider=..&location=..&gpu_class=..&price_per_hour=..&slots=..)."""
+    if not identity:
+        return url
+    return url + "#" + "&".join("%s=%s" % (k, v) for k, v in identity.items())
+
+
+def wait_until(fn, timeout=30.0, interval=0.05):
+    """Calls fn() until it returns something truthy or timeout passes;
+    returns the last value. Connection errors count as falsy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            v = fn()
+        except (OSError, httpclient.HTTPException):
+            v = None
+        if v or time.monotonic() >= deadline:
+            return v
+        time.sleep(interval)
+
+
+def is_hex_id(v, n=32):
+    return isinstance(v, str) and len(v) == n and all(c in "0123456789abcdef" for c in v.lower())
+
+
+def is_sdgate_error(reply, status, code=None):
+    """True when reply is `status` with sdgate's error shape
+    {"detail": str, "error": {"code": str, "message": str, ...}} (and code)."""
+    if reply is None or reply.status != status or not isinstance(reply.json, dict):
+        return False
+    e = reply.json.get("error")
+    ok = (isinstance(reply.json.get("detail"), str) and isinstance(e, dict)
+          and isinstance(e.get("code"), str) and isinstance(e.get("message"), str))
+    return ok and (code is None or e.get("code") == code)
+
+
+def error_code(reply):
+    try:
+        return reply.json["error"]["code"]
+    except (TypeError, KeyError):
+        return None
+
+
+def submit_job(bal_url, body, headers=None, timeout=30):
+    """POST /v1/jobs. Returns the Reply."""
+    return request("POST", bal_url + "/v1/jobs", json_body=body, headers=headers, timeout=timeout)
+
+
+def get_job(bal_url, job_id, timeout=30):
+    """GET /v1/jobs/{id}: the document (dict) or None when not 200."""
+    r = request("GET", bal_url + "/v1/jobs/" + job_id, timeout=timeout)
+    return r.json if r.status == 200 and isinstance(r.json, dict) else None
+
+
+def wait_job(bal_url, job_id, statuses=FINAL_STATES, timeout=JOB_TIMEOUT_S, interval=0.05):
+    """Polls GET /v1/jobs/{id} until its status is in statuses; returns the
+    last document seen (check its status) or None."""
+    last = [None]
+
+    def poll():
+        d = get_job(bal_url, job_id)
+        if d is not None:
+            last[0] = d
+        return d is not None and d.get("status") in statuses
+
+    wait_until(poll, timeout, interval)
+    return last[0]
+
+
+def board(bal_url):
+    """GET /v1/backends → the list of backends (or None)."""
+    r = request("GET", bal_url + "/v1/backends", timeout=10)
+    if r.status == 200 and isinstance(r.json, dict) and isinstance(r.json.get("backends"), list):
+        return r.json["backends"]
+    return None
+
+
+def wait_board(bal_url, pred, timeout=30.0):
+    """Waits until pred(list of backends) is true; returns the list (or the
+    last one seen, for failure details)."""
+    last = [None]
+
+    def poll():
+        b = board(bal_url)
+        last[0] = b
+        return b is not None and pred(b)
+
+    ok = wait_until(poll, timeout, 0.1)
+    return last[0] if ok else (last[0] if last[0] is not None else [])
+
+
+def wait_idle_backends(bal_url, n, timeout=30.0):
+    """Waits until the board lists at least n backends in state idle; True if so."""
+    b = wait_board(bal_url, lambda bs: sum(1 for x in bs if x.get("state") == "idle") >= n, timeout)
+    return sum(1 for x in (b or []) if x.get("state") == "idle") >= n
+
+
+def board_entry(backends, **match):
+    for x in backends or []:
+        if all(x.get(k) == v for k, v in match.items()):
+            return x
+    return None
+
+
+def backend_progress(be, timeout=10):
+    """A backend's own GET /sdapi/v1/progress (skip_current_image=true) JSON, or None."""
+    r = request("GET", be.url + "/sdapi/v1/progress?skip_current_image=true", timeout=timeout)
+    return r.json if r.status == 200 and isinstance(r.json, dict) else None
+
+
+def backend_step(be):
+    """The sampling step the backend is at, -1 when idle or unknown."""
+    p = backend_progress(be)
+    st = p.get("state") if p else None
+    if not isinstance(st, dict) or not st.get("job_count"):
+        return -1
+    return st.get("sampling_step", -1) if is_int(st.get("sampling_step")) else -1
+
+
+def backend_idle(be):
+    p = backend_progress(be)
+    st = p.get("state") if p else None
+    return isinstance(st, dict) and st.get("job_count") == 0 and p.get("progress") == 0
+
+
+def parse_metrics(text):
+    """Prometheus text → {(name, ((label, value), ...)): float}. Raises
+    ValueError on a line that is not a sample, comment or blank."""
+    import re
+    out = {}
+    sample = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+-?\d+)?$')
+    label = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?')
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        m = sample.match(line)
+        if not m:
+            raise ValueError("not a Prometheus sample line: %r" % line)
+        labels = tuple(sorted(label.findall(m.group(3) or "")))
+        out[(m.group(1), labels)] = float(m.group(4))
+    return out
+
+
+def metrics(bal_url):
+    """GET /metrics parsed (see parse_metrics); raises on a bad answer."""
+    r = request("GET", bal_url + "/metrics", timeout=10)
+    if r.status != 200:
+        raise RuntimeError("GET /metrics answered %s" % r.status)
+    return parse_metrics(r.raw.decode("utf-8"))
+
+
+def metric(m, name, default=None, **labels):
+    return m.get((name, tuple(sorted(labels.items()))), default)
+
+
+class EventStream:
+    """GET url as Server-Sent Events, read on a thread. .events is a list of
+    (name, data, monotonic time) with data parsed as JSON when it is JSON;
+    .ended is set when the server closed the stream; .status/.headers are
+    the response's."""
+
+    def __init__(self, url, timeout=60.0, headers=None):
+        self.url = url
+        self.events = []
+        self.comments = []
+        self.status = None
+        self.headers = {}
+        self.body = b""
+        self.ended = False
+        self.error = None
+        self._conn = None
+        self._cv = threading.Condition()
+        self._timeout = timeout
+        self._headers = dict(headers or {})
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        u = urllib.parse.urlsplit(self.url)
+        try:
+            self._conn = httpclient.HTTPConnection(u.hostname, u.port, timeout=self._timeout)
+            hdrs = {"Accept": "text/event-stream"}
+            hdrs.update(self._headers)
+            self._conn.request("GET", u.path + ("?" + u.query if u.query else ""), headers=hdrs)
+            resp = self._conn.getresponse()
+            with self._cv:
+                self.status = resp.status
+                self.headers = {k.lower(): v for k, v in resp.getheaders()}
+                self._cv.notify_all()
+            if resp.status != 200:
+                self.body = resp.read()
+                return
+            name, data = None, []
+            while True:
+                line = resp.readline()
+                if not line:
+                    break
+                line = line.decode("utf-8", "replace").rstrip("\r\n")
+                if line == "":
+                    if name is not None or data:
+                        text = "\n".join(data)
+                        try:
+                            parsed = json.loads(text)
+                        except ValueError:
+                            parsed = text
+                        with self._cv:
+                            self.events.append((name or "message", parsed, time.monotonic()))
+                            self._cv.notify_all()
+                    name, data = None, []
+                elif line.startswith(":"):
+                    self.comments.append(line)
+                else:
+                    field, _, value = line.partition(":")
+                    if value.startswith(" "):
+                        value = value[1:]
+                    if field == "event":
+                        name = value
+                    elif field == "data":
+                        data.append(value)
+        except Exception as e:  # noqa: BLE001 - recorded for the test to report
+            self.error = e
+        finally:
+            with self._cv:
+                self.ended = True
+                self._cv.notify_all()
+            try:
+                self._conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+    def names(self):
+        with self._cv:
+            return [e[0] for e in self.events]
+
+    def wait_for(self, pred, timeout=JOB_TIMEOUT_S):
+        """Waits until pred(events) is true or the stream ended; returns pred's value."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while True:
+                v = pred(list(self.events))
+                if v or self.ended:
+                    return v
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return v
+                self._cv.wait(min(left, 0.5))
+
+    def wait_event(self, name, timeout=JOB_TIMEOUT_S):
+        return self.wait_for(lambda evs: any(e[0] == name for e in evs), timeout)
+
+    def wait_end(self, timeout=JOB_TIMEOUT_S):
+        """True when the server ended the stream within timeout."""
+        self.thread.join(timeout)
+        return self.ended
+
+    def wait_headers(self, timeout=30):
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while self.status is None and not self.ended and time.monotonic() < deadline:
+                self._cv.wait(0.2)
+        return self.status
+
+    def close(self):
+        try:
+            if self._conn is not None and self._conn.sock is not None:
+                self._conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
+class _Server:
+    """A ThreadingHTTPServer on a free loopback port, serving handler_cls."""
+
+    def __init__(self, handler_cls):
+        from http.server import ThreadingHTTPServer
+        class Quiet(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass  # a client that hung up (the balancer cancelling a call) is not news
+
+        self.httpd = Quiet(("127.0.0.1", 0), handler_cls)
+        self.httpd.owner = self
+        self.port = self.httpd.server_address[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.closed = False
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self.thread.start()
+        _servers.append(self)
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def _handler_base():
+    from http.server import BaseHTTPRequestHandler
+
+    class H(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *a):  # quiet
+            pass
+
+        def read_body(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            return self.rfile.read(n) if n > 0 else b""
+
+        def send(self, status, body, ctype="application/json"):
+            if not isinstance(body, bytes):
+                body = json.dumps(body).encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return H
+
+
+class RecordingProxy(_Server):
+    """An HTTP proxy in front of one backend that records every POST
+    /sdapi/v1/txt2img it forwards: .calls is a list of dicts {start, end,
+    request (parsed body), status}; .max_inflight is the most txt2img calls
+    it ever had open at once. Everything else is forwarded unrecorded."""
+
+    def __init__(self, target_url):
+        self.target = urllib.parse.urlsplit(target_url)
+        self.calls = []
+        self.inflight = 0
+        self.max_inflight = 0
+        self.lock = threading.Lock()
+        base = _handler_base()
+        proxy = self
+
+        class H(base):
+            def _forward(self):
+                body = self.read_body()
+                is_job = self.command == "POST" and self.path.startswith("/sdapi/v1/txt2img")
+                rec = None
+                if is_job:
+                    try:
+                        req = json.loads(body.decode("utf-8"))
+                    except ValueError:
+                        req = None
+                    rec = {"start": time.monotonic(), "end": None, "request": req, "status": None}
+                    with proxy.lock:
+                        proxy.inflight += 1
+                        proxy.max_inflight = max(proxy.max_inflight, proxy.inflight)
+                        proxy.calls.append(rec)
+                status, rbody, ctype = 502, b'{"detail":"proxy: backend unreachable"}', "application/json"
+                try:
+                    c = httpclient.HTTPConnection(proxy.target.hostname, proxy.target.port, timeout=300)
+                    try:
+                        hdrs = {"Content-Type": self.headers.get("Content-Type") or "application/json"}
+                        c.request(self.command, self.path, body=body if body else None, headers=hdrs)
+                        r = c.getresponse()
+                        status, rbody = r.status, r.read()
+                        ctype = r.getheader("Content-Type") or "application/json"
+                    finally:
+                        c.close()
+                except (OSError, httpclient.HTTPException):
+                    pass
+                if rec is not None:
+                    with proxy.lock:
+                        rec["end"] = time.monotonic()
+                        rec["status"] = status
+                        proxy.inflight -= 1
+                self.send(status, rbody, ctype)
+
+            do_GET = do_POST = do_DELETE = do_PUT = _forward
+
+        super().__init__(H)
+
+    def overlaps(self):
+        """Pairs of txt2img calls whose [start, end] intervals overlap."""
+        with self.lock:
+            calls = sorted((c for c in self.calls), key=lambda c: c["start"])
+        out = []
+        for a, b in zip(calls, calls[1:]):
+            if a["end"] is None or b["start"] < a["end"]:
+                out.append((a, b))
+        return out
+
+
+class FakeBackend(_Server):
+    """A minimal A1111-like backend for failure cases. It answers ping, info
+    (gpu_class as given), sd-models, options, progress (idle), interrupt;
+    POST /sdapi/v1/txt2img answers txt2img_status with txt2img_body.
+    .txt2img_calls counts the txt2img calls."""
+
+    def __init__(self, gpu_class="fakegpu", provider="fake", txt2img_status=500,
+                 txt2img_body=None):
+        self.gpu_class = gpu_class
+        self.provider = provider
+        self.txt2img_status = txt2img_status
+        self.txt2img_body = txt2img_body if txt2img_body is not None else {"detail": "fake failure"}
+        self.txt2img_calls = 0
+        self.lock = threading.Lock()
+        model = {"title": "sdgate-procedural-base-v1.builtin [9917535daf]", "model_name": "sdgate-procedural-base-v1",
+                 "hash": "9917535daf", "sha256": None, "filename": "builtin", "config": None}
+        base = _handler_base()
+        fake = self
+
+        class H(base):
+            def do_GET(self):
+                p = self.path.split("?")[0]
+                if p == "/internal/ping":
+                    self.send(200, {})
+                elif p == "/sdgate/v1/info":
+                    self.send(200, {"provider": fake.provider, "location": "nowhere", "gpu": fake.gpu_class,
+                                    "gpu_class": fake.gpu_class, "engine": "fake", "models": [model["title"]],
+                                    "slots": 1, "version": "0"})
+                elif p == "/sdapi/v1/sd-models":
+                    self.send(200, [model])
+                elif p == "/sdapi/v1/options":
+                    self.send(200, {"sd_model_checkpoint": model["title"]})
+                elif p == "/sdapi/v1/progress":
+                    self.send(200, {"progress": 0, "eta_relative": 0, "state": {
+                        "skipped": False, "interrupted": False, "job": "", "job_count": 0, "job_timestamp": "0",
+                        "job_no": 0, "sampling_step": 0, "sampling_steps": 0}, "current_image": None,
+                        "textinfo": None})
+                else:
+                    self.send(404, {"detail": "Not Found"})
+
+            def do_POST(self):
+                self.read_body()
+                p = self.path.split("?")[0]
+                if p == "/sdapi/v1/txt2img":
+                    with fake.lock:
+                        fake.txt2img_calls += 1
+                    self.send(fake.txt2img_status, fake.txt2img_body)
+                elif p in ("/sdapi/v1/interrupt", "/sdapi/v1/skip"):
+                    self.send(200, {})
+                else:
+                    self.send(404, {"detail": "Not Found"})
+
+        super().__init__(H)
+
+
+def job_images(doc):
+    """The decoded PNG bytes of a done job document's result (list), or None."""
+    try:
+        return [base64.b64decode(s, validate=True) for s in doc["result"]["images"]]
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def job_info(doc):
+    """The parsed info of a done job document's result, or None."""
+    try:
+        info = doc["result"]["info"]
+        return json.loads(info) if isinstance(info, str) else (info if isinstance(info, dict) else None)
+    except (TypeError, KeyError, ValueError):
+        return None

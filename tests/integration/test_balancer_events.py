@@ -1,0 +1,150 @@
+"""test_balancer_events.py — GET /v1/jobs/{id}/events (Server-Sent Events):
+a job that waits behind another shows queued {position} → assigned {backend,
+provider, location, gpu, attempt} → progress {step, steps, progress,
+preview?} (rising) → done {images, info, seed, inference_ms, queue_ms,
+total_ms, provider, location, gpu}, in that order, and the stream ends; a
+late subscriber gets the final event at once and the stream ends; a failed
+job ends with failed {error}; an unknown id is 404.
+Contract: ../../balancer/README.md "Jobs"."""
+
+import base64
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sdtest as t  # noqa: E402
+
+PACE_MS = 100
+STEPS = 20
+
+
+def order_ok(names):
+    """queued* assigned progress+ done, nothing after done."""
+    i = 0
+    while i < len(names) and names[i] == "queued":
+        i += 1
+    if i >= len(names) or names[i] != "assigned":
+        return False
+    i += 1
+    start = i
+    while i < len(names) and names[i] == "progress":
+        i += 1
+    return i > start and i == len(names) - 1 and names[i] == "done"
+
+
+def main():
+    be = t.start_backend("--pace-ms-per-step", PACE_MS, "--provider", "sse-prov", "--location", "Turin, IT",
+                         "--gpu-class", "a6000", name="backend-sse")
+    bal = t.start_balancer("--progress-interval-ms", 100, "--backend", be.url)
+    t.check("the backend comes up idle", t.wait_idle_backends(bal.url, 1), t.board(bal.url))
+
+    # Job A occupies the backend; job B waits behind it.
+    ra = t.submit_job(bal.url, t.small_job(prompt="first in line", seed=1, steps=STEPS))
+    a = ra.json.get("id") if ra.status == 202 and isinstance(ra.json, dict) else None
+    t.wait_job(bal.url, a, statuses=("running",) + t.FINAL_STATES, timeout=30)
+    rb = t.submit_job(bal.url, t.small_job(prompt="second in line", seed=2, steps=STEPS))
+    ok = t.check("job B is accepted while A runs: 202 {id, status queued, position 1}",
+                 rb.status == 202 and isinstance(rb.json, dict) and rb.json.get("status") == "queued"
+                 and rb.json.get("position") == 1, t.describe(rb))
+    if not ok or not a:
+        return
+    b = rb.json["id"]
+    ev = t.EventStream(bal.url + "/v1/jobs/%s/events" % b)
+    t.check("GET /v1/jobs/{id}/events: 200 text/event-stream",
+            ev.wait_headers() == 200 and ev.headers.get("content-type", "").startswith("text/event-stream"),
+            (ev.status, ev.headers))
+    ended = ev.wait_end(60)
+    t.check("the stream ends after the final event", ended, ev.names())
+    names = ev.names()
+    t.check("events in order: queued → assigned → progress (at least one) → done, nothing after",
+            order_ok(names), names)
+    evs = ev.events
+    q = [d for n, d, _ in evs if n == "queued"]
+    t.check("the first event is queued {position: 1}", q and isinstance(q[0], dict) and q[0].get("position") == 1, q)
+    asg = [d for n, d, _ in evs if n == "assigned"]
+    ad = asg[0] if asg and isinstance(asg[0], dict) else {}
+    t.check("assigned has backend (32 hex), provider sse-prov, location Turin, IT, gpu a6000, attempt 1",
+            t.is_hex_id(ad.get("backend")) and ad.get("provider") == "sse-prov" and ad.get("location") == "Turin, IT"
+            and ad.get("gpu") == "a6000" and ad.get("attempt") == 1, ad)
+    prog = [d for n, d, _ in evs if n == "progress" and isinstance(d, dict)]
+    t.check("progress events carry step, steps %d, progress in [0, 1]" % STEPS,
+            prog and all(t.is_int(p.get("step")) and p.get("steps") == STEPS and t.is_number(p.get("progress"))
+                         and 0 <= p["progress"] <= 1 for p in prog), [{k: v for k, v in p.items() if k != "preview"}
+                                                                      for p in prog][:5])
+    steps = [p.get("step") for p in prog]
+    t.check("progress steps never go down and at least two distinct steps are seen",
+            all(y >= x for x, y in zip(steps, steps[1:])) and len(set(steps)) >= 2, steps)
+    previews = [p["preview"] for p in prog if isinstance(p.get("preview"), str)]
+    bad = [e for e in (t.try_decode_png(base64.b64decode(s))[1] for s in previews) if e]
+    t.check("progress previews, when present, are decodable PNGs", not bad, bad[:3])
+    done = [d for n, d, _ in evs if n == "done"]
+    dd = done[0] if done and isinstance(done[0], dict) else {}
+    keys = ["images", "info", "seed", "inference_ms", "queue_ms", "total_ms", "provider", "location", "gpu"]
+    t.check("done has %s" % ", ".join(keys), all(k in dd for k in keys), sorted(dd))
+    imgs = dd.get("images") if isinstance(dd.get("images"), list) else []
+    img = t.try_decode_png(base64.b64decode(imgs[0]))[0] if len(imgs) == 1 and isinstance(imgs[0], str) else None
+    t.check("done.images holds one decodable 64x64 PNG", img is not None and img.width == 64 and img.height == 64,
+            len(imgs))
+    t.check("done: seed 2, provider sse-prov, gpu a6000, queue_ms > 0 (it waited behind A), "
+            "total_ms >= inference_ms + queue_ms - 5",
+            dd.get("seed") == 2 and dd.get("provider") == "sse-prov" and dd.get("gpu") == "a6000"
+            and t.is_number(dd.get("queue_ms")) and dd["queue_ms"] > 0
+            and t.is_number(dd.get("total_ms")) and t.is_number(dd.get("inference_ms"))
+            and dd["total_ms"] >= dd["inference_ms"] + dd["queue_ms"] - 5,
+            {k: dd.get(k) for k in keys if k != "images"})
+    doc = t.get_job(bal.url, b)
+    t.check("done's images equal GET /v1/jobs/{id}'s result images",
+            doc is not None and (doc.get("result") or {}).get("images") == imgs and imgs, "differ")
+
+    # A late subscriber on a finished job: the final event, then the end.
+    late = t.EventStream(bal.url + "/v1/jobs/%s/events" % b)
+    t.check("a late subscriber's stream ends promptly", late.wait_end(15), late.names())
+    t.check("a late subscriber gets exactly the final event (done) with the images",
+            late.names() == ["done"] and isinstance(late.events[0][1], dict)
+            and late.events[0][1].get("images") == imgs, late.names())
+    late_a = t.EventStream(bal.url + "/v1/jobs/%s/events" % a)
+    late_a.wait_end(15)
+    t.check("job A's late stream also ends with done", late_a.names()[-1:] == ["done"], late_a.names())
+
+    # A subscriber joining a running job first gets its current state.
+    rc = t.submit_job(bal.url, t.small_job(prompt="joined while running", seed=3, steps=STEPS))
+    c = rc.json.get("id") if rc.status == 202 and isinstance(rc.json, dict) else None
+    t.wait_until(lambda: t.backend_step(be) >= 3, 30)
+    mid = t.EventStream(bal.url + "/v1/jobs/%s/events" % c)
+    mid.wait_end(60)
+    names = mid.names()
+    t.check("a subscriber joining mid-job first gets assigned (or progress), never queued, and the stream ends "
+            "with done", names and names[0] in ("assigned", "progress") and "queued" not in names
+            and names[-1] == "done", names)
+
+    # A failed job's stream.
+    fake = t.FakeBackend(gpu_class="brokengpu", provider="fake-500", txt2img_status=500)
+    bal2 = t.start_balancer("--max-attempts", 1, "--backend", t.static_backend_arg(fake.url, gpu_class="brokengpu"),
+                            name="balancer-fail")
+    t.wait_idle_backends(bal2.url, 1)
+    r = t.submit_job(bal2.url, t.small_job(seed=4))
+    fid = r.json.get("id") if r.status == 202 and isinstance(r.json, dict) else None
+    fev = t.EventStream(bal2.url + "/v1/jobs/%s/events" % fid)
+    fev.wait_end(30)
+    last = fev.events[-1] if fev.events else (None, None, 0)
+    t.check("a failed job's stream ends with failed {error: {code backend_failed, message}}",
+            last[0] == "failed" and isinstance(last[1], dict) and isinstance(last[1].get("error"), dict)
+            and last[1]["error"].get("code") == "backend_failed" and isinstance(last[1]["error"].get("message"), str),
+            fev.events)
+
+    r = t.request("GET", bal.url + "/v1/jobs/%s/events" % ("a" * 32), timeout=10)
+    t.check("events of an unknown job id: 404 not_found", t.is_sdgate_error(r, 404, "not_found"), t.describe(r))
+
+    # SIGTERM with a running job and an open event stream (the idle
+    # keep-alive client case is test_balancer_bad_input's).
+    rl = t.submit_job(bal.url, t.small_job(prompt="running at shutdown", seed=6, steps=100))
+    lid = rl.json.get("id") if rl.status == 202 and isinstance(rl.json, dict) else None
+    t.wait_until(lambda: t.backend_step(be) >= 2, 30)
+    open_ev = t.EventStream(bal.url + "/v1/jobs/%s/events" % lid)
+    open_ev.wait_event("progress", 15)
+    bal.stop(label="the balancer exits 0 on SIGTERM within 10 s with a running job and an open event stream")
+    t.check("the open event stream is closed by the shutdown", open_ev.wait_end(10), open_ev.names()[-3:])
+
+
+if __name__ == "__main__":
+    t.run(main)

@@ -1,0 +1,100 @@
+"""test_balancer_restart.py — nothing accepted is lost: jobs accepted with
+202 (one running, the rest queued) survive a SIGKILL of the balancer; a new
+balancer on the same --db queues them again and finishes every one, with the
+seeds fixed before the crash. A job finished before the crash keeps its
+result across restarts (also a clean SIGTERM restart).
+Contract: ../../balancer/README.md ("The 202 is sent only once the job is in
+the SQLite file"), ../../../shared/DESIGN.md "Balancer" (Persistence)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sdtest as t  # noqa: E402
+
+PACE_MS = 60
+STEPS = 10
+N_QUEUED = 6
+
+
+def main():
+    be = t.start_backend("--pace-ms-per-step", PACE_MS, "--provider", "restart-prov", "--gpu-class", "l40")
+    static = t.static_backend_arg(be.url, provider="restart-prov", gpu_class="l40")
+    bal = t.start_balancer("--backend", static, name="balancer-1")
+    db = bal.db
+    t.check("the backend comes up idle", t.wait_idle_backends(bal.url, 1), t.board(bal.url))
+
+    # One job finished before the crash.
+    r = t.submit_job(bal.url, t.small_job(prompt="finished before the crash", seed=77))
+    early = r.json.get("id") if r.status == 202 and isinstance(r.json, dict) else None
+    d = t.wait_job(bal.url, early, timeout=30) if early else None
+    t.check("a first job is done before the crash", d is not None and d.get("status") == "done", d)
+    early_images = t.job_images(d) if d else None
+
+    ids, seeds_before = [], {}
+    for i in range(N_QUEUED):
+        r = t.submit_job(bal.url, t.small_job(prompt="survives the crash %d" % i, seed=-1, steps=STEPS))
+        if r.status == 202 and isinstance(r.json, dict) and t.is_hex_id(r.json.get("id")):
+            ids.append(r.json["id"])
+        else:
+            t.check("POST /v1/jobs #%d answers 202" % i, False, t.describe(r))
+    t.check("%d jobs accepted (202)" % N_QUEUED, len(ids) == N_QUEUED, len(ids))
+    states = {}
+    for jid in ids:
+        d = t.get_job(bal.url, jid)
+        states[jid] = d.get("status") if d else None
+        if d and t.is_int(d.get("seed")):
+            seeds_before[jid] = d["seed"]
+    queued = [j for j in ids if states[j] == "queued"]
+    t.check("before the crash at least %d of them are still queued" % (N_QUEUED - 2), len(queued) >= N_QUEUED - 2,
+            states)
+    t.check("every accepted job shows a concrete seed (not -1) before the crash",
+            len(seeds_before) == len(ids) and all(s >= 0 for s in seeds_before.values()), seeds_before)
+
+    bal.kill()
+    print("# balancer-1 killed with SIGKILL; %d queued, statuses %s" % (len(queued), sorted(states.values())))
+
+    bal2 = t.start_balancer("--backend", static, name="balancer-2", db=db)
+    docs = {jid: t.wait_job(bal2.url, jid, timeout=60) for jid in ids}
+    missing = [j for j, d in docs.items() if d is None]
+    t.check("after the restart on the same --db every accepted job is known (GET /v1/jobs/{id} 200)",
+            not missing, missing)
+    not_done = {j: (d or {}).get("status") for j, d in docs.items() if not d or d.get("status") != "done"}
+    t.check("every job accepted before the crash finishes with status done", not not_done, not_done)
+    t.check("each job kept the seed it was given before the crash",
+            all(docs[j] and docs[j].get("seed") == seeds_before.get(j) for j in ids),
+            [(seeds_before.get(j), (docs[j] or {}).get("seed")) for j in ids])
+    infos = [t.job_info(docs[j]) if docs[j] else None for j in ids]
+    t.check("each result's info.seed is that seed",
+            all(isinstance(i, dict) and i.get("seed") == seeds_before.get(j) for i, j in zip(infos, ids)),
+            [(seeds_before.get(j), (i or {}).get("seed")) for i, j in zip(infos, ids)])
+    t.check("each result holds a decodable PNG",
+            all(docs[j] and (t.job_images(docs[j]) or [None]) and
+                t.try_decode_png((t.job_images(docs[j]) or [b""])[0])[0] is not None for j in ids),
+            "some image missing or not a PNG")
+
+    d = t.get_job(bal2.url, early) if early else None
+    t.check("the job finished before the crash is still done with the same image after the restart",
+            d is not None and d.get("status") == "done" and t.job_images(d) == early_images and early_images,
+            d and {k: v for k, v in d.items() if k != "result"})
+    m = t.metrics(bal2.url)
+    t.check("the restarted balancer's queue is empty at the end (sdgate_queue_depth 0, jobs_running 0)",
+            t.metric(m, "sdgate_queue_depth") == 0 and t.metric(m, "sdgate_jobs_running") == 0,
+            (t.metric(m, "sdgate_queue_depth"), t.metric(m, "sdgate_jobs_running")))
+    # A clean restart keeps finished results too.
+    bal2.stop()
+    bal3 = t.start_balancer("--backend", static, name="balancer-3", db=db)
+    d = t.get_job(bal3.url, ids[-1])
+    t.check("after a clean SIGTERM restart a finished job is still done with its images",
+            d is not None and d.get("status") == "done" and t.job_images(d) == t.job_images(docs[ids[-1]] or {}),
+            d and {k: v for k, v in d.items() if k != "result"})
+    r = t.submit_job(bal3.url, t.small_job(prompt="after two restarts", seed=5))
+    d = t.wait_job(bal3.url, r.json["id"], timeout=30) if r.status == 202 and isinstance(r.json, dict) else None
+    t.check("a new job on the third balancer is done", d is not None and d.get("status") == "done", d)
+    r = t.request("GET", bal3.url + "/v1/jobs/" + "0" * 32, timeout=10)
+    t.check("an unknown id is still 404 not_found after restarts", t.is_sdgate_error(r, 404, "not_found"),
+            t.describe(r))
+
+
+if __name__ == "__main__":
+    t.run(main)

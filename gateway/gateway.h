@@ -1,0 +1,175 @@
+/* gateway.h — sdgate-gateway's modules and the one place its limits live.
+ *
+ * The gateway is the browser's door to the marketplace: a libwebsockets server
+ * that serves web/ at `/`, speaks the JSON protocol of DESIGN.md "Gateway" on
+ * `/ws`, validates and rate-limits every request, and forwards jobs to a
+ * balancer (several, with failover) over libcurl multi.
+ *
+ * Threads: the lws service thread (main.c, ws.c, validate.c, ratelimit.c)
+ * owns every connection; the balancer client's thread (balancer_client.c)
+ * owns every curl handle. They meet only in balancer_client.c's two
+ * mutex-protected queues: commands go one way (curl_multi_wakeup), events
+ * the other (the wake callback, i.e. lws_cancel_service). metrics.c's
+ * counters are atomics that both threads touch. */
+#ifndef SDGATE_GATEWAY_H
+#define SDGATE_GATEWAY_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---------------------------------------------------------------- limits
+ * Fixed limits (the adjustable ones are flags; all are printed by --help). */
+#define GW_MAX_ID 64                  /* a client's job id, bytes */
+#define GW_MAX_GPUS 16                /* entries in generate.gpus */
+#define GW_MAX_GPU_CLASS 32           /* bytes of one GPU class name */
+#define GW_MAX_EVENT (48u << 20)      /* one SSE event from the balancer (a done event carries the PNG) */
+#define GW_MAX_REPLY (4u << 20)       /* any other balancer answer */
+#define GW_OUT_SOFT (8u << 20)        /* queued to one client: past it, progress messages are dropped */
+#define GW_OUT_HARD (128u << 20)      /* past it the client is too slow and is disconnected */
+#define GW_STREAM_RETRIES 4           /* reconnects of a broken event stream before trying another balancer */
+
+struct gw_config {
+	char host[64];
+	int port;
+	char **balancers;             /* NULL-terminated, at least one */
+	size_t n_balancers;
+	const char *web_dir;          /* absolute */
+	const char *admin_token;      /* may be NULL */
+	double rate_burst;            /* work units (megapixel-steps) a client may spend at once */
+	double rate_refill;           /* work units per second */
+	long rate_clients;            /* addresses tracked at most */
+	long max_jobs_per_connection;
+	long max_connections;
+	long max_message;             /* bytes of one websocket message */
+	long max_prompt;              /* code points of prompt and negative_prompt */
+	long board_interval_ms;
+	long balancer_timeout_ms;     /* connect + answer of a short balancer call */
+};
+
+/* ---------------------------------------------------------------- validate.c
+ * Pure functions of a message and the balancer's last board (service thread). */
+enum gw_msg { GW_MSG_HELLO, GW_MSG_GENERATE, GW_MSG_CANCEL };
+
+struct gw_error {
+	char id[GW_MAX_ID + 1];   /* the job's id when known, else "" */
+	char code[40];            /* bad_utf8, too_large, bad_json, ... */
+	char message[320];
+	char field[48];           /* a request field name, or "" */
+};
+
+struct gw_request {
+	enum gw_msg type;
+	char id[GW_MAX_ID + 1];
+	json_t *body;             /* generate: the balancer's POST /v1/jobs body (owned) */
+	double work;              /* generate: megapixel-steps */
+};
+
+/* 1 when s[0..len) is well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF). */
+int validate_utf8(const unsigned char *s, size_t len);
+/* Checks one text message. known_gpus: the classes the balancer lists (a
+ * JSON array of strings) or NULL when unknown (then any class passes to the
+ * balancer, which judges it). Returns 0 and fills *out (free with
+ * validate_request_free), or -1 and fills *err. */
+int validate_message(const char *buf, size_t len, const struct gw_config *cfg, const json_t *known_gpus,
+		     struct gw_request *out, struct gw_error *err);
+void validate_request_free(struct gw_request *r);
+void validate_error_set(struct gw_error *err, const char *id, const char *code, const char *field,
+			const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* The sampler names the welcome offers: each base name the balancer lists
+ * (or the built-in list) plus its A1111 combined "<name> Karras"-style names.
+ * New reference. */
+json_t *validate_sampler_names(const json_t *balancer_samplers);
+/* The "limits" object of welcome. New reference. */
+json_t *validate_limits_json(const struct gw_config *cfg);
+
+/* ---------------------------------------------------------------- ratelimit.c
+ * Token buckets per client address, in work units (service thread only). */
+struct ratelimit;
+struct ratelimit *ratelimit_new(double burst, double refill_per_s, size_t max_clients);
+void ratelimit_free(struct ratelimit *rl);
+/* Takes work from addr's bucket at time now (seconds). 0 when allowed; else
+ * -1 with *retry_after_s (how long until it would be; < 0 = never, the job
+ * is larger than the burst). */
+int ratelimit_take(struct ratelimit *rl, const char *addr, double work, double now, double *retry_after_s);
+/* Gives back work taken for a job the balancer never accepted. */
+void ratelimit_refund(struct ratelimit *rl, const char *addr, double work, double now);
+
+/* ---------------------------------------------------------------- metrics.c */
+enum gw_counter {
+	GW_C_CONNECTIONS_TOTAL,
+	GW_C_CONNECTIONS_REFUSED,
+	GW_C_MESSAGES,
+	GW_C_INVALID,
+	GW_C_RATE_LIMITED,
+	GW_C_JOBS_SUBMITTED,
+	GW_C_JOBS_ACCEPTED,
+	GW_C_JOBS_DONE,
+	GW_C_JOBS_FAILED,
+	GW_C_JOBS_CANCELLED,
+	GW_C_FAILOVERS,
+	GW_C_SLOW_CLIENTS,
+	GW_C_COUNT
+};
+void metrics_inc(enum gw_counter c);
+void metrics_connections_add(long delta);
+long metrics_connections(void);
+/* Prometheus text 0.0.4; balancer_up: 1/0 per configured balancer. Caller frees. */
+char *metrics_render(const struct gw_config *cfg, const int *balancer_up, size_t *len);
+
+/* ---------------------------------------------------------------- balancer_client.c */
+struct bc;
+
+enum bc_event_kind { BC_EV_JOB, BC_EV_BOARD };
+enum bc_outcome { BC_RUNNING = 0, BC_DONE, BC_FAILED, BC_CANCELLED };
+
+/* One event for the service thread, in a singly linked list. */
+struct bc_event {
+	struct bc_event *next;
+	enum bc_event_kind kind;
+	uint64_t conn;            /* BC_EV_JOB: the connection */
+	char id[GW_MAX_ID + 1];   /* the client's job id */
+	enum bc_outcome outcome;  /* not BC_RUNNING: the job is over */
+	int droppable;            /* a progress message: may be dropped for a slow client */
+	int rejected;             /* the balancer never accepted it: refund its work */
+	double work;
+	char addr[64];
+	char *text;               /* the ws message (malloc'd JSON), or NULL */
+	size_t len;
+	json_t *board;            /* BC_EV_BOARD: {backends, gpus} (owned) */
+	json_t *samplers;         /* BC_EV_BOARD: the balancer's sampler list or NULL (owned) */
+};
+
+/* Starts the client's thread. wake(user) is called from that thread when
+ * events are waiting (it must be thread-safe: lws_cancel_service). */
+struct bc *bc_start(const struct gw_config *cfg, void (*wake)(void *user), void *user);
+/* Stops the thread: cancels every running job at its balancer (best effort,
+ * a short deadline), joins, frees. Undelivered events are freed. */
+void bc_stop(struct bc *bc);
+/* Service thread → client thread. body is stolen. */
+void bc_submit(struct bc *bc, uint64_t conn, const char *id, json_t *body, const char *addr, double work);
+void bc_cancel(struct bc *bc, uint64_t conn, const char *id);
+void bc_close_conn(struct bc *bc, uint64_t conn);
+/* Takes every waiting event (oldest first); free each with bc_event_free. */
+struct bc_event *bc_take_events(struct bc *bc);
+void bc_event_free(struct bc_event *ev);
+/* 1/0 per configured balancer: its last call got an HTTP answer. Atomic reads. */
+void bc_balancer_up(struct bc *bc, int *up);
+/* 1 when the last board poll succeeded somewhere; 0 when every balancer
+ * failed; -1 before the first poll finished. */
+int bc_board_ok(struct bc *bc);
+
+/* ---------------------------------------------------------------- ws.c */
+struct lws_protocols;
+struct lws_http_mount;
+struct lws_context;
+/* The protocol table (http + websocket in one callback) and the mounts
+ * (web/ at `/`, /healthz, /metrics) for the context. */
+const struct lws_protocols *ws_protocols(void);
+const struct lws_http_mount *ws_mounts(const struct gw_config *cfg);
+/* Set up before the context is created; torn down after it is destroyed. */
+int ws_init(const struct gw_config *cfg);
+void ws_attach(struct lws_context *ctx, struct bc *bc);
+void ws_shutdown(void);
+
+#endif

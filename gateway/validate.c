@@ -1,0 +1,416 @@
+/* validate.c — every websocket message is checked here before anything else
+ * sees it: UTF-8, size, a JSON object, a known type, and for generate the
+ * request itself. The txt2img rules are not repeated: the request is run
+ * through the backend's own txt2img_parse (as the balancer does), so the
+ * limits agree everywhere; this file adds what only the gateway knows (ids,
+ * prompt length in code points, GPU classes the balancer lists) and turns
+ * FastAPI-shaped answers into one clear error {code, message, field}.
+ * Pure functions; service thread. */
+#include "gateway.h"
+
+#include "json.h"
+#include "txt2img.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The fields of generate passed on to the balancer; the rest are ignored. */
+static const char *const FORWARDED[] = {"prompt", "negative_prompt", "sampler_name", "scheduler", "steps",
+					"cfg_scale", "width", "height", "seed", "refiner_switch_at"};
+
+void validate_error_set(struct gw_error *err, const char *id, const char *code, const char *field,
+			const char *fmt, ...)
+{
+	snprintf(err->id, sizeof err->id, "%s", id ? id : "");
+	snprintf(err->code, sizeof err->code, "%s", code);
+	snprintf(err->field, sizeof err->field, "%s", field ? field : "");
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err->message, sizeof err->message, fmt, ap);
+	va_end(ap);
+}
+
+int validate_utf8(const unsigned char *s, size_t len)
+{
+	size_t i = 0;
+	while (i < len) {
+		unsigned c = s[i];
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		size_t n;
+		unsigned cp, min;
+		if ((c & 0xe0) == 0xc0) {
+			n = 1, cp = c & 0x1f, min = 0x80;
+		} else if ((c & 0xf0) == 0xe0) {
+			n = 2, cp = c & 0x0f, min = 0x800;
+		} else if ((c & 0xf8) == 0xf0) {
+			n = 3, cp = c & 0x07, min = 0x10000;
+		} else {
+			return 0;
+		}
+		if (len - i <= n)
+			return 0;
+		for (size_t k = 1; k <= n; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				return 0;
+			cp = (cp << 6) | (s[i + k] & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return 0;
+		i += n + 1;
+	}
+	return 1;
+}
+
+static size_t code_points(const char *s)
+{
+	size_t n = 0;
+	for (; *s; s++)
+		n += ((unsigned char)*s & 0xc0) != 0x80;
+	return n;
+}
+
+/* An id: 1..GW_MAX_ID printable ASCII bytes (it is echoed and logged). */
+static int check_id(const json_t *msg, char *out, struct gw_error *err)
+{
+	json_t *v = json_object_get(msg, "id");
+	if (!v || !json_is_string(v)) {
+		validate_error_set(err, NULL, "invalid", "id", "id: a string is required");
+		return -1;
+	}
+	const char *s = json_string_value(v);
+	size_t n = json_string_length(v);
+	if (n == 0 || n > GW_MAX_ID) {
+		validate_error_set(err, NULL, "invalid", "id", "id: 1 to %d characters", GW_MAX_ID);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (s[i] < 0x21 || s[i] > 0x7e) {
+			validate_error_set(err, NULL, "invalid", "id", "id: printable ASCII characters only");
+			return -1;
+		}
+	}
+	memcpy(out, s, n + 1);
+	return 0;
+}
+
+static int check_prompt(const json_t *msg, const char *field, long max, int required, const char *id,
+			struct gw_error *err)
+{
+	json_t *v = json_object_get(msg, field);
+	if (!v || json_is_null(v)) {
+		if (required)
+			validate_error_set(err, id, "invalid", field, "%s: write a prompt", field);
+		return required ? -1 : 0;
+	}
+	if (!json_is_string(v)) {
+		validate_error_set(err, id, "invalid", field, "%s: must be a string", field);
+		return -1;
+	}
+	const char *s = json_string_value(v);
+	if (strlen(s) != json_string_length(v)) {
+		validate_error_set(err, id, "invalid", field, "%s: must not contain NUL characters", field);
+		return -1;
+	}
+	size_t n = code_points(s);
+	if ((long)n > max) {
+		validate_error_set(err, id, "invalid", field, "%s: at most %ld characters (got %zu)", field, max, n);
+		return -1;
+	}
+	if (required && s[strspn(s, " \t\r\n")] == '\0') {
+		validate_error_set(err, id, "invalid", field, "%s: write a prompt", field);
+		return -1;
+	}
+	return 0;
+}
+
+/* The protocol sends numbers as JSON numbers: "20" is refused here even
+ * though A1111 would coerce it, so that a UI bug shows up. */
+static int check_number_types(const json_t *msg, const char *id, struct gw_error *err)
+{
+	static const char *const NUMBERS[] = {"steps", "cfg_scale", "width", "height", "seed", "refiner_switch_at"};
+	for (size_t i = 0; i < sizeof NUMBERS / sizeof NUMBERS[0]; i++) {
+		json_t *v = json_object_get(msg, NUMBERS[i]);
+		if (v && !json_is_null(v) && !json_is_number(v)) {
+			validate_error_set(err, id, "invalid", NUMBERS[i], "%s: must be a number", NUMBERS[i]);
+			return -1;
+		}
+	}
+	static const char *const STRINGS[] = {"sampler_name", "scheduler"};
+	for (size_t i = 0; i < 2; i++) {
+		json_t *v = json_object_get(msg, STRINGS[i]);
+		if (v && !json_is_null(v) && !json_is_string(v)) {
+			validate_error_set(err, id, "invalid", STRINGS[i], "%s: must be a string", STRINGS[i]);
+			return -1;
+		}
+	}
+	json_t *r = json_object_get(msg, "refiner_switch_at");
+	if (r && json_is_number(r) && !(json_number_value(r) > 0)) {
+		validate_error_set(err, id, "invalid", "refiner_switch_at",
+				   "refiner_switch_at: greater than 0 and at most 1 (leave it out for no refiner)");
+		return -1;
+	}
+	return 0;
+}
+
+static int known_class(const json_t *known, const char *cls)
+{
+	size_t i;
+	json_t *v;
+	json_array_foreach(known, i, v)
+	{
+		if (json_is_string(v) && !strcmp(json_string_value(v), cls))
+			return 1;
+	}
+	return 0;
+}
+
+/* gpus: absent or [] = any; else short class names the balancer lists. */
+static int check_gpus(const json_t *msg, const json_t *known, const char *id, json_t *body, struct gw_error *err)
+{
+	json_t *g = json_object_get(msg, "gpus");
+	if (!g || json_is_null(g))
+		return 0;
+	if (!json_is_array(g)) {
+		validate_error_set(err, id, "invalid", "gpus", "gpus: a list of GPU classes (empty = any)");
+		return -1;
+	}
+	if (json_array_size(g) > GW_MAX_GPUS) {
+		validate_error_set(err, id, "invalid", "gpus", "gpus: at most %d classes", GW_MAX_GPUS);
+		return -1;
+	}
+	json_t *out = json_array();
+	size_t i;
+	json_t *v;
+	json_array_foreach(g, i, v)
+	{
+		const char *s = json_is_string(v) ? json_string_value(v) : NULL;
+		size_t n = s ? json_string_length(v) : 0;
+		if (!s || n == 0 || n > GW_MAX_GPU_CLASS || strlen(s) != n ||
+		    s[strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_-.")] != '\0') {
+			validate_error_set(err, id, "invalid", "gpus",
+					   "gpus: each entry is a GPU class such as \"a100\" (lower case, at most %d characters)",
+					   GW_MAX_GPU_CLASS);
+			json_decref(out);
+			return -1;
+		}
+		if (known && !known_class(known, s)) {
+			char list[160] = "";
+			size_t k, used = 0;
+			json_t *c;
+			json_array_foreach(known, k, c)
+			{
+				if (!json_is_string(c) || used >= sizeof list - 40)
+					continue;
+				used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", used ? ", " : "",
+							 json_string_value(c));
+			}
+			validate_error_set(err, id, "unknown_gpu", "gpus", "gpus: no provider offers \"%s\" (known: %s)", s,
+					   used ? list : "none yet");
+			json_decref(out);
+			return -1;
+		}
+		json_array_append(out, v);
+	}
+	json_object_set_new(body, "gpus", out);
+	return 0;
+}
+
+/* Runs the backend's txt2img_parse on body; its first complaint becomes err. */
+static int check_txt2img(json_t *body, const char *id, struct gw_error *err, double *work)
+{
+	size_t len;
+	char *text = json_dump_compact(body, &len);
+	if (!text) {
+		validate_error_set(err, id, "internal", NULL, "out of memory");
+		return -1;
+	}
+	struct txt2img t;
+	int status = 0;
+	json_t *reply = NULL;
+	enum txt2img_result r = txt2img_parse(text, len, 0, TXT2IMG_CHECK_SAMPLERS, &t, &status, &reply);
+	free(text);
+	if (r == TXT2IMG_OK) {
+		*work = (double)t.ep.steps * t.ep.width * t.ep.height * t.ep.batch_size * t.ep.n_iter / 1e6;
+		txt2img_free(&t);
+		return 0;
+	}
+	json_t *detail = json_object_get(reply, "detail");
+	if (json_is_string(detail)) {
+		validate_error_set(err, id, "sampler_not_found", "sampler_name", "sampler_name: unknown sampler \"%s\"",
+				   json_string_value(json_object_get(body, "sampler_name")));
+	} else {
+		json_t *first = json_array_get(detail, 0);
+		const char *msg = json_string_value(json_object_get(first, "msg"));
+		const char *type = json_string_value(json_object_get(first, "type"));
+		json_t *loc = json_object_get(first, "loc");
+		const char *field = json_string_value(json_array_get(loc, json_array_size(loc) - 1));
+		if (!field || !strcmp(field, "body"))
+			field = NULL;
+		const char *code = type && !strcmp(type, "scheduler_not_found") ? "scheduler_not_found" : "invalid";
+		validate_error_set(err, id, code, field, "%s%s%s", field ? field : "", field ? ": " : "",
+				   msg ? msg : "invalid request");
+	}
+	json_decref(reply);
+	return -1;
+}
+
+static int check_generate(const json_t *msg, const struct gw_config *cfg, const json_t *known_gpus,
+			  struct gw_request *out, struct gw_error *err)
+{
+	if (check_id(msg, out->id, err))
+		return -1;
+	const char *id = out->id;
+	if (check_prompt(msg, "prompt", cfg->max_prompt, 1, id, err) ||
+	    check_prompt(msg, "negative_prompt", cfg->max_prompt, 0, id, err) || check_number_types(msg, id, err))
+		return -1;
+	json_t *body = json_object();
+	for (size_t i = 0; i < sizeof FORWARDED / sizeof FORWARDED[0]; i++) {
+		json_t *v = json_object_get(msg, FORWARDED[i]);
+		if (v && !json_is_null(v))
+			json_object_set(body, FORWARDED[i], v);
+	}
+	if (check_txt2img(body, id, err, &out->work) || check_gpus(msg, known_gpus, id, body, err)) {
+		json_decref(body);
+		return -1;
+	}
+	out->body = body;
+	return 0;
+}
+
+int validate_message(const char *buf, size_t len, const struct gw_config *cfg, const json_t *known_gpus,
+		     struct gw_request *out, struct gw_error *err)
+{
+	memset(out, 0, sizeof *out);
+	memset(err, 0, sizeof *err);
+	if ((long)len > cfg->max_message) {
+		validate_error_set(err, NULL, "too_large", NULL, "message too large: %zu bytes, at most %ld", len,
+				   cfg->max_message);
+		return -1;
+	}
+	if (!validate_utf8((const unsigned char *)buf, len)) {
+		validate_error_set(err, NULL, "bad_utf8", NULL, "a text message must be valid UTF-8");
+		return -1;
+	}
+	json_error_t jerr;
+	json_t *msg = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	if (!msg) {
+		validate_error_set(err, NULL, "bad_json", NULL, "not valid JSON: %s (at byte %d)", jerr.text,
+				   jerr.position);
+		return -1;
+	}
+	int rc = -1;
+	if (!json_is_object(msg)) {
+		validate_error_set(err, NULL, "not_object", NULL, "a message must be a JSON object with a \"type\"");
+		goto done;
+	}
+	const char *type = json_string_value(json_object_get(msg, "type"));
+	if (!type) {
+		validate_error_set(err, NULL, "invalid", "type", "type: a string is required (hello, generate, cancel)");
+		goto done;
+	}
+	if (!strcmp(type, "hello")) {
+		out->type = GW_MSG_HELLO;
+		rc = 0;
+	} else if (!strcmp(type, "generate")) {
+		out->type = GW_MSG_GENERATE;
+		rc = check_generate(msg, cfg, known_gpus, out, err);
+	} else if (!strcmp(type, "cancel")) {
+		out->type = GW_MSG_CANCEL;
+		rc = check_id(msg, out->id, err);
+	} else {
+		char shown[41];
+		snprintf(shown, sizeof shown, "%s", type);
+		for (char *p = shown; *p; p++)
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				*p = '?';
+		validate_error_set(err, NULL, "unknown_type", "type",
+				   "unknown message type \"%s\" (expected hello, generate or cancel)", shown);
+	}
+done:
+	json_decref(msg);
+	return rc;
+}
+
+void validate_request_free(struct gw_request *r)
+{
+	json_decref(r->body);
+	r->body = NULL;
+}
+
+static void add_name(json_t *list, const char *name)
+{
+	size_t i;
+	json_t *v;
+	json_array_foreach(list, i, v)
+	{
+		if (!strcmp(json_string_value(v), name))
+			return;
+	}
+	json_array_append_new(list, json_string(name));
+}
+
+json_t *validate_sampler_names(const json_t *balancer_samplers)
+{
+	json_t *base = json_array();
+	size_t i;
+	json_t *v;
+	json_array_foreach(balancer_samplers, i, v)
+	{
+		const char *name = json_string_value(json_object_get(v, "name"));
+		if (!name)
+			name = json_string_value(v);
+		if (name && strlen(name) < 64)
+			add_name(base, name);
+	}
+	if (json_array_size(base) == 0) {
+		json_t *local = txt2img_samplers_json();
+		json_array_foreach(local, i, v)
+		{
+			add_name(base, json_string_value(json_object_get(v, "name")));
+		}
+		json_decref(local);
+	}
+	/* A1111's combined names, which the web UI sends: the ones A1111's own
+	 * list had ("DPM++ SDE Karras", "LMS Karras", "DPM++ 2M SDE Exponential");
+	 * any other combination is accepted too, just not offered. */
+	static const enum engine_schedule COMBINED[] = {ENGINE_SCHEDULE_KARRAS, ENGINE_SCHEDULE_EXPONENTIAL};
+	json_t *names = json_array();
+	json_array_foreach(base, i, v)
+	{
+		const char *name = json_string_value(v);
+		add_name(names, name);
+		int karras = !strncmp(name, "DPM++", 5) || !strcmp(name, "LMS");
+		int exponential = !strcmp(name, "DPM++ 2M SDE");
+		for (size_t k = 0; k < 2; k++) {
+			if (!(k == 0 ? karras : exponential))
+				continue;
+			char combined[128];
+			enum engine_sampler s;
+			enum engine_schedule sch;
+			snprintf(combined, sizeof combined, "%s %s", name, engine_schedule_label(COMBINED[k]));
+			if (engine_resolve_sampler(combined, NULL, &s, &sch) == 0 && sch == COMBINED[k] &&
+			    !strcmp(engine_sampler_name(s), name))
+				add_name(names, combined);
+		}
+	}
+	json_decref(base);
+	return names;
+}
+
+json_t *validate_limits_json(const struct gw_config *cfg)
+{
+	return json_pack("{s:i,s:i,s:f,s:f,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:s}", "min_steps",
+			 TXT2IMG_MIN_STEPS, "max_steps", TXT2IMG_MAX_STEPS, "min_cfg", TXT2IMG_MIN_CFG, "max_cfg",
+			 TXT2IMG_MAX_CFG, "min_size", TXT2IMG_MIN_SIZE, "max_width", TXT2IMG_MAX_SIZE, "max_height",
+			 TXT2IMG_MAX_SIZE, "size_multiple", 8, "max_prompt", (json_int_t)cfg->max_prompt,
+			 "max_message", (json_int_t)cfg->max_message, "max_jobs_per_connection",
+			 (json_int_t)cfg->max_jobs_per_connection, "max_gpus", GW_MAX_GPUS, "rate_burst",
+			 cfg->rate_burst, "rate_refill_per_s", cfg->rate_refill, "work_unit",
+			 "megapixel-steps (steps x width x height / 1e6)");
+}

@@ -1,0 +1,601 @@
+/* ws.c — the gateway's libwebsockets protocol: one callback for HTTP
+ * (/healthz, /metrics; web/ itself is a file mount lws serves) and for the
+ * websocket at /ws, where the JSON messages of DESIGN.md "Gateway" are
+ * read, validated (validate.c), rate-limited (ratelimit.c), forwarded
+ * (balancer_client.c), and where the balancer's events come back as
+ * messages to the client that asked.
+ *
+ * A connection keeps an outgoing queue bounded in bytes: progress messages
+ * are dropped for a client that reads slowly, and one that stops reading is
+ * disconnected. A closed connection cancels its jobs.
+ *
+ * Service thread only: everything here except ws_init/ws_shutdown runs
+ * inside lws callbacks. */
+#include "gateway.h"
+
+#include "json.h"
+#include "log.h"
+
+#include <libwebsockets.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct out_msg {
+	struct out_msg *next;
+	size_t len;
+	int droppable;
+	unsigned char buf[]; /* LWS_PRE + len */
+};
+
+/* Per-session data of both HTTP requests and websocket connections. */
+struct conn {
+	struct conn *next, *prev; /* open websocket connections */
+	struct lws *wsi;
+	uint64_t id;
+	int is_ws;
+	char addr[64];
+	/* the message being received */
+	char *rx;
+	size_t rx_len;
+	int rx_started, rx_too_large, rx_binary;
+	/* what waits to be written */
+	struct out_msg *out, *out_tail;
+	size_t out_bytes;
+	int welcomed;
+	int killed;
+	/* ids of this connection's unfinished jobs */
+	char (*jobs)[GW_MAX_ID + 1];
+	size_t n_jobs;
+	/* an HTTP answer waiting for WRITEABLE */
+	unsigned char *http_body;
+	size_t http_len;
+};
+
+static const struct gw_config *cfg;
+static struct lws_context *context;
+static struct bc *client;
+static struct ratelimit *limiter;
+static struct conn *conns;
+static uint64_t next_conn_id = 1;
+static json_t *board;        /* the balancer's last board {backends, gpus} */
+static json_t *known_gpus;   /* its GPU classes (strings) */
+static json_t *samplers;     /* the names welcome offers */
+static struct lws_http_mount mounts[3];
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ---------------------------------------------------------------- sending */
+
+static void conn_kill(struct conn *c, const char *why)
+{
+	if (c->killed)
+		return;
+	c->killed = 1;
+	log_warn("connection %llu (%s): closing: %s", (unsigned long long)c->id, c->addr, why);
+	lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
+/* Queues text (copied) for c. */
+static void conn_send(struct conn *c, const char *text, size_t len, int droppable)
+{
+	if (c->killed)
+		return;
+	if (droppable && c->out_bytes > GW_OUT_SOFT)
+		return;
+	if (c->out_bytes + len > GW_OUT_HARD) {
+		metrics_inc(GW_C_SLOW_CLIENTS);
+		conn_kill(c, "it does not read its messages");
+		return;
+	}
+	struct out_msg *m = malloc(sizeof *m + LWS_PRE + len);
+	if (!m) {
+		conn_kill(c, "out of memory");
+		return;
+	}
+	m->next = NULL;
+	m->len = len;
+	m->droppable = droppable;
+	memcpy(m->buf + LWS_PRE, text, len);
+	if (c->out_tail)
+		c->out_tail->next = m;
+	else
+		c->out = m;
+	c->out_tail = m;
+	c->out_bytes += len;
+	lws_callback_on_writable(c->wsi);
+}
+
+/* Sends msg (stolen) with "type" already set. */
+static void conn_send_json(struct conn *c, json_t *msg)
+{
+	size_t len;
+	char *text = msg ? json_dump_compact(msg, &len) : NULL;
+	json_decref(msg);
+	if (text)
+		conn_send(c, text, len, 0);
+	free(text);
+}
+
+static void conn_send_error(struct conn *c, const struct gw_error *e)
+{
+	json_t *m = json_pack("{s:s,s:s,s:s}", "type", "error", "code", e->code, "message", e->message);
+	if (e->id[0])
+		json_object_set_new(m, "id", json_string(e->id));
+	if (e->field[0])
+		json_object_set_new(m, "field", json_string(e->field));
+	log_debug("connection %llu (%s): error %s: %s", (unsigned long long)c->id, c->addr, e->code, e->message);
+	conn_send_json(c, m);
+}
+
+static int conn_write(struct conn *c)
+{
+	struct out_msg *m = c->out;
+	if (!m)
+		return 0;
+	int n = lws_write(c->wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
+	if (n < (int)m->len)
+		return -1;
+	c->out = m->next;
+	if (!c->out)
+		c->out_tail = NULL;
+	c->out_bytes -= m->len;
+	free(m);
+	if (c->out)
+		lws_callback_on_writable(c->wsi);
+	return 0;
+}
+
+/* ---------------------------------------------------------------- jobs of a connection */
+
+static ssize_t conn_job_index(const struct conn *c, const char *id)
+{
+	for (size_t i = 0; i < c->n_jobs; i++)
+		if (!strcmp(c->jobs[i], id))
+			return (ssize_t)i;
+	return -1;
+}
+
+static int conn_job_add(struct conn *c, const char *id)
+{
+	if (!c->jobs) {
+		c->jobs = calloc((size_t)cfg->max_jobs_per_connection, sizeof *c->jobs);
+		if (!c->jobs)
+			return -1;
+	}
+	snprintf(c->jobs[c->n_jobs++], sizeof c->jobs[0], "%s", id);
+	return 0;
+}
+
+static void conn_job_remove(struct conn *c, const char *id)
+{
+	ssize_t i = conn_job_index(c, id);
+	if (i < 0)
+		return;
+	c->n_jobs--;
+	if ((size_t)i != c->n_jobs)
+		memcpy(c->jobs[i], c->jobs[c->n_jobs], sizeof c->jobs[0]);
+}
+
+static struct conn *conn_find(uint64_t id)
+{
+	for (struct conn *c = conns; c; c = c->next)
+		if (c->id == id)
+			return c;
+	return NULL;
+}
+
+/* ---------------------------------------------------------------- messages */
+
+static void send_welcome(struct conn *c)
+{
+	json_t *gpus = json_object_get(board, "gpus");
+	json_t *m = json_pack("{s:s,s:O,s:o,s:o,s:s}", "type", "welcome", "samplers", samplers, "gpus",
+			      gpus ? json_deep_copy(gpus) : json_array(), "limits", validate_limits_json(cfg),
+			      "version", SDGATE_VERSION);
+	conn_send_json(c, m);
+	c->welcomed = 1;
+	if (board) {
+		json_t *b = json_deep_copy(board);
+		json_object_set_new(b, "type", json_string("board"));
+		conn_send_json(c, b);
+	}
+}
+
+static void on_generate(struct conn *c, struct gw_request *r)
+{
+	struct gw_error e = {0};
+	if (conn_job_index(c, r->id) >= 0) {
+		validate_error_set(&e, r->id, "duplicate_id", "id", "a job with this id is still running");
+	} else if ((long)c->n_jobs >= cfg->max_jobs_per_connection) {
+		validate_error_set(&e, r->id, "too_many_jobs", NULL,
+				   "at most %ld jobs at once per connection; wait for one to finish",
+				   cfg->max_jobs_per_connection);
+	} else {
+		double retry;
+		if (ratelimit_take(limiter, c->addr, r->work, now_s(), &retry) != 0) {
+			metrics_inc(GW_C_RATE_LIMITED);
+			if (retry < 0)
+				validate_error_set(&e, r->id, "rate_limited", NULL,
+						   "this job needs %.1f megapixel-steps, more than the %.1f a client may "
+						   "spend at once; use fewer steps or a smaller size",
+						   r->work, cfg->rate_burst);
+			else
+				validate_error_set(&e, r->id, "rate_limited", NULL,
+						   "rate limit: this job needs %.1f megapixel-steps of GPU work; "
+						   "try again in %.0f s",
+						   r->work, retry < 1 ? 1.0 : retry + 0.5);
+			log_info("connection %llu (%s): job %s rate-limited", (unsigned long long)c->id, c->addr, r->id);
+		} else if (conn_job_add(c, r->id) != 0) {
+			ratelimit_refund(limiter, c->addr, r->work, now_s());
+			validate_error_set(&e, r->id, "internal", NULL, "out of memory");
+		} else {
+			log_info("connection %llu (%s): job %s submitted (%.2f megapixel-steps)",
+				 (unsigned long long)c->id, c->addr, r->id, r->work);
+			bc_submit(client, c->id, r->id, r->body, c->addr, r->work);
+			r->body = NULL;
+			return;
+		}
+	}
+	conn_send_error(c, &e);
+}
+
+static void on_message(struct conn *c, const char *buf, size_t len)
+{
+	metrics_inc(GW_C_MESSAGES);
+	struct gw_request r;
+	struct gw_error e;
+	if (validate_message(buf, len, cfg, known_gpus, &r, &e) != 0) {
+		metrics_inc(GW_C_INVALID);
+		conn_send_error(c, &e);
+		return;
+	}
+	switch (r.type) {
+	case GW_MSG_HELLO:
+		send_welcome(c);
+		break;
+	case GW_MSG_GENERATE:
+		on_generate(c, &r);
+		break;
+	case GW_MSG_CANCEL:
+		if (conn_job_index(c, r.id) < 0) {
+			validate_error_set(&e, NULL, "unknown_job", "id", "no unfinished job with id \"%s\"", r.id);
+			conn_send_error(c, &e);
+		} else {
+			bc_cancel(client, c->id, r.id);
+		}
+		break;
+	}
+	validate_request_free(&r);
+}
+
+static void on_receive(struct conn *c, const char *in, size_t len)
+{
+	if (!c->rx_started) {
+		c->rx_started = 1;
+		c->rx_binary = lws_frame_is_binary(c->wsi);
+		c->rx_len = 0;
+		c->rx_too_large = 0;
+	}
+	if (!c->rx_too_large && !c->rx_binary) {
+		if (c->rx_len + len > (size_t)cfg->max_message) {
+			c->rx_too_large = 1; /* read and drop the rest, then say so */
+		} else {
+			if (!c->rx)
+				c->rx = malloc((size_t)cfg->max_message + 1);
+			if (!c->rx) {
+				conn_kill(c, "out of memory");
+				return;
+			}
+			memcpy(c->rx + c->rx_len, in, len);
+			c->rx_len += len;
+		}
+	}
+	if (!lws_is_final_fragment(c->wsi) || lws_remaining_packet_payload(c->wsi))
+		return;
+	c->rx_started = 0;
+	struct gw_error e = {0};
+	if (c->rx_binary) {
+		validate_error_set(&e, NULL, "binary_frame", NULL, "messages are JSON text frames, not binary");
+	} else if (c->rx_too_large) {
+		validate_error_set(&e, NULL, "too_large", NULL, "message too large: at most %ld bytes", cfg->max_message);
+	} else {
+		on_message(c, c->rx, c->rx_len);
+		return;
+	}
+	metrics_inc(GW_C_MESSAGES);
+	metrics_inc(GW_C_INVALID);
+	conn_send_error(c, &e);
+}
+
+/* ---------------------------------------------------------------- balancer events */
+
+static void apply_board(json_t *b)
+{
+	json_decref(board);
+	board = b;
+	json_decref(known_gpus);
+	known_gpus = json_array();
+	size_t i;
+	json_t *g;
+	json_array_foreach(json_object_get(board, "gpus"), i, g)
+	{
+		json_t *cls = json_object_get(g, "class");
+		if (json_is_string(cls))
+			json_array_append(known_gpus, cls);
+	}
+	json_t *msg = json_deep_copy(board);
+	json_object_set_new(msg, "type", json_string("board"));
+	size_t len;
+	char *text = json_dump_compact(msg, &len);
+	json_decref(msg);
+	for (struct conn *c = conns; c && text; c = c->next)
+		if (c->welcomed)
+			conn_send(c, text, len, 0);
+	free(text);
+}
+
+static void drain_events(void)
+{
+	if (!client)
+		return;
+	struct bc_event *ev = bc_take_events(client);
+	while (ev) {
+		struct bc_event *next = ev->next;
+		if (ev->kind == BC_EV_BOARD) {
+			if (ev->samplers) {
+				json_decref(samplers);
+				samplers = validate_sampler_names(ev->samplers);
+			}
+			if (ev->board) {
+				apply_board(ev->board);
+				ev->board = NULL;
+			}
+		} else {
+			struct conn *c = conn_find(ev->conn);
+			if (ev->rejected)
+				ratelimit_refund(limiter, ev->addr, ev->work, now_s());
+			if (c) {
+				if (ev->outcome != BC_RUNNING)
+					conn_job_remove(c, ev->id);
+				conn_send(c, ev->text, ev->len, ev->droppable);
+			}
+		}
+		bc_event_free(ev);
+		ev = next;
+	}
+}
+
+/* ---------------------------------------------------------------- HTTP */
+
+static int http_reply(struct lws *wsi, struct conn *c, unsigned status, const char *ctype, const char *body,
+		      size_t len)
+{
+	unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr - 1;
+	free(c->http_body);
+	c->http_body = malloc(LWS_PRE + len + 1);
+	if (!c->http_body)
+		return -1;
+	memcpy(c->http_body + LWS_PRE, body, len);
+	c->http_len = len;
+	if (lws_add_http_common_headers(wsi, status, ctype, (lws_filepos_t)len, &p, end) ||
+	    lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL, (const unsigned char *)"no-store", 8, &p,
+					 end) ||
+	    lws_finalize_write_http_header(wsi, start, &p, end))
+		return -1;
+	lws_callback_on_writable(wsi);
+	return 0;
+}
+
+static int on_http(struct lws *wsi, struct conn *c)
+{
+	char uri[64];
+	if (!c)
+		return -1;
+	if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0) {
+		static const char body[] = "{\"detail\":\"Method Not Allowed\"}";
+		return http_reply(wsi, c, HTTP_STATUS_METHOD_NOT_ALLOWED, "application/json", body, sizeof body - 1);
+	}
+	int up[64] = {0};
+	if (client)
+		bc_balancer_up(client, up);
+	if (!strcmp(uri, "/metrics")) {
+		size_t len;
+		char *text = metrics_render(cfg, up, &len);
+		int rc = text ? http_reply(wsi, c, HTTP_STATUS_OK, "text/plain; version=0.0.4", text, len) : -1;
+		free(text);
+		return rc;
+	}
+	if (!strcmp(uri, "/healthz")) {
+		int ok = client ? bc_board_ok(client) : -1;
+		json_t *bals = json_array();
+		for (size_t i = 0; i < cfg->n_balancers; i++)
+			json_array_append_new(bals, json_pack("{s:s,s:b}", "url", cfg->balancers[i], "up", up[i]));
+		json_t *h = json_pack("{s:s,s:i,s:o}", "status", ok == 0 ? "degraded" : ok < 0 ? "starting" : "ok",
+				      "connections", (json_int_t)metrics_connections(), "balancers", bals);
+		size_t len;
+		char *text = json_dump_compact(h, &len);
+		json_decref(h);
+		int rc = text ? http_reply(wsi, c, ok == 0 ? HTTP_STATUS_SERVICE_UNAVAILABLE : HTTP_STATUS_OK,
+					   "application/json", text, len)
+			      : -1;
+		free(text);
+		return rc;
+	}
+	static const char nf[] = "{\"detail\":\"Not Found\"}";
+	return http_reply(wsi, c, HTTP_STATUS_NOT_FOUND, "application/json", nf, sizeof nf - 1);
+}
+
+static int http_write(struct lws *wsi, struct conn *c)
+{
+	unsigned char *body = c->http_body;
+	size_t len = c->http_len;
+	c->http_body = NULL;
+	int n = lws_write(wsi, body + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
+	free(body);
+	if (n < (int)len)
+		return -1;
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* ---------------------------------------------------------------- the callback */
+
+static int accept_ws(struct lws *wsi)
+{
+	char uri[16];
+	if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/ws") != 0) {
+		metrics_inc(GW_C_CONNECTIONS_REFUSED);
+		return -1;
+	}
+	if (metrics_connections() >= cfg->max_connections) {
+		metrics_inc(GW_C_CONNECTIONS_REFUSED);
+		log_warn("websocket refused: %ld connections already open", metrics_connections());
+		return -1;
+	}
+	return 0;
+}
+
+static void conn_open(struct lws *wsi, struct conn *c)
+{
+	memset(c, 0, sizeof *c);
+	c->wsi = wsi;
+	c->id = next_conn_id++;
+	c->is_ws = 1;
+	lws_get_peer_simple(wsi, c->addr, sizeof c->addr);
+	if (!c->addr[0])
+		snprintf(c->addr, sizeof c->addr, "unknown");
+	c->next = conns;
+	if (conns)
+		conns->prev = c;
+	conns = c;
+	metrics_connections_add(1);
+	metrics_inc(GW_C_CONNECTIONS_TOTAL);
+	log_info("connection %llu from %s", (unsigned long long)c->id, c->addr);
+}
+
+static void conn_close(struct conn *c)
+{
+	if (!c->is_ws)
+		return;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	if (client && c->n_jobs)
+		bc_close_conn(client, c->id);
+	log_info("connection %llu (%s) closed%s", (unsigned long long)c->id, c->addr,
+		 c->n_jobs ? ", cancelling its jobs" : "");
+	while (c->out) {
+		struct out_msg *m = c->out;
+		c->out = m->next;
+		free(m);
+	}
+	free(c->rx);
+	free(c->jobs);
+	free(c->http_body);
+	c->is_ws = 0;
+	metrics_connections_add(-1);
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+	struct conn *c = user;
+	switch (reason) {
+	case LWS_CALLBACK_HTTP:
+		return on_http(wsi, c) ? -1 : 0;
+	case LWS_CALLBACK_HTTP_WRITEABLE:
+		if (c && c->http_body)
+			return http_write(wsi, c);
+		break;
+	case LWS_CALLBACK_CLOSED_HTTP:
+		if (c && !c->is_ws) {
+			free(c->http_body);
+			c->http_body = NULL;
+		}
+		break;
+	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+		return accept_ws(wsi);
+	case LWS_CALLBACK_ESTABLISHED:
+		conn_open(wsi, c);
+		return 0;
+	case LWS_CALLBACK_RECEIVE:
+		on_receive(c, in, len);
+		return 0;
+	case LWS_CALLBACK_SERVER_WRITEABLE:
+		return conn_write(c);
+	case LWS_CALLBACK_CLOSED:
+		conn_close(c);
+		return 0;
+	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+		drain_events();
+		return 0;
+	default:
+		break;
+	}
+	return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+static const struct lws_protocols PROTOCOLS[] = {
+	{"sdgate", callback, sizeof(struct conn), 65536, 0, NULL, 0},
+	{NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+const struct lws_protocols *ws_protocols(void)
+{
+	return PROTOCOLS;
+}
+
+const struct lws_http_mount *ws_mounts(const struct gw_config *config)
+{
+	memset(mounts, 0, sizeof mounts);
+	mounts[0].mountpoint = "/healthz";
+	mounts[0].mountpoint_len = 8;
+	mounts[0].origin = "sdgate";
+	mounts[0].origin_protocol = LWSMPRO_CALLBACK;
+	mounts[0].mount_next = &mounts[1];
+	mounts[1].mountpoint = "/metrics";
+	mounts[1].mountpoint_len = 8;
+	mounts[1].origin = "sdgate";
+	mounts[1].origin_protocol = LWSMPRO_CALLBACK;
+	mounts[1].mount_next = &mounts[2];
+	mounts[2].mountpoint = "/";
+	mounts[2].mountpoint_len = 1;
+	mounts[2].origin = config->web_dir;
+	mounts[2].def = "index.html";
+	mounts[2].origin_protocol = LWSMPRO_FILE;
+	mounts[2].cache_max_age = 60;
+	mounts[2].cache_reusable = 1;
+	mounts[2].cache_revalidate = 1;
+	return mounts;
+}
+
+int ws_init(const struct gw_config *config)
+{
+	cfg = config;
+	limiter = ratelimit_new(cfg->rate_burst, cfg->rate_refill, (size_t)cfg->rate_clients);
+	samplers = validate_sampler_names(NULL);
+	return limiter && samplers ? 0 : -1;
+}
+
+void ws_attach(struct lws_context *ctx, struct bc *bc)
+{
+	context = ctx;
+	client = bc;
+}
+
+void ws_shutdown(void)
+{
+	ratelimit_free(limiter);
+	limiter = NULL;
+	json_decref(board);
+	json_decref(known_gpus);
+	json_decref(samplers);
+	board = known_gpus = samplers = NULL;
+}

@@ -398,8 +398,9 @@ static int on_http(struct lws *wsi, struct conn *c)
 	if (!c)
 		return -1;
 	if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0) {
-		static const char body[] = "{\"detail\":\"Method Not Allowed\"}";
-		return http_reply(wsi, c, HTTP_STATUS_METHOD_NOT_ALLOWED, "application/json", body, sizeof body - 1);
+		/* not a GET: answered at once, body or not, and the connection closed */
+		lws_return_http_status(wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, NULL);
+		return -1;
 	}
 	int up[64] = {0};
 	if (client)
@@ -515,6 +516,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 			return http_write(wsi, c);
 		break;
 	case LWS_CALLBACK_CLOSED_HTTP:
+	case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
 		if (c && !c->is_ws) {
 			free(c->http_body);
 			c->http_body = NULL;

@@ -1071,11 +1071,12 @@ class RecordingProxy(_Server):
 class FakeBackend(_Server):
     """A minimal A1111-like backend for failure cases. It answers ping, info
     (gpu_class as given), sd-models, options, progress (idle), interrupt;
-    POST /sdapi/v1/txt2img answers txt2img_status with txt2img_body.
-    .txt2img_calls counts the txt2img calls."""
+    POST /sdapi/v1/txt2img answers txt2img_status with txt2img_body, after
+    txt2img_delay seconds. .txt2img_calls counts the txt2img calls."""
 
     def __init__(self, gpu_class="fakegpu", provider="fake", txt2img_status=500,
-                 txt2img_body=None):
+                 txt2img_body=None, txt2img_delay=0.0):
+        self.txt2img_delay = txt2img_delay  # seconds before answering (a hung backend)
         self.gpu_class = gpu_class
         self.provider = provider
         self.txt2img_status = txt2img_status
@@ -1114,6 +1115,8 @@ class FakeBackend(_Server):
                 if p == "/sdapi/v1/txt2img":
                     with fake.lock:
                         fake.txt2img_calls += 1
+                    if fake.txt2img_delay > 0:
+                        time.sleep(fake.txt2img_delay)
                     self.send(fake.txt2img_status, fake.txt2img_body)
                 elif p in ("/sdapi/v1/interrupt", "/sdapi/v1/skip"):
                     self.send(200, {})

@@ -114,6 +114,21 @@ def check_kill_mid_job():
     t.check("a new job after the failover is done on the surviving backend",
             d2 is not None and d2.get("status") == "done" and d2.get("provider") == "prov-" + other,
             d2 and (d2.get("status"), d2.get("provider"), d2.get("error")))
+
+    # The killed backend comes back on its port: an active health check
+    # (GET /internal/ping every --health-interval-ms) brings it back up.
+    t.start_backend("--pace-ms-per-step", PACE_MS, "--provider", "real-" + first, name="backend-%s-again" % first,
+                    port=victim.port)
+    brd = t.wait_board(bal.url, lambda bs: (t.board_entry(bs, provider="prov-" + first) or {}).get("state") == "idle",
+                       20)
+    t.check("the killed backend, started again on its port, is brought back to idle by a health check",
+            (t.board_entry(brd, provider="prov-" + first) or {}).get("state") == "idle", brd)
+    r = t.submit_job(bal.url, t.small_job(seed=4, steps=3))
+    r2 = t.submit_job(bal.url, t.small_job(seed=5, steps=3))
+    ds = [t.wait_job(bal.url, x.json["id"], timeout=60) if x.status == 202 and isinstance(x.json, dict) else None
+          for x in (r, r2)]
+    t.check("two jobs at once afterwards are both done", all(d and d.get("status") == "done" for d in ds),
+            [d and (d.get("status"), d.get("provider")) for d in ds])
     bal.stop()
 
 

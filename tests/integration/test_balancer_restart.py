@@ -15,17 +15,26 @@ import sdtest as t  # noqa: E402
 PACE_MS = 60
 STEPS = 10
 N_QUEUED = 6
+TOKEN = "restart-token"
 
 
 def main():
     be = t.start_backend("--pace-ms-per-step", PACE_MS, "--provider", "restart-prov", "--gpu-class", "l40")
     static = t.static_backend_arg(be.url, provider="restart-prov", gpu_class="l40")
-    bal = t.start_balancer("--backend", static, name="balancer-1")
-    db = bal.db
+    common = ["--backend", static, "--provider-token", TOKEN, "--heartbeat-interval", 2]
+    bal = t.start_balancer(*common, name="balancer-1")
+    db, port = bal.db, bal.port
     t.check("the backend comes up idle", t.wait_idle_backends(bal.url, 1), t.board(bal.url))
+    # A registered backend too: the balancer keeps it in the store.
+    reg = t.start_backend("--provider", "registered-prov", "--gpu-class", "v100", "--balancer", bal.url,
+                          "--token", TOKEN, name="backend-registered")
+    brd = t.wait_board(bal.url, lambda bs: any(x.get("provider") == "registered-prov" and x.get("state") == "idle"
+                                               for x in bs), 20)
+    reg_id = (t.board_entry(brd, provider="registered-prov") or {}).get("id")
+    t.check("a self-registering backend shows idle on the board", reg_id is not None, brd)
 
     # One job finished before the crash.
-    r = t.submit_job(bal.url, t.small_job(prompt="finished before the crash", seed=77))
+    r = t.submit_job(bal.url, t.small_job(prompt="finished before the crash", seed=77, gpus=["l40"]))
     early = r.json.get("id") if r.status == 202 and isinstance(r.json, dict) else None
     d = t.wait_job(bal.url, early, timeout=30) if early else None
     t.check("a first job is done before the crash", d is not None and d.get("status") == "done", d)
@@ -33,7 +42,7 @@ def main():
 
     ids, seeds_before = [], {}
     for i in range(N_QUEUED):
-        r = t.submit_job(bal.url, t.small_job(prompt="survives the crash %d" % i, seed=-1, steps=STEPS))
+        r = t.submit_job(bal.url, t.small_job(prompt="survives the crash %d" % i, seed=-1, steps=STEPS, gpus=["l40"]))
         if r.status == 202 and isinstance(r.json, dict) and t.is_hex_id(r.json.get("id")):
             ids.append(r.json["id"])
         else:
@@ -54,7 +63,7 @@ def main():
     bal.kill()
     print("# balancer-1 killed with SIGKILL; %d queued, statuses %s" % (len(queued), sorted(states.values())))
 
-    bal2 = t.start_balancer("--backend", static, name="balancer-2", db=db)
+    bal2 = t.start_balancer(*common, name="balancer-2", db=db, port=port)
     docs = {jid: t.wait_job(bal2.url, jid, timeout=60) for jid in ids}
     missing = [j for j, d in docs.items() if d is None]
     t.check("after the restart on the same --db every accepted job is known (GET /v1/jobs/{id} 200)",
@@ -81,6 +90,18 @@ def main():
     t.check("the restarted balancer's queue is empty at the end (sdgate_queue_depth 0, jobs_running 0)",
             t.metric(m, "sdgate_queue_depth") == 0 and t.metric(m, "sdgate_jobs_running") == 0,
             (t.metric(m, "sdgate_queue_depth"), t.metric(m, "sdgate_jobs_running")))
+    brd = t.wait_board(bal2.url, lambda bs: any(x.get("provider") == "registered-prov" and x.get("state") == "idle"
+                                                for x in bs), 20)
+    e = t.board_entry(brd, provider="registered-prov")
+    t.check("after the crash the registered backend is known again, idle", e is not None, brd)
+    t.check("... under the same id: the store kept its registration (heartbeats go on, no re-registration)",
+            e is not None and e.get("id") == reg_id, (reg_id, e and e.get("id")))
+    r = t.submit_job(bal2.url, t.small_job(prompt="on the registered one", seed=8, gpus=["v100"]))
+    d = t.wait_job(bal2.url, r.json["id"], timeout=30) if r.status == 202 and isinstance(r.json, dict) else None
+    t.check("a job for gpus [v100] runs on the registered backend after the restart",
+            d is not None and d.get("status") == "done" and d.get("provider") == "registered-prov",
+            d and {k: v for k, v in d.items() if k != "result"})
+
     # A clean restart keeps finished results too.
     bal2.stop()
     bal3 = t.start_balancer("--backend", static, name="balancer-3", db=db)

@@ -120,6 +120,34 @@ def main():
     t.check("GET /healthz at the end: 200, status ok, queue 0",
             r.status == 200 and isinstance(r.json, dict) and r.json.get("status") == "ok" and r.json.get("queue") == 0,
             t.describe(r))
+    bal.stop()
+    check_slots()
+
+
+def check_slots():
+    """A backend declared with slots=2 (URL fragment) gets two jobs at once,
+    never three."""
+    be = t.start_backend("--pace-ms-per-step", 50, "--provider", "two-slots", "--gpu-class", "a100",
+                         name="backend-2slots")
+    px = t.RecordingProxy(be.url)
+    bal = t.start_balancer("--backend", t.static_backend_arg(px.url, provider="two-slots", gpu_class="a100", slots=2),
+                           name="balancer-slots")
+    brd = t.wait_board(bal.url, lambda bs: any(x.get("state") == "idle" for x in bs), 30)
+    t.check("[slots 2] the board shows the backend idle with slots 2",
+            (t.board_entry(brd, provider="two-slots") or {}).get("slots") == 2, brd)
+    subs = [t.Background(t.submit_job, bal.url, t.small_job(prompt="slot job %d" % i, seed=i, steps=5))
+            for i in range(8)]
+    ids = []
+    for s in subs:
+        res, err, _ = s.join(60)
+        if res is not None and res.status == 202 and isinstance(res.json, dict):
+            ids.append(res.json["id"])
+    docs = [t.wait_job(bal.url, i, timeout=60) for i in ids]
+    t.check("[slots 2] 8 jobs all done", len(ids) == 8 and all(d and d.get("status") == "done" for d in docs),
+            [d and d.get("status") for d in docs])
+    t.check("[slots 2] the backend had two txt2img calls at once, never three (max in flight %d)" % px.max_inflight,
+            px.max_inflight == 2, px.max_inflight)
+    bal.stop()
 
 
 if __name__ == "__main__":

@@ -80,7 +80,8 @@ def is_error(m, code, field=None, id=None):
 
 def expect_error(ws, name, send, code, field=None, id=None, timeout=10):
     """Sends (send is a dict → JSON, bytes/str → a text frame, or a callable),
-    then expects the next message to be that error."""
+    then expects the next error message to be that one (board pushes and
+    other jobs' messages may come in between)."""
     start = ws.count()
     if callable(send):
         send()
@@ -88,7 +89,7 @@ def expect_error(ws, name, send, code, field=None, id=None, timeout=10):
         ws.send_json(send)
     else:
         ws.send_text(send)
-    m = ws.wait_for(lambda m: not (isinstance(m, dict) and m.get("type") == "board"), timeout, start)
+    m = ws.wait_for(lambda m: not isinstance(m, dict) or m.get("type") == "error", timeout, start)
     t.check("%s → error %s%s" % (name, code, " on " + field if field else ""), is_error(m, code, field, id), m)
     return m
 

@@ -72,7 +72,7 @@ def check_cancel_after_dispatch():
     b = submit(bal, t.small_job(prompt="long small job cancelled at once", seed=4, steps=150))
     r = t.request("DELETE", bal.url + "/v1/jobs/%s" % a, timeout=10)
     t.check("[direct] DELETE of the big job: 200", r.status == 200, t.describe(r))
-    d = t.wait_job(bal.url, b, statuses=("running",) + t.FINAL_STATES, timeout=30)
+    d = t.wait_job(bal.url, b, statuses=("running",) + t.FINAL_STATES, timeout=30, interval=0.005)
     r = t.request("DELETE", bal.url + "/v1/jobs/%s" % b, timeout=10)
     t.check("[direct] the next job is dispatched and cancelled at once: 200",
             d is not None and d.get("status") == "running" and r.status == 200, (d and d.get("status"), t.describe(r)))

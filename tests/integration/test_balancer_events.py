@@ -135,15 +135,30 @@ def main():
     r = t.request("GET", bal.url + "/v1/jobs/%s/events" % ("a" * 32), timeout=10)
     t.check("events of an unknown job id: 404 not_found", t.is_sdgate_error(r, 404, "not_found"), t.describe(r))
 
-    # SIGTERM with a running job and an open event stream (the idle
-    # keep-alive client case is test_balancer_bad_input's).
-    rl = t.submit_job(bal.url, t.small_job(prompt="running at shutdown", seed=6, steps=100))
+    # A stream with nothing to say gets a ": keep-alive" comment every 15 s:
+    # a job waits queued behind a 30 s one.
+    rl = t.submit_job(bal.url, t.small_job(prompt="running at shutdown", seed=6, steps=150, n_iter=2))
     lid = rl.json.get("id") if rl.status == 202 and isinstance(rl.json, dict) else None
+    t.check("a long job (2 x 150 steps) is accepted", lid is not None, t.describe(rl))
     t.wait_until(lambda: t.backend_step(be) >= 2, 30)
+    rq = t.submit_job(bal.url, t.small_job(prompt="waits quietly", seed=7, steps=2))
+    qid = rq.json.get("id") if rq.status == 202 and isinstance(rq.json, dict) else None
+    quiet = t.EventStream(bal.url + "/v1/jobs/%s/events" % qid)
+    t.check("a stream with nothing new (a job queued behind a 30 s one) gets a \": keep-alive\" comment "
+            "within 20 s", t.wait_until(lambda: any(c.startswith(": keep-alive") for c in quiet.comments), 20, 0.2),
+            (quiet.names(), quiet.comments))
+    t.check("... and its only events so far are queued ones", quiet.names() and set(quiet.names()) == {"queued"},
+            quiet.events)
+    if len(quiet.names()) > 1:
+        print("# note: the queued job's stream repeated queued: %s" % [e[1] for e in quiet.events])
+
+    # SIGTERM with a running job and open event streams.
     open_ev = t.EventStream(bal.url + "/v1/jobs/%s/events" % lid)
-    open_ev.wait_event("progress", 15)
-    bal.stop(label="the balancer exits 0 on SIGTERM within 10 s with a running job and an open event stream")
-    t.check("the open event stream is closed by the shutdown", open_ev.wait_end(10), open_ev.names()[-3:])
+    t.check("the long job's stream shows it running (assigned or progress first)",
+            open_ev.wait_for(lambda evs: evs and evs[0][0] in ("assigned", "progress"), 15), open_ev.names())
+    bal.stop(label="the balancer exits 0 on SIGTERM within 10 s with a running job and open event streams")
+    t.check("the open event streams are closed by the shutdown", open_ev.wait_end(10) and quiet.wait_end(10),
+            (open_ev.names()[-3:], quiet.names()))
 
 
 if __name__ == "__main__":

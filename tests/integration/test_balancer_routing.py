@@ -104,6 +104,14 @@ def main():
                 and t.is_number(d.get("inference_ms")) and d["inference_ms"] >= 0 for d in done),
             [(d.get("attempt"), d.get("queue_ms"), d.get("inference_ms")) for d in done][:5])
 
+    keys = ["id", "status", "position", "attempt", "seed", "provider", "location", "gpu", "backend", "queue_ms",
+            "inference_ms", "created", "result"]
+    t.check("each done job's GET /v1/jobs/{id} has every documented key (%s), result {images, info}"
+            % ", ".join(keys),
+            all(all(k in d for k in keys) and isinstance(d.get("result"), dict) and "images" in d["result"]
+                and "info" in d["result"] and t.is_hex_id(d.get("backend")) for d in done),
+            [sorted(d) for d in done[:1]])
+
     # The learned speeds: the fast backend ran at least as many jobs as the slow one.
     t.check("the fast backend ran at least as many jobs as the slow one",
             len(proxies["fast"].calls) >= len(proxies["slow"].calls),

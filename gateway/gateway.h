@@ -25,7 +25,9 @@
 #define GW_MAX_GPU_CLASS 32           /* bytes of one GPU class name */
 #define GW_MAX_EVENT (48u << 20)      /* one SSE event from the balancer (a done event carries the PNG) */
 #define GW_MAX_REPLY (4u << 20)       /* any other balancer answer */
-#define GW_OUT_SOFT (8u << 20)        /* queued to one client: past it, progress messages are dropped */
+#define GW_OUT_SOFT (8u << 20)        /* queued to one client: past it, only a job's own messages (not
+					 progress) are still queued, so a client that sends without
+					 reading cannot grow its queue */
 #define GW_OUT_HARD (128u << 20)      /* past it the client is too slow and is disconnected */
 #define GW_STREAM_RETRIES 4           /* reconnects of a broken event stream before trying another balancer */
 

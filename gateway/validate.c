@@ -31,6 +31,10 @@ void validate_error_set(struct gw_error *err, const char *id, const char *code, 
 	va_start(ap, fmt);
 	vsnprintf(err->message, sizeof err->message, fmt, ap);
 	va_end(ap);
+	/* a cut may have split a multi-byte character: JSON needs valid UTF-8 */
+	size_t n = strlen(err->message);
+	while (n && !validate_utf8((const unsigned char *)err->message, n))
+		err->message[--n] = '\0';
 }
 
 int validate_utf8(const unsigned char *s, size_t len)
@@ -327,7 +331,7 @@ int validate_message(const char *buf, size_t len, const struct gw_config *cfg, c
 		char shown[41];
 		snprintf(shown, sizeof shown, "%s", type);
 		for (char *p = shown; *p; p++)
-			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
 				*p = '?';
 		validate_error_set(err, NULL, "unknown_type", "type",
 				   "unknown message type \"%s\" (expected hello, generate or cancel)", shown);

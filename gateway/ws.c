@@ -81,12 +81,17 @@ static void conn_kill(struct conn *c, const char *why)
 	lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
+/* What a message is, for a client that does not read: past GW_OUT_SOFT
+ * progress and control messages (welcome, board, errors of messages) are
+ * dropped; a job's own messages are bounded by the job cap. */
+enum msg_class { MSG_JOB, MSG_PROGRESS, MSG_CONTROL };
+
 /* Queues text (copied) for c. */
-static void conn_send(struct conn *c, const char *text, size_t len, int droppable)
+static void conn_send(struct conn *c, const char *text, size_t len, enum msg_class cls)
 {
 	if (c->killed)
 		return;
-	if (droppable && c->out_bytes > GW_OUT_SOFT)
+	if (cls != MSG_JOB && c->out_bytes > GW_OUT_SOFT)
 		return;
 	if (c->out_bytes + len > GW_OUT_HARD) {
 		metrics_inc(GW_C_SLOW_CLIENTS);
@@ -100,7 +105,7 @@ static void conn_send(struct conn *c, const char *text, size_t len, int droppabl
 	}
 	m->next = NULL;
 	m->len = len;
-	m->droppable = droppable;
+	m->droppable = cls != MSG_JOB;
 	memcpy(m->buf + LWS_PRE, text, len);
 	if (c->out_tail)
 		c->out_tail->next = m;
@@ -118,7 +123,7 @@ static void conn_send_json(struct conn *c, json_t *msg)
 	char *text = msg ? json_dump_compact(msg, &len) : NULL;
 	json_decref(msg);
 	if (text)
-		conn_send(c, text, len, 0);
+		conn_send(c, text, len, MSG_CONTROL);
 	free(text);
 }
 
@@ -336,7 +341,7 @@ static void apply_board(json_t *b)
 	json_decref(msg);
 	for (struct conn *c = conns; c && text; c = c->next)
 		if (c->welcomed)
-			conn_send(c, text, len, 0);
+			conn_send(c, text, len, MSG_CONTROL);
 	free(text);
 }
 
@@ -363,7 +368,7 @@ static void drain_events(void)
 			if (c) {
 				if (ev->outcome != BC_RUNNING)
 					conn_job_remove(c, ev->id);
-				conn_send(c, ev->text, ev->len, ev->droppable);
+				conn_send(c, ev->text, ev->len, ev->droppable ? MSG_PROGRESS : MSG_JOB);
 			}
 		}
 		bc_event_free(ev);

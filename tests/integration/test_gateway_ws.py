@@ -42,6 +42,8 @@ def start_gateway(*args, name="gateway"):
         prog = t.Program(name, [exe, "--listen", "127.0.0.1:%d" % port, "--board-interval-ms", "300"]
                          + [str(a) for a in args], port)
         if t.wait_ready(prog, "/healthz"):
+            # the first board poll done: welcome then lists the GPUs
+            t.wait_until(lambda: t.request("GET", prog.url + "/healthz", timeout=5).json.get("status") == "ok", 15)
             return prog
         code = prog.proc.poll()
         prog.kill()
@@ -238,6 +240,10 @@ def main():
     expect_error(ws2, "no type", {"id": "x"}, "invalid", "type")
     expect_error(ws2, "type not a string", {"type": 5}, "invalid", "type")
     expect_error(ws2, "unknown type", {"type": "launch_missiles"}, "unknown_type", "type")
+    expect_error(ws2, "unknown type of 200 multi-byte characters", {"type": "ü€😀" * 70}, "unknown_type", "type")
+    expect_error(ws2, "JSON nested 20000 deep", "[" * 20000 + "]" * 20000, "bad_json")
+    expect_error(ws2, "a NUL escape in a string", '{"type":"hello\\u0000"}', "bad_json")
+    expect_error(ws2, "an empty message", "", "bad_json")
     expect_error(ws2, "generate without id", {k: v for k, v in job("x").items() if k != "id"}, "invalid", "id")
     expect_error(ws2, "a 65-character id", job("i" * 65), "invalid", "id")
     expect_error(ws2, "an id with a control character", job("a\nb"), "invalid", "id")

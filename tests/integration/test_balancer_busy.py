@@ -6,7 +6,7 @@ the balancer send the next job while the backend is still busy with the
 cancelled one (that would queue a second job on a busy instance), and a job
 cancelled right after its dispatch must not run on in full.
 Seen from the backend's side through a recording proxy (see
-test_balancer_routing.py). A 2048x2048 job makes the interrupted job's
+test_balancer_routing.py). A 1024x1024 job makes the interrupted job's
 tail (last step, PNG encoding) last long enough to see.
 Contract: ../../../shared/DESIGN.md "Routing rules" (never a second job on a
 busy instance), ../../balancer/README.md "Jobs" (DELETE interrupts)."""
@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sdtest as t  # noqa: E402
 
 PACE_MS = 100
-BIG = dict(width=2048, height=2048, steps=150)
+BIG = dict(width=1024, height=1024, steps=150)
 IDLE_WITHIN_S = 8  # a 150-step job at 100 ms per step would need 15 s
 
 

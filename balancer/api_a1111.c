@@ -65,6 +65,16 @@ void waiter_finish(struct balancer *b, struct job *j)
 	}
 }
 
+void waiter_shutdown(struct job *j)
+{
+	struct waiter *w = j->waiter;
+	if (!w)
+		return;
+	j->waiter = NULL;
+	w->job = NULL;
+	httpd_reply_detail(w->req, 503, "The balancer is shutting down");
+}
+
 /* HTTP/1: h2o 2.2.5 stops reading a connection while its request is being
  * handled, so a client that hangs up is otherwise noticed only when the
  * answer is written. Peek at the socket instead: end-of-file means it left.

@@ -62,8 +62,13 @@ struct bk {
 	double spp;         /* learned seconds per (step x pixel x image); 0 = unknown */
 	long jobs_done, jobs_failed;
 	double inference_sum;
-	double last_heartbeat, next_check, interrupt_until;
+	double last_heartbeat, next_check;
 	struct fetch *check; /* probe or health check in flight */
+	/* After a cancel: interrupt, then poll progress until the backend is
+	 * idle (A1111 does not stop when its client hangs up), re-interrupting. */
+	int draining, drain_step;
+	double drain_next, drain_deadline;
+	struct fetch *drain_call;
 	int probe_step;
 	struct bk *next;
 };
@@ -232,6 +237,8 @@ extern const size_t API_OPS_N;
 
 /* api_a1111.c: the façade's waiting request. */
 void waiter_finish(struct balancer *b, struct job *j);
+/* Shutdown: answers a waiting façade client with 503 (the job stays in the file). */
+void waiter_shutdown(struct job *j);
 /* Cancels the jobs of façade clients that hung up (called periodically). */
 void waiters_check(struct balancer *b);
 

@@ -17,6 +17,8 @@
 #define SPP_PRIOR 3e-6
 #define NO_BACKEND_GRACE_S 120.0 /* a queued job whose backends all went down waits this long */
 #define INTERRUPT_TIMEOUT_MS 5000
+#define DRAIN_POLL_S 0.2
+#define DRAIN_MAX_S 30.0
 #define SCHEDULE_EVERY_S 0.02
 
 static double expected_s(const struct bk *k, const struct job *j, double spp_default)
@@ -48,36 +50,60 @@ static void release_slot(struct balancer *b, struct job *j)
 	b->reschedule = 1;
 }
 
-struct interrupt_ctx {
-	struct balancer *b;
-	char id[BAL_ID_LEN + 1];
-};
-
-static void on_interrupted(const struct fetch_result *r, void *user)
+/* Draining a backend after a cancel: POST interrupt, then GET progress;
+ * idle (A1111's job_count 0) ends it, otherwise interrupt again shortly.
+ * Until then the backend counts as busy, so that the next job does not queue
+ * behind the one being stopped. */
+static void drain_answer(const struct fetch_result *r, void *user)
 {
-	struct interrupt_ctx *c = user;
-	struct bk *k = registry_find(c->b, c->id);
-	if (k) {
-		k->interrupt_until = 0;
-		c->b->reschedule = 1;
+	struct bk *k = user;
+	struct balancer *b = k->b;
+	k->drain_call = NULL;
+	if (k->drain_step == 0) {
+		k->drain_step = 1;
+		k->drain_next = 0; /* poll at once */
+		return;
 	}
-	free(c);
+	json_error_t err;
+	json_t *p = r->status == 200 ? json_loadb(r->body, r->len, 0, &err) : NULL;
+	json_t *count = json_object_get(json_object_get(p, "state"), "job_count");
+	int idle = json_is_integer(count) && json_integer_value(count) == 0;
+	json_decref(p);
+	if (idle) {
+		k->draining = 0;
+		b->reschedule = 1;
+		return;
+	}
+	k->drain_step = 0;
+	k->drain_next = bal_now() + DRAIN_POLL_S;
 }
 
-/* Asks the backend to stop its current job; it counts as busy until it has
- * answered, so that the next job does not queue behind the interrupted one. */
+static void drain_tick(struct balancer *b, struct bk *k, double now)
+{
+	if (k->drain_call || now < k->drain_next)
+		return;
+	if (now > k->drain_deadline) {
+		log_warn("backend %s still busy %.0f s after an interrupt; using it again", k->id, DRAIN_MAX_S);
+		k->draining = 0;
+		b->reschedule = 1;
+		return;
+	}
+	char url[1024];
+	snprintf(url, sizeof url, "%s%s", k->url, k->drain_step == 0 ? "/sdapi/v1/interrupt" : "/sdapi/v1/progress?skip_current_image=true");
+	k->drain_call = fetch_start(b->fetcher, k->drain_step == 0 ? "POST" : "GET", url, NULL, 0, INTERRUPT_TIMEOUT_MS,
+				    BAL_MAX_SMALL_ANSWER, drain_answer, k);
+}
+
 static void interrupt_backend(struct balancer *b, struct bk *k)
 {
-	struct interrupt_ctx *c = calloc(1, sizeof *c);
-	if (!c)
-		return;
-	c->b = b;
-	snprintf(c->id, sizeof c->id, "%s", k->id);
-	char url[1024];
-	snprintf(url, sizeof url, "%s/sdapi/v1/interrupt", k->url);
-	k->interrupt_until = bal_now() + INTERRUPT_TIMEOUT_MS / 1000.0;
-	if (!fetch_start(b->fetcher, "POST", url, NULL, 0, INTERRUPT_TIMEOUT_MS, BAL_MAX_SMALL_ANSWER, on_interrupted, c))
-		free(c);
+	double now = bal_now();
+	if (!k->draining) {
+		k->draining = 1;
+		k->drain_deadline = now + DRAIN_MAX_S;
+	}
+	k->drain_step = 0;
+	k->drain_next = now;
+	drain_tick(b, k, now);
 }
 
 /* A failed dispatch: the job goes back to the front of the queue, or fails
@@ -317,7 +343,7 @@ static double fastest_spp(struct balancer *b)
 static void fill_view(struct balancer *b, struct bk *k, struct router_bk *v, double now, double spp0)
 {
 	memset(v, 0, sizeof *v);
-	v->usable = k->state == BK_UP && k->interrupt_until <= now;
+	v->usable = k->state == BK_UP && !k->draining;
 	v->gpu_class = bk_str(k, "gpu_class");
 	v->price = bk_price(k);
 	v->spp = k->spp;
@@ -467,4 +493,7 @@ void dispatch_tick(struct balancer *b, double now)
 	}
 	if (b->running)
 		poll_progress(b, now);
+	for (struct bk *k = b->backends; k; k = k->next)
+		if (k->draining)
+			drain_tick(b, k, now);
 }

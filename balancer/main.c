@@ -202,6 +202,11 @@ out:
 	/* Stop the threads first; what they had finished is delivered by one
 	 * more turn of the loop, then the store writes what is pending. */
 	b->stopping = 1;
+	/* End what h2o is still streaming, so that its connections can close. */
+	for (struct job *j = b->all; j; j = j->all_next) {
+		sse_close_all(j);
+		waiter_shutdown(j);
+	}
 	fetcher_free(b->fetcher);
 	if (b->httpd)
 		h2o_evloop_run(httpd_loop(b->httpd), 0);

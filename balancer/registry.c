@@ -38,7 +38,7 @@ const char *registry_state_name(const struct bk *k)
 {
 	if (k->state != BK_UP)
 		return "down";
-	return k->running > 0 || k->interrupt_until > bal_now() ? "busy" : "idle";
+	return k->running > 0 || k->draining ? "busy" : "idle";
 }
 
 /* A1111 accepts a checkpoint by title ("name.safetensors [hash]"), by
@@ -282,6 +282,7 @@ void registry_remove(struct balancer *b, struct bk *k, const char *why)
 	log_info("backend %s (%s) removed: %s", k->id, k->url, why);
 	dispatch_backend_lost(b, k, why);
 	fetch_cancel(k->check);
+	fetch_cancel(k->drain_call);
 	struct bk **pp = &b->backends;
 	while (*pp && *pp != k)
 		pp = &(*pp)->next;

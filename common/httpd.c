@@ -181,6 +181,31 @@ void httpd_free(struct httpd *h)
 		return;
 	if (h->listener)
 		h2o_socket_close(h->listener);
+	/* h2o_context_dispose asserts that no connection and no timer is
+	 * left, and 2.2.5 cannot close idle HTTP/1 keep-alive connections:
+	 * zero the context's timeouts so that whatever waits on them (idle
+	 * connections first) expires on the next turns of the loop.
+	 * Connections still answering (callers end their streams first) get
+	 * up to 2 s; past that the loop is left to the OS. */
+	h2o_context_request_shutdown(&h->ctx);
+	h2o_timeout_t *timeouts[] = {&h->ctx.zero_timeout,	   &h->ctx.one_sec_timeout,
+				     &h->ctx.hundred_ms_timeout,   &h->ctx.handshake_timeout,
+				     &h->ctx.http1.req_timeout,	   &h->ctx.http2.idle_timeout,
+				     &h->ctx.http2.graceful_shutdown_timeout, &h->ctx.proxy.io_timeout};
+	size_t n_timeouts = sizeof timeouts / sizeof timeouts[0];
+	for (size_t k = 0; k < n_timeouts; k++)
+		timeouts[k]->timeout = 0;
+	int busy = 1;
+	for (int turn = 0; turn < 200 && busy; turn++) {
+		h2o_evloop_run(h->loop, 10);
+		busy = !h2o_linklist_is_empty(&h->ctx.http1._conns) || !h2o_linklist_is_empty(&h->ctx.http2._conns);
+		for (size_t k = 0; k < n_timeouts && !busy; k++)
+			busy = !h2o_linklist_is_empty(&timeouts[k]->_entries);
+	}
+	if (busy) {
+		log_warn("connections still open at exit; leaving the event loop to the OS");
+		return;
+	}
 	h2o_multithread_unregister_receiver(h->ctx.queue, &h->receiver);
 	/* libh2o 2.2.5 leaks 88 bytes of the context's queue here (destroying
 	 * the queue ourselves crashes in the library); tests/lsan.supp names it. */

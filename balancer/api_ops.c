@@ -79,7 +79,7 @@ static int on_metrics(struct httpd *h, h2o_req_t *req, const char *rest)
 	add(&t, "sdgate_queue_depth %d\n", b->queued);
 	metric(&t, "sdgate_jobs_running", "gauge", "Jobs running on backends.");
 	add(&t, "sdgate_jobs_running %d\n", b->running);
-	metric(&t, "sdgate_jobs_accepted_total", "counter", "Jobs accepted.");
+	metric(&t, "sdgate_jobs_accepted_total", "counter", "Valid jobs taken in (including those failed at once for want of a backend).");
 	add(&t, "sdgate_jobs_accepted_total %ld\n", b->m.accepted);
 	metric(&t, "sdgate_jobs_total", "counter", "Finished jobs by outcome.");
 	add(&t, "sdgate_jobs_total{outcome=\"done\"} %ld\n", b->m.done);

@@ -132,6 +132,8 @@ void sse_open(struct balancer *b, h2o_req_t *req, struct job *j)
 	json_t *data;
 	jobs_current_event(b, j, &event, &data);
 	sse_send(s, event, data);
+	if (j->status == JOB_QUEUED) /* so the scheduler does not repeat it */
+		j->last_position = (int)json_integer_value(json_object_get(data, "position"));
 	if (j->status == JOB_RUNNING && j->steps > 0) {
 		json_t *p = json_pack("{s:i,s:i,s:f}", "step", j->step, "steps", j->steps, "progress",
 				      (double)j->step / j->steps);

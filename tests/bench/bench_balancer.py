@@ -190,7 +190,7 @@ def _kill_nginxes():
 
 # ---------------------------------------------------------------- HTTP
 
-def post_job(url, body, timeout=600):
+def post_job(url, body, timeout=120):
     """One POST /sdapi/v1/txt2img on a fresh connection. Returns
     (status, seconds, provider or None, inference_time or None, error text)."""
     host, port = url.split("//")[1].split(":")
@@ -399,10 +399,15 @@ def overhead(args):
                 if name in broken:
                     continue
                 c0, b0 = cpu_seconds(proxy_pids[name]), cpu_seconds(backend_pids)
-                if name == "direct":  # one wrk per backend, c/n connections each
-                    r = wrk(all_urls, max(1, c // n), args.duration, lua)
-                else:
-                    r = wrk(urls, c, args.duration, lua)
+                try:
+                    if name == "direct":  # one wrk per backend, c/n connections each
+                        r = wrk(all_urls, max(1, c // n), args.duration, lua)
+                    else:
+                        r = wrk(urls, c, args.duration, lua)
+                except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+                    note("%s, c=%d: %s" % (name, c, str(e)[:2000]))
+                    broken.add(name)
+                    continue
                 acc = cpu.setdefault(name, [0.0, 0.0, 0])
                 acc[0] += cpu_seconds(proxy_pids[name]) - c0
                 acc[1] += cpu_seconds(backend_pids) - b0
@@ -413,11 +418,15 @@ def overhead(args):
                 runs.setdefault((name, c), []).append(r)
     thr = {}
     for key, rs in runs.items():
+        if key[0] in broken:
+            continue
         r = dict(rs[0])
         r["rps"] = statistics.median(x["rps"] for x in rs)
         r["errors"] = sum(x["errors"] for x in rs)
         thr[key] = r
 
+    if bal is None:  # shown as broken in both tables
+        paths.insert(1, ("balancer", [], []))
     base = lat.get("direct")
     print("Latency, one client, keep-alive, %d jobs per path sent in turn (direct, balancer, NGINX, direct, …) "
           "so that background load hits each path alike:\n" % args.lat_jobs)

@@ -94,9 +94,9 @@ static int client_left(h2o_req_t *req)
 
 void waiters_check(struct balancer *b)
 {
-	for (struct job *j = b->all, *next; j; j = next) {
-		next = j->all_next;
-		if (j->waiter && !jobs_is_final(j) && client_left(j->waiter->req)) {
+	for (struct job *j = b->active, *next; j; j = next) {
+		next = j->act_next;
+		if (j->waiter && client_left(j->waiter->req)) {
 			log_info("job %s: its A1111 client hung up; cancelling", j->id);
 			dispatch_cancel(b, j);
 		}
@@ -118,7 +118,8 @@ static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest)
 	w->req = req;
 	w->job = j;
 	j->waiter = w;
-	jobs_save(b, j, NULL, NULL);
+	/* Not stored until it ends: its client waits on this connection, which
+	 * a restart would cut anyway, so only the job log needs the record. */
 	if (!dispatch_reject_unservable(b, j)) {
 		jobs_enqueue(b, j, 0);
 		dispatch_schedule(b);
@@ -131,8 +132,8 @@ static struct job *client_job(struct balancer *b, h2o_req_t *req)
 {
 	char client[64];
 	bal_client_of(b, req, client, sizeof client);
-	for (struct job *j = b->all; j; j = j->all_next)
-		if (j->facade && !jobs_is_final(j) && !strcmp(j->client, client))
+	for (struct job *j = b->active; j; j = j->act_next)
+		if (j->facade && !strcmp(j->client, client))
 			return j;
 	return NULL;
 }

@@ -111,6 +111,7 @@ struct job {
 	int in_queue;
 	struct job *hnext;         /* the id table */
 	struct job *all_prev, *all_next;
+	struct job *act_prev, *act_next; /* the unfinished jobs */
 };
 
 struct bal_metrics {
@@ -132,7 +133,8 @@ struct balancer {
 	struct job *qhead, *qtail;
 	int queued, running;
 	struct job *table[BAL_JOB_BUCKETS];
-	struct job *all;
+	struct job *all;           /* every job kept (until --result-ttl) */
+	struct job *active;        /* unfinished ones only: what per-client and per-tick work walks */
 	int n_jobs;
 	struct bal_metrics m;
 	int reschedule;

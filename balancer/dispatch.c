@@ -122,7 +122,8 @@ static void retry_or_fail(struct balancer *b, struct job *j, const char *why)
 	jobs_enqueue(b, j, 1);
 	j->last_position = jobs_position(b, j);
 	jobs_emit(b, j, "queued", json_pack("{s:i}", "position", j->last_position));
-	jobs_save(b, j, NULL, NULL);
+	if (!j->facade)
+		jobs_save(b, j, NULL, NULL);
 }
 
 static void backend_failed(struct balancer *b, struct job *j, const char *why)
@@ -309,7 +310,8 @@ static void start(struct balancer *b, struct job *j, struct bk *k)
 	jobs_emit(b, j, "assigned",
 		  json_pack("{s:s,s:s,s:s,s:s,s:i}", "backend", k->id, "provider", bk_str(k, "provider"), "location",
 			    bk_str(k, "location"), "gpu", bk_str(k, "gpu_class"), "attempt", j->attempt));
-	jobs_save(b, j, NULL, NULL);
+	if (!j->facade) /* see api_a1111.c */
+		jobs_save(b, j, NULL, NULL);
 	if (!j->call)
 		backend_failed(b, j, "out of memory");
 }

@@ -82,6 +82,26 @@ static void link_job(struct balancer *b, struct job *j)
 	b->n_jobs++;
 }
 
+static void link_active(struct balancer *b, struct job *j)
+{
+	j->act_prev = NULL;
+	j->act_next = b->active;
+	if (b->active)
+		b->active->act_prev = j;
+	b->active = j;
+}
+
+static void unlink_active(struct balancer *b, struct job *j)
+{
+	if (j->act_prev)
+		j->act_prev->act_next = j->act_next;
+	else if (b->active == j)
+		b->active = j->act_next;
+	if (j->act_next)
+		j->act_next->act_prev = j->act_prev;
+	j->act_prev = j->act_next = NULL;
+}
+
 static void unlink_job(struct balancer *b, struct job *j)
 {
 	struct job **pp = &b->table[bucket_of(j->id)];
@@ -132,6 +152,7 @@ struct job *jobs_new(struct balancer *b, json_t *request, json_t *gpus, double m
 	j->last_position = -1;
 	derive(j);
 	link_job(b, j);
+	link_active(b, j);
 	return j;
 }
 
@@ -191,8 +212,8 @@ int jobs_position(struct balancer *b, const struct job *j)
 int jobs_count_client(struct balancer *b, const char *client)
 {
 	int n = 0;
-	for (const struct job *j = b->all; j; j = j->all_next)
-		if (!jobs_is_final(j) && strcmp(j->client, client) == 0)
+	for (const struct job *j = b->active; j; j = j->act_next)
+		if (strcmp(j->client, client) == 0)
 			n++;
 	return n;
 }
@@ -308,6 +329,7 @@ void jobs_current_event(struct balancer *b, const struct job *j, const char **ev
 static void finish(struct balancer *b, struct job *j, enum job_status status)
 {
 	jobs_dequeue(b, j);
+	unlink_active(b, j);
 	j->status = status;
 	j->finished = bal_now();
 	j->finished_unix = bal_unix_now();
@@ -400,6 +422,7 @@ static void load_one(json_t *doc, void *user)
 	j->enqueued = j->finished = bal_now();
 	link_job(b, j);
 	if (status == JOB_QUEUED || status == JOB_RUNNING) {
+		link_active(b, j);
 		if (j->facade) {
 			j->status = JOB_RUNNING; /* so that finish() records it */
 			jobs_finish_failed(b, j, "balancer_restarted",

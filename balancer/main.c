@@ -61,7 +61,7 @@ static void on_tick(struct httpd *h)
 	b->next_slow_tick = now + SLOW_TICK_S;
 	registry_tick(b, now);
 	waiters_check(b);
-	for (struct job *j = b->all; j; j = j->all_next)
+	for (struct job *j = b->active; j; j = j->act_next)
 		if (j->subs)
 			sse_keepalive(j);
 	static double next_expire;
@@ -203,7 +203,7 @@ out:
 	 * more turn of the loop, then the store writes what is pending. */
 	b->stopping = 1;
 	/* End what h2o is still streaming, so that its connections can close. */
-	for (struct job *j = b->all; j; j = j->all_next) {
+	for (struct job *j = b->active; j; j = j->act_next) {
 		sse_close_all(j);
 		waiter_shutdown(j);
 	}

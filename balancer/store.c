@@ -8,12 +8,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+enum task_kind { SAVE_JOB, SAVE_BACKEND, DELETE_BACKEND, EXPIRE_JOBS, N_KINDS };
+
+/* One statement per kind of write, prepared once on the store's thread. */
+static const char *const SQL[N_KINDS] = {
+	[SAVE_JOB] = "INSERT INTO jobs (id, status, doc, finished, created) VALUES (?, ?, ?, ?,"
+		     " (SELECT coalesce(max(created), 0) + 1 FROM jobs))"
+		     " ON CONFLICT(id) DO UPDATE SET status = excluded.status, doc = excluded.doc,"
+		     " finished = excluded.finished",
+	[SAVE_BACKEND] = "INSERT OR REPLACE INTO backends (id, doc) VALUES (?, ?)",
+	[DELETE_BACKEND] = "DELETE FROM backends WHERE id = ?",
+	[EXPIRE_JOBS] = "DELETE FROM jobs WHERE status IN ('done', 'failed', 'cancelled') AND finished < ?",
+};
+
 struct store {
 	sqlite3 *db;
 	struct lane *lane;
+	sqlite3_stmt *stmts[N_KINDS];
 };
-
-enum task_kind { SAVE_JOB, SAVE_BACKEND, DELETE_BACKEND, EXPIRE_JOBS };
 
 struct store_task {
 	struct lane_task base; /* first */
@@ -72,20 +84,23 @@ void store_close(struct store *s)
 	if (!s)
 		return;
 	lane_drain_and_free(s->lane);
+	for (int k = 0; k < N_KINDS; k++)
+		sqlite3_finalize(s->stmts[k]);
 	sqlite3_close(s->db);
 	free(s);
 }
 
-/* Runs sql (one text parameter bound per '?', in order: id, then the rest)
- * and reports whether it completed. */
-static int run_stmt(struct store *s, const char *sql, const char *const *texts, int n_texts, const double *reals,
-		    int n_reals)
+/* Runs the kind's statement with its text parameters, then its real ones,
+ * bound in order; reports whether it completed. */
+static int run_stmt(struct store *s, enum task_kind kind, const char *const *texts, int n_texts,
+		    const double *reals, int n_reals)
 {
-	sqlite3_stmt *st = NULL;
-	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+	sqlite3_stmt *st = s->stmts[kind];
+	if (!st && sqlite3_prepare_v2(s->db, SQL[kind], -1, &s->stmts[kind], NULL) != SQLITE_OK) {
 		log_error("db: %s", sqlite3_errmsg(s->db));
 		return 0;
 	}
+	st = s->stmts[kind];
 	int k = 1;
 	for (int i = 0; i < n_texts; i++)
 		sqlite3_bind_text(st, k++, texts[i], -1, SQLITE_STATIC);
@@ -94,7 +109,8 @@ static int run_stmt(struct store *s, const char *sql, const char *const *texts, 
 	int rc = sqlite3_step(st);
 	if (rc != SQLITE_DONE)
 		log_error("db: %s", sqlite3_errmsg(s->db));
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
 	return rc == SQLITE_DONE;
 }
 
@@ -107,31 +123,26 @@ static void task_run(struct lane_task *lt)
 	case SAVE_JOB: {
 		const char *texts[] = {t->id, t->status, text ? text : "{}"};
 		const double reals[] = {t->when};
-		t->ok = text && run_stmt(s,
-					 "INSERT INTO jobs (id, status, doc, finished, created) VALUES (?, ?, ?, ?,"
-					 " (SELECT coalesce(max(created), 0) + 1 FROM jobs))"
-					 " ON CONFLICT(id) DO UPDATE SET status = excluded.status, doc = excluded.doc,"
-					 " finished = excluded.finished",
-					 texts, 3, reals, 1);
+		t->ok = text && run_stmt(s, SAVE_JOB, texts, 3, reals, 1);
 		break;
 	}
 	case SAVE_BACKEND: {
 		const char *texts[] = {t->id, text ? text : "{}"};
-		t->ok = text && run_stmt(s, "INSERT OR REPLACE INTO backends (id, doc) VALUES (?, ?)", texts, 2, NULL, 0);
+		t->ok = text && run_stmt(s, SAVE_BACKEND, texts, 2, NULL, 0);
 		break;
 	}
 	case DELETE_BACKEND: {
 		const char *texts[] = {t->id};
-		t->ok = run_stmt(s, "DELETE FROM backends WHERE id = ?", texts, 1, NULL, 0);
+		t->ok = run_stmt(s, DELETE_BACKEND, texts, 1, NULL, 0);
 		break;
 	}
 	case EXPIRE_JOBS: {
 		const double reals[] = {t->when};
-		t->ok = run_stmt(s,
-				 "DELETE FROM jobs WHERE status IN ('done', 'failed', 'cancelled') AND finished < ?",
-				 NULL, 0, reals, 1);
+		t->ok = run_stmt(s, EXPIRE_JOBS, NULL, 0, reals, 1);
 		break;
 	}
+	case N_KINDS:
+		break;
 	}
 	free(text);
 }

@@ -38,6 +38,7 @@ struct gw_config {
 	size_t n_balancers;
 	const char *web_dir;          /* absolute */
 	const char *admin_token;      /* may be NULL */
+	char **trusted_proxies;       /* NULL-terminated, may be NULL: peers whose forwarding headers are believed */
 	double rate_burst;            /* work units (megapixel-steps) a client may spend at once */
 	double rate_refill;           /* work units per second */
 	long rate_clients;            /* addresses tracked at most */

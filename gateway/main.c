@@ -28,6 +28,7 @@
 
 static const char *listen_spec = "127.0.0.1:8080";
 static char **balancers = NULL;
+static char **trusted_proxies = NULL;
 static const char *web_dir = NULL;
 static const char *admin_token = NULL;
 static double rate_burst = 640;
@@ -47,6 +48,8 @@ static const struct config_option OPTIONS[] = {
 	 "a balancer (repeatable: failover in order; default http://127.0.0.1:7860)", 0, 0},
 	{"web", CONFIG_STRING, &web_dir, "DIR", "the web UI's files (default: web/ next to the program or its source)",
 	 0, 0},
+	{"trusted-proxy", CONFIG_LIST, &trusted_proxies, "ADDR",
+	 "a reverse proxy (e.g. NGINX) whose X-Real-IP / X-Forwarded-For names the client (repeatable; by IP)", 0, 0},
 	{"admin-token", CONFIG_STRING, &admin_token, "T",
 	 "the balancer's admin token: lets the gateway name each end client (X-Sdgate-Client) for per-client limits",
 	 0, 0},
@@ -179,6 +182,7 @@ int main(int argc, char **argv)
 	}
 	cfg.web_dir = web;
 	cfg.admin_token = admin_token;
+	cfg.trusted_proxies = trusted_proxies;
 	cfg.rate_burst = rate_burst;
 	cfg.rate_refill = rate_refill;
 	cfg.rate_clients = rate_clients;

@@ -466,13 +466,39 @@ static int accept_ws(struct lws *wsi)
 	return 0;
 }
 
+/* Behind a trusted reverse proxy the peer is the proxy: the client is the
+ * proxy's X-Real-IP, else the last address of X-Forwarded-For (the one the
+ * proxy itself appended; earlier ones are the client's to forge). */
+static void client_address(struct lws *wsi, char *addr, size_t len)
+{
+	lws_get_peer_simple(wsi, addr, len);
+	int trusted = 0;
+	for (char **p = cfg->trusted_proxies; p && *p && !trusted; p++)
+		trusted = strcmp(*p, addr) == 0;
+	if (!trusted)
+		return;
+	char hdr[256];
+	if (lws_hdr_copy(wsi, hdr, sizeof hdr, WSI_TOKEN_HTTP_X_REAL_IP) <= 0 &&
+	    lws_hdr_copy(wsi, hdr, sizeof hdr, WSI_TOKEN_X_FORWARDED_FOR) <= 0)
+		return;
+	const char *last = strrchr(hdr, ',');
+	last = last ? last + 1 : hdr;
+	while (*last == ' ')
+		last++;
+	size_t n = strcspn(last, " ");
+	if (n > 0 && n < len && n <= 45) {
+		memcpy(addr, last, n);
+		addr[n] = '\0';
+	}
+}
+
 static void conn_open(struct lws *wsi, struct conn *c)
 {
 	memset(c, 0, sizeof *c);
 	c->wsi = wsi;
 	c->id = next_conn_id++;
 	c->is_ws = 1;
-	lws_get_peer_simple(wsi, c->addr, sizeof c->addr);
+	client_address(wsi, c->addr, sizeof c->addr);
 	if (!c->addr[0])
 		snprintf(c->addr, sizeof c->addr, "unknown");
 	c->next = conns;

@@ -363,6 +363,38 @@ def main():
     m = t.metrics(rl.url)
     t.check("/metrics counts rate-limited jobs", t.metric(m, "sdgate_gateway_rate_limited_total", 0) >= 3, m)
     a.close()
+
+    # ------------------------------------------------------------ behind a trusted reverse proxy
+    # Every client reaches this gateway from 127.0.0.1 (as from NGINX); with
+    # --trusted-proxy the forwarded address is the one metered, so one
+    # client's exhausted budget does not limit another.
+    px = start_gateway("--balancer", bal.url, "--rate-burst", "0.02", "--rate-refill", "0.0001",
+                       "--trusted-proxy", "127.0.0.1", name="gateway-proxied")
+
+    def via_proxy(client_ip, forwarded_for=None):
+        hdr = {"X-Forwarded-For": forwarded_for} if forwarded_for else {"X-Real-IP": client_ip}
+        ws = WSClient("127.0.0.1", px.port, "/ws", timeout=30, headers=hdr)
+        ws.send_json({"type": "hello"})
+        ws.wait_type("welcome", 20)
+        return ws
+    c1 = via_proxy("203.0.113.7")
+    c1.send_json(job("p1", steps=4))  # 0.016 of the 0.02 budget
+    f = final_of(c1, "p1", 60)
+    t.check("[proxy] the first client's job runs", isinstance(f, dict) and f.get("type") == "done", f)
+    expect_error(c1, "[proxy] the same forwarded client past its budget", job("p2", steps=4), "rate_limited",
+                 id="p2")
+    c2 = via_proxy("198.51.100.9")
+    c2.send_json(job("p3", steps=4))
+    f = final_of(c2, "p3", 60)
+    t.check("[proxy] another forwarded client (X-Real-IP) has its own budget",
+            isinstance(f, dict) and f.get("type") == "done", f)
+    # X-Forwarded-For: only the last hop (what the proxy appended) counts; a
+    # client cannot escape its budget by prepending addresses.
+    c3 = via_proxy(None, forwarded_for="192.0.2.1, 203.0.113.7")
+    expect_error(c3, "[proxy] a forged X-Forwarded-For prefix does not reset the budget", job("p4", steps=4),
+                 "rate_limited", id="p4")
+    for c in (c1, c2, c3):
+        c.close()
     b.close()
 
     # ------------------------------------------------------------ failover

@@ -15,7 +15,7 @@ PKGS=(
   libsqlite3-dev sqlite3 libstb-dev libssl-dev zlib1g-dev
   libcmocka-dev
   python3 python3-yaml curl procps
-  nginx-light wrk
+  nginx-light wrk systemd
   nodejs chromium
 )
 # Debian's nodejs has npm apart; other builds of nodejs (NodeSource) ship it

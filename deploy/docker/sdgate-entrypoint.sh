@@ -1,0 +1,51 @@
+#!/bin/sh
+# Container entry point: turns SDGATE_* environment variables (what Akash SDL,
+# Kubernetes and systemd EnvironmentFiles set) into the program's flags.
+# Usage: sdgate-entrypoint gateway|balancer|backend [extra flags...]
+# Empty variables are skipped. Tokens are passed as flags, so they are visible
+# in the container's process list only (never logged by sdgate).
+set -eu
+prog=${1:?usage: sdgate-entrypoint gateway|balancer|backend [flags]}
+shift
+add() { # add FLAG VALUE: appends --FLAG VALUE when VALUE is not empty
+	if [ -n "$2" ]; then set_args="$set_args --$1"; eval "arg_$n=\$2"; set_args="$set_args \"\$arg_$n\""; n=$((n + 1)); fi
+}
+n=0
+set_args=""
+case "$prog" in
+gateway)
+	add listen "${SDGATE_LISTEN:-0.0.0.0:8080}"
+	for b in ${SDGATE_BALANCER:-http://127.0.0.1:7860}; do add balancer "$b"; done
+	add admin-token "${SDGATE_ADMIN_TOKEN:-}"
+	for p in ${SDGATE_TRUSTED_PROXIES:-}; do add trusted-proxy "$p"; done
+	add web "${SDGATE_WEB:-/usr/local/share/sdgate/web}"
+	exe=/usr/local/bin/sdgate-gateway
+	;;
+balancer)
+	add listen "${SDGATE_LISTEN:-0.0.0.0:7860}"
+	add db "${SDGATE_DB:-/var/lib/sdgate/balancer.db}"
+	add provider-token "${SDGATE_PROVIDER_TOKEN:-}"
+	add admin-token "${SDGATE_ADMIN_TOKEN:-}"
+	for b in ${SDGATE_BACKENDS:-}; do add backend "$b"; done
+	exe=/usr/local/bin/sdgate-balancer
+	;;
+backend)
+	add listen "${SDGATE_LISTEN:-0.0.0.0:7861}"
+	add provider "${SDGATE_PROVIDER:-}"
+	add location "${SDGATE_LOCATION:-}"
+	add country "${SDGATE_COUNTRY:-}"
+	add price-per-hour "${SDGATE_PRICE_PER_HOUR:-}"
+	add gpu-class "${SDGATE_GPU_CLASS:-}"
+	add upstream "${SDGATE_UPSTREAM:-}"
+	add balancer "${SDGATE_BALANCER:-}"
+	add token "${SDGATE_TOKEN:-}"
+	add public-url "${SDGATE_PUBLIC_URL:-}"
+	exe=/usr/local/bin/sdgate-backend
+	;;
+*)
+	echo "sdgate-entrypoint: unknown program '$prog' (gateway, balancer or backend)" >&2
+	exit 2
+	;;
+esac
+exe=${SDGATE_EXE:-$exe} # tests point this at a build tree
+eval "exec \"\$exe\" $set_args \"\$@\""

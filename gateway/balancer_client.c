@@ -15,6 +15,7 @@
  * bc_take_events (a mutex-protected queue each way); everything else runs on
  * this module's thread, which owns every job and every curl handle. */
 #include "gateway.h"
+#include "sse_parse.h"
 
 #include "json.h"
 #include "log.h"
@@ -46,14 +47,6 @@ enum job_state { J_SUBMITTING, J_STREAMING, J_WAITING };
 
 /* Server-Sent Events parser state: the line being read, the event's name
  * and its data lines joined by '\n'. Both buffers are bounded. */
-struct sse {
-	char *line;
-	size_t line_len, line_cap;
-	char name[32];
-	char *data;
-	size_t data_len, data_cap;
-	int any;      /* a field of the current event was seen */
-};
 
 struct xfer;
 
@@ -91,7 +84,7 @@ struct xfer {
 	long status;
 	int overflow;
 	int stop;               /* a stream that got its final event */
-	struct sse sse;
+	struct sse_parser sse;
 	char err[CURL_ERROR_SIZE];
 };
 
@@ -219,112 +212,14 @@ struct bc_event *bc_take_events(struct bc *bc)
 	return ev;
 }
 
-/* ---------------------------------------------------------------- SSE */
-
-static int buf_append(char **buf, size_t *len, size_t *cap, const char *p, size_t n, size_t max)
-{
-	if (*len + n + 1 > max)
-		return -1;
-	if (*len + n + 1 > *cap) {
-		size_t c = *cap ? *cap : 256;
-		while (c < *len + n + 1)
-			c *= 2;
-		if (c > max)
-			c = max;
-		char *nb = realloc(*buf, c);
-		if (!nb)
-			return -1;
-		*buf = nb;
-		*cap = c;
-	}
-	memcpy(*buf + *len, p, n);
-	*len += n;
-	(*buf)[*len] = '\0';
-	return 0;
-}
-
-static void sse_free(struct sse *s)
-{
-	free(s->line);
-	free(s->data);
-	memset(s, 0, sizeof *s);
-}
-
+/* The stream's events (sse_parse.c calls back here). */
 static void on_sse_event(struct xfer *x, const char *name, const char *data, size_t len);
 
-/* One complete line (no newline, '\r' stripped). */
-static void sse_line(struct xfer *x, char *line, size_t n)
+static int sse_cb(void *user, const char *name, const char *data, size_t len)
 {
-	struct sse *s = &x->sse;
-	if (n == 0) {
-		if (s->any)
-			on_sse_event(x, s->name[0] ? s->name : "message", s->data ? s->data : "", s->data_len);
-		s->name[0] = '\0';
-		s->data_len = 0;
-		if (s->data)
-			s->data[0] = '\0';
-		s->any = 0;
-		return;
-	}
-	if (line[0] == ':')
-		return;
-	char *colon = memchr(line, ':', n);
-	size_t flen = colon ? (size_t)(colon - line) : n;
-	const char *value = colon ? colon + 1 : line + n;
-	size_t vlen = colon ? n - flen - 1 : 0;
-	if (vlen && *value == ' ')
-		value++, vlen--;
-	if (flen == 5 && !memcmp(line, "event", 5)) {
-		size_t k = vlen < sizeof s->name - 1 ? vlen : sizeof s->name - 1;
-		memcpy(s->name, value, k);
-		s->name[k] = '\0';
-		s->any = 1;
-	} else if (flen == 4 && !memcmp(line, "data", 4)) {
-		if ((s->data_len && buf_append(&s->data, &s->data_len, &s->data_cap, "\n", 1, GW_MAX_EVENT)) ||
-		    buf_append(&s->data, &s->data_len, &s->data_cap, value, vlen, GW_MAX_EVENT))
-			x->overflow = 1;
-		s->any = 1;
-	}
-}
-
-static void sse_feed(struct xfer *x, const char *p, size_t n)
-{
-	struct sse *s = &x->sse;
-	while (n && !x->overflow && !x->stop) {
-		const char *nl = memchr(p, '\n', n);
-		size_t seg = nl ? (size_t)(nl - p) : n;
-		if (s->line_len == 0 && nl) {
-			/* the whole line is in this chunk: no copy */
-			size_t l = seg;
-			char *tmp = malloc(l + 1);
-			if (!tmp) {
-				x->overflow = 1;
-				return;
-			}
-			memcpy(tmp, p, l);
-			tmp[l] = '\0';
-			if (l && tmp[l - 1] == '\r')
-				tmp[--l] = '\0';
-			sse_line(x, tmp, l);
-			free(tmp);
-		} else {
-			if (buf_append(&s->line, &s->line_len, &s->line_cap, p, seg, GW_MAX_EVENT)) {
-				x->overflow = 1;
-				return;
-			}
-			if (nl) {
-				size_t l = s->line_len;
-				if (l && s->line[l - 1] == '\r')
-					s->line[--l] = '\0';
-				sse_line(x, s->line, l);
-				s->line_len = 0;
-			}
-		}
-		if (!nl)
-			break;
-		p += seg + 1;
-		n -= seg + 1;
-	}
+	struct xfer *x = user;
+	on_sse_event(x, name, data, len);
+	return x->stop;
 }
 
 /* ---------------------------------------------------------------- transfers */
@@ -339,12 +234,13 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *user)
 		if (!x->status)
 			curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
 		if (x->status == 200) {
-			sse_feed(x, p, n);
+			if (sse_parser_feed(&x->sse, p, n) != 0 && x->sse.overflow)
+				x->overflow = 1;
 			return x->overflow || x->stop ? 0 : n;
 		}
 	}
 	size_t max = x->kind == X_STREAM ? 65536 : x->resp_max;
-	if (buf_append(&x->resp, &x->resp_len, &x->resp_cap, p, n, max)) {
+	if (sse_buf_append(&x->resp, &x->resp_len, &x->resp_cap, p, n, max)) {
 		x->overflow = 1;
 		return 0;
 	}
@@ -367,7 +263,7 @@ static void xfer_free(struct bc *bc, struct xfer *x)
 	}
 	curl_slist_free_all(x->headers);
 	free(x->resp);
-	sse_free(&x->sse);
+	sse_parser_free(&x->sse);
 	free(x);
 }
 
@@ -383,6 +279,7 @@ static struct xfer *xfer_start(struct bc *bc, enum xfer_kind kind, int bal, cons
 	x->bc = bc;
 	x->bal = bal;
 	x->resp_max = GW_MAX_REPLY;
+	sse_parser_init(&x->sse, GW_MAX_EVENT, sse_cb, x);
 	x->easy = curl_easy_init();
 	if (!x->easy) {
 		free(x);

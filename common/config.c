@@ -275,9 +275,25 @@ enum config_result config_parse(const struct config_program *prog, int argc, cha
 	return CONFIG_OK;
 }
 
+static int is_owned(const void *p)
+{
+	for (size_t i = 0; i < n_owned; i++)
+		if (owned[i] == p)
+			return 1;
+	return 0;
+}
+
 void config_free(const struct config_program *prog)
 {
-	(void)prog;
+	/* No option may keep pointing at what is freed here (a later
+	 * config_parse would append to a freed list: found by fuzz_config). */
+	for (size_t i = 0; prog && i < prog->n_options; i++) {
+		const struct config_option *o = &prog->options[i];
+		if (o->type == CONFIG_STRING && is_owned(*(const char **)o->dest))
+			*(const char **)o->dest = NULL;
+		else if (o->type == CONFIG_LIST && is_owned(*(char ***)o->dest))
+			*(char ***)o->dest = NULL;
+	}
 	for (size_t i = 0; i < n_owned; i++)
 		free(owned[i]);
 	n_owned = 0;

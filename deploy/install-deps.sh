@@ -16,6 +16,7 @@ PKGS=(
   libcmocka-dev
   python3 python3-yaml curl procps
   nginx-light wrk systemd
+  clang libclang-rt-14-dev
   nodejs chromium
 )
 # Debian's nodejs has npm apart; other builds of nodejs (NodeSource) ship it

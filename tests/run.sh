@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # README's test command: installs what the tests need, builds everything with
 # AddressSanitizer + UndefinedBehaviorSanitizer into build-test/, and runs the
-# whole suite (unit, integration over loopback, kernel checker) through ctest.
+# whole suite (unit, integration over loopback, kernel checker) through ctest,
+# then the fuzz targets (tests/fuzz/run.sh).
 # Warnings are errors (-Werror) unless SDGATE_WERROR=OFF.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,5 +18,8 @@ cmake --build "$BUILD" -j"$(nproc)"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
 export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_suppressions=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-cd "$BUILD"
-ctest --output-on-failure --timeout 300 -j2
+(cd "$BUILD" && ctest --output-on-failure --timeout 300 -j2)
+
+# Every parser of network input under libFuzzer (clang, ASan+UBSan), a bounded
+# time each; regression inputs of past crashes are replayed first.
+bash tests/fuzz/run.sh

@@ -5,6 +5,7 @@
  * Loop thread only. */
 #include "balancer.h"
 
+#include "answer.h"
 #include "log.h"
 #include "router.h"
 
@@ -64,12 +65,10 @@ static void drain_answer(const struct fetch_result *r, void *user)
 		k->drain_next = 0; /* poll at once */
 		return;
 	}
-	json_error_t err;
-	json_t *p = r->status == 200 ? json_loadb(r->body, r->len, 0, &err) : NULL;
-	json_t *count = json_object_get(json_object_get(p, "state"), "job_count");
-	int idle = json_is_integer(count) && json_integer_value(count) == 0;
+	struct answer_progress ap = {0};
+	json_t *p = r->status == 200 ? answer_parse_progress(r->body, r->len, &ap) : NULL;
 	json_decref(p);
-	if (idle) {
+	if (ap.idle) {
 		k->draining = 0;
 		b->reschedule = 1;
 		return;
@@ -151,17 +150,9 @@ static void learn_class(struct balancer *b, const char *cls, double seconds)
  * identity) and the backend's own inference time when it reports one. */
 static json_t *build_result(struct balancer *b, struct job *j, struct bk *k, json_t *answer, double elapsed)
 {
-	json_t *info_v = json_object_get(answer, "info");
-	json_error_t err;
-	json_t *info = json_is_string(info_v) ? json_loads(json_string_value(info_v), 0, &err)
-					      : json_is_object(info_v) ? json_incref(info_v) : NULL;
-	if (!json_is_object(info)) {
-		json_decref(info);
-		info = json_object();
-	}
-	json_t *reported = json_object_get(json_object_get(info, "sdgate"), "inference_time");
-	double inference = json_is_number(reported) && json_number_value(reported) >= 0 ? json_number_value(reported)
-											 : elapsed;
+	json_t *info = answer_info(answer);
+	double reported = answer_reported_inference(info);
+	double inference = reported >= 0 ? reported : elapsed;
 	j->inference_s = inference;
 	j->inference_ms = (long)(inference * 1000.0);
 	json_object_set_new(info, "sdgate",
@@ -179,18 +170,6 @@ static json_t *build_result(struct balancer *b, struct job *j, struct bk *k, jso
 	return res;
 }
 
-static int answer_ok(const json_t *a)
-{
-	json_t *images = json_object_get(a, "images");
-	if (!json_is_array(images) || json_array_size(images) == 0)
-		return 0;
-	size_t i;
-	json_t *v;
-	json_array_foreach(images, i, v) if (!json_is_string(v)) return 0;
-	json_t *info = json_object_get(a, "info");
-	return !info || json_is_string(info) || json_is_object(info);
-}
-
 static void on_call(const struct fetch_result *r, void *user)
 {
 	struct job *j = user;
@@ -198,9 +177,8 @@ static void on_call(const struct fetch_result *r, void *user)
 	struct balancer *b = k->b;
 	j->call = NULL;
 	if (r->status == 200) {
-		json_error_t err;
-		json_t *a = json_loadb(r->body, r->len, 0, &err);
-		if (json_is_object(a) && answer_ok(a)) {
+		json_t *a = answer_parse_txt2img(r->body, r->len);
+		if (a) {
 			json_t *res = build_result(b, j, k, a, r->elapsed_s);
 			json_decref(a);
 			double observed = r->elapsed_s / fmax(j->work, 1);
@@ -214,7 +192,6 @@ static void on_call(const struct fetch_result *r, void *user)
 			jobs_finish_done(b, j, res);
 			return;
 		}
-		json_decref(a);
 		backend_failed(b, j, "malformed txt2img answer");
 		return;
 	}
@@ -244,24 +221,20 @@ static void on_poll(const struct fetch_result *r, void *user)
 	if (r->status != 200 || j->status != JOB_RUNNING || !j->bk)
 		return;
 	struct balancer *b = j->bk->b;
-	json_error_t err;
-	json_t *p = json_loadb(r->body, r->len, 0, &err);
-	json_t *state = json_object_get(p, "state");
-	json_t *step = json_object_get(state, "sampling_step"), *steps = json_object_get(state, "sampling_steps");
-	const char *preview = json_string_value(json_object_get(p, "current_image"));
-	if (json_is_integer(step) && json_is_integer(steps) && json_integer_value(steps) > 0 &&
-	    json_integer_value(steps) <= 100000) {
-		int s = (int)json_integer_value(step), n = (int)json_integer_value(steps);
-		int changed = s != j->step || n != j->steps || (preview && (!j->preview || strcmp(preview, j->preview)));
-		j->step = s;
-		j->steps = n;
+	struct answer_progress ap;
+	json_t *p = answer_parse_progress(r->body, r->len, &ap);
+	if (ap.valid) {
+		const char *preview = ap.preview;
+		int changed = ap.step != j->step || ap.steps != j->steps ||
+			      (preview && (!j->preview || strcmp(preview, j->preview)));
+		j->step = ap.step;
+		j->steps = ap.steps;
 		if (preview && (!j->preview || strcmp(preview, j->preview))) {
 			free(j->preview);
 			j->preview = strdup(preview);
 		}
 		if (changed && j->subs) {
-			json_t *ev = json_pack("{s:i,s:i,s:f}", "step", s, "steps", n, "progress",
-					       json_number_value(json_object_get(p, "progress")));
+			json_t *ev = json_pack("{s:i,s:i,s:f}", "step", ap.step, "steps", ap.steps, "progress", ap.progress);
 			if (j->preview)
 				json_object_set_new(ev, "preview", json_string(j->preview));
 			jobs_emit(b, j, "progress", ev);

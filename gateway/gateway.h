@@ -44,6 +44,7 @@ struct gw_config {
 	long rate_clients;            /* addresses tracked at most */
 	long max_jobs_per_connection;
 	long max_connections;
+	long max_connections_per_address; /* one address cannot crowd the others out */
 	long max_message;             /* bytes of one websocket message */
 	long max_prompt;              /* code points of prompt and negative_prompt */
 	long board_interval_ms;

@@ -36,6 +36,7 @@ static double rate_refill = 2.5;
 static long rate_clients = 65536;
 static long max_jobs = 4;
 static long max_connections = 1000;
+static long max_connections_per_address = 64;
 static long max_message = 65536;
 static long max_prompt = 2000;
 static long board_interval_ms = 2000;
@@ -61,6 +62,8 @@ static const struct config_option OPTIONS[] = {
 	 10000000},
 	{"max-jobs-per-connection", CONFIG_INT, &max_jobs, "N", "unfinished jobs one connection may have", 1, 1000},
 	{"max-connections", CONFIG_INT, &max_connections, "N", "open websocket connections at most", 1, 1000000},
+	{"max-connections-per-address", CONFIG_INT, &max_connections_per_address, "N",
+	 "open websocket connections from one client address at most", 1, 1000000},
 	{"max-message", CONFIG_INT, &max_message, "BYTES", "largest websocket message accepted", 1024, 16777216},
 	{"max-prompt", CONFIG_INT, &max_prompt, "N",
 	 "characters (code points) in prompt and negative_prompt; never above the backend's 8192 bytes", 1, 8192},
@@ -188,6 +191,7 @@ int main(int argc, char **argv)
 	cfg.rate_clients = rate_clients;
 	cfg.max_jobs_per_connection = max_jobs;
 	cfg.max_connections = max_connections;
+	cfg.max_connections_per_address = max_connections_per_address;
 	cfg.max_message = max_message;
 	cfg.max_prompt = max_prompt;
 	cfg.board_interval_ms = board_interval_ms;

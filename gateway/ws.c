@@ -451,6 +451,18 @@ static int http_write(struct lws *wsi, struct conn *c)
 
 /* ---------------------------------------------------------------- the callback */
 
+static void client_address(struct lws *wsi, char *addr, size_t len);
+
+/* Open websockets from one client address (a linear walk: connections are
+ * bounded by --max-connections). */
+static long conns_from(const char *addr)
+{
+	long n = 0;
+	for (const struct conn *c = conns; c; c = c->next)
+		n += strcmp(c->addr, addr) == 0;
+	return n;
+}
+
 static int accept_ws(struct lws *wsi)
 {
 	char uri[16];
@@ -461,6 +473,14 @@ static int accept_ws(struct lws *wsi)
 	if (metrics_connections() >= cfg->max_connections) {
 		metrics_inc(GW_C_CONNECTIONS_REFUSED);
 		log_warn("websocket refused: %ld connections already open", metrics_connections());
+		return -1;
+	}
+	char addr[64];
+	client_address(wsi, addr, sizeof addr);
+	if (conns_from(addr) >= cfg->max_connections_per_address) {
+		metrics_inc(GW_C_CONNECTIONS_REFUSED);
+		log_warn("websocket from %s refused: %ld connections from that address already open", addr,
+			 cfg->max_connections_per_address);
 		return -1;
 	}
 	return 0;

@@ -165,7 +165,7 @@ def bench_idle(balancer):
     if limit < n + 100:
         print("# RLIMIT_NOFILE hard limit %d: using %d clients" % (limit, limit - 200))
         n = limit - 200
-    gw = start_gateway(balancer.url, "--max-connections", str(n + 100))
+    gw = start_gateway(balancer.url, "--max-connections", str(n + 100), "--max-connections-per-address", str(n + 100))
     rows = []
     rss, cpu = proc_stats(gw.proc.pid)
     rows.append(("started, no client", 0, rss, None))

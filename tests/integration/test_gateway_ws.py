@@ -395,6 +395,35 @@ def main():
                  "rate_limited", id="p4")
     for c in (c1, c2, c3):
         c.close()
+
+    # ------------------------------------------------------------ connections per address
+    # One address cannot hold every connection: past its cap the upgrade is
+    # refused, while another address (here: another forwarded client) still
+    # gets in and is served.
+    cap = start_gateway("--balancer", bal.url, "--max-connections-per-address", "3",
+                        "--trusted-proxy", "127.0.0.1", name="gateway-capped")
+
+    def open_as(ip):
+        try:
+            ws = WSClient("127.0.0.1", cap.port, "/ws", timeout=10, headers={"X-Real-IP": ip})
+        except (HandshakeError, OSError) as e:
+            return e
+        ws.send_json({"type": "hello"})
+        return ws if ws.wait_type("welcome", 20) else None
+    mine = [open_as("192.0.2.50") for _ in range(3)]
+    t.check("[cap] three connections from one address are accepted",
+            all(isinstance(w, WSClient) for w in mine), mine)
+    fourth = open_as("192.0.2.50")
+    t.check("[cap] a fourth from the same address is refused at the upgrade", not isinstance(fourth, WSClient),
+            fourth)
+    other = open_as("198.51.100.77")
+    t.check("[cap] another address still connects and gets welcome", isinstance(other, WSClient), other)
+    t.check("[cap] the first address's connections stay open", all(alive(w) for w in mine))
+    mine[0].close()
+    again = t.wait_until(lambda: isinstance(open_as("192.0.2.50"), WSClient), 10, 0.3)
+    t.check("[cap] once one closes, the address may connect again", again)
+    for w in mine[1:] + [other]:
+        w.close()
     b.close()
 
     # ------------------------------------------------------------ failover

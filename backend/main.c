@@ -30,6 +30,7 @@ static long pace_ms = 0;
 static int force_cpu = 0;
 static long cuda_device = 0;
 static const char *log_level = "info";
+static long max_connections = HTTPD_MAX_CONNECTIONS;
 
 static const struct config_option OPTIONS[] = {
 	{"listen", CONFIG_STRING, &listen_spec, "HOST:PORT", "address to serve the A1111 API on", 0, 0},
@@ -47,6 +48,7 @@ static const struct config_option OPTIONS[] = {
 	{"pace-ms-per-step", CONFIG_INT, &pace_ms, "N", "TESTING AID: make each step take at least N ms (emulates a slower GPU)", 0, 600000},
 	{"cpu", CONFIG_BOOL, &force_cpu, NULL, "use the CPU engine even when a CUDA GPU is present", 0, 0},
 	{"cuda-device", CONFIG_INT, &cuda_device, "N", "CUDA device ordinal", 0, 63},
+	{"max-connections", CONFIG_INT, &max_connections, "N", "open HTTP connections at most (lowered to fit the descriptor limit); past it new ones wait", 16, 1000000},
 	{"log-level", CONFIG_STRING, &log_level, "LEVEL", "debug, info, warn or error", 0, 0},
 };
 
@@ -120,7 +122,8 @@ int main(int argc, char **argv)
 		log_warn("--pace-ms-per-step %ld: TESTING AID, every step is slowed to emulate a slower GPU", pace_ms);
 
 	struct httpd_config hc = {.host = host, .port = port, .max_body = TXT2IMG_MAX_BODY,
-				  .routes = API_ROUTES, .n_routes = API_N_ROUTES, .user = &b};
+				  .routes = API_ROUTES, .n_routes = API_N_ROUTES, .user = &b,
+				  .max_connections = (int)max_connections};
 	b.httpd = httpd_new(&hc);
 	if (!b.httpd) {
 		engine_destroy(b.engine);

@@ -1,9 +1,45 @@
 /* answer.c — see answer.h. */
 #include "answer.h"
 
+#include "b64.h"
+
+#include <stdlib.h>
 #include <string.h>
 
 #define MAX_STEPS 100000
+
+/* An image as A1111 sends it: padded standard base64 (after an optional
+ * "data:...;base64," prefix) of a PNG, JPEG or WebP file (A1111's
+ * samples_format). Only the first bytes are decoded, for the file's magic
+ * number; the rest is checked for the alphabet, so a broken or hostile
+ * provider cannot hand clients text that is not an image. */
+static int is_image_b64(const char *s, size_t len)
+{
+	const char *comma = len > 5 && memcmp(s, "data:", 5) == 0 ? memchr(s, ',', len < 128 ? len : 128) : NULL;
+	if (comma) {
+		len -= (size_t)(comma + 1 - s);
+		s = comma + 1;
+	}
+	if (len < 24 || len % 4 != 0)
+		return 0;
+	static unsigned char alphabet[256];
+	if (!alphabet['A']) {
+		const char *a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+		for (; *a; a++)
+			alphabet[(unsigned char)*a] = 1;
+	}
+	size_t body = len - (s[len - 1] == '=') - (s[len - 2] == '=');
+	for (size_t i = 0; i < body; i++)
+		if (!alphabet[(unsigned char)s[i]])
+			return 0;
+	size_t n = 0;
+	unsigned char *head = b64_decode_new(s, 24, &n);
+	int ok = head && n == 18 &&
+		 (memcmp(head, "\x89PNG\r\n\x1a\n", 8) == 0 || memcmp(head, "\xff\xd8\xff", 3) == 0 ||
+		  (memcmp(head, "RIFF", 4) == 0 && memcmp(head + 8, "WEBP", 4) == 0));
+	free(head);
+	return ok;
+}
 
 json_t *answer_parse_txt2img(const char *body, size_t len)
 {
@@ -13,7 +49,7 @@ json_t *answer_parse_txt2img(const char *body, size_t len)
 	int ok = json_is_object(a) && json_is_array(images) && json_array_size(images) > 0;
 	size_t i;
 	json_t *v;
-	json_array_foreach(images, i, v) ok = ok && json_is_string(v);
+	json_array_foreach(images, i, v) ok = ok && json_is_string(v) && is_image_b64(json_string_value(v), json_string_length(v));
 	json_t *info = json_object_get(a, "info");
 	ok = ok && (!info || json_is_string(info) || json_is_object(info));
 	if (!ok) {

@@ -8,9 +8,9 @@
 #include <jansson.h>
 #include <stddef.h>
 
-/* The answer object when it has a non-empty list of base64 strings in
- * "images" and an "info" that is a string or object (or none); else NULL.
- * New reference. */
+/* The answer object when "images" is a non-empty list of base64 PNG, JPEG or
+ * WebP files (checked: the alphabet, the padding, the file's magic number)
+ * and "info" is a string or object (or none); else NULL. New reference. */
 json_t *answer_parse_txt2img(const char *body, size_t len);
 
 /* The answer's info as an object (A1111 sends it as a JSON string): a new

@@ -107,6 +107,10 @@ static int on_metrics(struct httpd *h, h2o_req_t *req, const char *rest)
 	metric(&t, "sdgate_dispatch_latency_seconds", "summary", "Time from acceptance to first dispatch.");
 	add(&t, "sdgate_dispatch_latency_seconds_sum %.6f\nsdgate_dispatch_latency_seconds_count %ld\n",
 	    b->m.dispatch_latency_sum, b->m.dispatch_latency_count);
+	metric(&t, "sdgate_http_connections", "gauge", "Open HTTP connections to the balancer.");
+	add(&t, "sdgate_http_connections %d\n", httpd_connections(h));
+	metric(&t, "sdgate_http_max_connections", "gauge", "The cap on open HTTP connections (past it new ones wait).");
+	add(&t, "sdgate_http_max_connections %d\n", httpd_max_connections(h));
 	fclose(t.f);
 	httpd_reply_owned(req, 200, "text/plain; version=0.0.4", t.buf, t.len);
 	return 0;

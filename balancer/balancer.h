@@ -26,6 +26,7 @@
 #define BAL_ID_LEN 32                      /* hex chars of job and backend ids */
 #define BAL_HEARTBEAT_MISSES 3
 #define BAL_SSE_KEEPALIVE_S 15
+#define BAL_MAX_BACKOFF_S 60.0             /* a backend failing job after job is checked at most this rarely */
 
 struct bal_config {
 	const char *listen;
@@ -37,6 +38,7 @@ struct bal_config {
 	long heartbeat_interval_s, health_interval_ms, progress_interval_ms;
 	double job_timeout_factor, min_job_timeout_s;
 	long result_ttl_s;
+	long max_connections;
 };
 
 enum bk_state { BK_PROBING, BK_UP, BK_DOWN };
@@ -63,6 +65,7 @@ struct bk {
 	long jobs_done, jobs_failed;
 	double inference_sum;
 	double last_heartbeat, next_check;
+	int strikes;        /* jobs failed in a row: each doubles the wait before the next health check */
 	struct fetch *check; /* probe or health check in flight */
 	/* After a cancel: interrupt, then poll progress until the backend is
 	 * idle (A1111 does not stop when its client hangs up), re-interrupting. */

@@ -184,6 +184,7 @@ static void on_call(const struct fetch_result *r, void *user)
 			double observed = r->elapsed_s / fmax(j->work, 1);
 			k->spp = k->spp > 0 ? 0.7 * k->spp + 0.3 * observed : observed;
 			k->jobs_done++;
+			k->strikes = 0;
 			k->inference_sum += j->inference_s;
 			learn_class(b, bk_str(k, "gpu_class"), j->inference_s);
 			release_slot(b, j);

@@ -34,6 +34,7 @@ static const struct config_option OPTIONS[] = {
 	{"min-job-timeout-s", CONFIG_DOUBLE, &B.cfg.min_job_timeout_s, "S", "but never before S seconds", 0.1, 86400},
 	{"progress-interval-ms", CONFIG_INT, &B.cfg.progress_interval_ms, "N", "how often a running job's progress is polled", 50, 60000},
 	{"result-ttl", CONFIG_INT, &B.cfg.result_ttl_s, "S", "how long finished jobs and their images are kept", 1, 31536000},
+	{"max-connections", CONFIG_INT, &B.cfg.max_connections, "N", "open HTTP connections at most (lowered to fit the descriptor limit); past it new ones wait", 16, 1000000},
 	{"log-level", CONFIG_STRING, &log_level, "LEVEL", "debug, info, warn or error", 0, 0},
 };
 
@@ -133,6 +134,7 @@ static void set_defaults(struct bal_config *c)
 	c->min_job_timeout_s = 30;
 	c->progress_interval_ms = 500;
 	c->result_ttl_s = 3600;
+	c->max_connections = HTTPD_MAX_CONNECTIONS;
 }
 
 int main(int argc, char **argv)
@@ -171,7 +173,8 @@ int main(int argc, char **argv)
 		for (size_t i = 0; i < tables[t].n && n < sizeof routes / sizeof routes[0]; i++)
 			routes[n++] = tables[t].r[i];
 	struct httpd_config hc = {.host = host, .port = port, .max_body = BAL_MAX_BODY, .routes = routes,
-				  .n_routes = n, .user = b, .sdgate_errors = 1};
+				  .n_routes = n, .user = b, .sdgate_errors = 1,
+				  .max_connections = (int)b->cfg.max_connections};
 	b->httpd = httpd_new(&hc);
 	if (!b->httpd)
 		goto out;

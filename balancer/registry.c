@@ -256,14 +256,25 @@ struct bk *registry_find_url(struct balancer *b, const char *url)
 	return NULL;
 }
 
+/* A failed job. A backend can answer its health check and still fail every
+ * job (a broken GPU, garbage answers): each failure in a row doubles the
+ * wait before it is checked again, up to BAL_MAX_BACKOFF_S, so that it
+ * cannot eat every job's attempts. A finished job clears the strikes. */
 void registry_mark_down(struct balancer *b, struct bk *k, const char *why)
 {
 	b->m.backend_failures++;
+	if (k->strikes < 30)
+		k->strikes++;
+	double interval = b->cfg.health_interval_ms / 1000.0;
+	double wait = interval * (double)(1u << (k->strikes - 1));
+	if (wait > BAL_MAX_BACKOFF_S)
+		wait = fmax(BAL_MAX_BACKOFF_S, interval);
 	if (k->state != BK_DOWN)
-		log_warn("backend %s (%s) is down: %s", k->id, k->url, why);
+		log_warn("backend %s (%s) is down: %s (failure %d in a row; next check in %.1f s)", k->id, k->url, why,
+			 k->strikes, wait);
 	k->state = BK_DOWN;
 	k->probe_step = 0;
-	k->next_check = bal_now() + b->cfg.health_interval_ms / 1000.0;
+	k->next_check = bal_now() + wait;
 }
 
 static void free_bk(struct bk *k)

@@ -13,8 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#define ACCEPT_RETRY_MS 100 /* out of descriptors: pause accepting this long */
 
 struct httpd_handler {
 	h2o_handler_t super;
@@ -32,6 +35,9 @@ struct httpd {
 	int port;
 	volatile sig_atomic_t stopping;
 	httpd_tick_fn tick;
+	int conns, max_conns;
+	int listening;          /* the listener is being read */
+	uint64_t accept_retry_at; /* ms (h2o_now); 0 = not paused for lack of descriptors */
 };
 
 static volatile sig_atomic_t signalled;
@@ -86,18 +92,76 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 	return 0;
 }
 
+static void on_accept(h2o_socket_t *listener, const char *err);
+
+/* The listener is read only while there is room for a connection and
+ * descriptors to take it: a full or starved server leaves new clients in
+ * the kernel's backlog instead of spinning on a readable listener. */
+static void listener_update(struct httpd *h)
+{
+	int want = !h->stopping && h->conns < h->max_conns && h->accept_retry_at == 0;
+	if (!h->listener || want == h->listening)
+		return;
+	h->listening = want;
+	if (want)
+		h2o_socket_read_start(h->listener, on_accept);
+	else
+		h2o_socket_read_stop(h->listener);
+}
+
+static void on_conn_close(void *data)
+{
+	struct httpd *h = data;
+	h->conns--;
+	listener_update(h);
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
 	struct httpd *h = listener->data;
 	if (err)
 		return;
 	/* Accept what is pending, a few at a time, so one burst can't starve the loop. */
-	for (int i = 0; i < 16; i++) {
+	for (int i = 0; i < 16 && h->conns < h->max_conns; i++) {
 		h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
-		if (!sock)
-			return;
+		if (!sock) {
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				static uint64_t last_log;
+				uint64_t now = h2o_now(h->loop);
+				if (now - last_log >= 10000) {
+					last_log = now;
+					log_warn("accept: %s with %d connections open; pausing new connections",
+						 strerror(errno), h->conns);
+				}
+				h->accept_retry_at = now + ACCEPT_RETRY_MS;
+			}
+			break;
+		}
+		h->conns++;
+		sock->on_close.cb = on_conn_close;
+		sock->on_close.data = h;
 		h2o_accept(&h->accept_ctx, sock);
 	}
+	listener_update(h);
+}
+
+/* The cap asked for, lowered so that the cap plus a reserve fits in the
+ * process's descriptor limit. */
+static int connection_cap(int asked)
+{
+	int cap = asked > 0 ? asked : HTTPD_MAX_CONNECTIONS;
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+		long room = (long)rl.rlim_cur - HTTPD_FD_RESERVE;
+		if (room < 16)
+			room = 16;
+		if (cap > room) {
+			log_warn("max connections lowered from %d to %ld to fit the descriptor limit (%ld)", cap, room,
+				 (long)rl.rlim_cur);
+			cap = (int)room;
+		}
+	}
+	return cap;
 }
 
 static void on_messages(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
@@ -158,6 +222,11 @@ struct httpd *httpd_new(const struct httpd_config *cfg)
 	/* Let h2o read a little past our limit so that we, not h2o, answer the
 	 * first oversized bodies with a JSON 413; beyond that h2o's own 413. */
 	h->config.max_request_entity_size = cfg->max_body * 2 + 4096;
+	/* No HTTP/2 on cleartext (neither Upgrade: h2c nor prior knowledge): a
+	 * proxy in front that passes Upgrade on would let clients tunnel past
+	 * its rules. HTTP/1.1 is what A1111 clients, NGINX and the gateway speak. */
+	h->config.http1.upgrade_to_http2 = 0;
+	h->max_conns = connection_cap(cfg->max_connections);
 	h2o_hostconf_t *host = h2o_config_register_host(&h->config, h2o_iovec_init(H2O_STRLIT("default")), 65535);
 	h2o_pathconf_t *pc = h2o_config_register_path(host, "/", 0);
 	struct httpd_handler *hd = (struct httpd_handler *)h2o_create_handler(pc, sizeof *hd);
@@ -171,7 +240,7 @@ struct httpd *httpd_new(const struct httpd_config *cfg)
 	h2o_multithread_register_receiver(h->ctx.queue, &h->receiver, on_messages);
 	h->listener = h2o_evloop_socket_create(h->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
 	h->listener->data = h;
-	h2o_socket_read_start(h->listener, on_accept);
+	listener_update(h);
 	return h;
 }
 
@@ -181,6 +250,7 @@ void httpd_free(struct httpd *h)
 		return;
 	if (h->listener)
 		h2o_socket_close(h->listener);
+	h->listener = NULL; /* connections closing from here on must not restart it */
 	/* h2o_context_dispose asserts that no connection and no timer is
 	 * left, and 2.2.5 cannot close idle HTTP/1 keep-alive connections:
 	 * zero the context's timeouts so that whatever waits on them (idle
@@ -219,6 +289,8 @@ void httpd_free(struct httpd *h)
 }
 
 int httpd_port(const struct httpd *h) { return h->port; }
+int httpd_connections(const struct httpd *h) { return h->conns; }
+int httpd_max_connections(const struct httpd *h) { return h->max_conns; }
 void *httpd_user(const struct httpd *h) { return h->cfg.user; }
 h2o_evloop_t *httpd_loop(struct httpd *h) { return h->loop; }
 h2o_context_t *httpd_context(struct httpd *h) { return &h->ctx; }
@@ -240,6 +312,10 @@ void httpd_run(struct httpd *h)
 		if (h2o_evloop_run(h->loop, 50) != 0 && errno != EINTR) {
 			log_error("event loop: %s", strerror(errno));
 			break;
+		}
+		if (h->accept_retry_at && h2o_now(h->loop) >= h->accept_retry_at) {
+			h->accept_retry_at = 0;
+			listener_update(h);
 		}
 		if (h->tick)
 			h->tick(h);

@@ -3,6 +3,12 @@
  * paths, JSON replies with Content-Length always set, a clean stop on
  * SIGINT/SIGTERM, and a hand-off from worker threads to the loop.
  *
+ * Hostile clients: HTTP/2 is not offered on cleartext (h2c smuggling
+ * through a proxy); open connections are capped, and running out of
+ * descriptors pauses accepting instead of spinning. h2o 2.2.5 hides the
+ * Content-Length and Transfer-Encoding headers from handlers, so framing
+ * ambiguities are left to the front proxy (docs/security.md).
+ *
  * Thread rules: everything here runs on the loop thread, except
  * httpd_post() which any thread may call. Never give an h2o_req_t to another
  * thread; tie per-request state to req->pool (httpd_alloc_guarded). */
@@ -42,12 +48,22 @@ struct httpd_config {
 	/* Shape of 404/405/413 replies: 0 = FastAPI's {"detail": "..."},
 	 * 1 = sdgate's {"detail", "error": {code, message}}. */
 	int sdgate_errors;
+	/* Open connections at most; past it the listener pauses (new clients
+	 * wait in the kernel's backlog) until one closes. 0 = HTTPD_MAX_CONNECTIONS,
+	 * lowered to fit RLIMIT_NOFILE. */
+	int max_connections;
 };
+
+#define HTTPD_MAX_CONNECTIONS 4096
+#define HTTPD_FD_RESERVE 256   /* descriptors kept for SQLite, curl, logs */
 
 /* Creates the server and binds its listener. Returns NULL and logs why. */
 struct httpd *httpd_new(const struct httpd_config *cfg);
 void httpd_free(struct httpd *h);
 int httpd_port(const struct httpd *h);
+/* Connections open now, and the cap in force. */
+int httpd_connections(const struct httpd *h);
+int httpd_max_connections(const struct httpd *h);
 void *httpd_user(const struct httpd *h);
 h2o_evloop_t *httpd_loop(struct httpd *h);
 h2o_context_t *httpd_context(struct httpd *h);

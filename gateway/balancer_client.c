@@ -7,9 +7,10 @@
  * turned into the websocket messages of DESIGN.md "Gateway"; DELETE on
  * cancel or when the client's connection closes. A balancer that cannot be
  * reached is skipped for the next one (--balancer is repeatable); an event
- * stream that breaks is re-opened a few times (a late subscriber gets the
- * job's current state), and if its balancer stays away the job is submitted
- * to the next one. Every board_interval_ms, GET /v1/backends feeds the board.
+ * stream that breaks is re-opened for --stream-patience-s (the balancer keeps
+ * accepted jobs across a restart, and a late subscriber gets the job's
+ * current state), and if its balancer stays away the job is submitted to the
+ * next one. Every board_interval_ms, GET /v1/backends feeds the board.
  *
  * Threads: the service thread only calls bc_submit/bc_cancel/bc_close_conn/
  * bc_take_events (a mutex-protected queue each way); everything else runs on
@@ -60,7 +61,8 @@ struct job {
 	enum job_state state;
 	int bal;                /* the balancer that has it */
 	int submits;            /* balancers tried */
-	int stream_tries;
+	int stream_tries;       /* re-opens since the stream last delivered an event */
+	double lost_since;      /* when the stream broke; 0 while it works */
 	double retry_at;
 	char job_id[64];        /* the balancer's id, once accepted */
 	int cancel_requested;
@@ -367,6 +369,7 @@ static void job_submit(struct bc *bc, struct job *j)
 	j->submits++;
 	j->job_id[0] = '\0';
 	j->stream_tries = 0;
+	j->lost_since = 0;
 	j->x = xfer_start(bc, X_SUBMIT, j->bal, NULL, "/v1/jobs", j->body, j->addr);
 	if (j->x)
 		j->x->job = j;
@@ -400,6 +403,8 @@ static void on_sse_event(struct xfer *x, const char *name, const char *data, siz
 	struct job *j = x->job;
 	if (!j || j->final)
 		return;
+	j->stream_tries = 0; /* the stream works (again) */
+	j->lost_since = 0;
 	json_t *d = json_loadb(data, len, 0, NULL);
 	if (!json_is_object(d)) {
 		log_warn("job %s: %s event with a body that is not a JSON object", j->job_id, name);
@@ -567,9 +572,16 @@ static void on_stream_done(struct bc *bc, struct xfer *x, CURLcode rc)
 	log_warn("job %s: event stream from %s ended early (%s, HTTP %ld)", j->id, bc->cfg->balancers[x->bal],
 		 rc ? (x->err[0] ? x->err : curl_easy_strerror(rc)) : "closed", status);
 	xfer_free(bc, x);
-	if (j->stream_tries < GW_STREAM_RETRIES) {
+	/* The job is in the balancer's SQLite file: while it restarts, keep
+	 * re-opening the stream (a late subscriber gets the current state)
+	 * rather than run the job again elsewhere. */
+	double now = now_s();
+	if (j->lost_since == 0)
+		j->lost_since = now;
+	if (now - j->lost_since < bc->cfg->stream_patience_s) {
 		j->state = J_WAITING;
-		j->retry_at = now_s() + 0.25 * (1 << j->stream_tries);
+		j->retry_at = now + fmin(0.25 * (double)(1 << (j->stream_tries < 4 ? j->stream_tries : 4)),
+					 GW_STREAM_BACKOFF_MAX_S);
 		j->stream_tries++;
 		return;
 	}

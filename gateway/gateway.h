@@ -29,7 +29,7 @@
 					 progress) are still queued, so a client that sends without
 					 reading cannot grow its queue */
 #define GW_OUT_HARD (128u << 20)      /* past it the client is too slow and is disconnected */
-#define GW_STREAM_RETRIES 4           /* reconnects of a broken event stream before trying another balancer */
+#define GW_STREAM_BACKOFF_MAX_S 2.0   /* the longest wait between two re-opens */
 
 struct gw_config {
 	char host[64];
@@ -49,6 +49,8 @@ struct gw_config {
 	long max_prompt;              /* code points of prompt and negative_prompt */
 	long board_interval_ms;
 	long balancer_timeout_ms;     /* connect + answer of a short balancer call */
+	double stream_patience_s;     /* a broken event stream is re-opened this long (its balancer may be
+	                               * restarting) before the job is run on another balancer */
 };
 
 /* ---------------------------------------------------------------- validate.c

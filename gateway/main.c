@@ -41,6 +41,7 @@ static long max_message = 65536;
 static long max_prompt = 2000;
 static long board_interval_ms = 2000;
 static long balancer_timeout_ms = 10000;
+static double stream_patience_s = 30;
 static const char *log_level = "info";
 
 static const struct config_option OPTIONS[] = {
@@ -71,6 +72,9 @@ static const struct config_option OPTIONS[] = {
 	 600000},
 	{"balancer-timeout-ms", CONFIG_INT, &balancer_timeout_ms, "N", "limit on a short call to a balancer", 100,
 	 600000},
+	{"stream-patience-s", CONFIG_DOUBLE, &stream_patience_s, "S",
+	 "how long a broken job event stream is re-opened (a restarting balancer keeps its jobs) before the job is "
+	 "sent to the next balancer", 0, 3600},
 	{"log-level", CONFIG_STRING, &log_level, "LEVEL", "debug, info, warn or error", 0, 0},
 };
 
@@ -196,6 +200,7 @@ int main(int argc, char **argv)
 	cfg.max_prompt = max_prompt;
 	cfg.board_interval_ms = board_interval_ms;
 	cfg.balancer_timeout_ms = balancer_timeout_ms;
+	cfg.stream_patience_s = stream_patience_s;
 
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log);

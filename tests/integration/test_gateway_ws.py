@@ -446,7 +446,7 @@ def main():
     bal2 = t.start_balancer("--admin-token", ADMIN, "--progress-interval-ms", "100", *backends, name="balancer2")
     t.check("second balancer sees both backends", t.wait_idle_backends(bal2.url, 2, 30))
     fo2 = start_gateway("--balancer", bal2.url, "--balancer", bal.url, "--balancer-timeout-ms", "3000",
-                        name="gateway-failover")
+                        "--stream-patience-s", "2", name="gateway-failover")
     g = connect(fo2)
     g.send_json(job("k1"))
     m = final_of(g, "k1", 60)

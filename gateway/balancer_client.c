@@ -44,7 +44,10 @@ struct cmd {
 	json_t *body;
 };
 
-enum job_state { J_SUBMITTING, J_STREAMING, J_WAITING };
+/* J_WAITING: the event stream broke, re-opened at retry_at; J_RESUBMIT: no
+ * balancer took the connection (the POST never left), submitted again at
+ * retry_at. */
+enum job_state { J_SUBMITTING, J_STREAMING, J_WAITING, J_RESUBMIT };
 
 /* Server-Sent Events parser state: the line being read, the event's name
  * and its data lines joined by '\n'. Both buffers are bounded. */
@@ -63,6 +66,8 @@ struct job {
 	int submits;            /* balancers tried */
 	int stream_tries;       /* re-opens since the stream last delivered an event */
 	double lost_since;      /* when the stream broke; 0 while it works */
+	double unreachable_since; /* when no balancer could be connected to; 0 once one answered */
+	int resubmits;          /* submissions since then */
 	double retry_at;
 	char job_id[64];        /* the balancer's id, once accepted */
 	int cancel_requested;
@@ -363,6 +368,12 @@ static void job_free(struct bc *bc, struct job *j)
 	free(j);
 }
 
+/* The wait before the n-th retry: 0.25 s doubling, at most GW_STREAM_BACKOFF_MAX_S. */
+static double retry_backoff(int n)
+{
+	return fmin(0.25 * (double)(1 << (n < 4 ? n : 4)), GW_STREAM_BACKOFF_MAX_S);
+}
+
 static void job_submit(struct bc *bc, struct job *j)
 {
 	j->state = J_SUBMITTING;
@@ -497,16 +508,35 @@ static void on_submit_done(struct bc *bc, struct xfer *x, CURLcode rc)
 			set_up(bc, x->bal, 0);
 		log_warn("job %s: POST %s/v1/jobs: %s", j->id, bc->cfg->balancers[x->bal],
 			 transport_failed(rc) ? (x->err[0] ? x->err : curl_easy_strerror(rc)) : "bad gateway");
+		/* Refused connections mean the POST never left: safe to send
+		 * again. While every balancer refuses (one restarting), keep the
+		 * job for --stream-patience-s instead of failing it at once. */
+		int never_sent = rc == CURLE_COULDNT_CONNECT;
 		xfer_free(bc, x);
-		if (j->detached || job_failover(bc, j) != 0) {
-			if (!j->detached)
-				emit_error(bc, j, "balancer_unreachable",
-					   "no balancer could be reached; try again in a moment", NULL, 1);
+		if (j->detached) {
 			job_free(bc, j);
+			return;
 		}
+		if (job_failover(bc, j) == 0)
+			return;
+		double now = now_s();
+		if (never_sent) {
+			if (j->unreachable_since == 0)
+				j->unreachable_since = now;
+			if (now - j->unreachable_since < bc->cfg->stream_patience_s) {
+				j->state = J_RESUBMIT;
+				j->retry_at = now + retry_backoff(j->resubmits++);
+				j->submits = 0; /* every balancer may be tried again */
+				return;
+			}
+		}
+		emit_error(bc, j, "balancer_unreachable", "no balancer could be reached; try again in a moment", NULL, 1);
+		job_free(bc, j);
 		return;
 	}
 	set_up(bc, x->bal, 1);
+	j->unreachable_since = 0;
+	j->resubmits = 0;
 	json_t *r = x->resp ? json_loadb(x->resp, x->resp_len, 0, NULL) : NULL;
 	const char *job_id = json_string_value(json_object_get(r, "id"));
 	if (status == 202 && job_id && strlen(job_id) < sizeof j->job_id &&
@@ -580,8 +610,7 @@ static void on_stream_done(struct bc *bc, struct xfer *x, CURLcode rc)
 		j->lost_since = now;
 	if (now - j->lost_since < bc->cfg->stream_patience_s) {
 		j->state = J_WAITING;
-		j->retry_at = now + fmin(0.25 * (double)(1 << (j->stream_tries < 4 ? j->stream_tries : 4)),
-					 GW_STREAM_BACKOFF_MAX_S);
+		j->retry_at = now + retry_backoff(j->stream_tries);
 		j->stream_tries++;
 		return;
 	}
@@ -722,6 +751,12 @@ static void run_command(struct bc *bc, struct cmd *c)
 			j->detached = 1;
 		if (j->state == J_SUBMITTING)
 			continue; /* the 202 handler sends the DELETE */
+		if (j->state == J_RESUBMIT) { /* no balancer has it: nothing to delete */
+			if (c->kind == CMD_CANCEL)
+				emit_error(bc, j, "cancelled", "cancelled", NULL, 0);
+			job_free(bc, j);
+			continue;
+		}
 		if (!j->final)
 			send_delete(bc, j);
 		if (c->kind == CMD_CLOSE)
@@ -836,12 +871,16 @@ static void reap(struct bc *bc)
 static void resume_waiting(struct bc *bc, double now, double *next)
 {
 	for (struct job *j = bc->jobs; j; j = j->next) {
-		if (j->state != J_WAITING)
+		if (j->state != J_WAITING && j->state != J_RESUBMIT)
 			continue;
-		if (j->retry_at <= now)
+		if (j->retry_at > now) {
+			if (j->retry_at < *next)
+				*next = j->retry_at;
+		} else if (j->state == J_WAITING) {
 			job_stream(bc, j);
-		else if (j->retry_at < *next)
-			*next = j->retry_at;
+		} else {
+			job_submit(bc, j);
+		}
 	}
 }
 

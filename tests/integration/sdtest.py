@@ -231,25 +231,51 @@ def backend_path():
     return os.path.join(BIN_DIR, "backend", "sdgate-backend")
 
 
-def start_backend(*args, name="backend", port=None):
-    """Starts sdgate-backend --listen 127.0.0.1:<port, default a free one> ARGS
-    and waits until GET /internal/ping answers 200. Raises when it does not."""
-    exe = backend_path()
+def start_program(name, exe, args, ready_path, port=None, setup=None):
+    """Starts EXE --listen 127.0.0.1:<port, default a free one> ARGS and waits
+    until GET ready_path answers 200; a free port taken meanwhile by a
+    parallel test is retried on another. setup(prog) runs right after the
+    start (to set attributes). Returns the Program; raises when it does not
+    come up."""
     if not os.access(exe, os.X_OK):
-        raise RuntimeError("no backend binary at %s (set SDGATE_BIN to the build dir)" % exe)
+        raise RuntimeError("no %s binary at %s (set SDGATE_BIN to the build dir)" % (name, exe))
     fixed = port
-    for attempt in range(3):  # a free port may be taken by a parallel test meanwhile
+    for attempt in range(3):
         port = fixed or free_port()
         prog = Program(name, [exe, "--listen", "127.0.0.1:%d" % port] + [str(a) for a in args], port)
-        if wait_ready(prog, "/internal/ping"):
+        if setup:
+            setup(prog)
+        if wait_ready(prog, ready_path):
             return prog
         code = prog.proc.poll()
         prog.kill()
         tail = prog.log_tail()
-        if code is not None and "in use" in tail.lower() and attempt < 2 and not fixed:
+        busy = "in use" in tail.lower() or "could not listen" in tail.lower()
+        if code is not None and busy and attempt < 2 and not fixed:
             continue
-        raise RuntimeError("%s did not answer /internal/ping within %.0f s; exit code %r; log:\n%s"
-                           % (name, START_TIMEOUT_S, code, tail))
+        raise RuntimeError("%s did not answer %s within %.0f s; exit code %r; log:\n%s"
+                           % (name, ready_path, START_TIMEOUT_S, code, tail))
+
+
+def start_backend(*args, name="backend", port=None):
+    """Starts sdgate-backend --listen 127.0.0.1:<port, default a free one> ARGS
+    and waits until GET /internal/ping answers 200. Raises when it does not."""
+    return start_program(name, backend_path(), args, "/internal/ping", port)
+
+
+def gateway_path():
+    return os.path.join(BIN_DIR, "gateway", "sdgate-gateway")
+
+
+def start_gateway(*args, name="gateway", port=None, wait_board=False):
+    """Starts sdgate-gateway --listen 127.0.0.1:<port> --board-interval-ms 300
+    ARGS (a later flag in ARGS wins) and waits until /healthz answers; with
+    wait_board, also until its status is "ok" (the first board poll is done,
+    so a welcome lists the GPUs)."""
+    prog = start_program(name, gateway_path(), ["--board-interval-ms", "300"] + list(args), "/healthz", port)
+    if wait_board:
+        wait_until(lambda: request("GET", prog.url + "/healthz", timeout=5).json.get("status") == "ok", 15)
+    return prog
 
 
 def wait_ready(prog, path, timeout=START_TIMEOUT_S):
@@ -655,25 +681,12 @@ def start_balancer(*args, name="balancer", port=None, db=None):
     waits until GET /healthz answers 200. db defaults to a fresh file in a
     temp dir; pass the same db (prog.db) to restart on the same state.
     Returns the Program, with .db set. Raises when it does not come up."""
-    exe = balancer_path()
-    if not os.access(exe, os.X_OK):
-        raise RuntimeError("no balancer binary at %s (set SDGATE_BIN to the build dir)" % exe)
     if db is None:
         db = os.path.join(tmpdir(name + "-db"), "balancer.db")
-    fixed = port
-    for attempt in range(3):
-        port = fixed or free_port()
-        prog = Program(name, [exe, "--listen", "127.0.0.1:%d" % port, "--db", db] + [str(a) for a in args], port)
+
+    def setup(prog):
         prog.db = db
-        if wait_ready(prog, "/healthz"):
-            return prog
-        code = prog.proc.poll()
-        prog.kill()
-        tail = prog.log_tail()
-        if code is not None and "in use" in tail.lower() and attempt < 2 and not fixed:
-            continue
-        raise RuntimeError("%s did not answer /healthz within %.0f s; exit code %r; log:\n%s"
-                           % (name, START_TIMEOUT_S, code, tail))
+    return start_program(name, balancer_path(), ["--db", db] + list(args), "/healthz", port, setup)
 
 
 def static_backend_arg(url, **identity):
@@ -1071,8 +1084,10 @@ class RecordingProxy(_Server):
 class FakeBackend(_Server):
     """A minimal A1111-like backend for failure cases. It answers ping, info
     (gpu_class as given), sd-models, options, progress (idle), interrupt;
-    POST /sdapi/v1/txt2img answers txt2img_status with txt2img_body, after
-    txt2img_delay seconds. .txt2img_calls counts the txt2img calls."""
+    POST /sdapi/v1/txt2img answers txt2img_status with txt2img_body (bytes
+    go as they are; a callable is called with the call's number, from 1, and
+    its result sent), after txt2img_delay seconds. .txt2img_calls counts the
+    txt2img calls."""
 
     def __init__(self, gpu_class="fakegpu", provider="fake", txt2img_status=500,
                  txt2img_body=None, txt2img_delay=0.0):
@@ -1115,9 +1130,11 @@ class FakeBackend(_Server):
                 if p == "/sdapi/v1/txt2img":
                     with fake.lock:
                         fake.txt2img_calls += 1
+                        n = fake.txt2img_calls
                     if fake.txt2img_delay > 0:
                         time.sleep(fake.txt2img_delay)
-                    self.send(fake.txt2img_status, fake.txt2img_body)
+                    body = fake.txt2img_body
+                    self.send(fake.txt2img_status, body(n) if callable(body) else body)
                 elif p in ("/sdapi/v1/interrupt", "/sdapi/v1/skip"):
                     self.send(200, {})
                 else:

@@ -19,15 +19,6 @@ N = 1000
 CAP = 64
 
 
-def start_gateway(*args):
-    exe = os.path.join(t.BIN_DIR, "gateway", "sdgate-gateway")
-    port = t.free_port()
-    prog = t.Program("gateway", [exe, "--listen", "127.0.0.1:%d" % port] + [str(a) for a in args], port)
-    if not t.wait_ready(prog, "/healthz"):
-        raise RuntimeError("gateway did not start:\n" + prog.log_tail())
-    return prog
-
-
 def fds(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
@@ -65,7 +56,7 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(4096, hard)), hard))  # the gateway inherits it
     bal = t.start_balancer()
-    gw = start_gateway("--balancer", bal.url, "--max-connections-per-address", CAP, "--max-connections", 5000)
+    gw = t.start_gateway("--balancer", bal.url, "--max-connections-per-address", CAP, "--max-connections", 5000)
     pid = gw.proc.pid
     fds0, rss0 = fds(pid), rss_mib(pid)
 

@@ -28,28 +28,9 @@ ADMIN = "gw-admin-token"
 PACE = 120  # ms per step: slow enough to see queues, progress and cancels
 
 
-def gateway_path():
-    return os.path.join(t.BIN_DIR, "gateway", "sdgate-gateway")
-
-
 def start_gateway(*args, name="gateway"):
-    """sdgate-gateway --listen 127.0.0.1:<free> ARGS, ready when /healthz answers."""
-    exe = gateway_path()
-    if not os.access(exe, os.X_OK):
-        raise RuntimeError("no gateway binary at %s" % exe)
-    for attempt in range(3):
-        port = t.free_port()
-        prog = t.Program(name, [exe, "--listen", "127.0.0.1:%d" % port, "--board-interval-ms", "300"]
-                         + [str(a) for a in args], port)
-        if t.wait_ready(prog, "/healthz"):
-            # the first board poll done: welcome then lists the GPUs
-            t.wait_until(lambda: t.request("GET", prog.url + "/healthz", timeout=5).json.get("status") == "ok", 15)
-            return prog
-        code = prog.proc.poll()
-        prog.kill()
-        if code is not None and "could not listen" in prog.log_tail().lower() and attempt < 2:
-            continue
-        raise RuntimeError("%s did not come up; log:\n%s" % (name, prog.log_tail()))
+    """sdgate-gateway --listen 127.0.0.1:<free> ARGS, ready when its first board poll is done."""
+    return t.start_gateway(*args, name=name, wait_board=True)
 
 
 def connect(gw, hello=True):

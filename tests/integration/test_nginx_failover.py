@@ -19,16 +19,6 @@ CONF = os.path.join(t.SOURCE_ROOT, "deploy", "nginx", "sdgate.conf")
 JOB = {"prompt": "a red circle", "steps": 2, "width": 64, "height": 64, "seed": 5}
 
 
-def start_gateway(*args, name):
-    exe = os.path.join(t.BIN_DIR, "gateway", "sdgate-gateway")
-    port = t.free_port()
-    prog = t.Program(name, [exe, "--listen", "127.0.0.1:%d" % port, "--board-interval-ms", "300"]
-                     + [str(a) for a in args], port)
-    if not t.wait_ready(prog, "/healthz"):
-        raise RuntimeError("%s did not start:\n%s" % (name, prog.log_tail()))
-    return prog
-
-
 def render(conf, gateways, balancers, web_port, api_port):
     """The shipped config with this run's addresses: the upstream servers in
     order, and the two listen ports."""
@@ -98,9 +88,9 @@ def main():
     be = t.start_backend("--provider", "nginx-prov", "--gpu-class", "a100")
     b1 = t.start_balancer("--backend", be.url, name="balancer-1")
     b2 = t.start_balancer("--backend", be.url, name="balancer-2")
-    g1 = start_gateway("--balancer", b1.url, "--balancer", b2.url, "--trusted-proxy", "127.0.0.1",
+    g1 = t.start_gateway("--balancer", b1.url, "--balancer", b2.url, "--trusted-proxy", "127.0.0.1",
                        name="gateway-1")
-    g2 = start_gateway("--balancer", b1.url, "--balancer", b2.url, "--trusted-proxy", "127.0.0.1",
+    g2 = t.start_gateway("--balancer", b1.url, "--balancer", b2.url, "--trusted-proxy", "127.0.0.1",
                        name="gateway-2")
     web_port, api_port = t.free_port(), t.free_port()
     ngx = Nginx(render(CONF, [g1.port, g2.port], [b1.port, b2.port], web_port, api_port))

@@ -1,0 +1,412 @@
+#!/usr/bin/env python3
+"""test_chaos.py — the local marketplace under load while it is being broken
+(issue 6 §2): nothing accepted is lost, nothing reaches a client twice.
+
+The marketplace: one balancer (SQLite file, fixed port), five native
+backends that register with it, one fake backend that answers garbage, and
+the gateway. 48 jobs arrive over about 11 s: 32 through the gateway's
+websocket (4 connections) and 16 through the balancer's jobs API (a client
+that retries its POST while the balancer cannot be reached). Meanwhile:
+
+  victim-a   kill -9 in the middle of a job, restarted; again 3 s later
+  victim-b   kill -9 in the middle of a job, restarted
+  frozen     SIGSTOP in the middle of a job for 10 s (past the 4 s job
+             timeout and its heartbeats), then SIGCONT
+  slow       200 ms per step, always up: slow is not dead
+  garbage    answers every txt2img with 200 and garbage (HTML, truncated
+             JSON, text that is not base64 of an image, ...)
+  balancer   kill -9 once, restarted on the same port and SQLite file
+
+At the end every job has exactly one outcome at its client: done with an
+image whose pixels equal a direct render of the same request, or an error
+with a code and message (backend_failed after --max-attempts). The gateway
+holds a job that no balancer would take while the balancer restarts (and the
+jobs API client retries), so every job is accepted. Accepted jobs agree with the balancer's record; none
+is left queued or running, none is unknown to the balancer. The garbage
+backend gets few jobs (its health checks back off), and every backend is
+back on the board afterwards. The figures are printed."""
+
+import base64
+import collections
+import os
+import signal
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sdtest as t  # noqa: E402
+from wsclient import WSClient  # noqa: E402
+
+PROVIDER = "chaos-provider-token"
+ADMIN = "chaos-admin-token"
+MAX_ATTEMPTS = 4
+JOB_TIMEOUT_S = 4
+STEPS, SIZE = 8, 64
+N_WS, N_API, N_CONNS = 32, 16, 4
+WS_EVERY_S, API_EVERY_S = 0.35, 0.7
+FREEZE_S = 10
+GARBAGE_CALLS_MAX = 12   # with health checks backing off 0.2, 0.4, 0.8 ... s
+
+NATIVE = [  # name, GPU class, ms per step
+    ("steady", "a100", 40),
+    ("victim-a", "a100", 40),
+    ("victim-b", "h100", 30),
+    ("frozen", "rtx3090", 40),
+    ("slow", "rtx3090", 200),
+]
+PROMPTS = ["a red circle on a blue square", "green triangles over a yellow field", "a purple star, night sky",
+           "orange squares and white circles", "a blue house by a red lake"]
+SAMPLERS = ["Euler a", "DPM++ 2M Karras", "Euler", "DDIM"]
+GPU_HINTS = [[], ["a100"], [], ["rtx3090"]]
+
+
+def garbage(n):
+    """The n-th garbage answer (HTTP 200 each time)."""
+    png_start = base64.b64encode(b"\x89PNG\r\n\x1a\n").decode()
+    variants = [
+        b"<html><body>502 Bad Gateway</body></html>",
+        b'{"images": ["iVBORw0KGgoAAAANSUhEUgAA',                       # cut off
+        b'{"images": ["this is not base64 of an image at all!"], "info": "{}"}',
+        b'{"images": 42, "info": "{}"}',
+        b'{"images": [], "parameters": {}, "info": "{}"}',
+        ('{"images": ["%s%s"], "info": "{}"}' % (png_start, "A" * 7)).encode(),  # not padded
+        b"\x00\xff\xfe" * 4000,
+    ]
+    return variants[(n - 1) % len(variants)]
+
+
+def job_body(i):
+    return {"prompt": PROMPTS[i % len(PROMPTS)], "negative_prompt": "", "sampler_name": SAMPLERS[i % len(SAMPLERS)],
+            "steps": STEPS, "cfg_scale": 7, "width": SIZE, "height": SIZE, "seed": 1000 + i,
+            "gpus": GPU_HINTS[i % len(GPU_HINTS)]}
+
+
+class Marketplace:
+    """The programs, with what it takes to kill and restart each one."""
+
+    def __init__(self):
+        self.bal_port = t.free_port()
+        self.bal_url = "http://127.0.0.1:%d" % self.bal_port
+        self.db = os.path.join(t.tmpdir("chaos-db"), "balancer.db")
+        self.fake = t.FakeBackend(gpu_class="a100", provider="Garbage Inc", txt2img_status=200, txt2img_body=garbage)
+        self.bal_args = ["--provider-token", PROVIDER, "--admin-token", ADMIN, "--health-interval-ms", 200,
+                         "--progress-interval-ms", 100, "--min-job-timeout-s", JOB_TIMEOUT_S,
+                         "--job-timeout-factor", 8, "--max-attempts", MAX_ATTEMPTS, "--heartbeat-interval", 2,
+                         "--backend", t.static_backend_arg(self.fake.url, provider="Garbage Inc",
+                                                           location="Nowhere", gpu_class="a100")]
+        self.bal = self.start_balancer("balancer")
+        self.backends = {}
+        self.ports = {}
+        for name, cls, pace in NATIVE:
+            self.ports[name] = t.free_port()
+            self.backends[name] = self.start_backend(name, name)
+        self.reference = t.start_backend("--provider", "reference", name="reference")
+        self.gw = t.start_gateway("--balancer", self.bal_url, "--admin-token", ADMIN,
+                                  "--max-jobs-per-connection", 16, wait_board=True)
+
+    def start_balancer(self, label):
+        return t.start_balancer(*self.bal_args, name=label, port=self.bal_port, db=self.db)
+
+    def start_backend(self, name, label):
+        cls, pace = next((c, p) for n, c, p in NATIVE if n == name)
+        return t.start_backend("--provider", "Chaos " + name, "--location", "Lab " + name, "--gpu-class", cls,
+                               "--pace-ms-per-step", pace, "--balancer", self.bal_url, "--token", PROVIDER,
+                               name=label, port=self.ports[name])
+
+
+class Chaos:
+    """Breaks things on a schedule, in a thread; .events is the timeline."""
+
+    def __init__(self, mp, t0):
+        self.mp, self.t0 = mp, t0
+        self.events = []
+        self.restarts = collections.Counter()
+        self.thread = t.Background(self.run)
+
+    def log(self, what):
+        self.events.append((time.monotonic() - self.t0, what))
+        print("# chaos %5.1f s: %s" % (time.monotonic() - self.t0, what), flush=True)
+
+    def at(self, s):
+        time.sleep(max(0.0, self.t0 + s - time.monotonic()))
+
+    def when_busy(self, prog, timeout=4.0):
+        """Waits (bounded) until the backend is in the middle of a job; True if so."""
+        return bool(t.wait_until(lambda: t.backend_step(prog) >= 1, timeout, 0.05))
+
+    def restart_backend(self, name):
+        self.restarts[name] += 1
+        self.mp.backends[name] = self.mp.start_backend(name, "%s-%d" % (name, self.restarts[name]))
+        self.log("%s restarted" % name)
+
+    def kill_backend(self, name, down_s):
+        busy = self.when_busy(self.mp.backends[name])
+        self.mp.backends[name].kill()
+        self.log("kill -9 %s (%s)" % (name, "mid-job" if busy else "idle: no job came"))
+        time.sleep(down_s)
+        self.restart_backend(name)
+
+    def run(self):
+        mp = self.mp
+        self.at(1.0)
+        self.kill_backend("victim-a", 1.5)
+
+        self.at(2.0)
+        frozen = mp.backends["frozen"]
+        busy = t.wait_until(lambda: t.backend_step(frozen) >= 1 and self.learned("Chaos frozen"), 5, 0.05)
+        frozen.signal(signal.SIGSTOP)
+        self.log("SIGSTOP frozen (%s) for %d s" % ("mid-job" if busy else "idle", FREEZE_S))
+        thaw_at = time.monotonic() + FREEZE_S
+
+        self.at(4.5)
+        self.kill_backend("victim-a", 1.0)
+
+        self.at(7.0)
+        mp.bal.kill()
+        self.log("kill -9 balancer")
+        time.sleep(1.0)
+        mp.bal = mp.start_balancer("balancer-2")
+        self.log("balancer restarted on the same port and SQLite file")
+
+        self.at(9.5)
+        self.kill_backend("victim-b", 2.0)
+
+        time.sleep(max(0.0, thaw_at - time.monotonic()))
+        frozen.signal(signal.SIGCONT)
+        self.log("SIGCONT frozen")
+
+    def learned(self, provider):
+        """The balancer has seen this backend finish a job (so its timeout is learned)."""
+        e = t.board_entry(t.board(self.mp.bal_url) or [], provider=provider)
+        return e is not None and (e.get("jobs_done") or 0) >= 1
+
+
+def ws_load(mp, t0, record):
+    """N_WS generate messages over N_CONNS connections, one every WS_EVERY_S."""
+    conns = [WSClient("127.0.0.1", mp.gw.port, "/ws", timeout=60) for _ in range(N_CONNS)]
+    for c in conns:
+        c.send_json({"type": "hello"})
+    for i in range(N_WS):
+        time.sleep(max(0.0, t0 + i * WS_EVERY_S - time.monotonic()))
+        m = dict(job_body(i), type="generate", id="ws-%d" % i)
+        conns[i % N_CONNS].send_json(m)
+        record["ws-%d" % i] = {"via": "ws", "conn": conns[i % N_CONNS], "body": job_body(i)}
+    return conns
+
+
+def api_submit(mp, i, record):
+    """POST /v1/jobs as a patient client: it retries while the balancer cannot be
+    reached (it is being restarted), and takes any answer it gets as final."""
+    key = "api-%d" % i
+    rec = record[key] = {"via": "api", "body": job_body(100 + i), "posts": 0}
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        rec["posts"] += 1
+        try:
+            r = t.submit_job(mp.bal_url, rec["body"], timeout=10)
+        except OSError as e:
+            rec["last_error"] = str(e)
+            time.sleep(0.3)
+            continue
+        rec["status"] = r.status
+        if r.status == 202 and isinstance(r.json, dict):
+            rec["job"] = r.json.get("id")
+        else:
+            rec["refused"] = t.error_code(r) or "HTTP %d" % r.status
+        return
+    rec["refused"] = "unreachable for 30 s"
+
+
+def api_load(mp, t0, record):
+    threads = []
+    for i in range(N_API):
+        time.sleep(max(0.0, t0 + i * API_EVERY_S - time.monotonic()))
+        threads.append(t.Background(api_submit, mp, i, record))
+    for th in threads:
+        th.join(60)
+
+
+def ws_outcomes(rec):
+    """(terminal messages, messages after the first terminal, accepted job ids) of a ws job."""
+    msgs = rec["conn"].of_job(rec["id"])
+    terminal = [m for m in msgs if m.get("type") in ("done", "error")]
+    after = msgs[msgs.index(terminal[0]) + 1:] if terminal else []
+    accepted = [m.get("job") for m in msgs if m.get("type") == "accepted"]
+    return terminal, after, accepted
+
+
+def decode_image(b64text):
+    if not isinstance(b64text, str):
+        return None
+    if b64text.startswith("data:"):
+        b64text = b64text.split(",", 1)[1]
+    try:
+        return t.try_decode_png(base64.b64decode(b64text, validate=True))[0]
+    except ValueError:
+        return None
+
+
+def reference_pixels(mp, body, doc):
+    """The pixels of the same request rendered directly on the reference backend."""
+    direct = {k: v for k, v in body.items() if k != "gpus"}
+    direct["seed"] = doc.get("seed")
+    info = t.job_info(doc) or {}
+    if t.is_int(info.get("subseed")):
+        direct["subseed"] = info["subseed"]
+    r, _ = t.txt2img(mp.reference.url, direct)
+    imgs = t.images_of(r) or []
+    img = t.try_decode_png(imgs[0])[0] if imgs else None
+    return img.pixels if img else None
+
+
+def main():
+    t0_all = time.monotonic()
+    mp = Marketplace()
+    brd = t.wait_board(mp.bal_url, lambda bs: len(bs) == 6 and sum(b.get("state") == "idle" for b in bs) == 6, 30)
+    t.check("five native backends and the garbage one are on the board, idle",
+            len(brd) == 6 and all(b.get("state") == "idle" for b in brd), brd)
+
+    record = {}
+    t0 = time.monotonic() + 0.5
+    chaos = Chaos(mp, t0)
+    api = t.Background(api_load, mp, t0, record)
+    conns = ws_load(mp, t0, record)
+    _, err, _ = chaos.thread.join(60)
+    t.check("the chaos schedule ran to its end", err is None, repr(err))
+    _, err, _ = api.join(90)
+    t.check("the jobs API client ran to its end", err is None, repr(err))
+    for key, rec in record.items():
+        rec["id"] = key
+
+    # Every websocket job ends at its client; every accepted job at the balancer.
+    deadline = time.monotonic() + 150
+    for key, rec in record.items():
+        if rec["via"] == "ws":
+            left = max(1.0, deadline - time.monotonic())
+            rec["conn"].wait_for(lambda m, k=key: isinstance(m, dict) and m.get("id") == k
+                                 and m.get("type") in ("done", "error"), left)
+    docs = {}
+    for key, rec in record.items():
+        job = rec.get("job")
+        if rec["via"] == "ws":
+            terminal, after, accepted = ws_outcomes(rec)
+            rec.update(terminal=terminal, after=after, accepted=accepted)
+            job = accepted[-1] if accepted else None
+            rec["job"] = job
+        if job:
+            docs[key] = t.wait_job(mp.bal_url, job, timeout=max(1.0, deadline - time.monotonic())) or {}
+    time.sleep(0.5)  # anything a client would still receive after its result
+
+    # ------------------------------------------------------------ checks
+    figures = collections.defaultdict(collections.Counter)
+    lost, twice, disagree, bad_failures, bad_images, unmatched = [], [], [], [], [], []
+    pixels_checked = 0
+    for key, rec in sorted(record.items()):
+        via = rec["via"]
+        doc = docs.get(key, {})
+        figures[via]["submitted"] += 1
+        if via == "ws":
+            terminal, after, accepted = ws_outcomes(rec)
+            if len(terminal) != 1 or after or len(accepted) > 1:
+                twice.append((key, [m.get("type") for m in rec["conn"].of_job(key)]))
+            if not terminal:
+                lost.append((key, "no result at the client", [m.get("type") for m in rec["conn"].of_job(key)]))
+                continue
+            outcome = terminal[0]
+            if not accepted:
+                figures[via]["refused: " + str(outcome.get("code"))] += 1
+                if outcome.get("type") != "error" or not outcome.get("message"):
+                    lost.append((key, "refused without a clear error", outcome))
+                continue
+            figures[via]["accepted"] += 1
+            client_status = "done" if outcome.get("type") == "done" else "failed"
+            if doc.get("status") not in ("done", "failed") or doc.get("status") != client_status:
+                disagree.append((key, client_status, doc.get("status")))
+            if outcome.get("type") == "done":
+                img = decode_image(outcome.get("image"))
+                provider = outcome.get("provider")
+            else:
+                img, provider = None, None
+                if outcome.get("code") != "backend_failed" or not outcome.get("message"):
+                    bad_failures.append((key, outcome))
+        else:
+            if not rec.get("job"):
+                figures[via]["refused: " + str(rec.get("refused"))] += 1
+                continue
+            figures[via]["accepted"] += 1
+            if doc.get("status") not in ("done", "failed"):
+                lost.append((key, "not finished at the balancer", doc.get("status")))
+                continue
+            img = None
+            provider = doc.get("provider")
+            if doc.get("status") == "done":
+                imgs = t.job_images(doc) or []
+                img = t.try_decode_png(imgs[0])[0] if len(imgs) == 1 else None
+            elif (doc.get("error") or {}).get("code") != "backend_failed":
+                bad_failures.append((key, doc.get("error")))
+        status = doc.get("status")
+        figures[via][status or "unknown"] += 1
+        figures["attempts"][doc.get("attempt")] += 1
+        if status == "failed" and doc.get("attempt") != MAX_ATTEMPTS:
+            bad_failures.append((key, "failed after %s attempts" % doc.get("attempt"), doc.get("error")))
+        if status == "done":
+            figures["provider"][provider] += 1
+            if img is None or img.width != SIZE or img.height != SIZE or provider == "Garbage Inc":
+                bad_images.append((key, provider))
+            else:
+                ref = reference_pixels(mp, rec["body"], doc)
+                pixels_checked += 1
+                if ref != img.pixels:
+                    unmatched.append((key, provider, doc.get("attempt")))
+
+    accepted = sum(figures[v]["accepted"] for v in ("ws", "api"))
+    done = sum(figures[v]["done"] for v in ("ws", "api"))
+    t.check("every one of the %d jobs was accepted under the chaos (%d)" % (len(record), accepted),
+            accepted == len(record) >= 40, dict(figures))
+    t.check("no job is lost: every one has an outcome at its client and, once accepted, at the balancer",
+            not lost, lost)
+    t.check("no job reaches its client twice: one result, nothing after it, accepted once", not twice, twice)
+    t.check("the client's outcome and the balancer's record agree", not disagree, disagree)
+    t.check("a failed job failed with backend_failed after its %d attempts" % MAX_ATTEMPTS, not bad_failures,
+            bad_failures)
+    t.check("every done job has a %dx%d PNG from a real backend, never the garbage one" % (SIZE, SIZE),
+            not bad_images, bad_images)
+    t.check("every done image equals a direct render of the same request and seed (%d compared)" % pixels_checked,
+            pixels_checked == done and not unmatched, unmatched)
+    t.check("most accepted jobs were done despite the chaos (%d of %d)" % (done, accepted),
+            accepted and done >= 0.7 * accepted, dict(figures))
+    refused = {k: v for k, v in figures["ws"].items() if k.startswith("refused")}
+    t.check("no websocket job was refused: the gateway held those sent while the balancer restarted",
+            not refused, refused)
+    t.check("the garbage backend got few jobs (%d calls, at most %d: its health checks back off)"
+            % (mp.fake.txt2img_calls, GARBAGE_CALLS_MAX),
+            1 <= mp.fake.txt2img_calls <= GARBAGE_CALLS_MAX, mp.fake.txt2img_calls)
+    natives = {"Chaos " + n for n, _, _ in NATIVE}
+    brd = t.wait_board(mp.bal_url, lambda bs: {b.get("provider") for b in bs if b.get("state") == "idle"} >= natives,
+                       30)
+    t.check("afterwards every native backend is back on the board, idle (killed ones restarted, frozen one thawed)",
+            {b.get("provider") for b in brd if b.get("state") == "idle"} >= natives,
+            [(b.get("provider"), b.get("state")) for b in brd])
+
+    # ------------------------------------------------------------ figures
+    print("# chaos timeline:")
+    for s, what in chaos.events:
+        print("#   %5.1f s  %s" % (s, what))
+    print("# | entry point | submitted | accepted | done | failed | refused |")
+    print("# |---|---:|---:|---:|---:|---|")
+    for via in ("ws", "api"):
+        f = figures[via]
+        ref = ", ".join("%s %d" % (k[len("refused: "):], v) for k, v in f.items() if k.startswith("refused")) or "0"
+        print("# | %s | %d | %d | %d | %d | %s |" % ("gateway websocket" if via == "ws" else "jobs API",
+                                                   f["submitted"], f["accepted"], f["done"], f["failed"], ref))
+    print("# attempts per accepted job: %s" % dict(sorted(figures["attempts"].items(), key=lambda kv: str(kv[0]))))
+    print("# done by provider: %s" % dict(figures["provider"].most_common()))
+    print("# garbage backend txt2img calls: %d; jobs API POSTs retried while the balancer was down: %d"
+          % (mp.fake.txt2img_calls, sum(r.get("posts", 1) - 1 for r in record.values() if r["via"] == "api")))
+    print("# wall time %.1f s" % (time.monotonic() - t0_all))
+    for c in conns:
+        c.close()
+
+
+t.run(main)

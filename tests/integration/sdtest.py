@@ -24,6 +24,7 @@ import base64
 import http.client as httpclient
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -818,7 +819,6 @@ def backend_idle(be):
 def parse_metrics(text):
     """Prometheus text → {(name, ((label, value), ...)): float}. Raises
     ValueError on a line that is not a sample, comment or blank."""
-    import re
     out = {}
     sample = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)(\s+-?\d+)?$')
     label = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"\s*,?')
@@ -1158,3 +1158,58 @@ def job_info(doc):
         return json.loads(info) if isinstance(info, str) else (info if isinstance(info, dict) else None)
     except (TypeError, KeyError, ValueError):
         return None
+
+
+# ---------------------------------------------------------------- NGINX
+
+NGINX_CONF = os.path.join(SOURCE_ROOT, "deploy", "nginx", "sdgate.conf")
+
+
+def nginx_path():
+    return shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+
+
+def render_nginx_conf(conf, gateways, balancers, web_port, api_port):
+    """The shipped config with this run's addresses: the upstream servers in
+    order, and the two listen ports."""
+    text = open(conf).read()
+    for old, new in zip(["127.0.0.1:8080", "127.0.0.1:8081"], gateways):
+        text = text.replace("server %s " % old, "server 127.0.0.1:%d " % new, 1)
+    for old, new in zip(["127.0.0.1:7860", "127.0.0.1:7870"], balancers):
+        text = text.replace("server %s " % old, "server 127.0.0.1:%d " % new, 1)
+    text = re.sub(r"listen 80;", "listen 127.0.0.1:%d;" % web_port, text)
+    text = re.sub(r"listen 7800;", "listen 127.0.0.1:%d;" % api_port, text)
+    return text
+
+
+class Nginx:
+    """Debian's nginx on a site config (text), with its own prefix, pid and logs in
+    a temp dir: never the system service. .stop() ends it."""
+
+    def __init__(self, site):
+        self.dir = tmpdir("nginx")
+        with open(os.path.join(self.dir, "sdgate.conf"), "w") as f:
+            f.write(site)
+        with open(os.path.join(self.dir, "nginx.conf"), "w") as f:
+            f.write("worker_processes 1;\nerror_log %s/error.log warn;\npid %s/nginx.pid;\n"
+                    "events { worker_connections 1024; }\n"
+                    "http {\n  access_log off;\n  client_body_temp_path %s/body;\n"
+                    "  proxy_temp_path %s/proxy;\n  fastcgi_temp_path %s/fcgi;\n  uwsgi_temp_path %s/uwsgi;\n"
+                    "  scgi_temp_path %s/scgi;\n  include %s/sdgate.conf;\n}\n"
+                    % ((self.dir,) * 8))
+        self.proc = subprocess.Popen([nginx_path() or "nginx", "-p", self.dir, "-c",
+                                      os.path.join(self.dir, "nginx.conf"), "-g", "daemon off;"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+    def log(self):
+        try:
+            return open(os.path.join(self.dir, "error.log")).read()[-3000:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()

@@ -6,60 +6,13 @@ and /healthz through the balancer port, the web UI and a websocket job
 (upgrade through NGINX) through the gateway port."""
 
 import os
-import re
-import shutil
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sdtest as t  # noqa: E402
 from wsclient import WSClient  # noqa: E402
 
-CONF = os.path.join(t.SOURCE_ROOT, "deploy", "nginx", "sdgate.conf")
 JOB = {"prompt": "a red circle", "steps": 2, "width": 64, "height": 64, "seed": 5}
-
-
-def render(conf, gateways, balancers, web_port, api_port):
-    """The shipped config with this run's addresses: the upstream servers in
-    order, and the two listen ports."""
-    text = open(conf).read()
-    for old, new in zip(["127.0.0.1:8080", "127.0.0.1:8081"], gateways):
-        text = text.replace("server %s " % old, "server 127.0.0.1:%d " % new, 1)
-    for old, new in zip(["127.0.0.1:7860", "127.0.0.1:7870"], balancers):
-        text = text.replace("server %s " % old, "server 127.0.0.1:%d " % new, 1)
-    text = re.sub(r"listen 80;", "listen 127.0.0.1:%d;" % web_port, text)
-    text = re.sub(r"listen 7800;", "listen 127.0.0.1:%d;" % api_port, text)
-    return text
-
-
-class Nginx:
-    def __init__(self, site):
-        self.dir = t.tmpdir("nginx")
-        with open(os.path.join(self.dir, "sdgate.conf"), "w") as f:
-            f.write(site)
-        with open(os.path.join(self.dir, "nginx.conf"), "w") as f:
-            f.write("worker_processes 1;\nerror_log %s/error.log warn;\npid %s/nginx.pid;\n"
-                    "events { worker_connections 1024; }\n"
-                    "http {\n  access_log off;\n  client_body_temp_path %s/body;\n"
-                    "  proxy_temp_path %s/proxy;\n  fastcgi_temp_path %s/fcgi;\n  uwsgi_temp_path %s/uwsgi;\n"
-                    "  scgi_temp_path %s/scgi;\n  include %s/sdgate.conf;\n}\n"
-                    % ((self.dir,) * 8))
-        self.proc = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-p", self.dir, "-c",
-                                      os.path.join(self.dir, "nginx.conf"), "-g", "daemon off;"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-
-    def log(self):
-        try:
-            return open(os.path.join(self.dir, "error.log")).read()[-3000:]
-        except OSError:
-            return ""
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 def facade_ok(url):
@@ -82,7 +35,7 @@ def ws_job(port, id):
 
 
 def main():
-    if not (shutil.which("nginx") or os.path.exists("/usr/sbin/nginx")):
+    if not t.nginx_path():
         t.check("nginx is installed (deploy/install-deps.sh installs nginx-light)", False)
         return
     be = t.start_backend("--provider", "nginx-prov", "--gpu-class", "a100")
@@ -93,7 +46,7 @@ def main():
     g2 = t.start_gateway("--balancer", b1.url, "--balancer", b2.url, "--trusted-proxy", "127.0.0.1",
                        name="gateway-2")
     web_port, api_port = t.free_port(), t.free_port()
-    ngx = Nginx(render(CONF, [g1.port, g2.port], [b1.port, b2.port], web_port, api_port))
+    ngx = t.Nginx(t.render_nginx_conf(t.NGINX_CONF, [g1.port, g2.port], [b1.port, b2.port], web_port, api_port))
     api, web = "http://127.0.0.1:%d" % api_port, "http://127.0.0.1:%d" % web_port
     try:
         up = t.wait_until(lambda: t.request("GET", api + "/healthz", timeout=5).status == 200, 20)

@@ -209,6 +209,10 @@ void dispatch_tick(struct balancer *b, double now);
 int dispatch_reject_unservable(struct balancer *b, struct job *j);
 /* Ends a backend's running jobs (requeued) when it is removed or marked down. */
 void dispatch_backend_lost(struct balancer *b, struct bk *k, const char *why);
+/* Shutdown: cancels every call to a backend still in flight (their done()
+ * never runs) and forgets them, so that the fetcher can be freed. The jobs
+ * stay as they are in the store, to run again after a restart. */
+void dispatch_drop_fetches(struct balancer *b);
 
 /* sse.c: a Server-Sent Events stream bound to a job. */
 void sse_open(struct balancer *b, h2o_req_t *req, struct job *j);

@@ -376,10 +376,24 @@ static void send_positions(struct balancer *b)
 	}
 }
 
+void dispatch_drop_fetches(struct balancer *b)
+{
+	for (struct job *j = b->active; j; j = j->act_next) {
+		fetch_cancel(j->call);
+		fetch_cancel(j->poll);
+		j->call = j->poll = NULL;
+	}
+	for (struct bk *k = b->backends; k; k = k->next) {
+		fetch_cancel(k->check);
+		fetch_cancel(k->drain_call);
+		k->check = k->drain_call = NULL;
+	}
+}
+
 void dispatch_schedule(struct balancer *b)
 {
 	b->reschedule = 0;
-	if (!b->qhead || !b->backends)
+	if (!b->qhead || !b->backends || b->stopping)
 		return;
 	int nb = b->n_backends, nj = b->queued;
 	struct router_bk *views = calloc((size_t)nb, sizeof *views);

@@ -222,7 +222,7 @@ void fetcher_free(struct fetcher *f)
 struct fetch *fetch_start(struct fetcher *f, const char *method, const char *url, char *body, size_t body_len,
 			  long timeout_ms, size_t max_answer, fetch_done_fn done, void *user)
 {
-	struct fetch *x = calloc(1, sizeof *x);
+	struct fetch *x = f ? calloc(1, sizeof *x) : NULL;
 	if (!x) {
 		free(body);
 		return NULL;

@@ -32,8 +32,8 @@ struct fetcher *fetcher_new(struct httpd *h);
 void fetcher_free(struct fetcher *f);
 
 /* method "GET"/"POST"; body (may be NULL) is sent as application/json and
- * taken over (malloc'd, freed by the fetcher). Returns NULL only when out of
- * memory (done is then never called). */
+ * taken over (malloc'd, freed by the fetcher). Returns NULL when out of
+ * memory or when f is NULL (shut down); done is then never called. */
 struct fetch *fetch_start(struct fetcher *f, const char *method, const char *url, char *body, size_t body_len,
 			  long timeout_ms, size_t max_answer, fetch_done_fn done, void *user);
 /* done() will not be called; the fetch is freed once curl lets go of it. */

@@ -210,7 +210,9 @@ out:
 		sse_close_all(j);
 		waiter_shutdown(j);
 	}
+	dispatch_drop_fetches(b);
 	fetcher_free(b->fetcher);
+	b->fetcher = NULL; /* fetch_start on NULL fails; nothing may start one now */
 	if (b->httpd)
 		h2o_evloop_run(httpd_loop(b->httpd), 0);
 	store_close(b->store);

@@ -62,6 +62,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 	const h2o_iovec_t path = req->path_normalized;
 	int path_matched = 0;
 
+	if (h->stopping) { /* the last turns of the loop deliver what was in flight; nothing new starts */
+		req->http1_is_persistent = 0;
+		reply_error(h, req, 503, "shutting_down", "Shutting down");
+		return 0;
+	}
 	if (req->entity.base && req->entity.len > h->cfg.max_body) {
 		reply_error(h, req, 413, "body_too_large", "Request body too large");
 		return 0;
@@ -320,6 +325,8 @@ void httpd_run(struct httpd *h)
 		if (h->tick)
 			h->tick(h);
 	}
+	h->stopping = 1;
+	listener_update(h);
 	if (signalled)
 		log_info("signal received, shutting down");
 }

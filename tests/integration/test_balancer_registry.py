@@ -5,7 +5,10 @@ token shows on the public board GET /v1/backends with its identity; heartbeats
 keep it; a backend that stops heartbeating (SIGSTOP, SIGKILL, or a manual
 registration that never heartbeats) is dropped after about three
 --heartbeat-interval; sdgate-backend --balancer --token registers itself,
-runs jobs, and registers again after it was dropped.
+runs jobs, and registers again after it was dropped. Ctrl-C of the whole
+marketplace at once (SIGINT to the balancer and its registered backends while
+jobs run: the backends deregister while the balancer shuts down) ends every
+program with code 0.
 Contract: ../../balancer/README.md "Providers"."""
 
 import os
@@ -206,7 +209,34 @@ def check_registration_disabled(be):
     bal.stop()
 
 
+def check_ctrl_c_together():
+    """SIGINT to everything at once, as a terminal's Ctrl-C does to run-local.sh's
+    processes: the backends' deregistrations reach a balancer that is shutting
+    down (it once used its freed HTTP client then and crashed)."""
+    bal = t.start_balancer("--provider-token", TOKEN, "--heartbeat-interval", 5, name="balancer-ctrl-c")
+    bes = [t.start_backend("--pace-ms-per-step", 40, "--balancer", bal.url, "--token", TOKEN, "--provider",
+                           "ctrl-c-%d" % i, name="backend-ctrl-c-%d" % i) for i in range(2)]
+    t.check("two backends registered for the Ctrl-C check", t.wait_idle_backends(bal.url, 2, 30), t.board(bal.url))
+    for i in range(12):
+        t.submit_job(bal.url, t.small_job(steps=10, width=128, height=128, seed=i))
+    facades = [t.Background(t.txt2img, bal.url, t.small_job(steps=10, width=128, height=128), 30) for _ in range(3)]
+    t.wait_until(lambda: t.metric(t.metrics(bal.url), "sdgate_jobs_running", 0) >= 2, 10)
+    for p in [bal] + bes:
+        p.signal(signal.SIGINT)
+    for p in [bal] + bes:
+        try:
+            rc = p.proc.wait(15)
+        except Exception:  # noqa: BLE001 - reported below
+            rc = None
+        p.stopped = True
+        t.check("Ctrl-C of all at once: %s exits with code 0" % p.name, rc == 0, "exit code %r; log:\n%s"
+                % (rc, p.log_tail(20)))
+    for f in facades:
+        f.join(30)
+
+
 def main():
+    check_ctrl_c_together()
     target = t.start_backend("--provider", "target", name="backend-target")
     bal = t.start_balancer("--provider-token", TOKEN, "--heartbeat-interval", HB, "--health-interval-ms", 200)
     bid = check_auth(bal, target)

@@ -4,12 +4,22 @@
  * cancel it. Loop thread. */
 #include "balancer.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 static struct balancer *bal(struct httpd *h)
 {
 	return httpd_user(h);
+}
+
+static json_t *accepted_answer(struct balancer *b, const struct job *j)
+{
+	json_t *v = jobs_view(b, j);
+	json_t *answer = json_pack("{s:s,s:O,s:O}", "id", j->id, "status", json_object_get(v, "status"), "position",
+				   json_object_get(v, "position"));
+	json_decref(v);
+	return answer;
 }
 
 /* The 202 waits for the store's thread; the request may die meanwhile, so
@@ -45,19 +55,65 @@ static void on_saved(void *user, int ok)
 			bal_reply_error(c->req, 503, "storage_failed", "The job could not be stored; it was not accepted",
 					NULL);
 		} else {
-			json_t *v = jobs_view(c->b, j);
-			json_t *answer = json_pack("{s:s,s:O,s:O}", "id", j->id, "status", json_object_get(v, "status"),
-						   "position", json_object_get(v, "position"));
-			json_decref(v);
-			httpd_reply_json(c->req, 202, answer);
+			httpd_reply_json(c->req, 202, accepted_answer(c->b, j));
 		}
 	}
 	free(c);
 }
 
+/* FNV-1a (64 bits) of the body, in hex: tells a retry of the same request
+ * from another request under the same key. Not a security measure. */
+static void body_hash(const h2o_req_t *req, char out[17])
+{
+	uint64_t h = 14695981039346656037ull;
+	for (size_t i = 0; i < req->entity.len; i++)
+		h = (h ^ (unsigned char)req->entity.base[i]) * 1099511628211ull;
+	snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
+
+/* Idempotency-Key: 1..128 printable ASCII characters, or absent ("" in key).
+ * Returns -1 (after answering 422) when malformed. */
+static int idempotency_key(h2o_req_t *req, char key[BAL_MAX_IDEMPOTENCY_KEY + 1])
+{
+	h2o_iovec_t v = httpd_header(req, "idempotency-key");
+	key[0] = '\0';
+	if (!v.base)
+		return 0;
+	int ok = v.len >= 1 && v.len <= BAL_MAX_IDEMPOTENCY_KEY;
+	for (size_t i = 0; ok && i < v.len; i++)
+		ok = v.base[i] > 0x20 && v.base[i] < 0x7f;
+	if (!ok) {
+		bal_reply_error(req, 422, "invalid", "Idempotency-Key: 1 to 128 printable ASCII characters, no spaces",
+				"Idempotency-Key");
+		return -1;
+	}
+	memcpy(key, v.base, v.len);
+	key[v.len] = '\0';
+	return 0;
+}
+
 static int on_create(struct httpd *h, h2o_req_t *req, const char *rest)
 {
 	struct balancer *b = bal(h);
+	char key[BAL_MAX_IDEMPOTENCY_KEY + 1], hash[17], client[64];
+	if (idempotency_key(req, key) != 0)
+		return 0;
+	body_hash(req, hash);
+	if (key[0]) {
+		bal_client_of(b, req, client, sizeof client);
+		struct job *prev = jobs_find_idempotent(b, client, key);
+		if (prev && strcmp(prev->idem_hash, hash) != 0) {
+			bal_reply_error(req, 422, "idempotency_key_reused",
+					"This Idempotency-Key was used for another request", "Idempotency-Key");
+			return 0;
+		}
+		if (prev) { /* a retry: the job it made, not a second one */
+			h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("idempotent-replayed"), 0, NULL,
+					      H2O_STRLIT("true"));
+			httpd_reply_json(req, 200, accepted_answer(b, prev));
+			return 0;
+		}
+	}
 	struct intake_error e;
 	struct job *j = intake_job(b, req, 0, &e);
 	if (!j) {
@@ -65,6 +121,8 @@ static int on_create(struct httpd *h, h2o_req_t *req, const char *rest)
 		intake_error_free(&e);
 		return 0;
 	}
+	if (key[0])
+		jobs_set_idempotency(b, j, key, hash);
 	if (dispatch_reject_unservable(b, j)) {
 		const char *msg = json_string_value(json_object_get(j->error, "message"));
 		bal_reply_error(req, 503, "no_backend", msg ? msg : "No live backend can serve this job", NULL);

@@ -24,6 +24,7 @@
 #define BAL_MAX_GPUS 16                    /* classes in one job's accepted set */
 #define BAL_MAX_FIELD 256                  /* identity strings */
 #define BAL_ID_LEN 32                      /* hex chars of job and backend ids */
+#define BAL_MAX_IDEMPOTENCY_KEY 128        /* bytes of an Idempotency-Key (printable ASCII) */
 #define BAL_HEARTBEAT_MISSES 3
 #define BAL_SSE_KEEPALIVE_S 15
 #define BAL_MAX_BACKOFF_S 60.0             /* a backend failing job after job is checked at most this rarely */
@@ -113,6 +114,9 @@ struct job {
 	struct job *qprev, *qnext; /* the queue */
 	int in_queue;
 	struct job *hnext;         /* the id table */
+	char idem_key[BAL_MAX_IDEMPOTENCY_KEY + 1]; /* the client's Idempotency-Key, or "" */
+	char idem_hash[17];        /* hex FNV-1a of the request body it came with */
+	struct job *inext;         /* the (client, Idempotency-Key) table */
 	struct job *all_prev, *all_next;
 	struct job *act_prev, *act_next; /* the unfinished jobs */
 };
@@ -136,6 +140,7 @@ struct balancer {
 	struct job *qhead, *qtail;
 	int queued, running;
 	struct job *table[BAL_JOB_BUCKETS];
+	struct job *idem_table[BAL_JOB_BUCKETS];
 	struct job *all;           /* every job kept (until --result-ttl) */
 	struct job *active;        /* unfinished ones only: what per-client and per-tick work walks */
 	int n_jobs;
@@ -176,6 +181,11 @@ double bk_price(const struct bk *k);
 
 /* jobs.c */
 struct job *jobs_find(struct balancer *b, const char *id);
+/* The kept job this client created with this Idempotency-Key, or NULL. */
+struct job *jobs_find_idempotent(struct balancer *b, const char *client, const char *key);
+/* Records j's Idempotency-Key and the hash of the body it came with (kept
+ * in its document, so that a retry after a restart finds it too). */
+void jobs_set_idempotency(struct balancer *b, struct job *j, const char *key, const char *body_hash);
 /* Takes over request and gpus. Adds the job to the table (not the queue). */
 struct job *jobs_new(struct balancer *b, json_t *request, json_t *gpus, double max_price, const char *client,
 		     int facade);

@@ -10,12 +10,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+static unsigned hash_str(unsigned h, const char *s)
+{
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 16777619u;
+	return h;
+}
+
 static unsigned bucket_of(const char *id)
 {
-	unsigned h = 2166136261u;
-	for (; *id; id++)
-		h = (h ^ (unsigned char)*id) * 16777619u;
-	return h % BAL_JOB_BUCKETS;
+	return hash_str(2166136261u, id) % BAL_JOB_BUCKETS;
+}
+
+static unsigned idem_bucket(const char *client, const char *key)
+{
+	return hash_str(hash_str(2166136261u, client) * 16777619u, key) % BAL_JOB_BUCKETS;
 }
 
 struct job *jobs_find(struct balancer *b, const char *id)
@@ -26,6 +35,28 @@ struct job *jobs_find(struct balancer *b, const char *id)
 		if (strcmp(j->id, id) == 0)
 			return j;
 	return NULL;
+}
+
+struct job *jobs_find_idempotent(struct balancer *b, const char *client, const char *key)
+{
+	for (struct job *j = b->idem_table[idem_bucket(client, key)]; j; j = j->inext)
+		if (strcmp(j->idem_key, key) == 0 && strcmp(j->client, client) == 0)
+			return j;
+	return NULL;
+}
+
+static void link_idempotent(struct balancer *b, struct job *j)
+{
+	unsigned k = idem_bucket(j->client, j->idem_key);
+	j->inext = b->idem_table[k];
+	b->idem_table[k] = j;
+}
+
+void jobs_set_idempotency(struct balancer *b, struct job *j, const char *key, const char *body_hash)
+{
+	snprintf(j->idem_key, sizeof j->idem_key, "%s", key);
+	snprintf(j->idem_hash, sizeof j->idem_hash, "%s", body_hash);
+	link_idempotent(b, j);
 }
 
 int jobs_is_final(const struct job *j)
@@ -109,6 +140,13 @@ static void unlink_job(struct balancer *b, struct job *j)
 		pp = &(*pp)->hnext;
 	if (*pp)
 		*pp = j->hnext;
+	if (j->idem_key[0]) {
+		pp = &b->idem_table[idem_bucket(j->client, j->idem_key)];
+		while (*pp && *pp != j)
+			pp = &(*pp)->inext;
+		if (*pp)
+			*pp = j->inext;
+	}
 	if (j->all_prev)
 		j->all_prev->all_next = j->all_next;
 	else
@@ -233,6 +271,10 @@ static json_t *job_doc(const struct job *j)
 			      j->created, "queue_ms", (json_int_t)j->queue_ms, "inference_ms",
 			      (json_int_t)j->inference_ms, "inference_s", j->inference_s, "finished_unix",
 			      j->finished_unix);
+	if (j->idem_key[0]) {
+		json_object_set_new(d, "idempotency_key", json_string(j->idem_key));
+		json_object_set_new(d, "request_hash", json_string(j->idem_hash));
+	}
 	set_opt(d, "placed", j->placed);
 	set_opt(d, "result", j->result);
 	set_opt(d, "error", j->error);
@@ -421,6 +463,10 @@ static void load_one(json_t *doc, void *user)
 	derive(j);
 	j->enqueued = j->finished = bal_now();
 	link_job(b, j);
+	const char *key = json_string_value(json_object_get(doc, "idempotency_key"));
+	const char *hash = json_string_value(json_object_get(doc, "request_hash"));
+	if (key && *key && strlen(key) <= BAL_MAX_IDEMPOTENCY_KEY && hash)
+		jobs_set_idempotency(b, j, key, hash);
 	if (status == JOB_QUEUED || status == JOB_RUNNING) {
 		link_active(b, j);
 		if (j->facade) {

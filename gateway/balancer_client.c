@@ -28,7 +28,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 #define BC_MAX_BALANCERS 64
 
@@ -61,6 +63,7 @@ struct job {
 	char addr[64];
 	double work;
 	char *body;             /* the POST body, kept for a resubmission */
+	char idem_key[48];      /* Idempotency-Key of every submission of this job */
 	enum job_state state;
 	int bal;                /* the balancer that has it */
 	int submits;            /* balancers tried */
@@ -119,6 +122,9 @@ struct bc {
 	json_t *board;
 	json_t *samplers;
 	int samplers_tries;
+
+	char nonce[17];            /* random per process: Idempotency-Keys of two gateways never meet */
+	unsigned long long seq;    /* jobs taken, for their Idempotency-Keys */
 
 	atomic_int up[BC_MAX_BALANCERS];
 	atomic_int board_ok;
@@ -277,6 +283,7 @@ static void xfer_free(struct bc *bc, struct xfer *x)
 /* Starts a transfer to balancer bal at path; body (borrowed, copied by curl)
  * makes it a POST unless method says otherwise. */
 static struct xfer *xfer_start(struct bc *bc, enum xfer_kind kind, int bal, const char *method, const char *path,
+			       const char *extra_header,
 			       const char *body, const char *client_addr)
 {
 	struct xfer *x = calloc(1, sizeof *x);
@@ -324,6 +331,8 @@ static struct xfer *xfer_start(struct bc *bc, enum xfer_kind kind, int bal, cons
 	if (method)
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
 	x->headers = curl_slist_append(x->headers, "Expect:");
+	if (extra_header)
+		x->headers = curl_slist_append(x->headers, extra_header);
 	if (bc->cfg->admin_token && *bc->cfg->admin_token) {
 		char h[512];
 		snprintf(h, sizeof h, "Authorization: Bearer %s", bc->cfg->admin_token);
@@ -349,7 +358,7 @@ static void send_delete(struct bc *bc, struct job *j)
 {
 	char path[128];
 	snprintf(path, sizeof path, "/v1/jobs/%s", j->job_id);
-	if (!xfer_start(bc, X_DELETE, j->bal, "DELETE", path, NULL, j->addr))
+	if (!xfer_start(bc, X_DELETE, j->bal, "DELETE", path, NULL, NULL, j->addr))
 		log_warn("job %s: could not start DELETE", j->job_id);
 }
 
@@ -381,7 +390,9 @@ static void job_submit(struct bc *bc, struct job *j)
 	j->job_id[0] = '\0';
 	j->stream_tries = 0;
 	j->lost_since = 0;
-	j->x = xfer_start(bc, X_SUBMIT, j->bal, NULL, "/v1/jobs", j->body, j->addr);
+	char key[96];
+	snprintf(key, sizeof key, "Idempotency-Key: %s", j->idem_key);
+	j->x = xfer_start(bc, X_SUBMIT, j->bal, NULL, "/v1/jobs", key, j->body, j->addr);
 	if (j->x)
 		j->x->job = j;
 	else
@@ -394,7 +405,7 @@ static void job_stream(struct bc *bc, struct job *j)
 	char path[128];
 	snprintf(path, sizeof path, "/v1/jobs/%s/events", j->job_id);
 	j->state = J_STREAMING;
-	j->x = xfer_start(bc, X_STREAM, j->bal, NULL, path, NULL, j->addr);
+	j->x = xfer_start(bc, X_STREAM, j->bal, NULL, path, NULL, NULL, j->addr);
 	if (j->x)
 		j->x->job = j;
 	else
@@ -508,10 +519,11 @@ static void on_submit_done(struct bc *bc, struct xfer *x, CURLcode rc)
 			set_up(bc, x->bal, 0);
 		log_warn("job %s: POST %s/v1/jobs: %s", j->id, bc->cfg->balancers[x->bal],
 			 transport_failed(rc) ? (x->err[0] ? x->err : curl_easy_strerror(rc)) : "bad gateway");
-		/* Refused connections mean the POST never left: safe to send
-		 * again. While every balancer refuses (one restarting), keep the
-		 * job for --stream-patience-s instead of failing it at once. */
-		int never_sent = rc == CURLE_COULDNT_CONNECT;
+		/* Every submission of a job carries the same Idempotency-Key, so
+		 * sending it again to a balancer that may have stored it (a
+		 * timeout, a reset, a restart) finds that job instead of making a
+		 * second. While no balancer takes it, keep the job for
+		 * --stream-patience-s instead of failing it at once. */
 		xfer_free(bc, x);
 		if (j->detached) {
 			job_free(bc, j);
@@ -520,15 +532,13 @@ static void on_submit_done(struct bc *bc, struct xfer *x, CURLcode rc)
 		if (job_failover(bc, j) == 0)
 			return;
 		double now = now_s();
-		if (never_sent) {
-			if (j->unreachable_since == 0)
-				j->unreachable_since = now;
-			if (now - j->unreachable_since < bc->cfg->stream_patience_s) {
-				j->state = J_RESUBMIT;
-				j->retry_at = now + retry_backoff(j->resubmits++);
-				j->submits = 0; /* every balancer may be tried again */
-				return;
-			}
+		if (j->unreachable_since == 0)
+			j->unreachable_since = now;
+		if (now - j->unreachable_since < bc->cfg->stream_patience_s) {
+			j->state = J_RESUBMIT;
+			j->retry_at = now + retry_backoff(j->resubmits++);
+			j->submits = 0; /* every balancer may be tried again */
+			return;
 		}
 		emit_error(bc, j, "balancer_unreachable", "no balancer could be reached; try again in a moment", NULL, 1);
 		job_free(bc, j);
@@ -539,7 +549,8 @@ static void on_submit_done(struct bc *bc, struct xfer *x, CURLcode rc)
 	j->resubmits = 0;
 	json_t *r = x->resp ? json_loadb(x->resp, x->resp_len, 0, NULL) : NULL;
 	const char *job_id = json_string_value(json_object_get(r, "id"));
-	if (status == 202 && job_id && strlen(job_id) < sizeof j->job_id &&
+	/* 202: a new job; 200: the balancer already had it (Idempotency-Key). */
+	if ((status == 202 || status == 200) && job_id && strlen(job_id) < sizeof j->job_id &&
 	    job_id[strspn(job_id, "0123456789abcdefABCDEF")] == '\0') {
 		snprintf(j->job_id, sizeof j->job_id, "%s", job_id);
 		metrics_inc(GW_C_JOBS_ACCEPTED);
@@ -627,7 +638,7 @@ static void board_poll(struct bc *bc)
 {
 	if (bc->board_x)
 		return;
-	bc->board_x = xfer_start(bc, X_BOARD, bc->preferred, NULL, "/v1/backends", NULL, NULL);
+	bc->board_x = xfer_start(bc, X_BOARD, bc->preferred, NULL, "/v1/backends", NULL, NULL, NULL);
 }
 
 static void on_board_done(struct bc *bc, struct xfer *x, CURLcode rc)
@@ -692,7 +703,7 @@ static void on_board_done(struct bc *bc, struct xfer *x, CURLcode rc)
 	}
 	if (!bc->samplers && bc->samplers_tries < 5) {
 		bc->samplers_tries++;
-		xfer_start(bc, X_SAMPLERS, bal, NULL, "/sdapi/v1/samplers", NULL, NULL);
+		xfer_start(bc, X_SAMPLERS, bal, NULL, "/sdapi/v1/samplers", NULL, NULL, NULL);
 	}
 }
 
@@ -732,6 +743,7 @@ static void run_command(struct bc *bc, struct cmd *c)
 		memcpy(j->addr, c->addr, sizeof j->addr);
 		j->work = c->work;
 		j->body = body;
+		snprintf(j->idem_key, sizeof j->idem_key, "gw-%s-%llu", bc->nonce, ++bc->seq);
 		j->bal = bc->preferred;
 		j->next = bc->jobs;
 		if (bc->jobs)
@@ -950,6 +962,13 @@ struct bc *bc_start(const struct gw_config *cfg, void (*wake)(void *user), void 
 	bc->wake = wake;
 	bc->wake_user = user;
 	atomic_store(&bc->board_ok, -1);
+	unsigned char r[8] = {0};
+	if (getrandom(r, sizeof r, 0) != (ssize_t)sizeof r) {
+		unsigned long long t = (unsigned long long)time(NULL) ^ ((unsigned long long)getpid() << 32);
+		memcpy(r, &t, sizeof r);
+	}
+	for (size_t i = 0; i < sizeof r; i++)
+		snprintf(bc->nonce + 2 * i, 3, "%02x", r[i]);
 	for (size_t i = 0; i < cfg->n_balancers; i++)
 		atomic_store(&bc->up[i], 1);
 	pthread_mutex_init(&bc->mu, NULL);

@@ -67,10 +67,34 @@ def main():
     t.check("every accepted job shows a concrete seed (not -1) before the crash",
             len(seeds_before) == len(ids) and all(s >= 0 for s in seeds_before.values()), seeds_before)
 
+    # A client that sent its job with an Idempotency-Key and never saw the
+    # answer (the crash) sends it again after the restart: the same job.
+    idem_body = t.small_job(prompt="sent again after the crash", seed=-1, steps=STEPS, gpus=["l40"])
+    idem_hdr = {"Idempotency-Key": "restart-test-1"}
+    r = t.submit_job(bal.url, idem_body, headers=idem_hdr)
+    idem_id = r.json.get("id") if r.status == 202 and isinstance(r.json, dict) else None
+    t.check("POST /v1/jobs with an Idempotency-Key: 202", idem_id is not None, t.describe(r))
+    r = t.submit_job(bal.url, idem_body, headers=idem_hdr)
+    t.check("the same request and key again: 200 with the same id (Idempotent-Replayed: true), no second job",
+            r.status == 200 and isinstance(r.json, dict) and r.json.get("id") == idem_id
+            and r.headers.get("idempotent-replayed") == "true", t.describe(r))
+    r = t.submit_job(bal.url, dict(idem_body, prompt="another request"), headers=idem_hdr)
+    t.check("the key with another request: 422 idempotency_key_reused",
+            t.is_sdgate_error(r, 422, "idempotency_key_reused"), t.describe(r))
+    r = t.submit_job(bal.url, idem_body, headers={"Idempotency-Key": "has space"})
+    t.check("a malformed Idempotency-Key: 422 invalid, field Idempotency-Key",
+            t.is_sdgate_error(r, 422, "invalid") and r.json["error"].get("field") == "Idempotency-Key", t.describe(r))
+
     bal.kill()
     print("# balancer-1 killed with SIGKILL; %d queued, statuses %s" % (len(queued), sorted(states.values())))
 
     bal2 = t.start_balancer(*common, name="balancer-2", db=db, port=port)
+    r = t.submit_job(bal2.url, idem_body, headers=idem_hdr)
+    t.check("after the crash and restart the retry with the same Idempotency-Key finds the same job",
+            idem_id is not None and r.status == 200 and isinstance(r.json, dict) and r.json.get("id") == idem_id,
+            t.describe(r))
+    d = t.wait_job(bal2.url, idem_id, timeout=60) if idem_id else None
+    t.check("…and that job finishes", d is not None and d.get("status") == "done", d and d.get("status"))
     if manual_id:
         hb = t.request("POST", bal2.url + "/v1/backends/%s/heartbeat" % manual_id,
                        headers={"Authorization": "Bearer " + TOKEN}, timeout=10)

@@ -6,7 +6,8 @@ The marketplace: one balancer (SQLite file, fixed port), five native
 backends that register with it, one fake backend that answers garbage, and
 the gateway. 48 jobs arrive over about 11 s: 32 through the gateway's
 websocket (4 connections) and 16 through the balancer's jobs API (a client
-that retries its POST while the balancer cannot be reached). Meanwhile:
+that retries its POST, under one Idempotency-Key, whatever went wrong on the
+way). Meanwhile:
 
   victim-a   kill -9 in the middle of a job, restarted; again 3 s later
   victim-b   kill -9 in the middle of a job, restarted
@@ -196,22 +197,25 @@ def ws_load(mp, t0, record):
 
 
 def api_submit(mp, i, record):
-    """POST /v1/jobs as a patient client: it retries while the balancer cannot be
-    reached (it is being restarted), and takes any answer it gets as final."""
+    """POST /v1/jobs as a careful client: every try carries the same
+    Idempotency-Key, so it may retry whatever went wrong on the way (the
+    balancer restarting, an answer lost with a killed balancer) without
+    making a second job; it takes any answer it gets as final."""
     key = "api-%d" % i
     rec = record[key] = {"via": "api", "body": job_body(100 + i), "posts": 0}
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         rec["posts"] += 1
         try:
-            r = t.submit_job(mp.bal_url, rec["body"], timeout=10)
-        except OSError as e:
+            r = t.submit_job(mp.bal_url, rec["body"], headers={"Idempotency-Key": "chaos-" + key}, timeout=10)
+        except (OSError, t.httpclient.HTTPException) as e:
             rec["last_error"] = str(e)
             time.sleep(0.3)
             continue
         rec["status"] = r.status
-        if r.status == 202 and isinstance(r.json, dict):
+        if r.status in (200, 202) and isinstance(r.json, dict):
             rec["job"] = r.json.get("id")
+            rec["replayed"] = r.status == 200
         else:
             rec["refused"] = t.error_code(r) or "HTTP %d" % r.status
         return
@@ -402,8 +406,10 @@ def main():
                                                    f["submitted"], f["accepted"], f["done"], f["failed"], ref))
     print("# attempts per accepted job: %s" % dict(sorted(figures["attempts"].items(), key=lambda kv: str(kv[0]))))
     print("# done by provider: %s" % dict(figures["provider"].most_common()))
-    print("# garbage backend txt2img calls: %d; jobs API POSTs retried while the balancer was down: %d"
-          % (mp.fake.txt2img_calls, sum(r.get("posts", 1) - 1 for r in record.values() if r["via"] == "api")))
+    print("# garbage backend txt2img calls: %d; jobs API POSTs retried while the balancer was down: %d "
+          "(answered as a replay of a stored job: %d)"
+          % (mp.fake.txt2img_calls, sum(r.get("posts", 1) - 1 for r in record.values() if r["via"] == "api"),
+             sum(1 for r in record.values() if r.get("replayed"))))
     print("# wall time %.1f s" % (time.monotonic() - t0_all))
     for c in conns:
         c.close()

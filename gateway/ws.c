@@ -463,17 +463,21 @@ static long conns_from(const char *addr)
 	return n;
 }
 
-static int accept_ws(struct lws *wsi)
+/* Whether a websocket upgrade may proceed: 0, or the HTTP status it is
+ * refused with (*why says why, for the client). */
+static unsigned accept_ws(struct lws *wsi, const char **why)
 {
 	char uri[16];
 	if (lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI) <= 0 || strcmp(uri, "/ws") != 0) {
 		metrics_inc(GW_C_CONNECTIONS_REFUSED);
-		return -1;
+		*why = "The websocket is at /ws";
+		return HTTP_STATUS_NOT_FOUND;
 	}
 	if (metrics_connections() >= cfg->max_connections) {
 		metrics_inc(GW_C_CONNECTIONS_REFUSED);
 		log_warn("websocket refused: %ld connections already open", metrics_connections());
-		return -1;
+		*why = "The gateway is full; try again in a moment";
+		return HTTP_STATUS_SERVICE_UNAVAILABLE;
 	}
 	char addr[64];
 	client_address(wsi, addr, sizeof addr);
@@ -481,7 +485,8 @@ static int accept_ws(struct lws *wsi)
 		metrics_inc(GW_C_CONNECTIONS_REFUSED);
 		log_warn("websocket from %s refused: %ld connections from that address already open", addr,
 			 cfg->max_connections_per_address);
-		return -1;
+		*why = "Too many connections from your address";
+		return 429;
 	}
 	return 0;
 }
@@ -573,8 +578,17 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 			c->http_body = NULL;
 		}
 		break;
-	case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-		return accept_ws(wsi);
+	case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: {
+		/* Refused with an HTTP status the client can read (429, 503, 404),
+		 * not a bare hang-up. */
+		const char *why = NULL;
+		unsigned status = accept_ws(wsi, &why);
+		if (!status)
+			return 0;
+		if (lws_return_http_status(wsi, status, why))
+			return -1;
+		return 1;
+	}
 	case LWS_CALLBACK_ESTABLISHED:
 		conn_open(wsi, c);
 		return 0;

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Abuse of the front (issue 6 §3): 1,000 websocket connections from one
 address. The gateway upgrades only --max-connections-per-address of them,
-refuses the rest at the upgrade, keeps its file descriptors and memory
+refuses the rest at the upgrade with HTTP 429, keeps its file descriptors and memory
 bounded, keeps answering, and gives everything back once they close."""
 
 import base64
@@ -46,7 +46,7 @@ def upgrade(port):
     except OSError:
         pass
     try:
-        status = int(buf.split(b" ", 2)[1]) if buf.startswith(b"HTTP/1.1 ") else 0
+        status = int(buf.split(b" ", 2)[1]) if buf.startswith(b"HTTP/1.") else 0
     except (IndexError, ValueError):
         status = 0
     return s, status
@@ -75,6 +75,8 @@ def main():
           % (N, took, accepted, N - accepted, sorted(set(statuses))))
     t.check("%d connections from one address: exactly %d upgraded (--max-connections-per-address)" % (N, CAP),
             accepted == CAP, accepted)
+    t.check("every refused upgrade is answered 429 Too Many Requests, not a bare hang-up",
+            set(statuses) == {101, 429}, sorted(set(statuses)))
     fds1, rss1 = fds(pid), rss_mib(pid)
     print("# gateway fds %d -> %d, RSS %.1f -> %.1f MiB" % (fds0, fds1, rss0, rss1))
     t.check("the gateway's open file descriptors stay bounded (< base + %d + 50)" % CAP,

@@ -12,10 +12,7 @@
 #include <string.h>
 #include <sys/sysinfo.h>
 
-static struct backend *backend_of(struct httpd *h)
-{
-	return httpd_user(h);
-}
+static struct backend *backend_of(struct httpd *h) { return httpd_user(h); }
 
 static int reply_json(h2o_req_t *req, json_t *j)
 {
@@ -42,8 +39,7 @@ static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest)
 	int status;
 	json_t *reply;
 	if (txt2img_parse(req->entity.base, req->entity.len, atomic_load(&b->default_model),
-			  b->upstream_url ? 0 : TXT2IMG_CHECK_ALL,
-			  &t, &status, &reply) != TXT2IMG_OK) {
+			  b->upstream_url ? 0 : TXT2IMG_CHECK_ALL, &t, &status, &reply) != TXT2IMG_OK) {
 		httpd_reply_json(req, status, reply);
 		return 0;
 	}
@@ -71,8 +67,11 @@ static int on_progress(struct httpd *h, h2o_req_t *req, const char *rest)
 		if (progress > 0.01)
 			eta = elapsed / progress - elapsed;
 	}
-	struct txt2img_progress v = {progress, eta, p->active, p->job_count, p->job_no, p->sampling_step,
-				     p->sampling_steps, p->job_timestamp, p->interrupted, p->skipped};
+	struct txt2img_progress v = {progress,          eta,
+				     p->active,         p->job_count,
+				     p->job_no,         p->sampling_step,
+				     p->sampling_steps, p->job_timestamp,
+				     p->interrupted,    p->skipped};
 	json_t *image = !skip_image && p->active && p->preview_b64 ? json_string(p->preview_b64) : json_null();
 	pthread_mutex_unlock(&p->mu);
 	return reply_json(req, txt2img_progress_json(&v, image));
@@ -96,15 +95,9 @@ static int stop_job(struct httpd *h, h2o_req_t *req, int skip)
 	return reply_json(req, json_object());
 }
 
-static int on_interrupt(struct httpd *h, h2o_req_t *req, const char *rest)
-{
-	return stop_job(h, req, 0);
-}
+static int on_interrupt(struct httpd *h, h2o_req_t *req, const char *rest) { return stop_job(h, req, 0); }
 
-static int on_skip(struct httpd *h, h2o_req_t *req, const char *rest)
-{
-	return stop_job(h, req, 1);
-}
+static int on_skip(struct httpd *h, h2o_req_t *req, const char *rest) { return stop_job(h, req, 1); }
 
 static int on_samplers(struct httpd *h, h2o_req_t *req, const char *rest)
 {
@@ -128,8 +121,8 @@ static int on_sd_models(struct httpd *h, h2o_req_t *req, const char *rest)
 	for (int i = 0; i < engine_model_count(); i++) {
 		const struct engine_model_info *m = engine_model_get(i);
 		json_array_append_new(list, json_pack("{s:s,s:s,s:s,s:s,s:s,s:n}", "title", m->title, "model_name",
-						      m->model_name, "hash", m->hash, "sha256", m->sha256,
-						      "filename", m->filename, "config"));
+						      m->model_name, "hash", m->hash, "sha256", m->sha256, "filename",
+						      m->filename, "config"));
 	}
 	return reply_json(req, list);
 }
@@ -139,8 +132,8 @@ static json_t *options_json(struct backend *b)
 	const struct engine_model_info *m = engine_model_get(atomic_load(&b->default_model));
 	return json_pack("{s:s,s:s,s:i,s:i,s:s,s:b,s:i,s:s,s:i,s:b}", "sd_model_checkpoint", m->title,
 			 "sd_checkpoint_hash", m->sha256, "sd_checkpoints_limit", 1, "CLIP_stop_at_last_layers", 1,
-			 "samples_format", "png", "enable_pnginfo", 1, "show_progress_every_n_steps", 1,
-			 "sd_vae", "None", "eta_noise_seed_delta", 0, "sdgate_builtin_model", 1);
+			 "samples_format", "png", "enable_pnginfo", 1, "show_progress_every_n_steps", 1, "sd_vae",
+			 "None", "eta_noise_seed_delta", 0, "sdgate_builtin_model", 1);
 }
 
 static int on_options_get(struct httpd *h, h2o_req_t *req, const char *rest)
@@ -161,7 +154,9 @@ static int on_options_post(struct httpd *h, h2o_req_t *req, const char *rest)
 	json_t *errors = json_array();
 	if (!json_is_object(body)) {
 		sd_validation_add(errors, NULL, body ? "model_attributes_type" : "json_invalid",
-				  body ? "Input should be a valid dictionary or object to extract fields from" : "JSON decode error", NULL);
+				  body ? "Input should be a valid dictionary or object to extract fields from"
+				       : "JSON decode error",
+				  NULL);
 	} else {
 		json_t *ckpt = json_object_get(body, "sd_model_checkpoint");
 		if (ckpt && !json_is_null(ckpt)) {
@@ -226,8 +221,8 @@ static int on_memory(struct httpd *h, h2o_req_t *req, const char *rest)
 	json_t *cuda = b->engine && engine_uses_gpu(b->engine)
 			       ? json_pack("{s:s}", "device", engine_device_name(b->engine))
 			       : json_pack("{s:s}", "error", "no CUDA device in use");
-	return reply_json(req, json_pack("{s:{s:f,s:f,s:f},s:o}", "ram", "free", freeb, "used", total - freeb,
-					 "total", total, "cuda", cuda));
+	return reply_json(req, json_pack("{s:{s:f,s:f,s:f},s:o}", "ram", "free", freeb, "used", total - freeb, "total",
+					 total, "cuda", cuda));
 }
 
 static int on_cmd_flags(struct httpd *h, h2o_req_t *req, const char *rest)
@@ -239,10 +234,7 @@ static int on_cmd_flags(struct httpd *h, h2o_req_t *req, const char *rest)
 					 b->upstream_url ? "upstream" : "native"));
 }
 
-static int on_ping(struct httpd *h, h2o_req_t *req, const char *rest)
-{
-	return reply_json(req, json_object());
-}
+static int on_ping(struct httpd *h, h2o_req_t *req, const char *rest) { return reply_json(req, json_object()); }
 
 static int on_info(struct httpd *h, h2o_req_t *req, const char *rest)
 {

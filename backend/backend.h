@@ -24,24 +24,24 @@
 struct progress {
 	pthread_mutex_t mu;
 	int active;
-	int job_no, job_count;         /* image index and images in this job */
+	int job_no, job_count; /* image index and images in this job */
 	int sampling_step, sampling_steps;
 	int interrupted, skipped;
-	char job_timestamp[16];        /* YYYYmmddHHMMSS, as A1111 */
-	double started;                /* monotonic seconds */
-	char *preview_b64;             /* latest preview PNG, or NULL (owned) */
+	char job_timestamp[16]; /* YYYYmmddHHMMSS, as A1111 */
+	double started;         /* monotonic seconds */
+	char *preview_b64;      /* latest preview PNG, or NULL (owned) */
 };
 
 struct backend {
 	struct identity id;
-	struct engine *engine;         /* NULL in upstream mode */
-	const char *upstream_url;      /* NULL in native mode */
+	struct engine *engine;    /* NULL in upstream mode */
+	const char *upstream_url; /* NULL in native mode */
 	struct httpd *httpd;
-	struct lane *jobs;             /* one generation at a time */
-	struct lane *control;          /* upstream progress/interrupt/lists */
+	struct lane *jobs;    /* one generation at a time */
+	struct lane *control; /* upstream progress/interrupt/lists */
 	struct progress progress;
 	atomic_int interrupt, skip;
-	atomic_int default_model;      /* index of the checkpoint in /options */
+	atomic_int default_model; /* index of the checkpoint in /options */
 	atomic_int jobs_done;
 };
 
@@ -60,8 +60,8 @@ json_t *job_sdgate_info(const struct backend *b, double inference_s);
 
 /* upstream.c: forwards a call to the upstream server on the control lane and
  * relays its answer (JSON 502 when it fails). body may be NULL. Loop thread. */
-void upstream_forward(struct backend *b, h2o_req_t *req, const char *method, const char *path,
-		      const char *body, size_t body_len);
+void upstream_forward(struct backend *b, h2o_req_t *req, const char *method, const char *path, const char *body,
+		      size_t body_len);
 /* Runs a txt2img on the upstream server (jobs lane thread); returns the
  * response body to send (malloc'd) and sets *status. */
 char *upstream_txt2img(struct backend *b, struct txt2img *t, double *inference_s, int *status, size_t *len);

@@ -12,12 +12,28 @@ static const struct {
 	const char *pattern;
 	const char *cls;
 } GPU_CLASSES[] = {
-	{"H200", "h200"},       {"H100", "h100"},       {"GH200", "gh200"},     {"A100", "a100"},
-	{"A10G", "a10g"},       {"A10", "a10"},         {"L40S", "l40s"},       {"L40", "l40"},
-	{"L4", "l4"},           {"RTX 6000 ADA", "rtx6000ada"}, {"A6000", "a6000"}, {"A5000", "a5000"},
-	{"A4000", "a4000"},     {"RTX 5090", "rtx5090"}, {"RTX 4090", "rtx4090"}, {"RTX 4080", "rtx4080"},
-	{"RTX 3090", "rtx3090"}, {"RTX 3080", "rtx3080"}, {"RTX 8000", "rtx8000"}, {"V100", "v100"},
-	{"T4", "t4"},           {"P100", "p100"},
+	{"H200", "h200"},
+	{"H100", "h100"},
+	{"GH200", "gh200"},
+	{"A100", "a100"},
+	{"A10G", "a10g"},
+	{"A10", "a10"},
+	{"L40S", "l40s"},
+	{"L40", "l40"},
+	{"L4", "l4"},
+	{"RTX 6000 ADA", "rtx6000ada"},
+	{"A6000", "a6000"},
+	{"A5000", "a5000"},
+	{"A4000", "a4000"},
+	{"RTX 5090", "rtx5090"},
+	{"RTX 4090", "rtx4090"},
+	{"RTX 4080", "rtx4080"},
+	{"RTX 3090", "rtx3090"},
+	{"RTX 3080", "rtx3080"},
+	{"RTX 8000", "rtx8000"},
+	{"V100", "v100"},
+	{"T4", "t4"},
+	{"P100", "p100"},
 };
 
 void identity_gpu_class(const char *device_name, char *out, size_t out_len)
@@ -58,10 +74,9 @@ int identity_is_simulated(const struct identity *id)
 
 json_t *identity_json(const struct identity *id)
 {
-	json_t *j = json_pack("{s:s,s:s,s:f,s:s,s:s,s:b}", "provider", id->provider, "location",
-			      id->location, "price_per_hour", id->price_per_hour, "gpu", id->gpu,
-			      "gpu_class", id->gpu_class, "simulated",
-			      identity_is_simulated(id));
+	json_t *j = json_pack("{s:s,s:s,s:f,s:s,s:s,s:b}", "provider", id->provider, "location", id->location,
+			      "price_per_hour", id->price_per_hour, "gpu", id->gpu, "gpu_class", id->gpu_class,
+			      "simulated", identity_is_simulated(id));
 	if (id->country && *id->country)
 		json_object_set_new(j, "country", json_string(id->country));
 	if (!isnan(id->lat) && !isnan(id->lon)) {

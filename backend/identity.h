@@ -9,15 +9,15 @@
 struct identity {
 	const char *provider;
 	const char *location;
-	const char *country;     /* ISO 3166 alpha-2, may be NULL */
-	double lat, lon;         /* NAN when unknown */
+	const char *country; /* ISO 3166 alpha-2, may be NULL */
+	double lat, lon;     /* NAN when unknown */
 	double price_per_hour;
-	char gpu[128];           /* "NVIDIA H100 80GB HBM3" or "cpu" */
-	char gpu_class[32];      /* normalised, or the operator's override */
+	char gpu[128];      /* "NVIDIA H100 80GB HBM3" or "cpu" */
+	char gpu_class[32]; /* normalised, or the operator's override */
 	int gpu_class_overridden;
-	long pace_ms_per_step;   /* testing aid; > 0 marks the speed as simulated */
-	const char *engine;      /* "native" or "upstream" */
-	char url[256];           /* how this backend calls itself: "http://127.0.0.1:7861" */
+	long pace_ms_per_step; /* testing aid; > 0 marks the speed as simulated */
+	const char *engine;    /* "native" or "upstream" */
+	char url[256];         /* how this backend calls itself: "http://127.0.0.1:7861" */
 };
 
 /* Normalises a CUDA device name to a class: "NVIDIA A100-SXM4-80GB" -> "a100",

@@ -23,10 +23,10 @@ struct job {
 	struct lane_task task; /* first */
 	struct backend *b;
 	struct txt2img t;
-	h2o_req_t *req;        /* loop thread only */
+	h2o_req_t *req; /* loop thread only */
 	struct job_guard *guard;
 	atomic_int abandoned;
-	double last_step;      /* pacing, worker thread */
+	double last_step; /* pacing, worker thread */
 	int status;
 	char *body;
 	size_t body_len;
@@ -167,9 +167,8 @@ static char *build_answer(const struct job *j, char **images, int count, json_t 
 
 json_t *job_sdgate_info(const struct backend *b, double inference_s)
 {
-	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:f}", "provider", b->id.provider, "location", b->id.location,
-			 "gpu", b->id.gpu_class, "gpu_name", b->id.gpu, "backend", b->id.url, "inference_time",
-			 inference_s);
+	return json_pack("{s:s,s:s,s:s,s:s,s:s,s:f}", "provider", b->id.provider, "location", b->id.location, "gpu",
+			 b->id.gpu_class, "gpu_name", b->id.gpu, "backend", b->id.url, "inference_time", inference_s);
 }
 
 static void reply_error_body(struct job *j, int status, const char *message)
@@ -268,8 +267,9 @@ static void job_done(struct httpd *h, struct lane_task *task)
 		j->guard->job = NULL;
 	if (j->req) {
 		if (j->task.cancelled || !j->body)
-			httpd_reply_detail(j->req, 503, j->task.cancelled ? "The backend is shutting down"
-									  : "The job produced no answer");
+			httpd_reply_detail(j->req, 503,
+					   j->task.cancelled ? "The backend is shutting down"
+							     : "The job produced no answer");
 		else {
 			httpd_reply_owned(j->req, j->status, "application/json", j->body, j->body_len);
 			j->body = NULL;

@@ -40,15 +40,20 @@ static const struct config_option OPTIONS[] = {
 	{"lat", CONFIG_DOUBLE, &lat, "DEG", "latitude", -90, 90},
 	{"lon", CONFIG_DOUBLE, &lon, "DEG", "longitude", -180, 180},
 	{"price-per-hour", CONFIG_DOUBLE, &price_per_hour, "X", "price per GPU hour", 0, 1e6},
-	{"gpu-class", CONFIG_STRING, &gpu_class, "C", "override the detected GPU class (h100, a100, rtx3090, ...)", 0, 0},
-	{"upstream", CONFIG_STRING, &upstream, "URL", "forward to this A1111-compatible server instead of the native engine", 0, 0},
+	{"gpu-class", CONFIG_STRING, &gpu_class, "C", "override the detected GPU class (h100, a100, rtx3090, ...)", 0,
+	 0},
+	{"upstream", CONFIG_STRING, &upstream, "URL",
+	 "forward to this A1111-compatible server instead of the native engine", 0, 0},
 	{"balancer", CONFIG_STRING, &balancer, "URL", "register with this balancer and send heartbeats", 0, 0},
 	{"token", CONFIG_STRING, &token, "T", "provider token for --balancer", 0, 0},
-	{"public-url", CONFIG_STRING, &public_url, "URL", "URL the balancer should call (default: from --listen)", 0, 0},
-	{"pace-ms-per-step", CONFIG_INT, &pace_ms, "N", "TESTING AID: make each step take at least N ms (emulates a slower GPU)", 0, 600000},
+	{"public-url", CONFIG_STRING, &public_url, "URL", "URL the balancer should call (default: from --listen)", 0,
+	 0},
+	{"pace-ms-per-step", CONFIG_INT, &pace_ms, "N",
+	 "TESTING AID: make each step take at least N ms (emulates a slower GPU)", 0, 600000},
 	{"cpu", CONFIG_BOOL, &force_cpu, NULL, "use the CPU engine even when a CUDA GPU is present", 0, 0},
 	{"cuda-device", CONFIG_INT, &cuda_device, "N", "CUDA device ordinal", 0, 63},
-	{"max-connections", CONFIG_INT, &max_connections, "N", "open HTTP connections at most (lowered to fit the descriptor limit); past it new ones wait", 16, 1000000},
+	{"max-connections", CONFIG_INT, &max_connections, "N",
+	 "open HTTP connections at most (lowered to fit the descriptor limit); past it new ones wait", 16, 1000000},
 	{"log-level", CONFIG_STRING, &log_level, "LEVEL", "debug, info, warn or error", 0, 0},
 };
 
@@ -121,8 +126,12 @@ int main(int argc, char **argv)
 	if (pace_ms > 0)
 		log_warn("--pace-ms-per-step %ld: TESTING AID, every step is slowed to emulate a slower GPU", pace_ms);
 
-	struct httpd_config hc = {.host = host, .port = port, .max_body = TXT2IMG_MAX_BODY,
-				  .routes = API_ROUTES, .n_routes = API_N_ROUTES, .user = &b,
+	struct httpd_config hc = {.host = host,
+				  .port = port,
+				  .max_body = TXT2IMG_MAX_BODY,
+				  .routes = API_ROUTES,
+				  .n_routes = API_N_ROUTES,
+				  .user = &b,
 				  .max_connections = (int)max_connections};
 	b.httpd = httpd_new(&hc);
 	if (!b.httpd) {

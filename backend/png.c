@@ -47,10 +47,7 @@ static unsigned char *zlib_compress(unsigned char *data, int len, int *out_len, 
 	return out;
 }
 
-void png_init(void)
-{
-	stbi_write_force_png_filter = PNG_FILTER_PAETH;
-}
+void png_init(void) { stbi_write_force_png_filter = PNG_FILTER_PAETH; }
 
 struct sink {
 	unsigned char *buf;
@@ -115,8 +112,7 @@ static int insert_text(struct sink *s, const char *keyword, const char *text)
 	return 0;
 }
 
-unsigned char *png_encode(const uint8_t *rgb, int width, int height, const char *parameters,
-			  size_t *out_len)
+unsigned char *png_encode(const uint8_t *rgb, int width, int height, const char *parameters, size_t *out_len)
 {
 	struct sink s = {0};
 	if (!stbi_write_png_to_func(on_bytes, &s, width, height, 3, rgb, width * 3) || s.failed) {

@@ -14,8 +14,7 @@ void png_init(void);
 /* Encodes width x height RGB8. parameters (may be NULL) becomes a tEXt chunk
  * "parameters" as A1111 writes it. Returns a malloc'd buffer (caller frees)
  * and its length, or NULL. */
-unsigned char *png_encode(const uint8_t *rgb, int width, int height, const char *parameters,
-			  size_t *out_len);
+unsigned char *png_encode(const uint8_t *rgb, int width, int height, const char *parameters, size_t *out_len);
 
 /* png_encode + base64 in one: a malloc'd NUL-terminated string or NULL. */
 char *png_encode_b64(const uint8_t *rgb, int width, int height, const char *parameters);

@@ -59,7 +59,7 @@ static long do_register(struct registration *r)
 		if (id && strlen(id) < sizeof r->id) {
 			snprintf(r->id, sizeof r->id, "%s", id);
 			interval = json_is_integer(hb) && json_integer_value(hb) > 0 ? (long)json_integer_value(hb)
-										 : REGISTER_DEFAULT_HEARTBEAT_S;
+										     : REGISTER_DEFAULT_HEARTBEAT_S;
 			log_info("registered with %s as %s (heartbeat every %ld s)", r->balancer, r->id, interval);
 		} else {
 			log_warn("register with %s: the answer has no id", r->balancer);

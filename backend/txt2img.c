@@ -20,21 +20,19 @@ static json_t *defaults_new(void)
 	json_t *d = json_pack(
 		"{s:s,s:s,s:[],s:i,s:i,s:f,s:i,s:i,s:n,s:n,s:i,s:i,s:i,s:f,s:i,s:i,s:n,s:n,s:b,s:b,"
 		"s:n,s:n,s:n,s:n,s:n,s:n,s:{},s:b,s:n,s:n,s:b,s:n,s:n}",
-		"prompt", "", "negative_prompt", "", "styles", "seed", -1, "subseed", -1,
-		"subseed_strength", 0.0, "seed_resize_from_h", -1, "seed_resize_from_w", -1,
-		"sampler_name", "scheduler", "batch_size", 1, "n_iter", 1, "steps", 50, "cfg_scale", 7.0,
-		"width", 512, "height", 512, "restore_faces", "tiling", "do_not_save_samples", 0,
-		"do_not_save_grid", 0, "eta", "denoising_strength", "s_min_uncond", "s_churn", "s_tmax",
-		"s_tmin", "override_settings", "override_settings_restore_afterwards", 1,
-		"refiner_checkpoint", "refiner_switch_at", "disable_extra_networks", 0, "firstpass_image",
-		"comments");
+		"prompt", "", "negative_prompt", "", "styles", "seed", -1, "subseed", -1, "subseed_strength", 0.0,
+		"seed_resize_from_h", -1, "seed_resize_from_w", -1, "sampler_name", "scheduler", "batch_size", 1,
+		"n_iter", 1, "steps", 50, "cfg_scale", 7.0, "width", 512, "height", 512, "restore_faces", "tiling",
+		"do_not_save_samples", 0, "do_not_save_grid", 0, "eta", "denoising_strength", "s_min_uncond", "s_churn",
+		"s_tmax", "s_tmin", "override_settings", "override_settings_restore_afterwards", 1,
+		"refiner_checkpoint", "refiner_switch_at", "disable_extra_networks", 0, "firstpass_image", "comments");
 	json_t *more = json_pack(
 		"{s:n,s:b,s:i,s:i,s:f,s:n,s:i,s:i,s:i,s:n,s:n,s:n,s:s,s:s,s:n,s:s,s:n,s:[],s:b,s:b,s:{},s:n}",
 		"s_noise", "enable_hr", 0, "firstphase_width", 0, "firstphase_height", 0, "hr_scale", 2.0,
-		"hr_upscaler", "hr_second_pass_steps", 0, "hr_resize_x", 0, "hr_resize_y", 0,
-		"hr_checkpoint_name", "hr_sampler_name", "hr_scheduler", "hr_prompt", "", "hr_negative_prompt",
-		"", "force_task_id", "sampler_index", "Euler", "script_name", "script_args", "send_images", 1,
-		"save_images", 0, "alwayson_scripts", "infotext");
+		"hr_upscaler", "hr_second_pass_steps", 0, "hr_resize_x", 0, "hr_resize_y", 0, "hr_checkpoint_name",
+		"hr_sampler_name", "hr_scheduler", "hr_prompt", "", "hr_negative_prompt", "", "force_task_id",
+		"sampler_index", "Euler", "script_name", "script_args", "send_images", 1, "save_images", 0,
+		"alwayson_scripts", "infotext");
 	json_object_update(d, more);
 	json_decref(more);
 	return d;
@@ -62,7 +60,8 @@ static int get_int(struct checker *c, const char *field, long long lo, long long
 	} else if (json_is_real(v)) {
 		double d = json_real_value(v);
 		if (!isfinite(d) || d != floor(d) || fabs(d) > 9e15) {
-			reject(c, field, "int_from_float", "Input should be a valid integer, got a number with a fractional part");
+			reject(c, field, "int_from_float",
+			       "Input should be a valid integer, got a number with a fractional part");
 			return 0;
 		}
 		*out = (long long)d;
@@ -74,7 +73,8 @@ static int get_int(struct checker *c, const char *field, long long lo, long long
 		while (*end == ' ')
 			end++;
 		if (errno || end == s || *end) {
-			reject(c, field, "int_parsing", "Input should be a valid integer, unable to parse string as an integer");
+			reject(c, field, "int_parsing",
+			       "Input should be a valid integer, unable to parse string as an integer");
 			return 0;
 		}
 		*out = x;
@@ -109,7 +109,8 @@ static int get_number(struct checker *c, const char *field, double lo, double hi
 		errno = 0;
 		*out = strtod(s, &end);
 		if (errno || end == s || *end) {
-			reject(c, field, "float_parsing", "Input should be a valid number, unable to parse string as a number");
+			reject(c, field, "float_parsing",
+			       "Input should be a valid number, unable to parse string as a number");
 			return 0;
 		}
 	} else {
@@ -217,8 +218,8 @@ static int resolve_model(struct checker *c, const char *field, json_t *holder, c
 	return 1;
 }
 
-enum txt2img_result txt2img_parse(const char *body, size_t len, int default_model, int check_names,
-				  struct txt2img *out, int *status, json_t **reply)
+enum txt2img_result txt2img_parse(const char *body, size_t len, int default_model, int check_names, struct txt2img *out,
+				  int *status, json_t **reply)
 {
 	memset(out, 0, sizeof *out);
 	json_error_t jerr;
@@ -226,8 +227,10 @@ enum txt2img_result txt2img_parse(const char *body, size_t len, int default_mode
 	if (!req || !json_is_object(req)) {
 		json_t *list = json_array();
 		json_t *loc = req ? json_pack("[s]", "body") : json_pack("[s,i]", "body", (json_int_t)jerr.position);
-		json_t *item = json_pack("{s:s,s:o,s:s}", "type", req ? "model_attributes_type" : "json_invalid", "loc", loc,
-					 "msg", req ? "Input should be a valid dictionary or object to extract fields from" : "JSON decode error");
+		json_t *item = json_pack("{s:s,s:o,s:s}", "type", req ? "model_attributes_type" : "json_invalid", "loc",
+					 loc, "msg",
+					 req ? "Input should be a valid dictionary or object to extract fields from"
+					     : "JSON decode error");
 		if (!req)
 			json_object_set_new(item, "ctx", json_pack("{s:s}", "error", jerr.text));
 		json_array_append_new(list, item);
@@ -286,7 +289,8 @@ enum txt2img_result txt2img_parse(const char *body, size_t len, int default_mode
 		reject(&c, "override_settings", "dict_type", "Input should be a valid dictionary");
 	else if (ov && (check_names & TXT2IMG_CHECK_MODELS))
 		resolve_model(&c, "override_settings.sd_model_checkpoint", ov, "sd_model_checkpoint", &p->model);
-	if ((check_names & TXT2IMG_CHECK_MODELS) && resolve_model(&c, "refiner_checkpoint", req, "refiner_checkpoint", &p->refiner_model) &&
+	if ((check_names & TXT2IMG_CHECK_MODELS) &&
+	    resolve_model(&c, "refiner_checkpoint", req, "refiner_checkpoint", &p->refiner_model) &&
 	    !json_object_get(req, "refiner_switch_at"))
 		p->refiner_switch_at = 0.8f;
 
@@ -313,7 +317,9 @@ enum txt2img_result txt2img_parse(const char *body, size_t len, int default_mode
 		return TXT2IMG_REJECTED;
 	}
 	json_decref(c.errors);
-	int rc = (check_names & TXT2IMG_CHECK_SAMPLERS) ? engine_resolve_sampler(sampler_name, scheduler, &p->sampler, &p->schedule) : 0;
+	int rc = (check_names & TXT2IMG_CHECK_SAMPLERS)
+			 ? engine_resolve_sampler(sampler_name, scheduler, &p->sampler, &p->schedule)
+			 : 0;
 	if (rc == -1) {
 		*status = 404;
 		*reply = json_pack("{s:s}", "detail", "Sampler not found");
@@ -323,7 +329,8 @@ enum txt2img_result txt2img_parse(const char *body, size_t len, int default_mode
 	if (rc == -2) {
 		json_t *list = json_array();
 		sd_validation_add(list, "scheduler", "scheduler_not_found",
-				  "Scheduler not found; see GET /sdapi/v1/schedulers", json_object_get(req, "scheduler"));
+				  "Scheduler not found; see GET /sdapi/v1/schedulers",
+				  json_object_get(req, "scheduler"));
 		*status = 422;
 		*reply = json_pack("{s:o}", "detail", list);
 		json_decref(req);
@@ -397,8 +404,8 @@ char *txt2img_infotext(const struct txt2img *t, int image)
 			 "%s%s\nSteps: %d, Sampler: %s, Schedule type: %s, CFG scale: %g, Seed: %llu, "
 			 "Size: %dx%d, Model hash: %s, Model: %s%s, Version: sdgate %s",
 			 p->prompt, neg, p->steps, t->sampler_label, t->schedule_label, p->cfg_scale,
-			 (unsigned long long)(p->seed + (uint64_t)image), p->width, p->height,
-			 model_hash(p->model), model_name(p->model), refiner, SDGATE_VERSION);
+			 (unsigned long long)(p->seed + (uint64_t)image), p->width, p->height, model_hash(p->model),
+			 model_name(p->model), refiner, SDGATE_VERSION);
 	return n < 0 ? NULL : text;
 }
 
@@ -423,12 +430,11 @@ json_t *txt2img_info(const struct txt2img *t, int count, const char *job_timesta
 		"{s:s,s:o,s:s,s:o,s:I,s:o,s:I,s:o,s:f,s:i,s:i,s:s,s:s,s:f,s:i,s:i,s:i,s:b,s:n,s:s,s:s,s:n,s:n}",
 		"prompt", p->prompt, "all_prompts", all_prompts, "negative_prompt", p->negative_prompt,
 		"all_negative_prompts", all_neg, "seed", (json_int_t)p->seed, "all_seeds", all_seeds, "subseed",
-		(json_int_t)p->subseed, "all_subseeds", all_subseeds, "subseed_strength",
-		(double)p->subseed_strength, "width", p->width, "height", p->height, "sampler_name",
-		t->sampler_label, "scheduler", t->schedule_label, "cfg_scale", (double)p->cfg_scale, "steps",
-		p->steps, "batch_size", p->batch_size, "n_iter", p->n_iter, "restore_faces", 0,
-		"face_restoration_model", "sd_model_name", model_name(p->model), "sd_model_hash",
-		model_hash(p->model), "sd_vae_name", "sd_vae_hash");
+		(json_int_t)p->subseed, "all_subseeds", all_subseeds, "subseed_strength", (double)p->subseed_strength,
+		"width", p->width, "height", p->height, "sampler_name", t->sampler_label, "scheduler",
+		t->schedule_label, "cfg_scale", (double)p->cfg_scale, "steps", p->steps, "batch_size", p->batch_size,
+		"n_iter", p->n_iter, "restore_faces", 0, "face_restoration_model", "sd_model_name",
+		model_name(p->model), "sd_model_hash", model_hash(p->model), "sd_vae_name", "sd_vae_hash");
 	json_object_set_new(info, "seed_resize_from_w", json_integer(-1));
 	json_object_set_new(info, "seed_resize_from_h", json_integer(-1));
 	json_object_set_new(info, "denoising_strength", json_null());
@@ -485,12 +491,11 @@ json_t *txt2img_schedulers_json(void)
 
 json_t *txt2img_progress_json(const struct txt2img_progress *p, json_t *current_image)
 {
-	json_t *state = json_pack("{s:b,s:b,s:b,s:s,s:i,s:s,s:i,s:i,s:i}", "skipped", p->skipped, "interrupted",
-				  p->interrupted, "stopping_generation", 0, "job", p->active ? "txt2img" : "",
-				  "job_count", p->active ? p->job_count : 0, "job_timestamp",
-				  p->job_timestamp ? p->job_timestamp : "0", "job_no", p->active ? p->job_no : 0,
-				  "sampling_step", p->active ? p->sampling_step : 0, "sampling_steps",
-				  p->active ? p->sampling_steps : 0);
+	json_t *state = json_pack(
+		"{s:b,s:b,s:b,s:s,s:i,s:s,s:i,s:i,s:i}", "skipped", p->skipped, "interrupted", p->interrupted,
+		"stopping_generation", 0, "job", p->active ? "txt2img" : "", "job_count", p->active ? p->job_count : 0,
+		"job_timestamp", p->job_timestamp ? p->job_timestamp : "0", "job_no", p->active ? p->job_no : 0,
+		"sampling_step", p->active ? p->sampling_step : 0, "sampling_steps", p->active ? p->sampling_steps : 0);
 	return json_pack("{s:f,s:f,s:o,s:o,s:n}", "progress", p->progress, "eta_relative", p->eta_relative, "state",
 			 state, "current_image", current_image ? current_image : json_null(), "textinfo");
 }

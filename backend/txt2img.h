@@ -12,8 +12,8 @@
 #include <jansson.h>
 
 /* Limits of this backend, printed by --help. */
-#define TXT2IMG_MAX_BODY (1u << 20)        /* 1 MiB */
-#define TXT2IMG_MAX_PROMPT 8192            /* bytes, prompt and negative_prompt each */
+#define TXT2IMG_MAX_BODY (1u << 20) /* 1 MiB */
+#define TXT2IMG_MAX_PROMPT 8192     /* bytes, prompt and negative_prompt each */
 #define TXT2IMG_MIN_STEPS 1
 #define TXT2IMG_MAX_STEPS ENGINE_MAX_STEPS
 #define TXT2IMG_MIN_CFG 1.0
@@ -22,7 +22,7 @@
 #define TXT2IMG_MAX_SIZE ENGINE_MAX_SIZE
 #define TXT2IMG_MAX_BATCH ENGINE_MAX_BATCH
 #define TXT2IMG_MAX_ITER ENGINE_MAX_ITER
-#define TXT2IMG_MAX_PIXELS (32ull << 20)   /* batch_size * n_iter * width * height */
+#define TXT2IMG_MAX_PIXELS (32ull << 20) /* batch_size * n_iter * width * height */
 
 struct txt2img {
 	struct engine_params ep; /* strings point into `request` below */
@@ -45,8 +45,8 @@ enum { TXT2IMG_CHECK_SAMPLERS = 1, TXT2IMG_CHECK_MODELS = 2, TXT2IMG_CHECK_ALL =
  * mode, where the upstream server judges them). The balancer checks samplers
  * only: checkpoints are its backends' business.
  * On success the caller frees with txt2img_free. */
-enum txt2img_result txt2img_parse(const char *body, size_t len, int default_model, int check_names,
-				  struct txt2img *out, int *status, json_t **reply);
+enum txt2img_result txt2img_parse(const char *body, size_t len, int default_model, int check_names, struct txt2img *out,
+				  int *status, json_t **reply);
 void txt2img_free(struct txt2img *t);
 
 /* Fixes seed -1 (and subseed -1) to concrete random seeds, as A1111 does

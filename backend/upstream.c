@@ -39,7 +39,8 @@ char *upstream_txt2img(struct backend *b, struct txt2img *t, double *inference_s
 		return error_body(status, 500, "", "out of memory", len);
 	struct httpc_response r;
 	double t0 = backend_now();
-	int rc = httpc_request("POST", url, request, NULL, UPSTREAM_TXT2IMG_TIMEOUT_MS, BACKEND_UPSTREAM_MAX_ANSWER, &r);
+	int rc = httpc_request("POST", url, request, NULL, UPSTREAM_TXT2IMG_TIMEOUT_MS, BACKEND_UPSTREAM_MAX_ANSWER,
+			       &r);
 	*inference_s = backend_now() - t0;
 	free(request);
 	if (rc != 0) {
@@ -153,8 +154,8 @@ static void forward_done(struct httpd *h, struct lane_task *task)
 	free(f);
 }
 
-void upstream_forward(struct backend *b, h2o_req_t *req, const char *method, const char *path,
-		      const char *body, size_t body_len)
+void upstream_forward(struct backend *b, h2o_req_t *req, const char *method, const char *path, const char *body,
+		      size_t body_len)
 {
 	struct forward *f = calloc(1, sizeof *f);
 	if (!f) {

@@ -49,7 +49,8 @@ json_t *answer_parse_txt2img(const char *body, size_t len)
 	int ok = json_is_object(a) && json_is_array(images) && json_array_size(images) > 0;
 	size_t i;
 	json_t *v;
-	json_array_foreach(images, i, v) ok = ok && json_is_string(v) && is_image_b64(json_string_value(v), json_string_length(v));
+	json_array_foreach(images, i, v)
+		ok = ok && json_is_string(v) && is_image_b64(json_string_value(v), json_string_length(v));
 	json_t *info = json_object_get(a, "info");
 	ok = ok && (!info || json_is_string(info) || json_is_object(info));
 	if (!ok) {
@@ -63,8 +64,9 @@ json_t *answer_info(const json_t *answer)
 {
 	json_t *v = json_object_get(answer, "info");
 	json_error_t err;
-	json_t *info = json_is_string(v) ? json_loadb(json_string_value(v), json_string_length(v), 0, &err)
-					 : json_is_object(v) ? json_deep_copy(v) : NULL;
+	json_t *info = json_is_string(v)   ? json_loadb(json_string_value(v), json_string_length(v), 0, &err)
+		       : json_is_object(v) ? json_deep_copy(v)
+					   : NULL;
 	if (!json_is_object(info)) {
 		json_decref(info);
 		info = json_object();

@@ -21,11 +21,11 @@ json_t *answer_info(const json_t *answer);
 double answer_reported_inference(const json_t *info);
 
 struct answer_progress {
-	int valid;            /* state.sampling_step(s) were usable numbers */
-	int step, steps;      /* 0 <= step <= steps, 1 <= steps <= 100000 */
-	double progress;      /* clamped to [0, 1] */
-	const char *preview;  /* current_image (base64), borrowed from the parsed JSON, or NULL */
-	int idle;             /* state.job_count == 0: nothing running (A1111's idle) */
+	int valid;           /* state.sampling_step(s) were usable numbers */
+	int step, steps;     /* 0 <= step <= steps, 1 <= steps <= 100000 */
+	double progress;     /* clamped to [0, 1] */
+	const char *preview; /* current_image (base64), borrowed from the parsed JSON, or NULL */
+	int idle;            /* state.job_count == 0: nothing running (A1111's idle) */
 };
 
 /* Parses a progress answer into *out; returns the parsed JSON (which owns

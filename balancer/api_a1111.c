@@ -18,10 +18,7 @@ struct waiter {
 	struct job *job; /* NULL once answered */
 };
 
-static struct balancer *bal(struct httpd *h)
-{
-	return httpd_user(h);
-}
+static struct balancer *bal(struct httpd *h) { return httpd_user(h); }
 
 /* The request ended: if it was not answered, its client went away. */
 static void waiter_dispose(void *p)
@@ -196,7 +193,8 @@ static json_t *live_titles(struct balancer *b)
 			continue;
 		size_t i;
 		json_t *t;
-		json_array_foreach(k->titles, i, t) {
+		json_array_foreach(k->titles, i, t)
+		{
 			if (json_object_get(seen, json_string_value(t)))
 				continue;
 			json_object_set_new(seen, json_string_value(t), json_true());
@@ -212,12 +210,13 @@ static int on_sd_models(struct httpd *h, h2o_req_t *req, const char *rest)
 	json_t *titles = live_titles(bal(h)), *list = json_array();
 	size_t i;
 	json_t *t;
-	json_array_foreach(titles, i, t) {
+	json_array_foreach(titles, i, t)
+	{
 		const char *title = json_string_value(t);
 		const char *br = strstr(title, " [");
 		json_t *name = br ? json_stringn(title, (size_t)(br - title)) : json_string(title);
-		json_array_append_new(list, json_pack("{s:O,s:o,s:n,s:n,s:s,s:n}", "title", t, "model_name", name, "hash",
-						      "sha256", "filename", "", "config"));
+		json_array_append_new(list, json_pack("{s:O,s:o,s:n,s:n,s:s,s:n}", "title", t, "model_name", name,
+						      "hash", "sha256", "filename", "", "config"));
 	}
 	json_decref(titles);
 	httpd_reply_json(req, 200, list);
@@ -228,8 +227,8 @@ static int on_options(struct httpd *h, h2o_req_t *req, const char *rest)
 {
 	json_t *titles = live_titles(bal(h));
 	const char *first = json_string_value(json_array_get(titles, 0));
-	json_t *o = json_pack("{s:s,s:i,s:s,s:b}", "sd_model_checkpoint", first ? first : "", "sd_checkpoints_limit",
-			      1, "samples_format", "png", "enable_pnginfo", 1);
+	json_t *o = json_pack("{s:s,s:i,s:s,s:b}", "sd_model_checkpoint", first ? first : "", "sd_checkpoints_limit", 1,
+			      "samples_format", "png", "enable_pnginfo", 1);
 	json_decref(titles);
 	httpd_reply_json(req, 200, o);
 	return 0;
@@ -242,13 +241,9 @@ static int on_ping(struct httpd *h, h2o_req_t *req, const char *rest)
 }
 
 const struct httpd_route API_A1111_ROUTES[] = {
-	{"POST", "/sdapi/v1/txt2img", on_txt2img},
-	{"GET", "/sdapi/v1/progress", on_progress},
-	{"POST", "/sdapi/v1/interrupt", on_interrupt},
-	{"GET", "/sdapi/v1/samplers", on_samplers},
-	{"GET", "/sdapi/v1/schedulers", on_schedulers},
-	{"GET", "/sdapi/v1/sd-models", on_sd_models},
-	{"GET", "/sdapi/v1/options", on_options},
-	{"GET", "/internal/ping", on_ping},
+	{"POST", "/sdapi/v1/txt2img", on_txt2img},      {"GET", "/sdapi/v1/progress", on_progress},
+	{"POST", "/sdapi/v1/interrupt", on_interrupt},  {"GET", "/sdapi/v1/samplers", on_samplers},
+	{"GET", "/sdapi/v1/schedulers", on_schedulers}, {"GET", "/sdapi/v1/sd-models", on_sd_models},
+	{"GET", "/sdapi/v1/options", on_options},       {"GET", "/internal/ping", on_ping},
 };
 const size_t API_A1111_N = sizeof API_A1111_ROUTES / sizeof API_A1111_ROUTES[0];

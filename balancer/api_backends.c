@@ -12,10 +12,7 @@
 
 #define MAX_URL 512
 
-static struct balancer *bal(struct httpd *h)
-{
-	return httpd_user(h);
-}
+static struct balancer *bal(struct httpd *h) { return httpd_user(h); }
 
 /* 1 if the request carries the provider token; else answers and returns 0. */
 static int provider_ok(struct balancer *b, h2o_req_t *req)
@@ -42,8 +39,8 @@ static int bad(h2o_req_t *req, const char *field, const char *msg)
 /* Copies the registration's identity fields, checking each. */
 static int read_identity(h2o_req_t *req, json_t *body, json_t *fixed)
 {
-	static const char *const strings[] = {"provider", "location", "country", "gpu", "gpu_class", "engine",
-					      "version", "device"};
+	static const char *const strings[] = {"provider",  "location", "country", "gpu",
+					      "gpu_class", "engine",   "version", "device"};
 	for (size_t i = 0; i < sizeof strings / sizeof strings[0]; i++) {
 		json_t *v = json_object_get(body, strings[i]);
 		if (!v || json_is_null(v))
@@ -74,7 +71,8 @@ static int read_identity(h2o_req_t *req, json_t *body, json_t *fixed)
 		json_object_set(fixed, "simulated", sim);
 	json_t *slots = json_object_get(body, "slots");
 	if (slots && !json_is_null(slots)) {
-		if (!json_is_integer(slots) || json_integer_value(slots) < 1 || json_integer_value(slots) > BAL_MAX_SLOTS)
+		if (!json_is_integer(slots) || json_integer_value(slots) < 1 ||
+		    json_integer_value(slots) > BAL_MAX_SLOTS)
 			return bad(req, "slots", "slots: 1 to 8");
 		json_object_set(fixed, "slots", slots);
 	}
@@ -127,9 +125,11 @@ static int on_register(struct httpd *h, h2o_req_t *req, const char *rest)
 		return 0;
 	}
 	store_save_backend(b->store, k->id, json_pack("{s:s,s:s,s:O}", "id", k->id, "url", k->url, "fixed", k->fixed));
-	log_info("backend %s registered: %s (%s, gpu %s)", k->id, k->url, bk_str(k, "provider"), bk_str(k, "gpu_class"));
-	httpd_reply_json(req, 201, json_pack("{s:s,s:I}", "id", k->id, "heartbeat_interval_s",
-					     (json_int_t)b->cfg.heartbeat_interval_s));
+	log_info("backend %s registered: %s (%s, gpu %s)", k->id, k->url, bk_str(k, "provider"),
+		 bk_str(k, "gpu_class"));
+	httpd_reply_json(
+		req, 201,
+		json_pack("{s:s,s:I}", "id", k->id, "heartbeat_interval_s", (json_int_t)b->cfg.heartbeat_interval_s));
 	return 0;
 }
 

@@ -8,10 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct balancer *bal(struct httpd *h)
-{
-	return httpd_user(h);
-}
+static struct balancer *bal(struct httpd *h) { return httpd_user(h); }
 
 static json_t *accepted_answer(struct balancer *b, const struct job *j)
 {
@@ -52,8 +49,8 @@ static void on_saved(void *user, int ok)
 			bal_reply_error(c->req, 500, "internal", "The job vanished", NULL);
 		} else if (!ok) {
 			dispatch_cancel(c->b, j);
-			bal_reply_error(c->req, 503, "storage_failed", "The job could not be stored; it was not accepted",
-					NULL);
+			bal_reply_error(c->req, 503, "storage_failed",
+					"The job could not be stored; it was not accepted", NULL);
 		} else {
 			httpd_reply_json(c->req, 202, accepted_answer(c->b, j));
 		}

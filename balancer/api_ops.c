@@ -7,10 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct balancer *bal(struct httpd *h)
-{
-	return httpd_user(h);
-}
+static struct balancer *bal(struct httpd *h) { return httpd_user(h); }
 
 static void count_states(struct balancer *b, int *idle, int *busy, int *down)
 {
@@ -79,7 +76,8 @@ static int on_metrics(struct httpd *h, h2o_req_t *req, const char *rest)
 	add(&t, "sdgate_queue_depth %d\n", b->queued);
 	metric(&t, "sdgate_jobs_running", "gauge", "Jobs running on backends.");
 	add(&t, "sdgate_jobs_running %d\n", b->running);
-	metric(&t, "sdgate_jobs_accepted_total", "counter", "Valid jobs taken in (including those failed at once for want of a backend).");
+	metric(&t, "sdgate_jobs_accepted_total", "counter",
+	       "Valid jobs taken in (including those failed at once for want of a backend).");
 	add(&t, "sdgate_jobs_accepted_total %ld\n", b->m.accepted);
 	metric(&t, "sdgate_jobs_total", "counter", "Finished jobs by outcome.");
 	add(&t, "sdgate_jobs_total{outcome=\"done\"} %ld\n", b->m.done);
@@ -92,12 +90,15 @@ static int on_metrics(struct httpd *h, h2o_req_t *req, const char *rest)
 	int idle, busy, down;
 	count_states(b, &idle, &busy, &down);
 	metric(&t, "sdgate_backends", "gauge", "Backends by state.");
-	add(&t, "sdgate_backends{state=\"idle\"} %d\nsdgate_backends{state=\"busy\"} %d\nsdgate_backends{state=\"down\"} %d\n",
+	add(&t,
+	    "sdgate_backends{state=\"idle\"} %d\nsdgate_backends{state=\"busy\"} %d\nsdgate_backends{state=\"down\"} "
+	    "%d\n",
 	    idle, busy, down);
 	metric(&t, "sdgate_inference_seconds", "summary", "Inference time of finished jobs by GPU class.");
 	const char *cls;
 	json_t *e;
-	json_object_foreach(b->m.inference_by_class, cls, e) {
+	json_object_foreach(b->m.inference_by_class, cls, e)
+	{
 		add(&t, "sdgate_inference_seconds_sum{gpu_class=\"");
 		add_label_value(&t, cls);
 		add(&t, "\"} %.6f\nsdgate_inference_seconds_count{gpu_class=\"", json_real_value(json_array_get(e, 0)));

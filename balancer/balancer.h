@@ -16,18 +16,18 @@
 #include <jansson.h>
 
 /* Limits, printed by --help. */
-#define BAL_MAX_BODY (1u << 20)            /* request bodies */
-#define BAL_MAX_ANSWER (256u << 20)        /* a backend's txt2img answer */
-#define BAL_MAX_SMALL_ANSWER (4u << 20)    /* info, models, progress (with preview) */
+#define BAL_MAX_BODY (1u << 20)         /* request bodies */
+#define BAL_MAX_ANSWER (256u << 20)     /* a backend's txt2img answer */
+#define BAL_MAX_SMALL_ANSWER (4u << 20) /* info, models, progress (with preview) */
 #define BAL_MAX_SLOTS 8
 #define BAL_MAX_BACKENDS 1024
-#define BAL_MAX_GPUS 16                    /* classes in one job's accepted set */
-#define BAL_MAX_FIELD 256                  /* identity strings */
-#define BAL_ID_LEN 32                      /* hex chars of job and backend ids */
-#define BAL_MAX_IDEMPOTENCY_KEY 128        /* bytes of an Idempotency-Key (printable ASCII) */
+#define BAL_MAX_GPUS 16             /* classes in one job's accepted set */
+#define BAL_MAX_FIELD 256           /* identity strings */
+#define BAL_ID_LEN 32               /* hex chars of job and backend ids */
+#define BAL_MAX_IDEMPOTENCY_KEY 128 /* bytes of an Idempotency-Key (printable ASCII) */
 #define BAL_HEARTBEAT_MISSES 3
 #define BAL_SSE_KEEPALIVE_S 15
-#define BAL_MAX_BACKOFF_S 60.0             /* a backend failing job after job is checked at most this rarely */
+#define BAL_MAX_BACKOFF_S 60.0 /* a backend failing job after job is checked at most this rarely */
 
 struct bal_config {
 	const char *listen;
@@ -54,7 +54,8 @@ struct bk {
 	char id[BAL_ID_LEN + 1];
 	char *url;          /* base URL, no trailing '/', no fragment */
 	int registered;     /* 0 = static */
-	json_t *identity;   /* provider, location, country, lat, lon, gpu, gpu_class, simulated, price_per_hour, engine, version */
+	json_t *identity;   /* provider, location, country, lat, lon, gpu, gpu_class, simulated, price_per_hour, engine,
+			       version */
 	json_t *fixed;      /* identity given by the operator (fragment/registration): wins over /sdgate/v1/info */
 	json_t *models;     /* checkpoint titles and model_names offered (array of strings) */
 	json_t *titles;     /* the titles alone, for GET /sdapi/v1/sd-models */
@@ -62,11 +63,11 @@ struct bk {
 	int slots, running;
 	struct job *jobs[BAL_MAX_SLOTS];
 	enum bk_state state;
-	double spp;         /* learned seconds per (step x pixel x image); 0 = unknown */
+	double spp; /* learned seconds per (step x pixel x image); 0 = unknown */
 	long jobs_done, jobs_failed;
 	double inference_sum;
 	double last_heartbeat, next_check;
-	int strikes;        /* jobs failed in a row: each doubles the wait before the next health check */
+	int strikes;         /* jobs failed in a row: each doubles the wait before the next health check */
 	struct fetch *check; /* probe or health check in flight */
 	/* After a cancel: interrupt, then poll progress until the backend is
 	 * idle (A1111 does not stop when its client hangs up), re-interrupting. */
@@ -85,38 +86,38 @@ struct waiter;
 struct job {
 	char id[BAL_ID_LEN + 1];
 	char client[64];
-	int facade;             /* submitted through /sdapi/v1/txt2img */
-	json_t *request;        /* what is sent to backends (seeds fixed, hints removed) */
-	json_t *gpus;           /* accepted GPU classes (array, may be empty) */
-	double max_price;       /* 0 = any */
-	const char *model;      /* checkpoint asked for (in request), or NULL */
+	int facade;        /* submitted through /sdapi/v1/txt2img */
+	json_t *request;   /* what is sent to backends (seeds fixed, hints removed) */
+	json_t *gpus;      /* accepted GPU classes (array, may be empty) */
+	double max_price;  /* 0 = any */
+	const char *model; /* checkpoint asked for (in request), or NULL */
 	const char *refiner;
-	double work;            /* steps x width x height x images */
+	double work; /* steps x width x height x images */
 	long long seed;
 	enum job_status status;
 	int attempt;
-	struct bk *bk;          /* while running */
-	json_t *placed;         /* {backend, provider, location, gpu} of the last dispatch */
-	double created;         /* unix seconds */
+	struct bk *bk;                      /* while running */
+	json_t *placed;                     /* {backend, provider, location, gpu} of the last dispatch */
+	double created;                     /* unix seconds */
 	double enqueued, started, finished; /* monotonic seconds */
 	double finished_unix;
-	int last_position;      /* last queued{position} sent to subscribers */
+	int last_position; /* last queued{position} sent to subscribers */
 	long queue_ms, inference_ms;
 	double inference_s;
-	json_t *result;         /* {"images", "parameters", "info"} when done */
-	json_t *error;          /* {"code", "message"} when failed */
+	json_t *result; /* {"images", "parameters", "info"} when done */
+	json_t *error;  /* {"code", "message"} when failed */
 	int step, steps;
-	char *preview;          /* base64 PNG, latest */
+	char *preview; /* base64 PNG, latest */
 	struct fetch *call, *poll;
 	double next_poll, deadline;
 	struct sse *subs;
 	struct waiter *waiter;
 	struct job *qprev, *qnext; /* the queue */
 	int in_queue;
-	struct job *hnext;         /* the id table */
+	struct job *hnext;                          /* the id table */
 	char idem_key[BAL_MAX_IDEMPOTENCY_KEY + 1]; /* the client's Idempotency-Key, or "" */
-	char idem_hash[17];        /* hex FNV-1a of the request body it came with */
-	struct job *inext;         /* the (client, Idempotency-Key) table */
+	char idem_hash[17];                         /* hex FNV-1a of the request body it came with */
+	struct job *inext;                          /* the (client, Idempotency-Key) table */
 	struct job *all_prev, *all_next;
 	struct job *act_prev, *act_next; /* the unfinished jobs */
 };
@@ -141,12 +142,12 @@ struct balancer {
 	int queued, running;
 	struct job *table[BAL_JOB_BUCKETS];
 	struct job *idem_table[BAL_JOB_BUCKETS];
-	struct job *all;           /* every job kept (until --result-ttl) */
-	struct job *active;        /* unfinished ones only: what per-client and per-tick work walks */
+	struct job *all;    /* every job kept (until --result-ttl) */
+	struct job *active; /* unfinished ones only: what per-client and per-tick work walks */
 	int n_jobs;
 	struct bal_metrics m;
 	int reschedule;
-	int stopping;           /* shutting down: hung-up clients no longer cancel jobs */
+	int stopping; /* shutting down: hung-up clients no longer cancel jobs */
 	double next_slow_tick, last_schedule;
 };
 

@@ -88,7 +88,8 @@ static void drain_tick(struct balancer *b, struct bk *k, double now)
 		return;
 	}
 	char url[1024];
-	snprintf(url, sizeof url, "%s%s", k->url, k->drain_step == 0 ? "/sdapi/v1/interrupt" : "/sdapi/v1/progress?skip_current_image=true");
+	snprintf(url, sizeof url, "%s%s", k->url,
+		 k->drain_step == 0 ? "/sdapi/v1/interrupt" : "/sdapi/v1/progress?skip_current_image=true");
 	k->drain_call = fetch_start(b->fetcher, k->drain_step == 0 ? "POST" : "GET", url, NULL, 0, INTERRUPT_TIMEOUT_MS,
 				    BAL_MAX_SMALL_ANSWER, drain_answer, k);
 }
@@ -235,7 +236,8 @@ static void on_poll(const struct fetch_result *r, void *user)
 			j->preview = strdup(preview);
 		}
 		if (changed && j->subs) {
-			json_t *ev = json_pack("{s:i,s:i,s:f}", "step", ap.step, "steps", ap.steps, "progress", ap.progress);
+			json_t *ev = json_pack("{s:i,s:i,s:f}", "step", ap.step, "steps", ap.steps, "progress",
+					       ap.progress);
 			if (j->preview)
 				json_object_set_new(ev, "preview", json_string(j->preview));
 			jobs_emit(b, j, "progress", ev);
@@ -290,10 +292,7 @@ static void start(struct balancer *b, struct job *j, struct bk *k)
 		backend_failed(b, j, "out of memory");
 }
 
-static int offers_cb(const void *ctx, const char *model)
-{
-	return registry_offers(ctx, model);
-}
+static int offers_cb(const void *ctx, const char *model) { return registry_offers(ctx, model); }
 
 /* Seconds until a busy slot frees up. A job past its expected time is
  * assumed to need about half as long again as it has overrun, so a stuck
@@ -357,7 +356,8 @@ int dispatch_reject_unservable(struct balancer *b, struct job *j)
 			return 0;
 	}
 	char msg[512];
-	snprintf(msg, sizeof msg, "No live backend can serve this job (GPU classes %s, checkpoint %s%s%s, max price %g)",
+	snprintf(msg, sizeof msg,
+		 "No live backend can serve this job (GPU classes %s, checkpoint %s%s%s, max price %g)",
 		 rj.n_gpus ? "as asked" : "any", j->model ? j->model : "any", j->refiner ? ", refiner " : "",
 		 j->refiner ? j->refiner : "", j->max_price);
 	jobs_finish_failed(b, j, "no_backend", msg);

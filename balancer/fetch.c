@@ -28,7 +28,7 @@ struct fetch {
 	fetch_done_fn done;
 	void *user;
 	struct fetch_result result;
-	struct fetch *next; /* the incoming list */
+	struct fetch *next;          /* the incoming list */
 	struct fetch *aprev, *anext; /* in the multi handle (curl thread) */
 };
 
@@ -109,7 +109,8 @@ static void finish(struct fetcher *f, struct fetch *x, CURLcode rc)
 	if (rc != CURLE_OK) {
 		x->result.status = 0;
 		if (x->too_large)
-			snprintf(x->result.error, sizeof x->result.error, "answer larger than %zu bytes", x->max_answer);
+			snprintf(x->result.error, sizeof x->result.error, "answer larger than %zu bytes",
+				 x->max_answer);
 		else if (!x->result.error[0])
 			snprintf(x->result.error, sizeof x->result.error, "%s", curl_easy_strerror(rc));
 	}

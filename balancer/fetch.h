@@ -18,11 +18,11 @@ struct fetcher;
 struct fetch;
 
 struct fetch_result {
-	long status;       /* HTTP status, 0 when no whole answer came */
-	char *body;        /* NUL-terminated; owned by the fetch, valid during done() */
+	long status; /* HTTP status, 0 when no whole answer came */
+	char *body;  /* NUL-terminated; owned by the fetch, valid during done() */
 	size_t len;
-	char error[256];   /* curl's reason when status is 0 */
-	double elapsed_s;  /* from the start of the transfer to its end */
+	char error[256];  /* curl's reason when status is 0 */
+	double elapsed_s; /* from the start of the transfer to its end */
 };
 
 typedef void (*fetch_done_fn)(const struct fetch_result *r, void *user);

@@ -75,7 +75,8 @@ static int take_hints(h2o_req_t *req, json_t *body, json_t *gpus, double *max_pr
 		}
 		size_t i;
 		json_t *v;
-		json_array_foreach(list, i, v) {
+		json_array_foreach(list, i, v)
+		{
 			if (!json_is_string(v)) {
 				set_error(e, 422, "invalid", "gpus", "gpus: must be a list of GPU class names");
 				return -1;

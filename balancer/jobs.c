@@ -17,10 +17,7 @@ static unsigned hash_str(unsigned h, const char *s)
 	return h;
 }
 
-static unsigned bucket_of(const char *id)
-{
-	return hash_str(2166136261u, id) % BAL_JOB_BUCKETS;
-}
+static unsigned bucket_of(const char *id) { return hash_str(2166136261u, id) % BAL_JOB_BUCKETS; }
 
 static unsigned idem_bucket(const char *client, const char *key)
 {
@@ -265,12 +262,11 @@ static void set_opt(json_t *o, const char *key, json_t *v)
 /* The stored document: everything needed to resume or to answer GET. */
 static json_t *job_doc(const struct job *j)
 {
-	json_t *d = json_pack("{s:s,s:s,s:b,s:O,s:O,s:f,s:s,s:i,s:f,s:I,s:I,s:f,s:f}", "id", j->id, "client",
-			      j->client, "facade", j->facade, "request", j->request, "gpus", j->gpus, "max_price",
-			      j->max_price, "status", status_name(j->status), "attempt", j->attempt, "created",
-			      j->created, "queue_ms", (json_int_t)j->queue_ms, "inference_ms",
-			      (json_int_t)j->inference_ms, "inference_s", j->inference_s, "finished_unix",
-			      j->finished_unix);
+	json_t *d = json_pack("{s:s,s:s,s:b,s:O,s:O,s:f,s:s,s:i,s:f,s:I,s:I,s:f,s:f}", "id", j->id, "client", j->client,
+			      "facade", j->facade, "request", j->request, "gpus", j->gpus, "max_price", j->max_price,
+			      "status", status_name(j->status), "attempt", j->attempt, "created", j->created,
+			      "queue_ms", (json_int_t)j->queue_ms, "inference_ms", (json_int_t)j->inference_ms,
+			      "inference_s", j->inference_s, "finished_unix", j->finished_unix);
 	if (j->idem_key[0]) {
 		json_object_set_new(d, "idempotency_key", json_string(j->idem_key));
 		json_object_set_new(d, "request_hash", json_string(j->idem_hash));

@@ -20,21 +20,34 @@ static struct balancer B;
 static const char *log_level = "info";
 
 static const struct config_option OPTIONS[] = {
-	{"listen", CONFIG_STRING, &B.cfg.listen, "HOST:PORT", "address of the API (A1111 façade, jobs, backends, ops)", 0, 0},
+	{"listen", CONFIG_STRING, &B.cfg.listen, "HOST:PORT", "address of the API (A1111 façade, jobs, backends, ops)",
+	 0, 0},
 	{"db", CONFIG_STRING, &B.cfg.db, "FILE", "SQLite file (WAL) for jobs and registered backends", 0, 0},
-	{"backend", CONFIG_LIST, &B.cfg.backends, "URL", "a static backend (repeatable); identity may ride in the fragment: URL#provider=P&location=L&gpu_class=C&price_per_hour=X&slots=N", 0, 0},
-	{"provider-token", CONFIG_STRING, &B.cfg.provider_token, "T", "Bearer token providers need to register (none: registration is off)", 0, 0},
-	{"admin-token", CONFIG_STRING, &B.cfg.admin_token, "T", "Bearer token of the gateway/admin (lets it name end clients with X-Sdgate-Client)", 0, 0},
+	{"backend", CONFIG_LIST, &B.cfg.backends, "URL",
+	 "a static backend (repeatable); identity may ride in the fragment: "
+	 "URL#provider=P&location=L&gpu_class=C&price_per_hour=X&slots=N",
+	 0, 0},
+	{"provider-token", CONFIG_STRING, &B.cfg.provider_token, "T",
+	 "Bearer token providers need to register (none: registration is off)", 0, 0},
+	{"admin-token", CONFIG_STRING, &B.cfg.admin_token, "T",
+	 "Bearer token of the gateway/admin (lets it name end clients with X-Sdgate-Client)", 0, 0},
 	{"max-queue", CONFIG_INT, &B.cfg.max_queue, "N", "queued jobs in all (429 past it)", 1, 1000000},
-	{"max-queue-per-client", CONFIG_INT, &B.cfg.max_queue_per_client, "N", "unfinished jobs per client (429 past it)", 1, 1000000},
+	{"max-queue-per-client", CONFIG_INT, &B.cfg.max_queue_per_client, "N",
+	 "unfinished jobs per client (429 past it)", 1, 1000000},
 	{"max-attempts", CONFIG_INT, &B.cfg.max_attempts, "N", "dispatches per job before it fails", 1, 100},
-	{"heartbeat-interval", CONFIG_INT, &B.cfg.heartbeat_interval_s, "S", "heartbeat period asked of registered backends (dropped after 3 missed)", 1, 3600},
-	{"health-interval-ms", CONFIG_INT, &B.cfg.health_interval_ms, "N", "how often a down backend is checked", 50, 3600000},
-	{"job-timeout-factor", CONFIG_DOUBLE, &B.cfg.job_timeout_factor, "F", "a dispatch times out after F x the backend's expected time", 1, 1000},
+	{"heartbeat-interval", CONFIG_INT, &B.cfg.heartbeat_interval_s, "S",
+	 "heartbeat period asked of registered backends (dropped after 3 missed)", 1, 3600},
+	{"health-interval-ms", CONFIG_INT, &B.cfg.health_interval_ms, "N", "how often a down backend is checked", 50,
+	 3600000},
+	{"job-timeout-factor", CONFIG_DOUBLE, &B.cfg.job_timeout_factor, "F",
+	 "a dispatch times out after F x the backend's expected time", 1, 1000},
 	{"min-job-timeout-s", CONFIG_DOUBLE, &B.cfg.min_job_timeout_s, "S", "but never before S seconds", 0.1, 86400},
-	{"progress-interval-ms", CONFIG_INT, &B.cfg.progress_interval_ms, "N", "how often a running job's progress is polled", 50, 60000},
-	{"result-ttl", CONFIG_INT, &B.cfg.result_ttl_s, "S", "how long finished jobs and their images are kept", 1, 31536000},
-	{"max-connections", CONFIG_INT, &B.cfg.max_connections, "N", "open HTTP connections at most (lowered to fit the descriptor limit); past it new ones wait", 16, 1000000},
+	{"progress-interval-ms", CONFIG_INT, &B.cfg.progress_interval_ms, "N",
+	 "how often a running job's progress is polled", 50, 60000},
+	{"result-ttl", CONFIG_INT, &B.cfg.result_ttl_s, "S", "how long finished jobs and their images are kept", 1,
+	 31536000},
+	{"max-connections", CONFIG_INT, &B.cfg.max_connections, "N",
+	 "open HTTP connections at most (lowered to fit the descriptor limit); past it new ones wait", 16, 1000000},
 	{"log-level", CONFIG_STRING, &log_level, "LEVEL", "debug, info, warn or error", 0, 0},
 };
 
@@ -97,7 +110,8 @@ static int parse_static(const char *spec, char **url, json_t **fixed)
 			else if (!strcmp(key, "slots"))
 				json_object_set_new(*fixed, key, json_integer(atoi(val)));
 			else if (!strcmp(key, "simulated"))
-				json_object_set_new(*fixed, key, json_boolean(!strcmp(val, "true") || !strcmp(val, "1")));
+				json_object_set_new(*fixed, key,
+						    json_boolean(!strcmp(val, "true") || !strcmp(val, "1")));
 			else if (!strcmp(key, "models"))
 				json_object_set_new(*fixed, key, json_pack("[s]", val));
 			else
@@ -172,8 +186,13 @@ int main(int argc, char **argv)
 	for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
 		for (size_t i = 0; i < tables[t].n && n < sizeof routes / sizeof routes[0]; i++)
 			routes[n++] = tables[t].r[i];
-	struct httpd_config hc = {.host = host, .port = port, .max_body = BAL_MAX_BODY, .routes = routes,
-				  .n_routes = n, .user = b, .sdgate_errors = 1,
+	struct httpd_config hc = {.host = host,
+				  .port = port,
+				  .max_body = BAL_MAX_BODY,
+				  .routes = routes,
+				  .n_routes = n,
+				  .user = b,
+				  .sdgate_errors = 1,
 				  .max_connections = (int)b->cfg.max_connections};
 	b->httpd = httpd_new(&hc);
 	if (!b->httpd)

@@ -20,8 +20,8 @@
 #define PROBE_TIMEOUT_MS 5000
 #define PING_TIMEOUT_MS 2000
 
-static const char *const IDENTITY_KEYS[] = {"provider", "location", "country", "lat", "lon", "gpu", "gpu_class",
-					     "simulated", "price_per_hour", "engine", "version", "device"};
+static const char *const IDENTITY_KEYS[] = {"provider",  "location",  "country",        "lat",    "lon",     "gpu",
+					    "gpu_class", "simulated", "price_per_hour", "engine", "version", "device"};
 
 const char *bk_str(const struct bk *k, const char *key)
 {
@@ -29,10 +29,7 @@ const char *bk_str(const struct bk *k, const char *key)
 	return s ? s : "";
 }
 
-double bk_price(const struct bk *k)
-{
-	return json_number_value(json_object_get(k->identity, "price_per_hour"));
-}
+double bk_price(const struct bk *k) { return json_number_value(json_object_get(k->identity, "price_per_hour")); }
 
 const char *registry_state_name(const struct bk *k)
 {
@@ -48,7 +45,8 @@ int registry_offers(const struct bk *k, const char *model)
 	size_t i;
 	json_t *v;
 	size_t mlen = strlen(model);
-	json_array_foreach(k->models, i, v) {
+	json_array_foreach(k->models, i, v)
+	{
 		const char *t = json_string_value(v);
 		if (!t)
 			continue;
@@ -150,7 +148,8 @@ static void on_check(const struct fetch_result *r, void *user)
 			json_array_clear(k->titles);
 			size_t i;
 			json_t *m;
-			json_array_foreach(json_object_get(j, "models"), i, m) {
+			json_array_foreach(json_object_get(j, "models"), i, m)
+			{
 				add_model(k, m);
 				add_title(k, m);
 			}
@@ -169,15 +168,16 @@ static void on_check(const struct fetch_result *r, void *user)
 		if (r->status == 200 && json_is_array(j)) {
 			size_t i;
 			json_t *m;
-			json_array_foreach(j, i, m) {
+			json_array_foreach(j, i, m)
+			{
 				add_model(k, json_object_get(m, "title"));
 				add_model(k, json_object_get(m, "model_name"));
 				add_title(k, json_object_get(m, "title"));
 			}
 			if (k->state != BK_UP)
 				log_info("backend %s up: %s, %s, gpu %s, %zu checkpoint name(s), %d slot(s)", k->id,
-					 bk_str(k, "provider"), k->url, bk_str(k, "gpu_class"), json_array_size(k->models),
-					 k->slots);
+					 bk_str(k, "provider"), k->url, bk_str(k, "gpu_class"),
+					 json_array_size(k->models), k->slots);
 			k->state = BK_UP;
 			b->reschedule = 1;
 		} else {
@@ -222,7 +222,8 @@ struct bk *registry_add(struct balancer *b, const char *url, json_t *fixed, int 
 	json_t *models = json_object_get(k->fixed, "models");
 	size_t i;
 	json_t *m;
-	json_array_foreach(models, i, m) {
+	json_array_foreach(models, i, m)
+	{
 		add_model(k, m);
 		add_title(k, m);
 	}

@@ -70,8 +70,7 @@ void router_plan(struct router_bk *bks, int nb, const struct router_job *jobs, i
 			 * wins, then the cheaper backend. */
 			double margin = fmax(1e-3, 0.02 * fmin(finish, best_finish));
 			int tie = best >= 0 && fabs(finish - best_finish) <= margin;
-			int better = best < 0 || (!tie && finish < best_finish) ||
-				     (tie && free_now > best_free) ||
+			int better = best < 0 || (!tie && finish < best_finish) || (tie && free_now > best_free) ||
 				     (tie && free_now == best_free && bks[k].price < bks[best].price);
 			if (better) {
 				best = k;

@@ -16,24 +16,24 @@
 #define ROUTER_SWITCH_PENALTY_S 5.0 /* loading another checkpoint (A1111: seconds) */
 
 struct router_bk {
-	int usable;                     /* up and not down/probing */
+	int usable; /* up and not down/probing */
 	const char *gpu_class;
-	double price;                   /* per hour */
-	double spp;                     /* seconds per unit of work; 0 = not learned yet */
-	int slots;                      /* 1..ROUTER_MAX_SLOTS */
+	double price;                     /* per hour */
+	double spp;                       /* seconds per unit of work; 0 = not learned yet */
+	int slots;                        /* 1..ROUTER_MAX_SLOTS */
 	double free_in[ROUTER_MAX_SLOTS]; /* seconds until each slot is free; 0 = free now */
-	const char *loaded_model;       /* may be NULL */
+	const char *loaded_model;         /* may be NULL */
 	/* Does it offer this checkpoint? (model is never NULL) */
 	int (*offers)(const void *ctx, const char *model);
 	const void *ctx;
 };
 
 struct router_job {
-	const char *const *gpus;        /* accepted classes; n_gpus 0 = any */
+	const char *const *gpus; /* accepted classes; n_gpus 0 = any */
 	int n_gpus;
-	double max_price;               /* 0 = any */
-	const char *model, *refiner;    /* NULL = any */
-	double work;                    /* steps x pixels x images */
+	double max_price;            /* 0 = any */
+	const char *model, *refiner; /* NULL = any */
+	double work;                 /* steps x pixels x images */
 };
 
 enum { ROUTER_WAIT = -1, ROUTER_NONE = -2 };

@@ -95,10 +95,7 @@ static void append(struct sse *s, const char *text, size_t len)
 	s->plen += len;
 }
 
-struct sse *sse_next(struct sse *s)
-{
-	return s->next;
-}
+struct sse *sse_next(struct sse *s) { return s->next; }
 
 void sse_send(struct sse *s, const char *event, const json_t *data)
 {

@@ -40,22 +40,21 @@ struct store_task {
 	int ok;
 };
 
-static const char SCHEMA[] =
-	"PRAGMA journal_mode=WAL;"
-	"PRAGMA synchronous=NORMAL;"
-	"CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, status TEXT NOT NULL,"
-	" finished REAL NOT NULL DEFAULT 0, created INTEGER NOT NULL, doc TEXT NOT NULL);"
-	"CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(status, finished);"
-	"CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);"
-	"CREATE TABLE IF NOT EXISTS backends (id TEXT PRIMARY KEY, doc TEXT NOT NULL);";
+static const char SCHEMA[] = "PRAGMA journal_mode=WAL;"
+			     "PRAGMA synchronous=NORMAL;"
+			     "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, status TEXT NOT NULL,"
+			     " finished REAL NOT NULL DEFAULT 0, created INTEGER NOT NULL, doc TEXT NOT NULL);"
+			     "CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(status, finished);"
+			     "CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);"
+			     "CREATE TABLE IF NOT EXISTS backends (id TEXT PRIMARY KEY, doc TEXT NOT NULL);";
 
 struct store *store_open(const char *path)
 {
 	struct store *s = calloc(1, sizeof *s);
 	if (!s)
 		return NULL;
-	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
-			    NULL) != SQLITE_OK) {
+	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
+	    SQLITE_OK) {
 		log_error("db %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
 		goto fail;
 	}
@@ -92,8 +91,8 @@ void store_close(struct store *s)
 
 /* Runs the kind's statement with its text parameters, then its real ones,
  * bound in order; reports whether it completed. */
-static int run_stmt(struct store *s, enum task_kind kind, const char *const *texts, int n_texts,
-		    const double *reals, int n_reals)
+static int run_stmt(struct store *s, enum task_kind kind, const char *const *texts, int n_texts, const double *reals,
+		    int n_reals)
 {
 	sqlite3_stmt *st = s->stmts[kind];
 	if (!st && sqlite3_prepare_v2(s->db, SQL[kind], -1, &s->stmts[kind], NULL) != SQLITE_OK) {
@@ -156,8 +155,8 @@ static void task_done(struct httpd *h, struct lane_task *lt)
 	free(t);
 }
 
-static void submit(struct store *s, enum task_kind kind, const char *id, json_t *doc, store_done_fn done,
-		   void *user, const char *status, double when)
+static void submit(struct store *s, enum task_kind kind, const char *id, json_t *doc, store_done_fn done, void *user,
+		   const char *status, double when)
 {
 	struct store_task *t = calloc(1, sizeof *t);
 	if (!t) {
@@ -190,15 +189,9 @@ void store_save_backend(struct store *s, const char *id, json_t *doc)
 	submit(s, SAVE_BACKEND, id, doc, NULL, NULL, NULL, 0);
 }
 
-void store_delete_backend(struct store *s, const char *id)
-{
-	submit(s, DELETE_BACKEND, id, NULL, NULL, NULL, NULL, 0);
-}
+void store_delete_backend(struct store *s, const char *id) { submit(s, DELETE_BACKEND, id, NULL, NULL, NULL, NULL, 0); }
 
-void store_expire_jobs(struct store *s, double before)
-{
-	submit(s, EXPIRE_JOBS, NULL, NULL, NULL, NULL, NULL, before);
-}
+void store_expire_jobs(struct store *s, double before) { submit(s, EXPIRE_JOBS, NULL, NULL, NULL, NULL, NULL, before); }
 
 static int load(struct store *s, const char *sql, void (*fn)(json_t *doc, void *user), void *user)
 {

@@ -11,10 +11,7 @@
 #include <sys/random.h>
 #include <time.h>
 
-struct balancer *balancer_of(struct httpd *h)
-{
-	return httpd_user(h);
-}
+struct balancer *balancer_of(struct httpd *h) { return httpd_user(h); }
 
 double bal_now(void)
 {

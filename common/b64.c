@@ -6,10 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-size_t b64_encoded_len(size_t n)
-{
-	return (n + 2) / 3 * 4;
-}
+size_t b64_encoded_len(size_t n) { return (n + 2) / 3 * 4; }
 
 void b64_encode(char *out, const unsigned char *in, size_t n)
 {

@@ -186,16 +186,15 @@ static int load_file(const struct config_program *prog, const char *path)
 
 static void print_help(const struct config_program *prog)
 {
-	printf("%s %s — %s\n\nUsage: %s [options]\n\nOptions:\n", prog->name, SDGATE_VERSION,
-	       prog->summary, prog->name);
+	printf("%s %s — %s\n\nUsage: %s [options]\n\nOptions:\n", prog->name, SDGATE_VERSION, prog->summary,
+	       prog->name);
 	printf("  %-28s %s\n", "--help", "print this help and exit");
 	printf("  %-28s %s\n", "--version", "print the version and exit");
 	printf("  %-28s %s\n", "--config FILE", "JSON object of options; flags override it");
 	for (size_t i = 0; i < prog->n_options; i++) {
 		const struct config_option *o = &prog->options[i];
 		char flag[64];
-		snprintf(flag, sizeof flag, "--%s%s%s", o->name, o->metavar ? " " : "",
-			 o->metavar ? o->metavar : "");
+		snprintf(flag, sizeof flag, "--%s%s%s", o->name, o->metavar ? " " : "", o->metavar ? o->metavar : "");
 		printf("  %-28s %s", flag, o->help);
 		if (o->type == CONFIG_STRING && *(const char **)o->dest)
 			printf(" (default %s)", *(const char **)o->dest);

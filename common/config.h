@@ -15,20 +15,20 @@
 enum config_type { CONFIG_STRING, CONFIG_INT, CONFIG_DOUBLE, CONFIG_BOOL, CONFIG_LIST };
 
 struct config_option {
-	const char *name;   /* "listen" -> --listen, JSON key "listen" */
+	const char *name; /* "listen" -> --listen, JSON key "listen" */
 	enum config_type type;
-	void *dest;         /* const char **, long *, double *, int *, or char *** (LIST) */
+	void *dest;          /* const char **, long *, double *, int *, or char *** (LIST) */
 	const char *metavar; /* "HOST:PORT"; NULL for BOOL */
 	const char *help;
-	double min, max;    /* for INT and DOUBLE when min < max */
+	double min, max; /* for INT and DOUBLE when min < max */
 };
 
 struct config_program {
-	const char *name;        /* "sdgate-backend" */
-	const char *summary;     /* one line */
+	const char *name;    /* "sdgate-backend" */
+	const char *summary; /* one line */
 	const struct config_option *options;
 	size_t n_options;
-	const char *epilog;      /* printed after the options (limits), may be NULL */
+	const char *epilog; /* printed after the options (limits), may be NULL */
 };
 
 enum config_result { CONFIG_OK = 0, CONFIG_EXIT = 1, CONFIG_ERROR = -1 };

@@ -23,15 +23,9 @@ static const struct {
 	[SDE_INTERNAL] = {"internal", 500, "Internal Server Error"},
 };
 
-const char *sd_error_code(enum sd_error e)
-{
-	return e < SDE_COUNT ? ERRORS[e].code : "internal";
-}
+const char *sd_error_code(enum sd_error e) { return e < SDE_COUNT ? ERRORS[e].code : "internal"; }
 
-int sd_error_status(enum sd_error e)
-{
-	return e < SDE_COUNT ? ERRORS[e].status : 500;
-}
+int sd_error_status(enum sd_error e) { return e < SDE_COUNT ? ERRORS[e].status : 500; }
 
 json_t *sd_error_json(enum sd_error e, const char *message, const char *field)
 {

@@ -36,8 +36,8 @@ static size_t on_data(char *data, size_t size, size_t n, void *user)
 	return add;
 }
 
-int httpc_request(const char *method, const char *url, const char *body, const char *bearer,
-		  long timeout_ms, size_t max_body, struct httpc_response *out)
+int httpc_request(const char *method, const char *url, const char *body, const char *bearer, long timeout_ms,
+		  size_t max_body, struct httpc_response *out)
 {
 	memset(out, 0, sizeof *out);
 	CURL *c = curl_easy_init();

@@ -36,7 +36,7 @@ struct httpd {
 	volatile sig_atomic_t stopping;
 	httpd_tick_fn tick;
 	int conns, max_conns;
-	int listening;          /* the listener is being read */
+	int listening;            /* the listener is being read */
 	uint64_t accept_retry_at; /* ms (h2o_now); 0 = not paused for lack of descriptors */
 };
 
@@ -173,8 +173,7 @@ static void on_messages(h2o_multithread_receiver_t *receiver, h2o_linklist_t *me
 {
 	struct httpd *h = H2O_STRUCT_FROM_MEMBER(struct httpd, receiver, receiver);
 	while (!h2o_linklist_is_empty(messages)) {
-		h2o_multithread_message_t *m =
-			H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+		h2o_multithread_message_t *m = H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
 		h2o_linklist_unlink(&m->link);
 		struct httpd_msg *msg = (struct httpd_msg *)m;
 		msg->fn(h, msg);
@@ -183,8 +182,8 @@ static void on_messages(h2o_multithread_receiver_t *receiver, h2o_linklist_t *me
 
 static int open_listener(const char *host, int port, int *bound_port)
 {
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-				 .ai_flags = AI_NUMERICHOST | AI_PASSIVE};
+	struct addrinfo hints = {
+		.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICHOST | AI_PASSIVE};
 	struct addrinfo *ai;
 	char portstr[16];
 	snprintf(portstr, sizeof portstr, "%d", port);
@@ -263,10 +262,14 @@ void httpd_free(struct httpd *h)
 	 * Connections still answering (callers end their streams first) get
 	 * up to 2 s; past that the loop is left to the OS. */
 	h2o_context_request_shutdown(&h->ctx);
-	h2o_timeout_t *timeouts[] = {&h->ctx.zero_timeout,	   &h->ctx.one_sec_timeout,
-				     &h->ctx.hundred_ms_timeout,   &h->ctx.handshake_timeout,
-				     &h->ctx.http1.req_timeout,	   &h->ctx.http2.idle_timeout,
-				     &h->ctx.http2.graceful_shutdown_timeout, &h->ctx.proxy.io_timeout};
+	h2o_timeout_t *timeouts[] = {&h->ctx.zero_timeout,
+				     &h->ctx.one_sec_timeout,
+				     &h->ctx.hundred_ms_timeout,
+				     &h->ctx.handshake_timeout,
+				     &h->ctx.http1.req_timeout,
+				     &h->ctx.http2.idle_timeout,
+				     &h->ctx.http2.graceful_shutdown_timeout,
+				     &h->ctx.proxy.io_timeout};
 	size_t n_timeouts = sizeof timeouts / sizeof timeouts[0];
 	for (size_t k = 0; k < n_timeouts; k++)
 		timeouts[k]->timeout = 0;
@@ -301,10 +304,7 @@ h2o_evloop_t *httpd_loop(struct httpd *h) { return h->loop; }
 h2o_context_t *httpd_context(struct httpd *h) { return &h->ctx; }
 void httpd_set_tick(struct httpd *h, httpd_tick_fn fn) { h->tick = fn; }
 
-void httpd_stop(struct httpd *h)
-{
-	h->stopping = 1;
-}
+void httpd_stop(struct httpd *h) { h->stopping = 1; }
 
 void httpd_run(struct httpd *h)
 {
@@ -344,16 +344,12 @@ void httpd_reply(h2o_req_t *req, int status, const char *content_type, const cha
 	req->res.status = status;
 	req->res.reason = status < 300 ? "OK" : "Error";
 	req->res.content_length = len;
-	h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
-		       strlen(content_type));
+	h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type, strlen(content_type));
 	h2o_start_response(req, &generator);
 	h2o_send(req, &buf, 1, H2O_SEND_STATE_FINAL);
 }
 
-static void free_owned(void *p)
-{
-	free(*(char **)p);
-}
+static void free_owned(void *p) { free(*(char **)p); }
 
 void httpd_reply_owned(h2o_req_t *req, int status, const char *content_type, char *body, size_t len)
 {
@@ -364,8 +360,7 @@ void httpd_reply_owned(h2o_req_t *req, int status, const char *content_type, cha
 	req->res.status = status;
 	req->res.reason = status < 300 ? "OK" : "Error";
 	req->res.content_length = len;
-	h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
-		       strlen(content_type));
+	h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type, strlen(content_type));
 	h2o_start_response(req, &generator);
 	h2o_send(req, &buf, 1, H2O_SEND_STATE_FINAL);
 }

@@ -33,18 +33,18 @@ struct httpd;
 typedef int (*httpd_handler_fn)(struct httpd *h, h2o_req_t *req, const char *rest);
 
 struct httpd_route {
-	const char *method;  /* "GET", "POST", "DELETE", or NULL for any */
-	const char *path;    /* exact "/sdapi/v1/txt2img", or prefix "/v1/jobs/" (ends in '/') */
+	const char *method; /* "GET", "POST", "DELETE", or NULL for any */
+	const char *path;   /* exact "/sdapi/v1/txt2img", or prefix "/v1/jobs/" (ends in '/') */
 	httpd_handler_fn fn;
 };
 
 struct httpd_config {
-	const char *host;           /* "127.0.0.1" */
-	int port;                   /* 0 = any free port (see httpd_port) */
-	size_t max_body;            /* bodies over this get a JSON 413 */
+	const char *host; /* "127.0.0.1" */
+	int port;         /* 0 = any free port (see httpd_port) */
+	size_t max_body;  /* bodies over this get a JSON 413 */
 	const struct httpd_route *routes;
 	size_t n_routes;
-	void *user;                 /* the program's state, see httpd_user */
+	void *user; /* the program's state, see httpd_user */
 	/* Shape of 404/405/413 replies: 0 = FastAPI's {"detail": "..."},
 	 * 1 = sdgate's {"detail", "error": {code, message}}. */
 	int sdgate_errors;
@@ -55,7 +55,7 @@ struct httpd_config {
 };
 
 #define HTTPD_MAX_CONNECTIONS 4096
-#define HTTPD_FD_RESERVE 256   /* descriptors kept for SQLite, curl, logs */
+#define HTTPD_FD_RESERVE 256 /* descriptors kept for SQLite, curl, logs */
 
 /* Creates the server and binds its listener. Returns NULL and logs why. */
 struct httpd *httpd_new(const struct httpd_config *cfg);

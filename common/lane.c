@@ -111,12 +111,6 @@ static void lane_stop(struct lane *l, int drain)
 	free(l);
 }
 
-void lane_free(struct lane *l)
-{
-	lane_stop(l, 0);
-}
+void lane_free(struct lane *l) { lane_stop(l, 0); }
 
-void lane_drain_and_free(struct lane *l)
-{
-	lane_stop(l, 1);
-}
+void lane_drain_and_free(struct lane *l) { lane_stop(l, 1); }

@@ -18,7 +18,7 @@ struct lane_task {
 	struct httpd_msg msg; /* first: posted back to the loop */
 	void (*run)(struct lane_task *t);
 	void (*done)(struct httpd *h, struct lane_task *t);
-	int cancelled;        /* set when the lane stopped before run() */
+	int cancelled; /* set when the lane stopped before run() */
 	struct lane_task *next;
 };
 

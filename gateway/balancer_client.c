@@ -62,21 +62,21 @@ struct job {
 	char id[GW_MAX_ID + 1];
 	char addr[64];
 	double work;
-	char *body;             /* the POST body, kept for a resubmission */
-	char idem_key[48];      /* Idempotency-Key of every submission of this job */
+	char *body;        /* the POST body, kept for a resubmission */
+	char idem_key[48]; /* Idempotency-Key of every submission of this job */
 	enum job_state state;
-	int bal;                /* the balancer that has it */
-	int submits;            /* balancers tried */
-	int stream_tries;       /* re-opens since the stream last delivered an event */
-	double lost_since;      /* when the stream broke; 0 while it works */
+	int bal;                  /* the balancer that has it */
+	int submits;              /* balancers tried */
+	int stream_tries;         /* re-opens since the stream last delivered an event */
+	double lost_since;        /* when the stream broke; 0 while it works */
 	double unreachable_since; /* when no balancer could be connected to; 0 once one answered */
-	int resubmits;          /* submissions since then */
+	int resubmits;            /* submissions since then */
 	double retry_at;
-	char job_id[64];        /* the balancer's id, once accepted */
+	char job_id[64]; /* the balancer's id, once accepted */
 	int cancel_requested;
-	int detached;           /* the connection is gone: no more events */
+	int detached; /* the connection is gone: no more events */
 	int final;
-	struct xfer *x;         /* the running submit or stream */
+	struct xfer *x; /* the running submit or stream */
 };
 
 enum xfer_kind { X_SUBMIT, X_STREAM, X_DELETE, X_BOARD, X_SAMPLERS };
@@ -85,15 +85,15 @@ struct xfer {
 	struct xfer *next, *prev; /* every live transfer, for shutdown */
 	enum xfer_kind kind;
 	struct bc *bc;
-	struct job *job;        /* X_SUBMIT, X_STREAM */
+	struct job *job; /* X_SUBMIT, X_STREAM */
 	int bal;
 	CURL *easy;
 	struct curl_slist *headers;
-	char *resp;             /* non-stream answers, and a stream's non-200 body */
+	char *resp; /* non-stream answers, and a stream's non-200 body */
 	size_t resp_len, resp_cap, resp_max;
 	long status;
 	int overflow;
-	int stop;               /* a stream that got its final event */
+	int stop; /* a stream that got its final event */
 	struct sse_parser sse;
 	char err[CURL_ERROR_SIZE];
 };
@@ -105,7 +105,7 @@ struct bc {
 	pthread_t thread;
 	CURLM *multi;
 
-	pthread_mutex_t mu;       /* guards cmds, events, stopping */
+	pthread_mutex_t mu; /* guards cmds, events, stopping */
 	struct cmd *cmds, *cmds_tail;
 	struct bc_event *events, *events_tail;
 	int stopping;
@@ -118,13 +118,13 @@ struct bc {
 	double next_board;
 	struct xfer *board_x;
 	int board_tries;
-	char *board_text;          /* the last board, for change detection */
+	char *board_text; /* the last board, for change detection */
 	json_t *board;
 	json_t *samplers;
 	int samplers_tries;
 
-	char nonce[17];            /* random per process: Idempotency-Keys of two gateways never meet */
-	unsigned long long seq;    /* jobs taken, for their Idempotency-Keys */
+	char nonce[17];         /* random per process: Idempotency-Keys of two gateways never meet */
+	unsigned long long seq; /* jobs taken, for their Idempotency-Keys */
 
 	atomic_int up[BC_MAX_BALANCERS];
 	atomic_int board_ok;
@@ -283,8 +283,7 @@ static void xfer_free(struct bc *bc, struct xfer *x)
 /* Starts a transfer to balancer bal at path; body (borrowed, copied by curl)
  * makes it a POST unless method says otherwise. */
 static struct xfer *xfer_start(struct bc *bc, enum xfer_kind kind, int bal, const char *method, const char *path,
-			       const char *extra_header,
-			       const char *body, const char *client_addr)
+			       const char *extra_header, const char *body, const char *client_addr)
 {
 	struct xfer *x = calloc(1, sizeof *x);
 	if (!x)
@@ -378,10 +377,7 @@ static void job_free(struct bc *bc, struct job *j)
 }
 
 /* The wait before the n-th retry: 0.25 s doubling, at most GW_STREAM_BACKOFF_MAX_S. */
-static double retry_backoff(int n)
-{
-	return fmin(0.25 * (double)(1 << (n < 4 ? n : 4)), GW_STREAM_BACKOFF_MAX_S);
-}
+static double retry_backoff(int n) { return fmin(0.25 * (double)(1 << (n < 4 ? n : 4)), GW_STREAM_BACKOFF_MAX_S); }
 
 static void job_submit(struct bc *bc, struct job *j)
 {
@@ -442,8 +438,8 @@ static void on_sse_event(struct xfer *x, const char *name, const char *data, siz
 				   "location", str_or(d, "location", ""), "gpu", str_or(d, "gpu", "")),
 			 BC_RUNNING, 0, 0);
 	} else if (!strcmp(name, "progress")) {
-		json_t *m = json_pack("{s:s,s:O*,s:O*}", "type", "progress", "step", json_object_get(d, "step"), "steps",
-				      json_object_get(d, "steps"));
+		json_t *m = json_pack("{s:s,s:O*,s:O*}", "type", "progress", "step", json_object_get(d, "step"),
+				      "steps", json_object_get(d, "steps"));
 		json_t *preview = json_object_get(d, "preview");
 		if (json_is_string(preview))
 			json_object_set(m, "preview", preview);
@@ -457,13 +453,15 @@ static void on_sse_event(struct xfer *x, const char *name, const char *data, siz
 			json_t *info = NULL;
 			if (!json_is_integer(seed)) {
 				json_t *is = json_object_get(d, "info");
-				info = json_is_string(is) ? json_loads(json_string_value(is), 0, NULL) : json_incref(is);
+				info = json_is_string(is) ? json_loads(json_string_value(is), 0, NULL)
+							  : json_incref(is);
 				seed = json_object_get(info, "seed");
 			}
 			json_t *m = json_pack("{s:s,s:O,s:O*,s:O*,s:O*,s:s,s:s,s:s}", "type", "done", "image", image,
-					      "seed", seed, "inference_ms", json_object_get(d, "inference_ms"), "total_ms",
-					      json_object_get(d, "total_ms"), "provider", str_or(d, "provider", ""),
-					      "location", str_or(d, "location", ""), "gpu", str_or(d, "gpu", ""));
+					      "seed", seed, "inference_ms", json_object_get(d, "inference_ms"),
+					      "total_ms", json_object_get(d, "total_ms"), "provider",
+					      str_or(d, "provider", ""), "location", str_or(d, "location", ""), "gpu",
+					      str_or(d, "gpu", ""));
 			json_decref(info);
 			metrics_inc(GW_C_JOBS_DONE);
 			j->final = 1;
@@ -480,10 +478,7 @@ static void on_sse_event(struct xfer *x, const char *name, const char *data, siz
 		x->stop = 1; /* the stream ends here; don't wait for the server to close it */
 }
 
-static int transport_failed(CURLcode rc)
-{
-	return rc != CURLE_OK;
-}
+static int transport_failed(CURLcode rc) { return rc != CURLE_OK; }
 
 static void set_up(struct bc *bc, int bal, int up)
 {
@@ -540,7 +535,8 @@ static void on_submit_done(struct bc *bc, struct xfer *x, CURLcode rc)
 			j->submits = 0; /* every balancer may be tried again */
 			return;
 		}
-		emit_error(bc, j, "balancer_unreachable", "no balancer could be reached; try again in a moment", NULL, 1);
+		emit_error(bc, j, "balancer_unreachable", "no balancer could be reached; try again in a moment", NULL,
+			   1);
 		job_free(bc, j);
 		return;
 	}
@@ -598,7 +594,8 @@ static void on_stream_done(struct bc *bc, struct xfer *x, CURLcode rc)
 	if (x->overflow) {
 		xfer_free(bc, x);
 		send_delete(bc, j);
-		emit_error(bc, j, "balancer_error", "the balancer sent an event larger than the gateway accepts", NULL, 0);
+		emit_error(bc, j, "balancer_error", "the balancer sent an event larger than the gateway accepts", NULL,
+			   0);
 		job_free(bc, j);
 		return;
 	}
@@ -668,8 +665,9 @@ static void on_board_done(struct bc *bc, struct xfer *x, CURLcode rc)
 	bc->board_tries = 0;
 	atomic_store(&bc->board_ok, 1);
 	/* Only what the page shows: not backend URLs or ids. */
-	static const char *const KEEP[] = {"provider", "location", "country", "gpu", "gpu_class", "simulated", "state",
-					   "jobs_done", "mean_inference_s", "price_per_hour"};
+	static const char *const KEEP[] = {"provider",         "location",      "country", "gpu",
+					   "gpu_class",        "simulated",     "state",   "jobs_done",
+					   "mean_inference_s", "price_per_hour"};
 	json_t *backends = json_array();
 	size_t i;
 	json_t *b;
@@ -762,7 +760,7 @@ static void run_command(struct bc *bc, struct cmd *c)
 		if (c->kind == CMD_CLOSE)
 			j->detached = 1;
 		if (j->state == J_SUBMITTING)
-			continue; /* the 202 handler sends the DELETE */
+			continue;             /* the 202 handler sends the DELETE */
 		if (j->state == J_RESUBMIT) { /* no balancer has it: nothing to delete */
 			if (c->kind == CMD_CANCEL)
 				emit_error(bc, j, "cancelled", "cancelled", NULL, 0);
@@ -1023,7 +1021,4 @@ void bc_balancer_up(struct bc *bc, int *up)
 		up[i] = atomic_load(&bc->up[i]);
 }
 
-int bc_board_ok(struct bc *bc)
-{
-	return atomic_load(&bc->board_ok);
-}
+int bc_board_ok(struct bc *bc) { return atomic_load(&bc->board_ok); }

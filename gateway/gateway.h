@@ -20,37 +20,38 @@
 
 /* ---------------------------------------------------------------- limits
  * Fixed limits (the adjustable ones are flags; all are printed by --help). */
-#define GW_MAX_ID 64                  /* a client's job id, bytes */
-#define GW_MAX_GPUS 16                /* entries in generate.gpus */
-#define GW_MAX_GPU_CLASS 32           /* bytes of one GPU class name */
-#define GW_MAX_EVENT (48u << 20)      /* one SSE event from the balancer (a done event carries the PNG) */
-#define GW_MAX_REPLY (4u << 20)       /* any other balancer answer */
-#define GW_OUT_SOFT (8u << 20)        /* queued to one client: past it, only a job's own messages (not
-					 progress) are still queued, so a client that sends without
-					 reading cannot grow its queue */
-#define GW_OUT_HARD (128u << 20)      /* past it the client is too slow and is disconnected */
-#define GW_STREAM_BACKOFF_MAX_S 2.0   /* the longest wait between two re-opens */
+#define GW_MAX_ID 64             /* a client's job id, bytes */
+#define GW_MAX_GPUS 16           /* entries in generate.gpus */
+#define GW_MAX_GPU_CLASS 32      /* bytes of one GPU class name */
+#define GW_MAX_EVENT (48u << 20) /* one SSE event from the balancer (a done event carries the PNG) */
+#define GW_MAX_REPLY (4u << 20)  /* any other balancer answer */
+#define GW_OUT_SOFT                                                                                                    \
+	(8u << 20)                  /* queued to one client: past it, only a job's own messages (not                   \
+				       progress) are still queued, so a client that sends without                      \
+				       reading cannot grow its queue */
+#define GW_OUT_HARD (128u << 20)    /* past it the client is too slow and is disconnected */
+#define GW_STREAM_BACKOFF_MAX_S 2.0 /* the longest wait between two re-opens */
 
 struct gw_config {
 	char host[64];
 	int port;
-	char **balancers;             /* NULL-terminated, at least one */
+	char **balancers; /* NULL-terminated, at least one */
 	size_t n_balancers;
-	const char *web_dir;          /* absolute */
-	const char *admin_token;      /* may be NULL */
-	char **trusted_proxies;       /* NULL-terminated, may be NULL: peers whose forwarding headers are believed */
-	double rate_burst;            /* work units (megapixel-steps) a client may spend at once */
-	double rate_refill;           /* work units per second */
-	long rate_clients;            /* addresses tracked at most */
+	const char *web_dir;     /* absolute */
+	const char *admin_token; /* may be NULL */
+	char **trusted_proxies;  /* NULL-terminated, may be NULL: peers whose forwarding headers are believed */
+	double rate_burst;       /* work units (megapixel-steps) a client may spend at once */
+	double rate_refill;      /* work units per second */
+	long rate_clients;       /* addresses tracked at most */
 	long max_jobs_per_connection;
 	long max_connections;
 	long max_connections_per_address; /* one address cannot crowd the others out */
-	long max_message;             /* bytes of one websocket message */
-	long max_prompt;              /* code points of prompt and negative_prompt */
+	long max_message;                 /* bytes of one websocket message */
+	long max_prompt;                  /* code points of prompt and negative_prompt */
 	long board_interval_ms;
-	long balancer_timeout_ms;     /* connect + answer of a short balancer call */
-	double stream_patience_s;     /* a broken event stream is re-opened this long (its balancer may be
-	                               * restarting) before the job is run on another balancer */
+	long balancer_timeout_ms; /* connect + answer of a short balancer call */
+	double stream_patience_s; /* a broken event stream is re-opened this long (its balancer may be
+				   * restarting) before the job is run on another balancer */
 };
 
 /* ---------------------------------------------------------------- validate.c
@@ -58,17 +59,17 @@ struct gw_config {
 enum gw_msg { GW_MSG_HELLO, GW_MSG_GENERATE, GW_MSG_CANCEL };
 
 struct gw_error {
-	char id[GW_MAX_ID + 1];   /* the job's id when known, else "" */
-	char code[40];            /* bad_utf8, too_large, bad_json, ... */
+	char id[GW_MAX_ID + 1]; /* the job's id when known, else "" */
+	char code[40];          /* bad_utf8, too_large, bad_json, ... */
 	char message[320];
-	char field[48];           /* a request field name, or "" */
+	char field[48]; /* a request field name, or "" */
 };
 
 struct gw_request {
 	enum gw_msg type;
 	char id[GW_MAX_ID + 1];
-	json_t *body;             /* generate: the balancer's POST /v1/jobs body (owned) */
-	double work;              /* generate: megapixel-steps */
+	json_t *body; /* generate: the balancer's POST /v1/jobs body (owned) */
+	double work;  /* generate: megapixel-steps */
 };
 
 /* 1 when s[0..len) is well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF). */
@@ -80,8 +81,8 @@ int validate_utf8(const unsigned char *s, size_t len);
 int validate_message(const char *buf, size_t len, const struct gw_config *cfg, const json_t *known_gpus,
 		     struct gw_request *out, struct gw_error *err);
 void validate_request_free(struct gw_request *r);
-void validate_error_set(struct gw_error *err, const char *id, const char *code, const char *field,
-			const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void validate_error_set(struct gw_error *err, const char *id, const char *code, const char *field, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
 /* The sampler names the welcome offers: each base name the balancer lists
  * (or the built-in list) plus its A1111 combined "<name> Karras"-style names.
  * New reference. */
@@ -133,17 +134,17 @@ enum bc_outcome { BC_RUNNING = 0, BC_DONE, BC_FAILED, BC_CANCELLED };
 struct bc_event {
 	struct bc_event *next;
 	enum bc_event_kind kind;
-	uint64_t conn;            /* BC_EV_JOB: the connection */
-	char id[GW_MAX_ID + 1];   /* the client's job id */
-	enum bc_outcome outcome;  /* not BC_RUNNING: the job is over */
-	int droppable;            /* a progress message: may be dropped for a slow client */
-	int rejected;             /* the balancer never accepted it: refund its work */
+	uint64_t conn;           /* BC_EV_JOB: the connection */
+	char id[GW_MAX_ID + 1];  /* the client's job id */
+	enum bc_outcome outcome; /* not BC_RUNNING: the job is over */
+	int droppable;           /* a progress message: may be dropped for a slow client */
+	int rejected;            /* the balancer never accepted it: refund its work */
 	double work;
 	char addr[64];
-	char *text;               /* the ws message (malloc'd JSON), or NULL */
+	char *text; /* the ws message (malloc'd JSON), or NULL */
 	size_t len;
-	json_t *board;            /* BC_EV_BOARD: {backends, gpus} (owned) */
-	json_t *samplers;         /* BC_EV_BOARD: the balancer's sampler list or NULL (owned) */
+	json_t *board;    /* BC_EV_BOARD: {backends, gpus} (owned) */
+	json_t *samplers; /* BC_EV_BOARD: the balancer's sampler list or NULL (owned) */
 };
 
 /* Starts the client's thread. wake(user) is called from that thread when

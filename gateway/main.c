@@ -53,8 +53,8 @@ static const struct config_option OPTIONS[] = {
 	{"trusted-proxy", CONFIG_LIST, &trusted_proxies, "ADDR",
 	 "a reverse proxy (e.g. NGINX) whose X-Real-IP / X-Forwarded-For names the client (repeatable; by IP)", 0, 0},
 	{"admin-token", CONFIG_STRING, &admin_token, "T",
-	 "the balancer's admin token: lets the gateway name each end client (X-Sdgate-Client) for per-client limits",
-	 0, 0},
+	 "the balancer's admin token: lets the gateway name each end client (X-Sdgate-Client) for per-client limits", 0,
+	 0},
 	{"rate-burst", CONFIG_DOUBLE, &rate_burst, "W",
 	 "work a client address may spend at once, in megapixel-steps (steps x width x height / 1e6)", 0.001, 1e9},
 	{"rate-refill", CONFIG_DOUBLE, &rate_refill, "W", "megapixel-steps per second a client address gets back", 0,
@@ -74,12 +74,13 @@ static const struct config_option OPTIONS[] = {
 	 600000},
 	{"stream-patience-s", CONFIG_DOUBLE, &stream_patience_s, "S",
 	 "how long a broken job event stream is re-opened (a restarting balancer keeps its jobs) before the job is "
-	 "sent to the next balancer", 0, 3600},
+	 "sent to the next balancer",
+	 0, 3600},
 	{"log-level", CONFIG_STRING, &log_level, "LEVEL", "debug, info, warn or error", 0, 0},
 };
 
-_Static_assert(TXT2IMG_MAX_STEPS == 150 && TXT2IMG_MAX_SIZE == 2048 && TXT2IMG_MIN_SIZE == 64 &&
-		       GW_MAX_ID == 64 && GW_MAX_GPUS == 16,
+_Static_assert(TXT2IMG_MAX_STEPS == 150 && TXT2IMG_MAX_SIZE == 2048 && TXT2IMG_MIN_SIZE == 64 && GW_MAX_ID == 64 &&
+		       GW_MAX_GPUS == 16,
 	       "update the --help epilog");
 static const struct config_program PROGRAM = {
 	"sdgate-gateway",
@@ -90,7 +91,8 @@ static const struct config_program PROGRAM = {
 	"Limits (a message past them gets an `error` and the connection stays open):\n"
 	"  messages: UTF-8 JSON objects of at most --max-message bytes; job ids 1..64 printable characters\n"
 	"  generate: prompt 1..--max-prompt characters; steps 1..150; cfg_scale 1..30;\n"
-	"            width/height 64..2048, multiples of 8; a known sampler; at most 16 GPU classes the balancer lists\n"
+	"            width/height 64..2048, multiples of 8; a known sampler; at most 16 GPU classes the balancer "
+	"lists\n"
 	"  rate: a token bucket per client address in megapixel-steps (--rate-burst, --rate-refill);\n"
 	"        --max-jobs-per-connection unfinished jobs per connection\n"
 	"Endpoints: / (web UI files), /ws (websocket), /healthz, /metrics (Prometheus).\n",
@@ -107,10 +109,7 @@ static void on_signal(int sig)
 		lws_cancel_service(context); /* a write to lws's pipe */
 }
 
-static void wake_service(void *user)
-{
-	lws_cancel_service(user);
-}
+static void wake_service(void *user) { lws_cancel_service(user); }
 
 static void lws_log(int level, const char *line)
 {

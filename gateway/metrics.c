@@ -11,20 +11,11 @@
 static atomic_long counters[GW_C_COUNT];
 static atomic_long connections;
 
-void metrics_inc(enum gw_counter c)
-{
-	atomic_fetch_add(&counters[c], 1);
-}
+void metrics_inc(enum gw_counter c) { atomic_fetch_add(&counters[c], 1); }
 
-void metrics_connections_add(long delta)
-{
-	atomic_fetch_add(&connections, delta);
-}
+void metrics_connections_add(long delta) { atomic_fetch_add(&connections, delta); }
 
-long metrics_connections(void)
-{
-	return atomic_load(&connections);
-}
+long metrics_connections(void) { return atomic_load(&connections); }
 
 struct buf {
 	char *p;
@@ -52,10 +43,7 @@ static void put(struct buf *b, const char *fmt, ...)
 	}
 }
 
-static long get(enum gw_counter c)
-{
-	return atomic_load(&counters[c]);
-}
+static long get(enum gw_counter c) { return atomic_load(&counters[c]); }
 
 /* A URL as a label value: backslash, quote and newline escaped. */
 static void put_label(struct buf *b, const char *s)
@@ -73,39 +61,50 @@ static void put_label(struct buf *b, const char *s)
 char *metrics_render(const struct gw_config *cfg, const int *balancer_up, size_t *len)
 {
 	struct buf b = {0};
-	put(&b, "# HELP sdgate_gateway_connections Open websocket connections.\n"
-		"# TYPE sdgate_gateway_connections gauge\nsdgate_gateway_connections %ld\n",
+	put(&b,
+	    "# HELP sdgate_gateway_connections Open websocket connections.\n"
+	    "# TYPE sdgate_gateway_connections gauge\nsdgate_gateway_connections %ld\n",
 	    metrics_connections());
-	put(&b, "# HELP sdgate_gateway_connections_total Websocket connections accepted.\n"
-		"# TYPE sdgate_gateway_connections_total counter\nsdgate_gateway_connections_total %ld\n",
+	put(&b,
+	    "# HELP sdgate_gateway_connections_total Websocket connections accepted.\n"
+	    "# TYPE sdgate_gateway_connections_total counter\nsdgate_gateway_connections_total %ld\n",
 	    get(GW_C_CONNECTIONS_TOTAL));
-	put(&b, "# HELP sdgate_gateway_connections_refused_total Websocket upgrades refused (connection limit, path).\n"
-		"# TYPE sdgate_gateway_connections_refused_total counter\nsdgate_gateway_connections_refused_total %ld\n",
+	put(&b,
+	    "# HELP sdgate_gateway_connections_refused_total Websocket upgrades refused (connection limit, path).\n"
+	    "# TYPE sdgate_gateway_connections_refused_total counter\nsdgate_gateway_connections_refused_total %ld\n",
 	    get(GW_C_CONNECTIONS_REFUSED));
-	put(&b, "# HELP sdgate_gateway_messages_total Websocket messages received.\n"
-		"# TYPE sdgate_gateway_messages_total counter\nsdgate_gateway_messages_total %ld\n",
+	put(&b,
+	    "# HELP sdgate_gateway_messages_total Websocket messages received.\n"
+	    "# TYPE sdgate_gateway_messages_total counter\nsdgate_gateway_messages_total %ld\n",
 	    get(GW_C_MESSAGES));
-	put(&b, "# HELP sdgate_gateway_invalid_messages_total Messages answered with a validation error.\n"
-		"# TYPE sdgate_gateway_invalid_messages_total counter\nsdgate_gateway_invalid_messages_total %ld\n",
+	put(&b,
+	    "# HELP sdgate_gateway_invalid_messages_total Messages answered with a validation error.\n"
+	    "# TYPE sdgate_gateway_invalid_messages_total counter\nsdgate_gateway_invalid_messages_total %ld\n",
 	    get(GW_C_INVALID));
-	put(&b, "# HELP sdgate_gateway_rate_limited_total Jobs refused by the per-address work limit.\n"
-		"# TYPE sdgate_gateway_rate_limited_total counter\nsdgate_gateway_rate_limited_total %ld\n",
+	put(&b,
+	    "# HELP sdgate_gateway_rate_limited_total Jobs refused by the per-address work limit.\n"
+	    "# TYPE sdgate_gateway_rate_limited_total counter\nsdgate_gateway_rate_limited_total %ld\n",
 	    get(GW_C_RATE_LIMITED));
-	put(&b, "# HELP sdgate_gateway_jobs_submitted_total Jobs sent to a balancer.\n"
-		"# TYPE sdgate_gateway_jobs_submitted_total counter\nsdgate_gateway_jobs_submitted_total %ld\n",
+	put(&b,
+	    "# HELP sdgate_gateway_jobs_submitted_total Jobs sent to a balancer.\n"
+	    "# TYPE sdgate_gateway_jobs_submitted_total counter\nsdgate_gateway_jobs_submitted_total %ld\n",
 	    get(GW_C_JOBS_SUBMITTED));
-	put(&b, "# HELP sdgate_gateway_jobs_accepted_total Jobs a balancer accepted (202).\n"
-		"# TYPE sdgate_gateway_jobs_accepted_total counter\nsdgate_gateway_jobs_accepted_total %ld\n",
+	put(&b,
+	    "# HELP sdgate_gateway_jobs_accepted_total Jobs a balancer accepted (202).\n"
+	    "# TYPE sdgate_gateway_jobs_accepted_total counter\nsdgate_gateway_jobs_accepted_total %ld\n",
 	    get(GW_C_JOBS_ACCEPTED));
-	put(&b, "# HELP sdgate_gateway_jobs_total Finished jobs by outcome.\n# TYPE sdgate_gateway_jobs_total counter\n"
-		"sdgate_gateway_jobs_total{outcome=\"done\"} %ld\nsdgate_gateway_jobs_total{outcome=\"failed\"} %ld\n"
-		"sdgate_gateway_jobs_total{outcome=\"cancelled\"} %ld\n",
+	put(&b,
+	    "# HELP sdgate_gateway_jobs_total Finished jobs by outcome.\n# TYPE sdgate_gateway_jobs_total counter\n"
+	    "sdgate_gateway_jobs_total{outcome=\"done\"} %ld\nsdgate_gateway_jobs_total{outcome=\"failed\"} %ld\n"
+	    "sdgate_gateway_jobs_total{outcome=\"cancelled\"} %ld\n",
 	    get(GW_C_JOBS_DONE), get(GW_C_JOBS_FAILED), get(GW_C_JOBS_CANCELLED));
-	put(&b, "# HELP sdgate_gateway_balancer_failovers_total Calls moved to the next balancer.\n"
-		"# TYPE sdgate_gateway_balancer_failovers_total counter\nsdgate_gateway_balancer_failovers_total %ld\n",
+	put(&b,
+	    "# HELP sdgate_gateway_balancer_failovers_total Calls moved to the next balancer.\n"
+	    "# TYPE sdgate_gateway_balancer_failovers_total counter\nsdgate_gateway_balancer_failovers_total %ld\n",
 	    get(GW_C_FAILOVERS));
-	put(&b, "# HELP sdgate_gateway_slow_clients_total Connections closed because they did not read.\n"
-		"# TYPE sdgate_gateway_slow_clients_total counter\nsdgate_gateway_slow_clients_total %ld\n",
+	put(&b,
+	    "# HELP sdgate_gateway_slow_clients_total Connections closed because they did not read.\n"
+	    "# TYPE sdgate_gateway_slow_clients_total counter\nsdgate_gateway_slow_clients_total %ld\n",
 	    get(GW_C_SLOW_CLIENTS));
 	put(&b, "# HELP sdgate_gateway_balancer_up Whether the last call to this balancer got an answer.\n"
 		"# TYPE sdgate_gateway_balancer_up gauge\n");

@@ -46,7 +46,8 @@ void sse_parser_free(struct sse_parser *s)
 static void sse_line(struct sse_parser *s, char *line, size_t n)
 {
 	if (n == 0) {
-		if (s->any && s->on_event(s->user, s->name[0] ? s->name : "message", s->data ? s->data : "", s->data_len))
+		if (s->any &&
+		    s->on_event(s->user, s->name[0] ? s->name : "message", s->data ? s->data : "", s->data_len))
 			s->stopped = 1;
 		s->name[0] = '\0';
 		s->data_len = 0;

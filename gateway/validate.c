@@ -18,11 +18,11 @@
 #include <string.h>
 
 /* The fields of generate passed on to the balancer; the rest are ignored. */
-static const char *const FORWARDED[] = {"prompt", "negative_prompt", "sampler_name", "scheduler", "steps",
-					"cfg_scale", "width", "height", "seed", "refiner_switch_at"};
+static const char *const FORWARDED[] = {"prompt", "negative_prompt",  "sampler_name", "scheduler",
+					"steps",  "cfg_scale",        "width",        "height",
+					"seed",   "refiner_switch_at"};
 
-void validate_error_set(struct gw_error *err, const char *id, const char *code, const char *field,
-			const char *fmt, ...)
+void validate_error_set(struct gw_error *err, const char *id, const char *code, const char *field, const char *fmt, ...)
 {
 	snprintf(err->id, sizeof err->id, "%s", id ? id : "");
 	snprintf(err->code, sizeof err->code, "%s", code);
@@ -197,9 +197,10 @@ static int check_gpus(const json_t *msg, const json_t *known, const char *id, js
 		size_t n = s ? json_string_length(v) : 0;
 		if (!s || n == 0 || n > GW_MAX_GPU_CLASS || strlen(s) != n ||
 		    s[strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_-.")] != '\0') {
-			validate_error_set(err, id, "invalid", "gpus",
-					   "gpus: each entry is a GPU class such as \"a100\" (lower case, at most %d characters)",
-					   GW_MAX_GPU_CLASS);
+			validate_error_set(
+				err, id, "invalid", "gpus",
+				"gpus: each entry is a GPU class such as \"a100\" (lower case, at most %d characters)",
+				GW_MAX_GPU_CLASS);
 			json_decref(out);
 			return -1;
 		}
@@ -214,8 +215,8 @@ static int check_gpus(const json_t *msg, const json_t *known, const char *id, js
 				used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", used ? ", " : "",
 							 json_string_value(c));
 			}
-			validate_error_set(err, id, "unknown_gpu", "gpus", "gpus: no provider offers \"%s\" (known: %s)", s,
-					   used ? list : "none yet");
+			validate_error_set(err, id, "unknown_gpu", "gpus",
+					   "gpus: no provider offers \"%s\" (known: %s)", s, used ? list : "none yet");
 			json_decref(out);
 			return -1;
 		}
@@ -315,7 +316,8 @@ int validate_message(const char *buf, size_t len, const struct gw_config *cfg, c
 	}
 	const char *type = json_string_value(json_object_get(msg, "type"));
 	if (!type) {
-		validate_error_set(err, NULL, "invalid", "type", "type: a string is required (hello, generate, cancel)");
+		validate_error_set(err, NULL, "invalid", "type",
+				   "type: a string is required (hello, generate, cancel)");
 		goto done;
 	}
 	if (!strcmp(type, "hello")) {
@@ -374,10 +376,7 @@ json_t *validate_sampler_names(const json_t *balancer_samplers)
 	}
 	if (json_array_size(base) == 0) {
 		json_t *local = txt2img_samplers_json();
-		json_array_foreach(local, i, v)
-		{
-			add_name(base, json_string_value(json_object_get(v, "name")));
-		}
+		json_array_foreach(local, i, v) { add_name(base, json_string_value(json_object_get(v, "name"))); }
 		json_decref(local);
 	}
 	/* A1111's combined names, which the web UI sends: the ones A1111's own
@@ -412,8 +411,8 @@ json_t *validate_limits_json(const struct gw_config *cfg)
 	return json_pack("{s:i,s:i,s:f,s:f,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:s}", "min_steps",
 			 TXT2IMG_MIN_STEPS, "max_steps", TXT2IMG_MAX_STEPS, "min_cfg", TXT2IMG_MIN_CFG, "max_cfg",
 			 TXT2IMG_MAX_CFG, "min_size", TXT2IMG_MIN_SIZE, "max_width", TXT2IMG_MAX_SIZE, "max_height",
-			 TXT2IMG_MAX_SIZE, "size_multiple", 8, "max_prompt", (json_int_t)cfg->max_prompt,
-			 "max_message", (json_int_t)cfg->max_message, "max_jobs_per_connection",
+			 TXT2IMG_MAX_SIZE, "size_multiple", 8, "max_prompt", (json_int_t)cfg->max_prompt, "max_message",
+			 (json_int_t)cfg->max_message, "max_jobs_per_connection",
 			 (json_int_t)cfg->max_jobs_per_connection, "max_gpus", GW_MAX_GPUS, "rate_burst",
 			 cfg->rate_burst, "rate_refill_per_s", cfg->rate_refill, "work_unit",
 			 "megapixel-steps (steps x width x height / 1e6)");

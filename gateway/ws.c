@@ -58,9 +58,9 @@ static struct bc *client;
 static struct ratelimit *limiter;
 static struct conn *conns;
 static uint64_t next_conn_id = 1;
-static json_t *board;        /* the balancer's last board {backends, gpus} */
-static json_t *known_gpus;   /* its GPU classes (strings) */
-static json_t *samplers;     /* the names welcome offers */
+static json_t *board;      /* the balancer's last board {backends, gpus} */
+static json_t *known_gpus; /* its GPU classes (strings) */
+static json_t *samplers;   /* the names welcome offers */
 static struct lws_http_mount mounts[3];
 
 static double now_s(void)
@@ -226,16 +226,18 @@ static void on_generate(struct conn *c, struct gw_request *r)
 		if (ratelimit_take(limiter, c->addr, r->work, now_s(), &retry) != 0) {
 			metrics_inc(GW_C_RATE_LIMITED);
 			if (retry < 0)
-				validate_error_set(&e, r->id, "rate_limited", NULL,
-						   "this job needs %.1f megapixel-steps, more than the %.1f a client may "
-						   "spend at once; use fewer steps or a smaller size",
-						   r->work, cfg->rate_burst);
+				validate_error_set(
+					&e, r->id, "rate_limited", NULL,
+					"this job needs %.1f megapixel-steps, more than the %.1f a client may "
+					"spend at once; use fewer steps or a smaller size",
+					r->work, cfg->rate_burst);
 			else
 				validate_error_set(&e, r->id, "rate_limited", NULL,
 						   "rate limit: this job needs %.1f megapixel-steps of GPU work; "
 						   "try again in %.0f s",
 						   r->work, retry < 1 ? 1.0 : retry + 0.5);
-			log_info("connection %llu (%s): job %s rate-limited", (unsigned long long)c->id, c->addr, r->id);
+			log_info("connection %llu (%s): job %s rate-limited", (unsigned long long)c->id, c->addr,
+				 r->id);
 		} else if (conn_job_add(c, r->id) != 0) {
 			ratelimit_refund(limiter, c->addr, r->work, now_s());
 			validate_error_set(&e, r->id, "internal", NULL, "out of memory");
@@ -308,7 +310,8 @@ static void on_receive(struct conn *c, const char *in, size_t len)
 	if (c->rx_binary) {
 		validate_error_set(&e, NULL, "binary_frame", NULL, "messages are JSON text frames, not binary");
 	} else if (c->rx_too_large) {
-		validate_error_set(&e, NULL, "too_large", NULL, "message too large: at most %ld bytes", cfg->max_message);
+		validate_error_set(&e, NULL, "too_large", NULL, "message too large: at most %ld bytes",
+				   cfg->max_message);
 	} else {
 		on_message(c, c->rx, c->rx_len);
 		return;
@@ -378,8 +381,7 @@ static void drain_events(void)
 
 /* ---------------------------------------------------------------- HTTP */
 
-static int http_reply(struct lws *wsi, struct conn *c, unsigned status, const char *ctype, const char *body,
-		      size_t len)
+static int http_reply(struct lws *wsi, struct conn *c, unsigned status, const char *ctype, const char *body, size_t len)
 {
 	unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr - 1;
 	free(c->http_body);
@@ -422,7 +424,10 @@ static int on_http(struct lws *wsi, struct conn *c)
 		json_t *bals = json_array();
 		for (size_t i = 0; i < cfg->n_balancers; i++)
 			json_array_append_new(bals, json_pack("{s:s,s:b}", "url", cfg->balancers[i], "up", up[i]));
-		json_t *h = json_pack("{s:s,s:i,s:o}", "status", ok == 0 ? "degraded" : ok < 0 ? "starting" : "ok",
+		json_t *h = json_pack("{s:s,s:i,s:o}", "status",
+				      ok == 0  ? "degraded"
+				      : ok < 0 ? "starting"
+					       : "ok",
 				      "connections", (json_int_t)metrics_connections(), "balancers", bals);
 		size_t len;
 		char *text = json_dump_compact(h, &len);
@@ -614,10 +619,7 @@ static const struct lws_protocols PROTOCOLS[] = {
 	{NULL, NULL, 0, 0, 0, NULL, 0},
 };
 
-const struct lws_protocols *ws_protocols(void)
-{
-	return PROTOCOLS;
-}
+const struct lws_protocols *ws_protocols(void) { return PROTOCOLS; }
 
 const struct lws_http_mount *ws_mounts(const struct gw_config *config)
 {

@@ -20,9 +20,9 @@
 #include <string.h>
 #include <time.h>
 
-#define ENGINE_SCENES 12        /* mixture components per prompt */
-#define ENGINE_S_BASE 0.12f     /* component std, latent units: the fine grain */
-#define ENGINE_S_REFINER 0.08f  /* the refiner's finer grain */
+#define ENGINE_SCENES 12       /* mixture components per prompt */
+#define ENGINE_S_BASE 0.12f    /* component std, latent units: the fine grain */
+#define ENGINE_S_REFINER 0.08f /* the refiner's finer grain */
 #ifndef ENGINE_UNCOND_BLEND
 #define ENGINE_UNCOND_BLEND 0.08f /* share of the negative prompt's scene in the uncond means */
 #endif
@@ -80,15 +80,9 @@ void engine_destroy(struct engine *e)
 	free(e);
 }
 
-const char *engine_device_name(const struct engine *e)
-{
-	return e->device;
-}
+const char *engine_device_name(const struct engine *e) { return e->device; }
 
-int engine_uses_gpu(const struct engine *e)
-{
-	return e->gpu;
-}
+int engine_uses_gpu(const struct engine *e) { return e->gpu; }
 
 void engine_params_default(struct engine_params *p)
 {
@@ -210,8 +204,7 @@ static int job_prior(struct job *j, int slot, int model)
 	int K = 2 * ENGINE_SCENES;
 	float *host = malloc((size_t)K * j->n * sizeof *host);
 	j->means[slot] = o->alloc(o->ctx, (size_t)K * j->n);
-	if (!host || !j->means[slot] ||
-	    scene_render(p->prompt, 0, ENGINE_SCENES, j->lw, j->lh, refiner, host) ||
+	if (!host || !j->means[slot] || scene_render(p->prompt, 0, ENGINE_SCENES, j->lw, j->lh, refiner, host) ||
 	    scene_render(p->negative_prompt ? p->negative_prompt : "", 0, ENGINE_SCENES, j->lw, j->lh, refiner,
 			 host + (size_t)ENGINE_SCENES * j->n)) {
 		free(host);

@@ -26,11 +26,11 @@ extern "C" {
 #define ENGINE_MIN_SIZE 64
 #define ENGINE_MAX_SIZE 2048
 #define ENGINE_MAX_STEPS 150
-#define ENGINE_MAX_BATCH 8      /* batch_size */
-#define ENGINE_MAX_ITER 16      /* n_iter */
-#define ENGINE_MAX_PROMPT 8192  /* bytes */
+#define ENGINE_MAX_BATCH 8     /* batch_size */
+#define ENGINE_MAX_ITER 16     /* n_iter */
+#define ENGINE_MAX_PROMPT 8192 /* bytes */
 #define ENGINE_LATENT_CHANNELS 4
-#define ENGINE_LATENT_FACTOR 8  /* latent is width/8 x height/8, as in SD */
+#define ENGINE_LATENT_FACTOR 8 /* latent is width/8 x height/8, as in SD */
 
 enum engine_sampler {
 	ENGINE_SAMPLER_EULER,
@@ -71,8 +71,7 @@ const char *engine_schedule_label(enum engine_schedule s);
  * only; an explicit scheduler argument wins otherwise (as A1111 does).
  * sampler_name NULL or "" means the default (Euler, as A1111's API).
  * Returns 0, -1 for an unknown sampler, -2 for an unknown scheduler. */
-int engine_resolve_sampler(const char *sampler_name, const char *scheduler,
-			   enum engine_sampler *sampler_out,
+int engine_resolve_sampler(const char *sampler_name, const char *scheduler, enum engine_sampler *sampler_out,
 			   enum engine_schedule *schedule_out);
 
 /* Built-in checkpoints. They are procedural models (see README): their names
@@ -92,7 +91,7 @@ const struct engine_model_info *engine_model_get(int index);
 int engine_model_find(const char *name);
 
 struct engine_config {
-	int force_cpu;  /* 1: never use CUDA */
+	int force_cpu;   /* 1: never use CUDA */
 	int cuda_device; /* device ordinal, default 0 */
 };
 
@@ -113,28 +112,28 @@ struct engine_params {
 	const char *negative_prompt; /* the unconditional side of CFG; NULL = "" */
 	uint64_t seed;               /* concrete: the caller turns -1 into a seed */
 	uint64_t subseed;
-	float subseed_strength;      /* 0..1: slerp between seed and subseed noise */
+	float subseed_strength; /* 0..1: slerp between seed and subseed noise */
 	enum engine_sampler sampler;
 	enum engine_schedule schedule;
 	int steps;
 	float cfg_scale;
-	int width, height;           /* multiples of 8 */
-	int batch_size, n_iter;      /* images = batch_size * n_iter; seeds seed+i, as A1111 */
-	float eta;                   /* ancestral noise scale (Euler a, DPM++ SDE, DDIM); <0 = default */
+	int width, height;                      /* multiples of 8 */
+	int batch_size, n_iter;                 /* images = batch_size * n_iter; seeds seed+i, as A1111 */
+	float eta;                              /* ancestral noise scale (Euler a, DPM++ SDE, DDIM); <0 = default */
 	float s_churn, s_tmin, s_tmax, s_noise; /* k-diffusion extras; s_noise 1.0 by default */
-	int model;                   /* index from engine_model_find, -1 = default base */
-	int refiner_model;           /* -1 = no refiner */
-	float refiner_switch_at;     /* fraction of steps after which the refiner takes over */
-	int preview_every;           /* fill engine_progress.preview every N steps; 0 = never */
+	int model;                              /* index from engine_model_find, -1 = default base */
+	int refiner_model;                      /* -1 = no refiner */
+	float refiner_switch_at;                /* fraction of steps after which the refiner takes over */
+	int preview_every;                      /* fill engine_progress.preview every N steps; 0 = never */
 };
 
 /* Fills p with A1111's defaults (steps 20, cfg 7, 512x512, Euler, ...). */
 void engine_params_default(struct engine_params *p);
 
 struct engine_progress {
-	int image;         /* 0-based index of the image being sampled */
-	int images;        /* batch_size * n_iter */
-	int step;          /* steps done for this image, 1..steps */
+	int image;  /* 0-based index of the image being sampled */
+	int images; /* batch_size * n_iter */
+	int step;   /* steps done for this image, 1..steps */
 	int steps;
 	/* When this step is a preview step: the current denoised estimate decoded
 	 * at latent resolution (width/8 x height/8), RGB8, valid only during the
@@ -147,22 +146,22 @@ typedef void (*engine_progress_fn)(void *user, const struct engine_progress *p);
 
 struct engine_image {
 	int width, height;
-	uint8_t *rgb;      /* width*height*3 bytes, row-major; owned by the result */
-	uint64_t seed;     /* the seed this image was made with */
+	uint8_t *rgb;  /* width*height*3 bytes, row-major; owned by the result */
+	uint64_t seed; /* the seed this image was made with */
 	uint64_t subseed;
 };
 
 struct engine_result {
-	int count;                 /* images produced (fewer when interrupted) */
+	int count; /* images produced (fewer when interrupted) */
 	struct engine_image *images;
-	int interrupted;           /* 1 if *interrupt stopped the job */
-	double seconds;            /* sampling + decode time, wall clock */
+	int interrupted; /* 1 if *interrupt stopped the job */
+	double seconds;  /* sampling + decode time, wall clock */
 };
 void engine_result_free(struct engine_result *r);
 
 enum engine_status {
 	ENGINE_OK = 0,
-	ENGINE_EINVAL = -1,  /* a parameter out of bounds; err says which */
+	ENGINE_EINVAL = -1, /* a parameter out of bounds; err says which */
 	ENGINE_ENOMEM = -2,
 	ENGINE_EDEVICE = -3, /* a CUDA error mid-job; err says which */
 };
@@ -173,10 +172,9 @@ enum engine_status {
  * current image ends early in the same way, the engine clears *skip and goes
  * on with the next one. Both may be NULL. On success *out is filled and the
  * caller frees it with engine_result_free. */
-int engine_generate(struct engine *e, const struct engine_params *p,
-		    engine_progress_fn progress, void *user,
-		    const atomic_int *interrupt, atomic_int *skip,
-		    struct engine_result *out, char *err, size_t err_len);
+int engine_generate(struct engine *e, const struct engine_params *p, engine_progress_fn progress, void *user,
+		    const atomic_int *interrupt, atomic_int *skip, struct engine_result *out, char *err,
+		    size_t err_len);
 
 #ifdef __cplusplus
 }

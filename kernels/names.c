@@ -126,10 +126,7 @@ static const struct engine_model_info MODELS[] = {
 	 "aabc9e72a165d041596f316678b96ec09b4163619b0096682c11c56a38921fde", "builtin:sdgate-procedural-refiner-v1", 1},
 };
 
-int engine_model_count(void)
-{
-	return (int)(sizeof MODELS / sizeof MODELS[0]);
-}
+int engine_model_count(void) { return (int)(sizeof MODELS / sizeof MODELS[0]); }
 
 const struct engine_model_info *engine_model_get(int index)
 {

@@ -19,8 +19,8 @@
 extern "C" {
 #endif
 
-#define OPS_MAX_TERMS 6   /* lincomb: up to this many source vectors */
-#define OPS_MAX_MIX 64    /* mix: up to this many weighted means */
+#define OPS_MAX_TERMS 6 /* lincomb: up to this many source vectors */
+#define OPS_MAX_MIX 64  /* mix: up to this many weighted means */
 
 /* The decoder: rgb = clamp(0.5 + 0.5 * (M z + bias)) with z the 4 latent
  * channels, after upsampling; M rows are R, G, B. Close in spirit to the
@@ -50,16 +50,15 @@ struct ops {
 	void (*noise)(void *ctx, float *dst, size_t n, uint64_t seed, uint32_t stream);
 	/* dst = sum_j coef[j] * src[j], j < count <= OPS_MAX_TERMS; dst may be one
 	 * of the sources. */
-	void (*lincomb)(void *ctx, float *dst, size_t n, int count, const float *const *src,
-			const float *coef);
+	void (*lincomb)(void *ctx, float *dst, size_t n, int count, const float *const *src, const float *coef);
 	/* sum a[i]*b[i] in double, returned to the host. */
 	double (*dot)(void *ctx, const float *a, const float *b, size_t n);
 	/* out[k] = ||x - means[k]||^2 for k < K (means is K*n, contiguous),
 	 * accumulated in double; out is host memory. */
 	void (*dist2)(void *ctx, double *out, const float *x, const float *means, int K, size_t n);
 	/* dst = a*x + b * sum_j mix.weight[j] * means[mix.index[j]] */
-	void (*mix)(void *ctx, float *dst, const float *x, const float *means, const struct ops_mix *mix,
-		    size_t n, float a, float b);
+	void (*mix)(void *ctx, float *dst, const float *x, const float *means, const struct ops_mix *mix, size_t n,
+		    float a, float b);
 	/* Decodes a 4-channel planar latent (lw x lh) to RGB8 (host memory,
 	 * (lw*scale) x (lh*scale) x 3, row-major). scale 1 (preview) or 8. */
 	void (*decode)(void *ctx, uint8_t *rgb, const float *latent, int lw, int lh, int scale);

@@ -9,9 +9,7 @@
 #include <string.h>
 
 const struct ops_decoder OPS_DECODER = {
-	.m = {{0.298f, 0.187f, -0.158f, -0.184f},
-	      {0.207f, 0.286f, 0.189f, -0.271f},
-	      {0.208f, 0.173f, 0.264f, -0.473f}},
+	.m = {{0.298f, 0.187f, -0.158f, -0.184f}, {0.207f, 0.286f, 0.189f, -0.271f}, {0.208f, 0.173f, 0.264f, -0.473f}},
 	.bias = {0.0f, 0.0f, 0.0f},
 };
 
@@ -46,15 +44,9 @@ static float *cpu_alloc(void *ctx, size_t n)
 	return p;
 }
 
-static void cpu_free(void *ctx, float *p)
-{
-	free(p);
-}
+static void cpu_free(void *ctx, float *p) { free(p); }
 
-static void cpu_copy(void *ctx, float *dst, const float *src, size_t n)
-{
-	memcpy(dst, src, n * sizeof *dst);
-}
+static void cpu_copy(void *ctx, float *dst, const float *src, size_t n) { memcpy(dst, src, n * sizeof *dst); }
 
 static void cpu_noise(void *ctx, float *dst, size_t n, uint64_t seed, uint32_t stream)
 {
@@ -143,10 +135,7 @@ static int grow(float **buf, size_t *cap, size_t n)
 	return 0;
 }
 
-static int clampi(int v, int lo, int hi)
-{
-	return v < lo ? lo : v > hi ? hi : v;
-}
+static int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 /* Linear map at latent resolution first (it commutes with the linear
  * upsampler; the clamp comes last), then separable Catmull-Rom x8. */
@@ -162,8 +151,8 @@ static void cpu_decode(void *ctx, uint8_t *rgb, const float *z, int lw, int lh, 
 	for (size_t p = 0; p < np; p++)
 		for (int ch = 0; ch < 3; ch++)
 			c->rgbf[p * 3 + (size_t)ch] = D->m[ch][0] * z[p] + D->m[ch][1] * z[np + p] +
-						       D->m[ch][2] * z[2 * np + p] + D->m[ch][3] * z[3 * np + p] +
-						       D->bias[ch];
+						      D->m[ch][2] * z[2 * np + p] + D->m[ch][3] * z[3 * np + p] +
+						      D->bias[ch];
 	if (scale == 1) {
 		for (size_t i = 0; i < np * 3; i++)
 			rgb[i] = to_u8(c->rgbf[i]);
@@ -183,7 +172,8 @@ static void cpu_decode(void *ctx, uint8_t *rgb, const float *z, int lw, int lh, 
 			for (int ch = 0; ch < 3; ch++) {
 				float acc = w[p][0] * c->rgbf[((size_t)y * lw + clampi(b - 1, 0, lw - 1)) * 3 + ch];
 				for (int t = 1; t < 4; t++)
-					acc += w[p][t] * c->rgbf[((size_t)y * lw + clampi(b - 1 + t, 0, lw - 1)) * 3 + ch];
+					acc += w[p][t] *
+					       c->rgbf[((size_t)y * lw + clampi(b - 1 + t, 0, lw - 1)) * 3 + ch];
 				c->rowbuf[((size_t)y * W + X) * 3 + ch] = acc;
 			}
 		}

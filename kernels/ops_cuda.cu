@@ -11,7 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-namespace {
+namespace
+{
 
 struct cuda {
 	struct ops ops;
@@ -36,15 +37,9 @@ bool failed(cuda *c, cudaError_t e, const char *what)
 	return true;
 }
 
-bool launched(cuda *c, const char *what)
-{
-	return !failed(c, cudaGetLastError(), what);
-}
+bool launched(cuda *c, const char *what) { return !failed(c, cudaGetLastError(), what); }
 
-unsigned blocks(size_t n)
-{
-	return (unsigned)((n + TPB - 1) / TPB);
-}
+unsigned blocks(size_t n) { return (unsigned)((n + TPB - 1) / TPB); }
 
 template <typename T> bool grow(cuda *c, T **p, size_t *cap, size_t n)
 {
@@ -162,10 +157,7 @@ struct upw {
 	int off[8];
 };
 
-__device__ int clampi(int v, int lo, int hi)
-{
-	return v < lo ? lo : v > hi ? hi : v;
-}
+__device__ int clampi(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 // One output pixel: the four rows' horizontal sums, then the vertical one,
 // in ops_cpu.c's order.
@@ -206,10 +198,7 @@ float *c_alloc(void *ctx, size_t n)
 	return p;
 }
 
-void c_free(void *ctx, float *p)
-{
-	cudaFree(p);
-}
+void c_free(void *ctx, float *p) { cudaFree(p); }
 
 void c_upload(void *ctx, float *dst, const float *src, size_t n)
 {

@@ -147,60 +147,55 @@ struct colour_word {
 };
 
 static const struct colour_word COLOURS[] = {
-	{"red", {0.86f, 0.08f, 0.08f}},	    {"crimson", {0.75f, 0.05f, 0.18f}},
-	{"scarlet", {0.95f, 0.15f, 0.05f}}, {"maroon", {0.45f, 0.05f, 0.08f}},
-	{"green", {0.10f, 0.70f, 0.18f}},   {"lime", {0.55f, 0.95f, 0.15f}},
-	{"emerald", {0.05f, 0.60f, 0.35f}}, {"blue", {0.10f, 0.22f, 0.90f}},
-	{"navy", {0.04f, 0.07f, 0.40f}},    {"azure", {0.20f, 0.55f, 0.98f}},
-	{"yellow", {0.96f, 0.86f, 0.08f}},  {"orange", {1.00f, 0.52f, 0.05f}},
-	{"purple", {0.52f, 0.12f, 0.68f}},  {"violet", {0.58f, 0.30f, 0.90f}},
-	{"indigo", {0.28f, 0.10f, 0.60f}},  {"pink", {1.00f, 0.50f, 0.70f}},
-	{"cyan", {0.08f, 0.85f, 0.90f}},    {"turquoise", {0.15f, 0.80f, 0.75f}},
-	{"magenta", {0.90f, 0.08f, 0.80f}}, {"white", {0.97f, 0.97f, 0.97f}},
-	{"black", {0.03f, 0.03f, 0.03f}},   {"gray", {0.50f, 0.50f, 0.50f}},
-	{"grey", {0.50f, 0.50f, 0.50f}},    {"brown", {0.45f, 0.27f, 0.10f}},
-	{"beige", {0.90f, 0.83f, 0.65f}},   {"gold", {0.92f, 0.72f, 0.15f}},
-	{"golden", {0.92f, 0.72f, 0.15f}},  {"silver", {0.75f, 0.76f, 0.80f}},
-	{"teal", {0.00f, 0.50f, 0.50f}},    {"neon", {0.25f, 1.00f, 0.35f}},
+	{"red", {0.86f, 0.08f, 0.08f}},     {"crimson", {0.75f, 0.05f, 0.18f}}, {"scarlet", {0.95f, 0.15f, 0.05f}},
+	{"maroon", {0.45f, 0.05f, 0.08f}},  {"green", {0.10f, 0.70f, 0.18f}},   {"lime", {0.55f, 0.95f, 0.15f}},
+	{"emerald", {0.05f, 0.60f, 0.35f}}, {"blue", {0.10f, 0.22f, 0.90f}},    {"navy", {0.04f, 0.07f, 0.40f}},
+	{"azure", {0.20f, 0.55f, 0.98f}},   {"yellow", {0.96f, 0.86f, 0.08f}},  {"orange", {1.00f, 0.52f, 0.05f}},
+	{"purple", {0.52f, 0.12f, 0.68f}},  {"violet", {0.58f, 0.30f, 0.90f}},  {"indigo", {0.28f, 0.10f, 0.60f}},
+	{"pink", {1.00f, 0.50f, 0.70f}},    {"cyan", {0.08f, 0.85f, 0.90f}},    {"turquoise", {0.15f, 0.80f, 0.75f}},
+	{"magenta", {0.90f, 0.08f, 0.80f}}, {"white", {0.97f, 0.97f, 0.97f}},   {"black", {0.03f, 0.03f, 0.03f}},
+	{"gray", {0.50f, 0.50f, 0.50f}},    {"grey", {0.50f, 0.50f, 0.50f}},    {"brown", {0.45f, 0.27f, 0.10f}},
+	{"beige", {0.90f, 0.83f, 0.65f}},   {"gold", {0.92f, 0.72f, 0.15f}},    {"golden", {0.92f, 0.72f, 0.15f}},
+	{"silver", {0.75f, 0.76f, 0.80f}},  {"teal", {0.00f, 0.50f, 0.50f}},    {"neon", {0.25f, 1.00f, 0.35f}},
 };
 
 static const struct {
 	const char *name;
 	int shape;
 } SHAPES[] = {
-	{"circle", SHAPE_CIRCLE},     {"disc", SHAPE_CIRCLE},	     {"disk", SHAPE_CIRCLE},
-	{"dot", SHAPE_CIRCLE},	      {"sphere", SHAPE_SPHERE},	     {"ball", SHAPE_SPHERE},
-	{"orb", SHAPE_SPHERE},	      {"planet", SHAPE_SPHERE},	     {"bubble", SHAPE_SPHERE},
-	{"apple", SHAPE_SPHERE},      {"square", SHAPE_SQUARE},	     {"box", SHAPE_SQUARE},
-	{"cube", SHAPE_SQUARE},	      {"rectangle", SHAPE_SQUARE},   {"block", SHAPE_SQUARE},
-	{"house", SHAPE_SQUARE},      {"window", SHAPE_SQUARE},	     {"triangle", SHAPE_TRIANGLE},
-	{"pyramid", SHAPE_TRIANGLE},  {"mountain", SHAPE_MOUNTAIN},  {"hill", SHAPE_MOUNTAIN},
-	{"volcano", SHAPE_MOUNTAIN},  {"peak", SHAPE_MOUNTAIN},	     {"star", SHAPE_STAR},
-	{"ring", SHAPE_RING},	      {"donut", SHAPE_RING},	     {"halo", SHAPE_RING},
-	{"stripes", SHAPE_STRIPES},   {"striped", SHAPE_STRIPES},    {"stripe", SHAPE_STRIPES},
-	{"lines", SHAPE_STRIPES},     {"grid", SHAPE_CHECKER},	     {"checkerboard", SHAPE_CHECKER},
-	{"checker", SHAPE_CHECKER},   {"checkered", SHAPE_CHECKER},  {"chess", SHAPE_CHECKER},
-	{"tiles", SHAPE_CHECKER},     {"building", SHAPE_CITY},	     {"city", SHAPE_CITY},
-	{"skyline", SHAPE_CITY},      {"tower", SHAPE_CITY},	     {"skyscraper", SHAPE_CITY},
-	{"sun", SHAPE_SUN},	      {"moon", SHAPE_MOON},
+	{"circle", SHAPE_CIRCLE},    {"disc", SHAPE_CIRCLE},       {"disk", SHAPE_CIRCLE},
+	{"dot", SHAPE_CIRCLE},       {"sphere", SHAPE_SPHERE},     {"ball", SHAPE_SPHERE},
+	{"orb", SHAPE_SPHERE},       {"planet", SHAPE_SPHERE},     {"bubble", SHAPE_SPHERE},
+	{"apple", SHAPE_SPHERE},     {"square", SHAPE_SQUARE},     {"box", SHAPE_SQUARE},
+	{"cube", SHAPE_SQUARE},      {"rectangle", SHAPE_SQUARE},  {"block", SHAPE_SQUARE},
+	{"house", SHAPE_SQUARE},     {"window", SHAPE_SQUARE},     {"triangle", SHAPE_TRIANGLE},
+	{"pyramid", SHAPE_TRIANGLE}, {"mountain", SHAPE_MOUNTAIN}, {"hill", SHAPE_MOUNTAIN},
+	{"volcano", SHAPE_MOUNTAIN}, {"peak", SHAPE_MOUNTAIN},     {"star", SHAPE_STAR},
+	{"ring", SHAPE_RING},        {"donut", SHAPE_RING},        {"halo", SHAPE_RING},
+	{"stripes", SHAPE_STRIPES},  {"striped", SHAPE_STRIPES},   {"stripe", SHAPE_STRIPES},
+	{"lines", SHAPE_STRIPES},    {"grid", SHAPE_CHECKER},      {"checkerboard", SHAPE_CHECKER},
+	{"checker", SHAPE_CHECKER},  {"checkered", SHAPE_CHECKER}, {"chess", SHAPE_CHECKER},
+	{"tiles", SHAPE_CHECKER},    {"building", SHAPE_CITY},     {"city", SHAPE_CITY},
+	{"skyline", SHAPE_CITY},     {"tower", SHAPE_CITY},        {"skyscraper", SHAPE_CITY},
+	{"sun", SHAPE_SUN},          {"moon", SHAPE_MOON},
 };
 
 static const struct {
 	const char *name;
 	int scene;
 } SCENES[] = {
-	{"sky", SCENE_SKY},	    {"clouds", SCENE_SKY},	{"sea", SCENE_SEA},	  {"ocean", SCENE_SEA},
-	{"water", SCENE_SEA},	    {"lake", SCENE_SEA},	{"beach", SCENE_SEA},	  {"night", SCENE_NIGHT},
-	{"dark", SCENE_NIGHT},	    {"sunset", SCENE_SUNSET},	{"sunrise", SCENE_SUNSET}, {"dusk", SCENE_SUNSET},
-	{"forest", SCENE_FOREST},   {"jungle", SCENE_FOREST},	{"trees", SCENE_FOREST},  {"tree", SCENE_FOREST},
-	{"rain", SCENE_RAIN},	    {"rainy", SCENE_RAIN},	{"storm", SCENE_RAIN},	  {"snow", SCENE_SNOW},
-	{"winter", SCENE_SNOW},	    {"desert", SCENE_DESERT},	{"sand", SCENE_DESERT},	  {"space", SCENE_SPACE},
-	{"galaxy", SCENE_SPACE},    {"cosmos", SCENE_SPACE},	{"fire", SCENE_FIRE},	  {"lava", SCENE_FIRE},
-	{"flames", SCENE_FIRE},	    {"grass", SCENE_GRASS},	{"field", SCENE_GRASS},	  {"meadow", SCENE_GRASS},
+	{"sky", SCENE_SKY},       {"clouds", SCENE_SKY},    {"sea", SCENE_SEA},        {"ocean", SCENE_SEA},
+	{"water", SCENE_SEA},     {"lake", SCENE_SEA},      {"beach", SCENE_SEA},      {"night", SCENE_NIGHT},
+	{"dark", SCENE_NIGHT},    {"sunset", SCENE_SUNSET}, {"sunrise", SCENE_SUNSET}, {"dusk", SCENE_SUNSET},
+	{"forest", SCENE_FOREST}, {"jungle", SCENE_FOREST}, {"trees", SCENE_FOREST},   {"tree", SCENE_FOREST},
+	{"rain", SCENE_RAIN},     {"rainy", SCENE_RAIN},    {"storm", SCENE_RAIN},     {"snow", SCENE_SNOW},
+	{"winter", SCENE_SNOW},   {"desert", SCENE_DESERT}, {"sand", SCENE_DESERT},    {"space", SCENE_SPACE},
+	{"galaxy", SCENE_SPACE},  {"cosmos", SCENE_SPACE},  {"fire", SCENE_FIRE},      {"lava", SCENE_FIRE},
+	{"flames", SCENE_FIRE},   {"grass", SCENE_GRASS},   {"field", SCENE_GRASS},    {"meadow", SCENE_GRASS},
 };
 
-static const char *const STOPWORDS[] = {"a",  "an",   "the", "of",   "with", "and", "in",   "on",
-					"at", "to",   "by",  "for",  "from", "its", "is",   "are",
+static const char *const STOPWORDS[] = {"a",  "an",   "the", "of",   "with",  "and",  "in",   "on",
+					"at", "to",   "by",  "for",  "from",  "its",  "is",   "are",
 					"as", "very", "it",  "over", "under", "some", "into", "or"};
 
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))

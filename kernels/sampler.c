@@ -29,10 +29,7 @@
 #include <math.h>
 #include <string.h>
 
-float sampler_default_eta(enum engine_sampler s)
-{
-	return s == ENGINE_SAMPLER_DDIM ? 0.0f : 1.0f;
-}
+float sampler_default_eta(enum engine_sampler s) { return s == ENGINE_SAMPLER_DDIM ? 0.0f : 1.0f; }
 
 void sampler_ancestral_step(double sigma, double sigma_next, double eta, double *down, double *up)
 {
@@ -195,8 +192,8 @@ int sampler_run(struct sampler_job *j)
 			if (denoise(j, i, x2, sn, den2))
 				return -1;
 			const float *src[4] = {x, den, x2, den2};
-			const float coef[4] = {(float)(1 + dt / (2 * sh)), (float)(-dt / (2 * sh)), (float)(dt / (2 * sn)),
-					       (float)(-dt / (2 * sn))};
+			const float coef[4] = {(float)(1 + dt / (2 * sh)), (float)(-dt / (2 * sh)),
+					       (float)(dt / (2 * sn)), (float)(-dt / (2 * sn))};
 			o->lincomb(o->ctx, x, j->n, 4, src, coef);
 			break;
 		}
@@ -316,7 +313,8 @@ int sampler_run(struct sampler_job *j)
 		}
 		if (o->error(o->ctx))
 			return -1;
-		last_den = j->sampler == ENGINE_SAMPLER_DPMPP_2M || j->sampler == ENGINE_SAMPLER_DPMPP_2M_SDE ? old : den;
+		last_den = j->sampler == ENGINE_SAMPLER_DPMPP_2M || j->sampler == ENGINE_SAMPLER_DPMPP_2M_SDE ? old
+													      : den;
 		if (j->progress)
 			j->progress(j->user, i + 1, last_den);
 	}

@@ -35,9 +35,9 @@ struct sampler_job {
 	const struct sampler_model *base, *refiner;
 	int switch_step; /* steps >= switch_step use the refiner (if any) */
 	float cfg;
-	size_t n;			/* latent floats */
-	float *x;			/* in: x_T (noise * sigma_0); out: the sample */
-	float *work[SAMPLER_WORK];	/* device scratch, n floats each */
+	size_t n;                  /* latent floats */
+	float *x;                  /* in: x_T (noise * sigma_0); out: the sample */
+	float *work[SAMPLER_WORK]; /* device scratch, n floats each */
 	/* After each step (1-based): den is that step's denoised estimate. */
 	void (*progress)(void *user, int step, const float *den);
 	/* Asked before each step: non-zero stops sampling; x then becomes the

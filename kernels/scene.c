@@ -27,7 +27,7 @@ struct obj {
 
 struct layout {
 	float top[3], mid[3], ground[3];
-	float horizon;	   /* fraction of height where the ground starts */
+	float horizon; /* fraction of height where the ground starts */
 	int has_ground;
 	int night, rain, space, forest;
 	int nobj;
@@ -53,20 +53,11 @@ static uint64_t splitmix(uint64_t *s)
 	return z ^ (z >> 31);
 }
 
-static float rnd(uint64_t *s)
-{
-	return (float)(splitmix(s) >> 40) * (1.0f / 16777216.0f);
-}
+static float rnd(uint64_t *s) { return (float)(splitmix(s) >> 40) * (1.0f / 16777216.0f); }
 
-static float rnd_in(uint64_t *s, float a, float b)
-{
-	return a + (b - a) * rnd(s);
-}
+static float rnd_in(uint64_t *s, float a, float b) { return a + (b - a) * rnd(s); }
 
-static float clampf(float v, float lo, float hi)
-{
-	return v < lo ? lo : v > hi ? hi : v;
-}
+static float clampf(float v, float lo, float hi) { return v < lo ? lo : v > hi ? hi : v; }
 
 static void set3(float d[3], float r, float g, float b)
 {
@@ -87,12 +78,24 @@ static void hsv(float out[3], float h, float s, float v)
 	int i = (int)h;
 	float f = h - (float)i, p = v * (1 - s), q = v * (1 - s * f), t = v * (1 - s * (1 - f));
 	switch (i % 6) {
-	case 0: set3(out, v, t, p); break;
-	case 1: set3(out, q, v, p); break;
-	case 2: set3(out, p, v, t); break;
-	case 3: set3(out, p, q, v); break;
-	case 4: set3(out, t, p, v); break;
-	default: set3(out, v, p, q); break;
+	case 0:
+		set3(out, v, t, p);
+		break;
+	case 1:
+		set3(out, q, v, p);
+		break;
+	case 2:
+		set3(out, p, v, t);
+		break;
+	case 3:
+		set3(out, p, q, v);
+		break;
+	case 4:
+		set3(out, t, p, v);
+		break;
+	default:
+		set3(out, v, p, q);
+		break;
 	}
 }
 
@@ -247,7 +250,8 @@ static void objects(const struct words *w, uint64_t *rng, struct layout *L)
 		}
 	} else {
 		int m = 1 + (int)(splitmix(rng) % 3);
-		static const int pick[] = {SHAPE_CIRCLE, SHAPE_SQUARE, SHAPE_TRIANGLE, SHAPE_RING, SHAPE_SPHERE, SHAPE_STAR};
+		static const int pick[] = {SHAPE_CIRCLE, SHAPE_SQUARE, SHAPE_TRIANGLE,
+					   SHAPE_RING,   SHAPE_SPHERE, SHAPE_STAR};
 		for (int i = 0; i < m; i++) {
 			if (w->ncol > 0) {
 				int c = (base + i) % w->ncol;
@@ -291,7 +295,7 @@ static float sd_polygon(float px, float py, const float (*v)[2], int n)
 		float dd = bx * bx + by * by;
 		if (dd < d)
 			d = dd;
-		int c1 = py >= v[i][1], c2 = py < v[j][1], c3 = ex * wy > ey * wx;
+		int c1 = py >= v[i][1], c2 = py<v[j][1], c3 = ex * wy> ey * wx;
 		if ((c1 && c2 && c3) || (!c1 && !c2 && !c3))
 			s = -s;
 	}
@@ -306,7 +310,7 @@ static float sd_circle(float px, float py, float cx, float cy, float r)
 struct canvas {
 	float *rgb; /* lw*lh*3 */
 	int lw, lh;
-	float unit; /* pixels per layout unit (the shorter side = 1) */
+	float unit;   /* pixels per layout unit (the shorter side = 1) */
 	float ax, ay; /* canvas extent in layout units */
 };
 
@@ -527,7 +531,8 @@ static void encoder(float E[4][3])
 				A[i][j] += (double)D->m[i][k] * D->m[j][k];
 		}
 	double det = A[0][0] * (A[1][1] * A[2][2] - A[1][2] * A[2][1]) -
-		     A[0][1] * (A[1][0] * A[2][2] - A[1][2] * A[2][0]) + A[0][2] * (A[1][0] * A[2][1] - A[1][1] * A[2][0]);
+		     A[0][1] * (A[1][0] * A[2][2] - A[1][2] * A[2][0]) +
+		     A[0][2] * (A[1][0] * A[2][1] - A[1][1] * A[2][0]);
 	for (int i = 0; i < 3; i++)
 		for (int j = 0; j < 3; j++) {
 			int i1 = (j + 1) % 3, i2 = (j + 2) % 3, j1 = (i + 1) % 3, j2 = (i + 2) % 3;

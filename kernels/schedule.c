@@ -54,15 +54,9 @@ double schedule_sigma_to_t(double sigma)
 	return i + w;
 }
 
-double schedule_sigma_min(void)
-{
-	return schedule_t_to_sigma(0);
-}
+double schedule_sigma_min(void) { return schedule_t_to_sigma(0); }
 
-double schedule_sigma_max(void)
-{
-	return schedule_t_to_sigma(SCHEDULE_T - 1);
-}
+double schedule_sigma_max(void) { return schedule_t_to_sigma(SCHEDULE_T - 1); }
 
 enum engine_schedule schedule_default(enum engine_sampler sampler)
 {

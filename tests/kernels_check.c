@@ -177,7 +177,8 @@ static void check_images(struct engine *cpu, struct engine *gpu)
 		double frac = (double)over / (double)n;
 		int ok = frac <= 0.001;
 		failures += !ok;
-		printf("  %-14s image max |diff| %3d levels, %.4f%% over 2 levels (tol 0.1%%)  CPU %.3f s GPU %.3f s %s\n",
+		printf("  %-14s image max |diff| %3d levels, %.4f%% over 2 levels (tol 0.1%%)  CPU %.3f s GPU %.3f s "
+		       "%s\n",
 		       engine_sampler_name(s), mx, 100 * frac, a.seconds, b.seconds, ok ? "ok" : "FAIL");
 		engine_result_free(&a);
 		engine_result_free(&b);

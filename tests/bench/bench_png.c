@@ -42,8 +42,10 @@ int main(int argc, char **argv)
 	struct engine *e = engine_create(&ec, why, sizeof why);
 	if (!e)
 		return 1;
-	printf("bench_png: median of %d runs; image from the built-in model (DPM++ 2M Karras, 25 steps, CPU)\n\n", reps);
-	printf("| size | engine s | PNG ms (sdgate: zlib L1, Paeth) | PNG KiB | PNG ms (stb defaults, reference) | PNG KiB | base64 ms |\n");
+	printf("bench_png: median of %d runs; image from the built-in model (DPM++ 2M Karras, 25 steps, CPU)\n\n",
+	       reps);
+	printf("| size | engine s | PNG ms (sdgate: zlib L1, Paeth) | PNG KiB | PNG ms (stb defaults, reference) | PNG "
+	       "KiB | base64 ms |\n");
 	printf("|---|---|---|---|---|---|---|\n");
 	const int sizes[] = {512, 1024};
 	for (int s = 0; s < 2; s++) {

@@ -165,7 +165,8 @@ static void test_rejections(void **state)
 	struct txt2img t;
 	int status;
 	json_t *reply;
-	assert_int_equal(parse("{\"steps\": 0, \"width\": 7, \"cfg_scale\": 99}", &t, &status, &reply), TXT2IMG_REJECTED);
+	assert_int_equal(parse("{\"steps\": 0, \"width\": 7, \"cfg_scale\": 99}", &t, &status, &reply),
+			 TXT2IMG_REJECTED);
 	assert_int_equal(json_array_size(json_object_get(reply, "detail")), 3);
 	json_decref(reply);
 }

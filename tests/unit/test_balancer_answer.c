@@ -60,8 +60,8 @@ static void test_garbage_refused(void **state)
 		"{\"images\": []}",
 		"{\"images\": [\"iVBOR",
 		"{\"images\": [\"not base64 at all, not even close!!\"]}",
-		"{\"images\": [\"iVBORw0KGgoAAAANSUhEUgAA!!AA\"]}",   /* bad character after a PNG start */
-		"{\"images\": [\"iVBORw0KGgoAAAANSUhEUgAAAA\"]}",     /* not padded to a multiple of 4 */
+		"{\"images\": [\"iVBORw0KGgoAAAANSUhEUgAA!!AA\"]}", /* bad character after a PNG start */
+		"{\"images\": [\"iVBORw0KGgoAAAANSUhEUgAAAA\"]}",   /* not padded to a multiple of 4 */
 		"{\"images\": [\"iVBORw0KGgoAAAANSUhEUgAAAAA=\"], \"info\": 5}",
 		"{\"images\": [null]}",
 		"[\"iVBORw0KGgoAAAANSUhEUgAAAAA=\"]",

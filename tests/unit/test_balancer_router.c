@@ -11,10 +11,7 @@
 
 #include "router.h"
 
-static int offers_base_only(const void *ctx, const char *model)
-{
-	return strcasecmp(model, "base") == 0;
-}
+static int offers_base_only(const void *ctx, const char *model) { return strcasecmp(model, "base") == 0; }
 
 static struct router_bk bk(const char *cls, double spp, double price)
 {

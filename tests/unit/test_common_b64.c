@@ -51,8 +51,8 @@ static void test_rejects_garbage(void **state)
 {
 	(void)state;
 	size_t n;
-	assert_null(b64_decode_new("abc", 3, &n));      /* not a multiple of 4 */
-	assert_null(b64_decode_new("ab!d", 4, &n));     /* bad character */
+	assert_null(b64_decode_new("abc", 3, &n));  /* not a multiple of 4 */
+	assert_null(b64_decode_new("ab!d", 4, &n)); /* bad character */
 	unsigned char *d = b64_decode_new("data:image/png;base64,Zm9v", 26, &n);
 	assert_non_null(d);
 	assert_int_equal(n, 3);

@@ -42,8 +42,8 @@ static void test_flags(void **state)
 {
 	(void)state;
 	reset();
-	char *argv[] = {"t", "--provider", "acme", "--port=9000", "--verbose", "--price-per-hour", "1.25",
-			"--backend", "http://a", "--backend", "http://b", NULL};
+	char *argv[] = {"t",    "--provider", "acme",     "--port=9000", "--verbose", "--price-per-hour",
+			"1.25", "--backend",  "http://a", "--backend",   "http://b",  NULL};
 	assert_int_equal(config_parse(&PROG, 11, argv), CONFIG_OK);
 	assert_string_equal(name, "acme");
 	assert_int_equal(port, 9000);

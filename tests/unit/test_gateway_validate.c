@@ -17,14 +17,14 @@
 #include "gateway.h"
 
 static const struct gw_config CFG = {
-	.max_message = 65536, .max_prompt = 2000, .max_jobs_per_connection = 4,
-	.rate_burst = 640, .rate_refill = 2.5,
+	.max_message = 65536,
+	.max_prompt = 2000,
+	.max_jobs_per_connection = 4,
+	.rate_burst = 640,
+	.rate_refill = 2.5,
 };
 
-static int utf8(const char *s)
-{
-	return validate_utf8((const unsigned char *)s, strlen(s));
-}
+static int utf8(const char *s) { return validate_utf8((const unsigned char *)s, strlen(s)); }
 
 static void test_utf8(void **state)
 {
@@ -32,13 +32,13 @@ static void test_utf8(void **state)
 	assert_true(utf8(""));
 	assert_true(utf8("plain ascii"));
 	assert_true(utf8("ü€😀"));
-	assert_true(utf8("\xf4\x8f\xbf\xbf"));   /* U+10FFFF */
-	assert_false(utf8("\xc3\x28"));          /* bad continuation */
-	assert_false(utf8("\xc0\xaf"));          /* overlong '/' */
-	assert_false(utf8("\xe0\x80\xaf"));      /* overlong, 3 bytes */
-	assert_false(utf8("\xed\xa0\x80"));      /* surrogate D800 */
-	assert_false(utf8("\xf4\x90\x80\x80"));  /* above U+10FFFF */
-	assert_false(utf8("\xe2\x82"));          /* truncated */
+	assert_true(utf8("\xf4\x8f\xbf\xbf"));  /* U+10FFFF */
+	assert_false(utf8("\xc3\x28"));         /* bad continuation */
+	assert_false(utf8("\xc0\xaf"));         /* overlong '/' */
+	assert_false(utf8("\xe0\x80\xaf"));     /* overlong, 3 bytes */
+	assert_false(utf8("\xed\xa0\x80"));     /* surrogate D800 */
+	assert_false(utf8("\xf4\x90\x80\x80")); /* above U+10FFFF */
+	assert_false(utf8("\xe2\x82"));         /* truncated */
 	assert_false(utf8("\xff"));
 	assert_false(utf8("\x80"));
 }
@@ -69,7 +69,8 @@ static void expect(const char *text, const char *code, const char *field)
 	json_decref(gpus);
 }
 
-#define GEN(extra) "{\"type\":\"generate\",\"id\":\"j1\",\"prompt\":\"a cat\",\"steps\":20,\"width\":512,\"height\":512" extra "}"
+#define GEN(extra)                                                                                                     \
+	"{\"type\":\"generate\",\"id\":\"j1\",\"prompt\":\"a cat\",\"steps\":20,\"width\":512,\"height\":512" extra "}"
 
 static void test_message_errors(void **state)
 {
@@ -200,13 +201,13 @@ static void test_ratelimit(void **state)
 	double retry;
 	assert_int_equal(ratelimit_take(rl, "a", 6, 0, &retry), 0);
 	assert_int_equal(ratelimit_take(rl, "a", 6, 0, &retry), -1);
-	assert_true(fabs(retry - 2) < 1e-6); /* 4 left, 2 s to 6 */
-	assert_int_equal(ratelimit_take(rl, "b", 6, 0, &retry), 0); /* per address */
+	assert_true(fabs(retry - 2) < 1e-6);                          /* 4 left, 2 s to 6 */
+	assert_int_equal(ratelimit_take(rl, "b", 6, 0, &retry), 0);   /* per address */
 	assert_int_equal(ratelimit_take(rl, "a", 6, 2.0, &retry), 0); /* refilled */
 	assert_int_equal(ratelimit_take(rl, "a", 11, 100, &retry), -1);
-	assert_true(retry < 0); /* never fits */
+	assert_true(retry < 0);                                        /* never fits */
 	assert_int_equal(ratelimit_take(rl, "a", 6, 2.0, &retry), -1); /* spent */
-	ratelimit_refund(rl, "a", 6, 2.0);                            /* the balancer refused that job */
+	ratelimit_refund(rl, "a", 6, 2.0);                             /* the balancer refused that job */
 	assert_int_equal(ratelimit_take(rl, "a", 6, 2.0, &retry), 0);
 	/* a bounded table (4 addresses): 100 more addresses evict, never fail */
 	char addr[32];

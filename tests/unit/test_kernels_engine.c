@@ -50,10 +50,7 @@ static void gen(const struct engine_params *p, struct engine_result *r)
 	assert_int_equal(r->count, p->batch_size * p->n_iter);
 }
 
-static size_t bytes(const struct engine_image *im)
-{
-	return (size_t)im->width * im->height * 3;
-}
+static size_t bytes(const struct engine_image *im) { return (size_t)im->width * im->height * 3; }
 
 static void mean_rgb(const struct engine_image *im, double m[3])
 {
@@ -252,7 +249,7 @@ static void test_refiner(void **state)
 	gen(&p, &other);
 	double d = mean_absdiff(&a.images[0], &b.images[0]), far = mean_absdiff(&a.images[0], &other.images[0]);
 	printf("# refiner: mean |diff| %.2f (another seed: %.2f)\n", d, far);
-	assert_true(d > 0.5);    /* the refiner changed it */
+	assert_true(d > 0.5);     /* the refiner changed it */
 	assert_true(d < far / 2); /* but kept the layout */
 	engine_result_free(&a);
 	engine_result_free(&b);

@@ -53,9 +53,17 @@ static void run_to(struct fixture *f, enum engine_sampler s, enum engine_schedul
 	double sig[ENGINE_MAX_STEPS + 2];
 	float *work = calloc(SAMPLER_WORK * N, sizeof *work);
 	assert_int_equal(schedule_sigmas(s, sch, steps, sig), 0);
-	struct sampler_job j = {.ops = f->ops, .sampler = s, .sigmas = sig, .steps = to_zero ? steps : steps - 1,
-				.eta = eta, .s_noise = 1,
-				.seed = seed, .base = &f->model, .cfg = 1, .n = N, .x = out};
+	struct sampler_job j = {.ops = f->ops,
+				.sampler = s,
+				.sigmas = sig,
+				.steps = to_zero ? steps : steps - 1,
+				.eta = eta,
+				.s_noise = 1,
+				.seed = seed,
+				.base = &f->model,
+				.cfg = 1,
+				.n = N,
+				.x = out};
 	for (int i = 0; i < SAMPLER_WORK; i++)
 		j.work[i] = work + i * N;
 	f->ops->noise(f->ops->ctx, out, N, seed, noise_stream(NOISE_INITIAL, 0, 0));
@@ -80,7 +88,7 @@ static double maxdiff(const float *a, const float *b)
 }
 
 static const enum engine_sampler DETERMINISTIC[] = {ENGINE_SAMPLER_EULER, ENGINE_SAMPLER_HEUN, ENGINE_SAMPLER_LMS,
-						     ENGINE_SAMPLER_DPMPP_2M, ENGINE_SAMPLER_DDIM};
+						    ENGINE_SAMPLER_DPMPP_2M, ENGINE_SAMPLER_DDIM};
 
 /* Every deterministic sampler approaches the 150-step Heun solution of the
  * same ODE from sigma_max to sigma_min as steps double (karras schedule for
@@ -240,12 +248,9 @@ static void test_denoiser_limits(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_philox_kat),
-		cmocka_unit_test(test_noise_stats),
-		cmocka_unit_test(test_ancestral_step),
-		cmocka_unit_test(test_denoiser_limits),
-		cmocka_unit_test(test_convergence),
-		cmocka_unit_test(test_agreement),
+		cmocka_unit_test(test_philox_kat),       cmocka_unit_test(test_noise_stats),
+		cmocka_unit_test(test_ancestral_step),   cmocka_unit_test(test_denoiser_limits),
+		cmocka_unit_test(test_convergence),      cmocka_unit_test(test_agreement),
 		cmocka_unit_test(test_stochastic_valid),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);

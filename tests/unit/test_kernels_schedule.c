@@ -32,7 +32,8 @@ static void test_all_schedules(void **state)
 				for (int i = 0; i < n; i++)
 					assert_true(s[i] > s[i + 1]);
 				int ddim = sm == ENGINE_SAMPLER_DDIM && sc == ENGINE_SCHEDULE_AUTOMATIC;
-				double first = ddim ? schedule_t_to_sigma(1 + (n - 1) * (1000 / n)) : schedule_sigma_max();
+				double first = ddim ? schedule_t_to_sigma(1 + (n - 1) * (1000 / n))
+						    : schedule_sigma_max();
 				assert_true(fabs(s[0] - first) / first < 0.01);
 				if (n > 1 && sc != ENGINE_SCHEDULE_SGM_UNIFORM && !ddim)
 					assert_true(fabs(s[n - 1] - schedule_sigma_min()) < 1e-3);

@@ -9,6 +9,7 @@ Contract: ../../balancer/README.md, ../../../shared/DESIGN.md "Balancer"."""
 
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sdtest as t  # noqa: E402
@@ -159,9 +160,37 @@ def check_always_failing():
     bal.stop()
 
 
+def check_backoff():
+    """A backend that answers its pings but fails every job (here: 200 with an
+    HTML page): each failure in a row doubles the wait before its next health
+    check (100 ms, 200, 400, ...), so over 6 s of jobs it gets about 6 of
+    them, not one per health interval (60)."""
+    fake = t.FakeBackend(gpu_class="junkgpu", provider="fake-junk", txt2img_status=200,
+                         txt2img_body=b"<html><body>502 Bad Gateway</body></html>")
+    bal = t.start_balancer("--max-attempts", 1, "--health-interval-ms", 100, "--backend",
+                           t.static_backend_arg(fake.url, provider="fake-junk", gpu_class="junkgpu"),
+                           name="balancer-backoff")
+    t.check("the junk backend comes up idle", t.wait_idle_backends(bal.url, 1), t.board(bal.url))
+    outcomes = {}
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 6.0:
+        r = t.submit_job(bal.url, t.small_job(seed=len(outcomes) + 1))
+        key = t.error_code(r) or r.status
+        outcomes[key] = outcomes.get(key, 0) + 1
+        time.sleep(0.05)
+    calls = fake.txt2img_calls
+    print("# backoff: %d txt2img calls reached the junk backend in 6 s; submissions %s" % (calls, outcomes))
+    t.check("a backend failing every job gets few of them in 6 s (%d calls: its health checks back off)" % calls,
+            3 <= calls <= 10, (calls, outcomes))
+    brd = t.board(bal.url) or []
+    t.check("…and it shows as down on the board", brd and brd[0].get("state") == "down", brd)
+    bal.stop()
+
+
 def main():
     check_kill_mid_job()
     check_always_failing()
+    check_backoff()
 
 
 if __name__ == "__main__":

@@ -24,8 +24,7 @@ with a code and message (backend_failed after --max-attempts). The gateway
 holds a job that no balancer would take while the balancer restarts (and the
 jobs API client retries), so every job is accepted. Accepted jobs agree with the balancer's record; none
 is left queued or running, none is unknown to the balancer. The garbage
-backend gets few jobs (its health checks back off), and every backend is
-back on the board afterwards. The figures are printed."""
+backend gets few jobs, and every backend is back on the board afterwards. The figures are printed."""
 
 import base64
 import collections
@@ -47,7 +46,7 @@ STEPS, SIZE = 8, 64
 N_WS, N_API, N_CONNS = 32, 16, 4
 WS_EVERY_S, API_EVERY_S = 0.35, 0.7
 FREEZE_S = 10
-GARBAGE_CALLS_MAX = 12   # with health checks backing off 0.2, 0.4, 0.8 ... s
+GARBAGE_CALLS_MAX = 16   # its health checks back off (test_balancer_failover checks how)
 
 NATIVE = [  # name, GPU class, ms per step
     ("steady", "a100", 40),
@@ -383,7 +382,7 @@ def main():
     refused = {k: v for k, v in figures["ws"].items() if k.startswith("refused")}
     t.check("no websocket job was refused: the gateway held those sent while the balancer restarted",
             not refused, refused)
-    t.check("the garbage backend got few jobs (%d calls, at most %d: its health checks back off)"
+    t.check("the garbage backend was tried and got few jobs (%d calls, at most %d)"
             % (mp.fake.txt2img_calls, GARBAGE_CALLS_MAX),
             1 <= mp.fake.txt2img_calls <= GARBAGE_CALLS_MAX, mp.fake.txt2img_calls)
     natives = {"Chaos " + n for n, _, _ in NATIVE}

@@ -59,12 +59,7 @@ def raise_fd_limit(want):
 
 def proc_stats(pid):
     """(RSS MiB, CPU seconds user+system) of a process."""
-    with open("/proc/%d/status" % pid) as f:
-        rss_kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return rss_kb / 1024.0, (int(fields[11]) + int(fields[12])) / ticks
+    return t.proc_rss_mib(pid), t.proc_cpu_s(pid)
 
 
 def start_gateway(balancer_url, *extra):

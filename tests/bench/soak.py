@@ -418,9 +418,7 @@ class Load:
 
 def proc_sample(pid):
     """(RSS MiB, open fds) of a live process."""
-    with open("/proc/%d/status" % pid) as f:
-        rss_kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-    return rss_kb / 1024.0, len(os.listdir("/proc/%d/fd" % pid))
+    return t.proc_rss_mib(pid), t.proc_fds(pid)
 
 
 class Sampler:

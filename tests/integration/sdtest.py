@@ -294,6 +294,24 @@ def wait_ready(prog, path, timeout=START_TIMEOUT_S):
     return False
 
 
+def proc_rss_mib(pid):
+    """A live process's resident memory (VmRSS), MiB."""
+    with open("/proc/%d/status" % pid) as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024.0
+
+
+def proc_fds(pid):
+    """A live process's open file descriptors."""
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def proc_cpu_s(pid):
+    """A live process's CPU time so far (user + system, all threads), seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_tool(args, timeout=30):
     """Runs a program to completion: (exit code, stdout text, stderr text)."""
     p = subprocess.run(args, capture_output=True, timeout=timeout, env=_child_env(),
@@ -658,6 +676,18 @@ def decode_png(data):
         out[y * stride:(y + 1) * stride] = line
         prev = line
     return Image(width, height, channels, bytes(out), text)
+
+
+def decode_png_b64(text):
+    """The Image in a base64 PNG (an optional "data:...;base64," prefix
+    skipped), or None when it is not one."""
+    if not isinstance(text, str):
+        return None
+    try:
+        data = base64.b64decode(text.split(",", 1)[-1] if text.startswith("data:") else text, validate=True)
+    except ValueError:
+        return None
+    return try_decode_png(data)[0]
 
 
 def try_decode_png(data):

@@ -23,7 +23,6 @@ readers (issue 6 §3).
 5. The gateway's slow but honest websocket reader (4 KiB every 20 ms) gets
    its whole done message, while another client's job is not delayed."""
 
-import base64
 import json
 import os
 import resource
@@ -34,7 +33,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sdtest as t  # noqa: E402
-from wsclient import WSClient  # noqa: E402
+from wsclient import OP_TEXT, WSClient, frame, raw_upgrade  # noqa: E402
 
 JOB = b'{"prompt": "a smuggled job", "steps": 1, "width": 64, "height": 64}'
 SMUGGLED = (b"POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
@@ -157,21 +156,6 @@ def check_through_nginx(bal):
         ngx.stop()
 
 
-def proc_cpu_s(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def fds(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
-
-
-def rss_mib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024.0
-
-
 def trickle(port, stop, out):
     """Slowloris: a request line one byte a second; records when the server closed."""
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
@@ -219,10 +203,10 @@ def check_connections(be):
         except OSError:
             break
     time.sleep(1.0)
-    c0 = proc_cpu_s(pid)
+    c0 = t.proc_cpu_s(pid)
     time.sleep(2.0)
-    spent = proc_cpu_s(pid) - c0
-    n_fds = fds(pid)
+    spent = t.proc_cpu_s(pid) - c0
+    n_fds = t.proc_fds(pid)
     t.check("300 idle connections + 20 trickles: the balancer does not spin (%.2f s CPU in 2 s)" % spent,
             spent < 0.5, spent)
     t.check("…and stays inside its descriptor limit (%d open)" % n_fds, n_fds < 320, n_fds)
@@ -250,7 +234,7 @@ def check_slow_readers(bal):
         return
     size = len(json.dumps(d))
     pid = bal.proc.pid
-    rss0 = rss_mib(pid)
+    rss0 = t.proc_rss_mib(pid)
     readers = []
     for _ in range(12):
         s = socket.socket()
@@ -266,23 +250,11 @@ def check_slow_readers(bal):
     t.check("12 clients not reading a %.1f MB answer: /healthz still answers at once (%.3f s)" % (size / 1e6, lat),
             h.status == 200 and lat < 1.0, (h.status, lat))
     t.check("…and a reader that does read gets the whole document", full is not None and full.get("status") == "done")
-    grown = rss_mib(pid) - rss0
+    grown = t.proc_rss_mib(pid) - rss0
     t.check("…memory held for them is bounded (%.1f MiB more, under 12 answers' worth + 64)" % grown,
             grown < 12 * size / 2 ** 20 + 64, grown)
     for s in readers:
         s.close()
-
-
-def ws_handshake(port):
-    s = socket.create_connection(("127.0.0.1", port), timeout=30)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall(("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % key).encode())
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        buf += s.recv(1)
-    return s, buf.startswith(b"HTTP/1.1 101")
 
 
 def slow_read_messages(s, until_id, timeout=90):
@@ -318,22 +290,14 @@ def slow_read_messages(s, until_id, timeout=90):
     return msgs
 
 
-def masked_text(obj):
-    payload = json.dumps(obj).encode()
-    mask = os.urandom(4)
-    head = bytes([0x81, 0x80 | 126]) + len(payload).to_bytes(2, "big") if len(payload) >= 126 \
-        else bytes([0x81, 0x80 | len(payload)])
-    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-
-
 def check_gateway_slow_reader(bal):
     """Part 5: a slow websocket reader beside a normal one."""
     gw = t.start_gateway("--balancer", bal.url, wait_board=True)
-    s, upgraded = ws_handshake(gw.port)
-    t.check("the slow reader's websocket is upgraded", upgraded)
+    s, status = raw_upgrade("127.0.0.1", gw.port, timeout=30, rcvbuf=4096)
+    t.check("the slow reader's websocket is upgraded", status == 101, status)
     gen = {"type": "generate", "id": "slow", "prompt": "a detailed red and blue pattern", "negative_prompt": "",
            "sampler_name": "Euler a", "steps": 6, "cfg_scale": 7, "width": 512, "height": 512, "seed": 9, "gpus": []}
-    s.sendall(masked_text({"type": "hello"}) + masked_text(gen))
+    s.sendall(frame(OP_TEXT, json.dumps({"type": "hello"})) + frame(OP_TEXT, json.dumps(gen)))
     reader = t.Background(slow_read_messages, s, "slow")
     time.sleep(0.5)
     fast = WSClient("127.0.0.1", gw.port, "/ws", timeout=30)
@@ -347,10 +311,7 @@ def check_gateway_slow_reader(bal):
             isinstance(m, dict) and m.get("type") == "done" and took < 10, m)
     msgs, err, _ = reader.join(120)
     done = [x for x in msgs or [] if isinstance(x, dict) and x.get("type") == "done" and x.get("id") == "slow"]
-    img = None
-    if done and isinstance(done[0].get("image"), str):
-        b64 = done[0]["image"].split(",", 1)[-1]
-        img = t.try_decode_png(base64.b64decode(b64))[0]
+    img = t.decode_png_b64(done[0].get("image")) if done else None
     t.check("the slow reader (4 KiB every 20 ms) gets its whole done message with a 512x512 PNG",
             img is not None and img.width == 512 and None not in msgs, (err, [x and x.get("type") for x in msgs or []]))
     s.close()

@@ -31,7 +31,6 @@ import collections
 import os
 import signal
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -239,17 +238,6 @@ def ws_outcomes(rec):
     return terminal, after, accepted
 
 
-def decode_image(b64text):
-    if not isinstance(b64text, str):
-        return None
-    if b64text.startswith("data:"):
-        b64text = b64text.split(",", 1)[1]
-    try:
-        return t.try_decode_png(base64.b64decode(b64text, validate=True))[0]
-    except ValueError:
-        return None
-
-
 def reference_pixels(mp, body, doc):
     """The pixels of the same request rendered directly on the reference backend."""
     direct = {k: v for k, v in body.items() if k != "gpus"}
@@ -327,7 +315,7 @@ def main():
             if doc.get("status") not in ("done", "failed") or doc.get("status") != client_status:
                 disagree.append((key, client_status, doc.get("status")))
             if outcome.get("type") == "done":
-                img = decode_image(outcome.get("image"))
+                img = t.decode_png_b64(outcome.get("image"))
                 provider = outcome.get("provider")
             else:
                 img, provider = None, None

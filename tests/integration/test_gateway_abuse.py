@@ -4,52 +4,17 @@ address. The gateway upgrades only --max-connections-per-address of them,
 refuses the rest at the upgrade with HTTP 429, keeps its file descriptors and memory
 bounded, keeps answering, and gives everything back once they close."""
 
-import base64
 import os
 import resource
-import socket
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sdtest as t  # noqa: E402
-from wsclient import WSClient  # noqa: E402
+from wsclient import WSClient, raw_upgrade  # noqa: E402
 
 N = 1000
 CAP = 64
-
-
-def fds(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
-
-
-def rss_mib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024.0
-
-
-def upgrade(port):
-    """Opens a socket and asks for a websocket upgrade; returns (socket, status)
-    where status is 101, another HTTP status, or 0 when the gateway closed
-    without an answer."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=10)
-    key = base64.b64encode(os.urandom(16)).decode()
-    s.sendall(("GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % key).encode())
-    buf = b""
-    try:
-        while b"\r\n\r\n" not in buf:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            buf += chunk
-    except OSError:
-        pass
-    try:
-        status = int(buf.split(b" ", 2)[1]) if buf.startswith(b"HTTP/1.") else 0
-    except (IndexError, ValueError):
-        status = 0
-    return s, status
 
 
 def main():
@@ -58,12 +23,12 @@ def main():
     bal = t.start_balancer()
     gw = t.start_gateway("--balancer", bal.url, "--max-connections-per-address", CAP, "--max-connections", 5000)
     pid = gw.proc.pid
-    fds0, rss0 = fds(pid), rss_mib(pid)
+    fds0, rss0 = t.proc_fds(pid), t.proc_rss_mib(pid)
 
     socks, statuses = [], []
     t0 = time.monotonic()
     for _ in range(N):
-        s, status = upgrade(gw.port)
+        s, status = raw_upgrade("127.0.0.1", gw.port)
         statuses.append(status)
         if status == 101:
             socks.append(s)
@@ -77,7 +42,7 @@ def main():
             accepted == CAP, accepted)
     t.check("every refused upgrade is answered 429 Too Many Requests, not a bare hang-up",
             set(statuses) == {101, 429}, sorted(set(statuses)))
-    fds1, rss1 = fds(pid), rss_mib(pid)
+    fds1, rss1 = t.proc_fds(pid), t.proc_rss_mib(pid)
     print("# gateway fds %d -> %d, RSS %.1f -> %.1f MiB" % (fds0, fds1, rss0, rss1))
     t.check("the gateway's open file descriptors stay bounded (< base + %d + 50)" % CAP,
             fds1 < fds0 + CAP + 50, (fds0, fds1))
@@ -90,8 +55,8 @@ def main():
 
     for s in socks:
         s.close()
-    back = t.wait_until(lambda: fds(pid) <= fds0 + 5, 15, 0.2)
-    t.check("after they close, the gateway's file descriptors come back (%d -> %d)" % (fds0, fds(pid)), back)
+    back = t.wait_until(lambda: t.proc_fds(pid) <= fds0 + 5, 15, 0.2)
+    t.check("after they close, the gateway's file descriptors come back (%d -> %d)" % (fds0, t.proc_fds(pid)), back)
     ws = WSClient("127.0.0.1", gw.port, "/ws", timeout=10)
     ws.send_json({"type": "hello"})
     t.check("then the address connects again and gets welcome", ws.wait_type("welcome", 20) is not None)

@@ -63,6 +63,33 @@ def frame(opcode, payload=b"", fin=True, mask=True, rsv=0):
     return head + key + _mask(payload, key)
 
 
+def raw_upgrade(host, port, path="/ws", timeout=10.0, rcvbuf=None):
+    """A bare socket that asks for a websocket upgrade and reads the answer's
+    head byte by byte (so no frame after it is consumed). Returns (socket,
+    status): 101, another HTTP status, or 0 when the server closed without
+    an answer. For tests that read frames themselves, or only count upgrades."""
+    s = socket.create_connection((host, port), timeout=timeout)
+    if rcvbuf:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(("GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (path, host, key)).encode())
+    buf = b""
+    try:
+        while b"\r\n\r\n" not in buf:
+            b = s.recv(1)
+            if not b:
+                break
+            buf += b
+    except OSError:
+        pass
+    try:
+        status = int(buf.split(b" ", 2)[1]) if buf.startswith(b"HTTP/1.") else 0
+    except (IndexError, ValueError):
+        status = 0
+    return s, status
+
+
 class WSClient:
     def __init__(self, host, port, path="/ws", timeout=30.0, headers=None, origin=None):
         self.host, self.port, self.path = host, port, path

@@ -15,23 +15,9 @@
  * provider cannot hand clients text that is not an image. */
 static int is_image_b64(const char *s, size_t len)
 {
-	const char *comma = len > 5 && memcmp(s, "data:", 5) == 0 ? memchr(s, ',', len < 128 ? len : 128) : NULL;
-	if (comma) {
-		len -= (size_t)(comma + 1 - s);
-		s = comma + 1;
-	}
-	if (len < 24 || len % 4 != 0)
+	s = b64_payload(s, &len);
+	if (len < 24 || !b64_is_valid(s, len))
 		return 0;
-	static unsigned char alphabet[256];
-	if (!alphabet['A']) {
-		const char *a = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-		for (; *a; a++)
-			alphabet[(unsigned char)*a] = 1;
-	}
-	size_t body = len - (s[len - 1] == '=') - (s[len - 2] == '=');
-	for (size_t i = 0; i < body; i++)
-		if (!alphabet[(unsigned char)s[i]])
-			return 0;
 	size_t n = 0;
 	unsigned char *head = b64_decode_new(s, 24, &n);
 	int ok = head && n == 18 &&

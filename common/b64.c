@@ -30,13 +30,38 @@ char *b64_encode_new(const unsigned char *in, size_t n)
 	return out;
 }
 
+const char *b64_payload(const char *text, size_t *len)
+{
+	const char *comma = *len > 5 && strncmp(text, "data:", 5) == 0 ? memchr(text, ',', *len) : NULL;
+	if (!comma)
+		return text;
+	*len -= (size_t)(comma + 1 - text);
+	return comma + 1;
+}
+
+static int is_b64_char(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
+}
+
+int b64_is_valid(const char *text, size_t len)
+{
+	if (len % 4 != 0)
+		return 0;
+	size_t body = len;
+	if (body && text[body - 1] == '=')
+		body--;
+	if (body && text[body - 1] == '=')
+		body--;
+	for (size_t i = 0; i < body; i++)
+		if (!is_b64_char((unsigned char)text[i]))
+			return 0;
+	return 1;
+}
+
 unsigned char *b64_decode_new(const char *text, size_t len, size_t *out_len)
 {
-	const char *comma = len > 5 && strncmp(text, "data:", 5) == 0 ? memchr(text, ',', len) : NULL;
-	if (comma) {
-		len -= (size_t)(comma + 1 - text);
-		text = comma + 1;
-	}
+	text = b64_payload(text, &len);
 	if (len % 4 != 0 || len > (size_t)1 << 30)
 		return NULL;
 	unsigned char *out = malloc(len / 4 * 3 + 1);

@@ -60,12 +60,34 @@ static void test_rejects_garbage(void **state)
 	free(d);
 }
 
+static void test_is_valid_and_payload(void **state)
+{
+	(void)state;
+	const char *good[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYmFy", "+/+/"};
+	const char *bad[] = {"Zg=", "Zm9", "Zm 9v", "Z===", "Zg=a", "Zm9v\n", "Zm-_"};
+	for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+		assert_true(b64_is_valid(good[i], strlen(good[i])));
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+		if (b64_is_valid(bad[i], strlen(bad[i])))
+			fail_msg("accepted: \"%s\"", bad[i]);
+	const char *url = "data:image/png;base64,Zm9v";
+	size_t len = strlen(url);
+	const char *p = b64_payload(url, &len);
+	assert_int_equal(len, 4);
+	assert_memory_equal(p, "Zm9v", 4);
+	const char *plain = "Zm9v";
+	len = 4;
+	assert_ptr_equal(b64_payload(plain, &len), plain);
+	assert_int_equal(len, 4);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_rfc4648_vectors),
 		cmocka_unit_test(test_large_round_trip),
 		cmocka_unit_test(test_rejects_garbage),
+		cmocka_unit_test(test_is_valid_and_payload),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

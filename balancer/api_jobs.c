@@ -95,8 +95,8 @@ static int on_create(struct httpd *h, h2o_req_t *req, const char *rest)
 	char key[BAL_MAX_IDEMPOTENCY_KEY + 1], hash[17], client[64];
 	if (idempotency_key(req, key) != 0)
 		return 0;
-	body_hash(req, hash);
 	if (key[0]) {
+		body_hash(req, hash);
 		bal_client_of(b, req, client, sizeof client);
 		struct job *prev = jobs_find_idempotent(b, client, key);
 		if (prev && strcmp(prev->idem_hash, hash) != 0) {

@@ -47,7 +47,7 @@ struct cmd {
 };
 
 /* J_WAITING: the event stream broke, re-opened at retry_at; J_RESUBMIT: no
- * balancer took the connection (the POST never left), submitted again at
+ * balancer took the submission, sent again (same Idempotency-Key) at
  * retry_at. */
 enum job_state { J_SUBMITTING, J_STREAMING, J_WAITING, J_RESUBMIT };
 
@@ -55,6 +55,13 @@ enum job_state { J_SUBMITTING, J_STREAMING, J_WAITING, J_RESUBMIT };
  * and its data lines joined by '\n'. Both buffers are bounded. */
 
 struct xfer;
+
+/* Retries of one thing (the event stream, the submission) within
+ * --stream-patience-s of its first failure; zeroed when it works again. */
+struct retry_window {
+	double since; /* the first failure; 0 while it works */
+	int tries;
+};
 
 struct job {
 	struct job *next, *prev;
@@ -65,12 +72,10 @@ struct job {
 	char *body;        /* the POST body, kept for a resubmission */
 	char idem_key[48]; /* Idempotency-Key of every submission of this job */
 	enum job_state state;
-	int bal;                  /* the balancer that has it */
-	int submits;              /* balancers tried */
-	int stream_tries;         /* re-opens since the stream last delivered an event */
-	double lost_since;        /* when the stream broke; 0 while it works */
-	double unreachable_since; /* when no balancer could be connected to; 0 once one answered */
-	int resubmits;            /* submissions since then */
+	int bal;                    /* the balancer that has it */
+	int submits;                /* balancers tried */
+	struct retry_window stream; /* re-opens since the stream last delivered an event */
+	struct retry_window submit; /* submissions since no balancer took the job */
 	double retry_at;
 	char job_id[64]; /* the balancer's id, once accepted */
 	int cancel_requested;
@@ -376,16 +381,27 @@ static void job_free(struct bc *bc, struct job *j)
 	free(j);
 }
 
-/* The wait before the n-th retry: 0.25 s doubling, at most GW_STREAM_BACKOFF_MAX_S. */
-static double retry_backoff(int n) { return fmin(0.25 * (double)(1 << (n < 4 ? n : 4)), GW_STREAM_BACKOFF_MAX_S); }
+/* After a failure: 1 and *retry_at set (0.25 s doubling, at most
+ * GW_STREAM_BACKOFF_MAX_S) while within --stream-patience-s of the
+ * window's first failure; 0 once patience has run out. */
+static int retry_later(const struct bc *bc, struct retry_window *w, double *retry_at)
+{
+	double now = now_s();
+	if (w->since == 0)
+		w->since = now;
+	if (now - w->since >= bc->cfg->stream_patience_s)
+		return 0;
+	*retry_at = now + fmin(0.25 * (double)(1 << (w->tries < 4 ? w->tries : 4)), GW_STREAM_BACKOFF_MAX_S);
+	w->tries++;
+	return 1;
+}
 
 static void job_submit(struct bc *bc, struct job *j)
 {
 	j->state = J_SUBMITTING;
 	j->submits++;
 	j->job_id[0] = '\0';
-	j->stream_tries = 0;
-	j->lost_since = 0;
+	j->stream = (struct retry_window){0};
 	char key[96];
 	snprintf(key, sizeof key, "Idempotency-Key: %s", j->idem_key);
 	j->x = xfer_start(bc, X_SUBMIT, j->bal, NULL, "/v1/jobs", key, j->body, j->addr);
@@ -421,8 +437,7 @@ static void on_sse_event(struct xfer *x, const char *name, const char *data, siz
 	struct job *j = x->job;
 	if (!j || j->final)
 		return;
-	j->stream_tries = 0; /* the stream works (again) */
-	j->lost_since = 0;
+	j->stream = (struct retry_window){0}; /* the stream works (again) */
 	json_t *d = json_loadb(data, len, 0, NULL);
 	if (!json_is_object(d)) {
 		log_warn("job %s: %s event with a body that is not a JSON object", j->job_id, name);
@@ -526,12 +541,8 @@ static void on_submit_done(struct bc *bc, struct xfer *x, CURLcode rc)
 		}
 		if (job_failover(bc, j) == 0)
 			return;
-		double now = now_s();
-		if (j->unreachable_since == 0)
-			j->unreachable_since = now;
-		if (now - j->unreachable_since < bc->cfg->stream_patience_s) {
+		if (retry_later(bc, &j->submit, &j->retry_at)) {
 			j->state = J_RESUBMIT;
-			j->retry_at = now + retry_backoff(j->resubmits++);
 			j->submits = 0; /* every balancer may be tried again */
 			return;
 		}
@@ -541,8 +552,7 @@ static void on_submit_done(struct bc *bc, struct xfer *x, CURLcode rc)
 		return;
 	}
 	set_up(bc, x->bal, 1);
-	j->unreachable_since = 0;
-	j->resubmits = 0;
+	j->submit = (struct retry_window){0};
 	json_t *r = x->resp ? json_loadb(x->resp, x->resp_len, 0, NULL) : NULL;
 	const char *job_id = json_string_value(json_object_get(r, "id"));
 	/* 202: a new job; 200: the balancer already had it (Idempotency-Key). */
@@ -613,13 +623,8 @@ static void on_stream_done(struct bc *bc, struct xfer *x, CURLcode rc)
 	/* The job is in the balancer's SQLite file: while it restarts, keep
 	 * re-opening the stream (a late subscriber gets the current state)
 	 * rather than run the job again elsewhere. */
-	double now = now_s();
-	if (j->lost_since == 0)
-		j->lost_since = now;
-	if (now - j->lost_since < bc->cfg->stream_patience_s) {
+	if (retry_later(bc, &j->stream, &j->retry_at)) {
 		j->state = J_WAITING;
-		j->retry_at = now + retry_backoff(j->stream_tries);
-		j->stream_tries++;
 		return;
 	}
 	/* Its balancer stayed away: another one runs it from scratch. */

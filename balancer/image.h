@@ -1,0 +1,25 @@
+/* image.h — an image file from a backend (a txt2img result or a live
+ * preview), checked as hostile input: the format's signature and header are
+ * read fully, and the MIME type clients see is the one determined here, never
+ * one the provider chose. Pure functions, thread-safe; answer.c, jobs.c and
+ * the results store call them; fuzzed through fuzz_balancer_answer. */
+#ifndef SDGATE_IMAGE_H
+#define SDGATE_IMAGE_H
+
+#include <stddef.h>
+
+enum image_type { IMAGE_NONE = 0, IMAGE_PNG, IMAGE_JPEG, IMAGE_WEBP };
+
+struct image_facts {
+	enum image_type type;
+	int width, height; /* from the header; 0 when not read */
+};
+
+/* The type of the file p[0..len) when it is a well-formed PNG, JPEG or WebP
+ * header (IMAGE_NONE otherwise); fills *out when not NULL. */
+enum image_type image_check(const unsigned char *p, size_t len, struct image_facts *out);
+
+/* "image/png", "image/jpeg", "image/webp"; NULL for IMAGE_NONE. */
+const char *image_mime(enum image_type t);
+
+#endif

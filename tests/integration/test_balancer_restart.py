@@ -15,7 +15,7 @@ import sdtest as t  # noqa: E402
 PACE_MS = 60
 STEPS = 10
 N_QUEUED = 6
-TOKEN = "restart-token"
+TOKEN = "restart-token-0123456"
 
 
 def main():

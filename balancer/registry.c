@@ -142,7 +142,7 @@ static void check_failed(struct balancer *b, struct bk *k, const char *what, con
 	else
 		snprintf(why, sizeof why, "%s: %s", what, r->error);
 	if (k->state != BK_DOWN)
-		log_warn("backend %s (%s) is down: %s", k->id, k->url, why);
+		log_warn("backend %s (%s) is down: %s", k->id, k->key, why);
 	k->state = BK_DOWN;
 	k->next_check = bal_now() + b->cfg.health_interval_ms / 1000.0;
 }
@@ -205,7 +205,7 @@ static void on_check(const struct fetch_result *r, void *user)
 			}
 			if (k->state != BK_UP)
 				log_info("backend %s up: %s, %s, gpu %s, %zu checkpoint name(s), %d slot(s)", k->id,
-					 bk_str(k, "provider"), k->url, bk_str(k, "gpu_class"),
+					 bk_str(k, "provider"), k->key, bk_str(k, "gpu_class"),
 					 json_array_size(k->models), k->slots);
 			k->state = BK_UP;
 			b->reschedule = 1;
@@ -320,7 +320,7 @@ void registry_mark_down(struct balancer *b, struct bk *k, const char *why)
 	if (wait > BAL_MAX_BACKOFF_S)
 		wait = fmax(BAL_MAX_BACKOFF_S, interval);
 	if (k->state != BK_DOWN)
-		log_warn("backend %s (%s) is down: %s (failure %d in a row; next check in %.1f s)", k->id, k->url, why,
+		log_warn("backend %s (%s) is down: %s (failure %d in a row; next check in %.1f s)", k->id, k->key, why,
 			 k->strikes, wait);
 	k->state = BK_DOWN;
 	k->probe_step = 0;
@@ -341,7 +341,7 @@ static void free_bk(struct bk *k)
 
 void registry_remove(struct balancer *b, struct bk *k, const char *why)
 {
-	log_info("backend %s (%s) removed: %s", k->id, k->url, why);
+	log_info("backend %s (%s) removed: %s", k->id, k->key, why);
 	dispatch_backend_lost(b, k, why);
 	fetch_cancel(k->check);
 	fetch_cancel(k->drain_call);

@@ -154,6 +154,9 @@ def check_url_rules(bal_strict, na):
                       ("10.0.0.0/8", "http://10.1.2.3:7861"), ("link-local (metadata)", "http://169.254.169.254"),
                       ("IPv6 loopback", "http://[::1]:7861"), ("localhost", "http://localhost:%d" % na.port),
                       ("0.0.0.0", "http://0.0.0.0:7861"), ("an ftp URL", "ftp://example.org/"),
+                      ("a short IPv4 loopback (127.1)", "http://127.1:7861"),
+                      ("a decimal IPv4 loopback", "http://2130706433:7861"),
+                      ("an IPv4-mapped IPv6 loopback", "http://[::ffff:127.0.0.1]:7861"),
                       ("the balancer itself", bal_strict.url)):
         r = reg(bal_strict, {"url": url, "gpu_class": "a100", "provider": "p-" + what}, SHARED)
         t.check("without --allow-private-backends, a URL with %s: 422 (field url)" % what,

@@ -85,9 +85,7 @@ static long do_register(struct registration *r)
 			r->open_to_all = !r->caller[0];
 			pthread_mutex_unlock(&r->mu);
 			if (r->open_to_all)
-				log_warn("register: the balancer sent no backend_token; txt2img, progress, interrupt "
-					 "and "
-					 "options stay open to anyone who reaches this backend");
+				log_warn("register: no backend_token in the answer: job routes stay open");
 			interval = json_is_integer(hb) && json_integer_value(hb) > 0 ? (long)json_integer_value(hb)
 										     : REGISTER_DEFAULT_HEARTBEAT_S;
 			log_info("registered with %s as %s (heartbeat every %ld s)", r->balancer, r->id, interval);

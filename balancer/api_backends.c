@@ -132,12 +132,11 @@ static int read_identity(h2o_req_t *req, json_t *body, json_t *fixed)
 		json_t *m;
 		if (!json_is_array(models) || json_array_size(models) > 1024)
 			return bad(req, "models", "models: a list of at most 1024 checkpoint titles");
-		json_array_foreach(
-			models, i,
-			m) if (!json_is_string(m) ||
-			       json_string_length(m) >
-				       BAL_MAX_FIELD) return bad(req, "models",
-								 "models: each a string of at most 256 bytes");
+		json_array_foreach(models, i, m)
+		{
+			if (!json_is_string(m) || json_string_length(m) > BAL_MAX_FIELD)
+				return bad(req, "models", "models: each a string of at most 256 bytes");
+		}
 		json_object_set(fixed, "models", models);
 	}
 	return 0;

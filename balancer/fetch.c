@@ -26,7 +26,7 @@ struct fetch {
 	char *answer;
 	size_t len, cap, max_answer;
 	int too_large;
-	int public_only;
+	int public_only, no_balancers;
 	char refused[200]; /* why the call was refused (curl overwrites result.error) */
 	atomic_int cancelled;
 	fetch_done_fn done;
@@ -71,26 +71,29 @@ static size_t on_write(char *data, size_t size, size_t n, void *p)
 	return add;
 }
 
-/* Curl thread: an answer from this very balancer is cut at its headers. */
+/* Curl thread: an answer from this very balancer (or, with no_balancers,
+ * from any) is cut at its headers. */
 static size_t on_header(char *data, size_t size, size_t n, void *p)
 {
 	struct fetch *x = p;
 	size_t len = size * n;
 	static const char name[] = "x-sdgate-instance:";
 	size_t nlen = sizeof name - 1, ilen = strlen(x->f->instance);
-	if (ilen && len > nlen && strncasecmp(data, name, nlen) == 0) {
-		const char *v = data + nlen;
-		size_t vlen = len - nlen;
-		while (vlen && (*v == ' ' || *v == '\t'))
-			v++, vlen--;
-		while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
-			vlen--;
-		if (vlen == ilen && memcmp(v, x->f->instance, ilen) == 0) {
-			snprintf(x->refused, sizeof x->refused, "the URL leads back to this balancer");
-			return 0; /* aborts the transfer */
-		}
-	}
-	return len;
+	if (len <= nlen || strncasecmp(data, name, nlen) != 0)
+		return len;
+	const char *v = data + nlen;
+	size_t vlen = len - nlen;
+	while (vlen && (*v == ' ' || *v == '\t'))
+		v++, vlen--;
+	while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
+		vlen--;
+	if (ilen && vlen == ilen && memcmp(v, x->f->instance, ilen) == 0)
+		snprintf(x->refused, sizeof x->refused, "the URL leads back to this balancer");
+	else if (x->no_balancers)
+		snprintf(x->refused, sizeof x->refused, "the URL leads to an sdgate balancer, not a backend");
+	else
+		return len;
+	return 0; /* aborts the transfer */
 }
 
 /* Curl thread, once connected (or reusing a connection): the address curl
@@ -310,6 +313,7 @@ struct fetch *fetch_start_to(struct fetcher *f, const struct fetch_target *t, co
 	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_connected);
 	curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
 	x->public_only = t && t->public_only;
+	x->no_balancers = t && t->no_balancers;
 	x->headers = curl_slist_append(NULL, "Expect:");
 	if (t && t->bearer) {
 		char auth[160];

@@ -24,8 +24,9 @@ struct fetch_result {
 	char error[256];  /* curl's reason when status is 0 */
 	double elapsed_s; /* from the start of the transfer to its end */
 	/* 1 when the call was stopped because of where it went: a non-public
-	 * address with fetch_target.public_only, or this balancer itself (its
-	 * answer carried our X-Sdgate-Instance). status is then 0. */
+	 * address with fetch_target.public_only, this balancer itself (its
+	 * answer carried our X-Sdgate-Instance), or any balancer with
+	 * fetch_target.no_balancers. status is then 0. */
 	int refused;
 };
 
@@ -33,6 +34,7 @@ struct fetch_result {
 struct fetch_target {
 	const char *bearer; /* sent as "Authorization: Bearer <bearer>", or NULL */
 	int public_only;    /* refuse to talk to an address netaddr_is_private() calls private */
+	int no_balancers;   /* refuse an answer with any X-Sdgate-Instance (a balancer, not a backend) */
 };
 
 typedef void (*fetch_done_fn)(const struct fetch_result *r, void *user);

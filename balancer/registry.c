@@ -9,7 +9,9 @@
  * --health-interval-ms → PROBING again. Only A1111's API is required; the
  * sdgate extra only fills in identity. A registered backend is removed as
  * soon as a call to it is refused for where it goes (fetch.h: a non-public
- * address, or this balancer itself). */
+ * address, this balancer or another one: a registration is a backend, never
+ * a balancer, so that balancers cannot be chained into a loop by
+ * providers; an operator may still chain them with static --backend). */
 #include "balancer.h"
 
 #include "log.h"
@@ -223,7 +225,8 @@ struct fetch *registry_call(struct balancer *b, const struct bk *k, const char *
 	char url[BAL_MAX_URL + 512];
 	snprintf(url, sizeof url, "%s%s", k->url, path);
 	struct fetch_target t = {.bearer = k->registered ? k->auth.call_token : NULL,
-				 .public_only = k->registered && !b->cfg.allow_private_backends};
+				 .public_only = k->registered && !b->cfg.allow_private_backends,
+				 .no_balancers = k->registered};
 	return fetch_start_to(b->fetcher, &t, method, url, body, body_len, timeout_ms, max_answer, done, user);
 }
 

@@ -8,8 +8,8 @@ outsiders cannot touch a provider's backend (issue 10, findings 8-10):
 - registration URLs with userinfo, query, fragment, a private address (without
   --allow-private-backends) or the balancer's own address are refused (422,
   field url); a DNS name that resolves to a private address is dropped at its
-  first probe; registering the balancer under another name for itself is
-  dropped at its first probe and cannot multiply a job;
+  first probe; registering the balancer under another name for itself, or
+  another balancer, is dropped at its first probe and cannot multiply a job;
 - a registered backend (native and --upstream) answers txt2img, progress,
   interrupt, skip and POST options only to its balancer (401 for others) while
   the balancer's jobs run on it;
@@ -126,8 +126,14 @@ def check_providers(bal, na, static_url):
             t.is_sdgate_error(r, 422) and field_of(r) == "models", t.describe(r))
 
 
-def check_self_loop(bal):
-    """Finding 9: the balancer as its own backend."""
+def check_self_loop(bal, other):
+    """Finding 9: the balancer as its own backend (or another balancer)."""
+    r = reg(bal, {"url": other.url, "gpu_class": "chain"}, BOB)
+    oid = r.json.get("id") if r.status == 201 and isinstance(r.json, dict) else None
+    gone = oid is None or t.wait_until(lambda: oid not in ids_on_board(bal), 15, 0.1)
+    t.check("registering another sdgate balancer as a backend: dropped at its first probe (never up)",
+            gone and not any(x.get("gpu_class") == "chain" for x in t.board(bal.url) or []),
+            (t.describe(r), t.board(bal.url)))
     r = reg(bal, {"url": bal.url, "gpu_class": "loop"}, BOB)
     t.check("registering the balancer's own listen address: 422 (field url)",
             t.is_sdgate_error(r, 422) and field_of(r) == "url", t.describe(r))
@@ -295,7 +301,7 @@ def main():
     check_static_identity(bal, static_be, fake)
     check_providers(bal, na, static_be.url)
     check_url_rules(strict, na)
-    check_self_loop(bal)
+    check_self_loop(bal, strict)
     check_backend_auth(bal)
 
 

@@ -203,7 +203,11 @@ static int load_provider_tokens(struct balancer *b, const char *path)
 		b->ptokens = grown;
 		b->ptokens[b->n_ptokens].name = strdup(name);
 		b->ptokens[b->n_ptokens].token = strdup(token);
-		b->n_ptokens++;
+		b->n_ptokens++; /* counted even if a copy failed: free_provider_tokens frees both */
+		if (!b->ptokens[b->n_ptokens - 1].name || !b->ptokens[b->n_ptokens - 1].token) {
+			log_error("--provider-tokens %s: out of memory", path);
+			rc = -1;
+		}
 	}
 	fclose(f);
 	if (rc == 0)
@@ -214,7 +218,8 @@ static int load_provider_tokens(struct balancer *b, const char *path)
 static void free_provider_tokens(struct balancer *b)
 {
 	for (size_t i = 0; i < b->n_ptokens; i++) {
-		OPENSSL_cleanse(b->ptokens[i].token, strlen(b->ptokens[i].token));
+		if (b->ptokens[i].token)
+			OPENSSL_cleanse(b->ptokens[i].token, strlen(b->ptokens[i].token));
 		free(b->ptokens[i].name);
 		free(b->ptokens[i].token);
 	}

@@ -270,6 +270,12 @@ def check_tokens():
                     os.environ[k] = v
         t.check("%s: refused at start (exit 2, says why)" % label, code == 2 and "refused" in err, (code, err[-300:]))
 
+    for what, text in (("a line without a tab", "alice %s\n" % ALICE), ("a short token", "alice\tshort\n"),
+                       ("a name given twice", "alice\t%s\nalice\t%s\n" % (ALICE, BOB))):
+        code, out, err = t.run_tool([t.balancer_path(), "--listen", "127.0.0.1:%d" % t.free_port(), "--db",
+                                     os.path.join(t.tmpdir("tok"), "x.db"), "--provider-tokens", write_file(text)])
+        t.check("a --provider-tokens file with %s: refused at start (exit 2, names the line)" % what,
+                code == 2 and "--provider-tokens" in err + out, (code, (err + out)[-300:]))
     bal = t.start_balancer("--allow-private-backends=false", name="balancer-env", env={"SDGATE_PROVIDER_TOKEN": SHARED})
     r = reg(bal, {"url": "http://198.51.100.7:7861", "gpu_class": "a100"}, SHARED)
     t.check("SDGATE_PROVIDER_TOKEN is the provider token (its registration gets past the token: 422 on the "

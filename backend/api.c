@@ -6,6 +6,7 @@
 
 #include "error.h"
 #include "log.h"
+#include "register.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,19 @@ static struct backend *backend_of(struct httpd *h) { return httpd_user(h); }
 static int reply_json(h2o_req_t *req, json_t *j)
 {
 	httpd_reply_json(req, 200, j);
+	return 0;
+}
+
+/* A registered backend runs jobs, shows progress and previews, stops jobs
+ * and changes options only for the balancer it registered with (in both
+ * modes: in upstream mode these reach the provider's A1111). Else answers
+ * 401 in FastAPI's shape and returns 0. */
+static int from_balancer(struct backend *b, h2o_req_t *req)
+{
+	h2o_iovec_t auth = httpd_header(req, "authorization");
+	if (registration_allows(b->reg, auth.base, auth.len))
+		return 1;
+	httpd_reply_detail(req, 401, "Not authenticated: this backend takes jobs only from its balancer");
 	return 0;
 }
 
@@ -37,6 +51,8 @@ static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest)
 	struct backend *b = backend_of(h);
 	struct txt2img t;
 	int status;
+	if (!from_balancer(b, req))
+		return 0;
 	json_t *reply;
 	if (txt2img_parse(req->entity.base, req->entity.len, atomic_load(&b->default_model),
 			  b->upstream_url ? 0 : TXT2IMG_CHECK_ALL, &t, &status, &reply) != TXT2IMG_OK) {
@@ -50,7 +66,7 @@ static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest)
 static int on_progress(struct httpd *h, h2o_req_t *req, const char *rest)
 {
 	struct backend *b = backend_of(h);
-	if (forward_if_upstream(b, req))
+	if (!from_balancer(b, req) || forward_if_upstream(b, req))
 		return 0;
 	char skip[8] = "";
 	httpd_query_param(req, "skip_current_image", skip, sizeof skip);
@@ -80,7 +96,7 @@ static int on_progress(struct httpd *h, h2o_req_t *req, const char *rest)
 static int stop_job(struct httpd *h, h2o_req_t *req, int skip)
 {
 	struct backend *b = backend_of(h);
-	if (forward_if_upstream(b, req))
+	if (!from_balancer(b, req) || forward_if_upstream(b, req))
 		return 0;
 	pthread_mutex_lock(&b->progress.mu);
 	if (b->progress.active) {
@@ -147,7 +163,7 @@ static int on_options_get(struct httpd *h, h2o_req_t *req, const char *rest)
 static int on_options_post(struct httpd *h, h2o_req_t *req, const char *rest)
 {
 	struct backend *b = backend_of(h);
-	if (forward_if_upstream(b, req))
+	if (!from_balancer(b, req) || forward_if_upstream(b, req))
 		return 0;
 	json_error_t err;
 	json_t *body = json_loadb(req->entity.base, req->entity.len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &err);

@@ -43,6 +43,10 @@ struct backend {
 	atomic_int interrupt, skip;
 	atomic_int default_model; /* index of the checkpoint in /options */
 	atomic_int jobs_done;
+	/* --balancer: our registration; its backend_token guards txt2img,
+	 * progress, interrupt, skip and POST options (api.c). Set before the
+	 * loop starts. NULL: no --balancer, those routes are open. */
+	struct registration *reg;
 };
 
 /* Seconds on the monotonic clock. */

@@ -45,7 +45,7 @@ static const struct config_option OPTIONS[] = {
 	{"upstream", CONFIG_STRING, &upstream, "URL",
 	 "forward to this A1111-compatible server instead of the native engine", 0, 0},
 	{"balancer", CONFIG_STRING, &balancer, "URL", "register with this balancer and send heartbeats", 0, 0},
-	{"token", CONFIG_STRING, &token, "T", "provider token for --balancer", 0, 0},
+	{"token", CONFIG_SECRET, &token, "T", "provider token for --balancer", 0, 0},
 	{"public-url", CONFIG_STRING, &public_url, "URL", "URL the balancer should call (default: from --listen)", 0,
 	 0},
 	{"pace-ms-per-step", CONFIG_INT, &pace_ms, "N",
@@ -148,8 +148,16 @@ int main(int argc, char **argv)
 	b.jobs = lane_new(b.httpd, "jobs");
 	b.control = lane_new(b.httpd, "control");
 	struct registration *reg = NULL;
-	if (balancer)
+	if (balancer) {
 		reg = registration_start(balancer, token, &b);
+		if (!reg) {
+			httpd_free(b.httpd);
+			engine_destroy(b.engine);
+			config_free(&PROGRAM);
+			return 1;
+		}
+	}
+	b.reg = reg; /* before the loop: api.c reads it */
 
 	log_info("listening on %s (provider \"%s\", %s, gpu %s [%s]%s)", b.id.url, provider, location, b.id.gpu_class,
 		 b.id.gpu, upstream ? ", upstream mode" : "");

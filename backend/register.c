@@ -5,14 +5,17 @@
 #include "httpc.h"
 #include "log.h"
 
+#include <openssl/crypto.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define REGISTER_TIMEOUT_MS 5000
 #define REGISTER_RETRY_S 5
 #define REGISTER_DEFAULT_HEARTBEAT_S 10
+#define REGISTER_MAX_SECRET 128 /* bytes of the secrets in the balancer's answer */
 
 struct registration {
 	char balancer[512];
@@ -23,7 +26,25 @@ struct registration {
 	pthread_cond_t cv;
 	int stopping;
 	char id[128];
+	/* From the registration's answer, kept in memory only (a restarted
+	 * backend registers anew). secret: our Bearer for heartbeat and DELETE
+	 * (registration thread only). caller: the balancer's Bearer on its calls
+	 * to us, read by the loop thread under mu; "" until registered. */
+	char secret[REGISTER_MAX_SECRET + 1];
+	char caller[REGISTER_MAX_SECRET + 1];
+	int open_to_all; /* the balancer sent no backend_token (an older one) */
 };
+
+/* A secret from the answer: a string of 16..REGISTER_MAX_SECRET printable
+ * bytes, else "" */
+static void copy_secret(json_t *j, const char *key, char out[REGISTER_MAX_SECRET + 1])
+{
+	const char *v = json_string_value(json_object_get(j, key));
+	out[0] = '\0';
+	if (!v || strlen(v) < 16 || strlen(v) > REGISTER_MAX_SECRET || strpbrk(v, " \r\n\t"))
+		return;
+	snprintf(out, REGISTER_MAX_SECRET + 1, "%s", v);
+}
 
 static json_t *registration_body(const struct backend *b)
 {
@@ -58,6 +79,13 @@ static long do_register(struct registration *r)
 		json_t *hb = json_object_get(j, "heartbeat_interval_s");
 		if (id && strlen(id) < sizeof r->id) {
 			snprintf(r->id, sizeof r->id, "%s", id);
+			copy_secret(j, "secret", r->secret);
+			pthread_mutex_lock(&r->mu);
+			copy_secret(j, "backend_token", r->caller);
+			r->open_to_all = !r->caller[0];
+			pthread_mutex_unlock(&r->mu);
+			if (r->open_to_all)
+				log_warn("register: no backend_token in the answer: job routes stay open");
 			interval = json_is_integer(hb) && json_integer_value(hb) > 0 ? (long)json_integer_value(hb)
 										     : REGISTER_DEFAULT_HEARTBEAT_S;
 			log_info("registered with %s as %s (heartbeat every %ld s)", r->balancer, r->id, interval);
@@ -80,7 +108,8 @@ static int do_heartbeat(struct registration *r)
 	char url[800];
 	snprintf(url, sizeof url, "%s/v1/backends/%s/heartbeat", r->balancer, r->id);
 	struct httpc_response resp;
-	int rc = httpc_request("POST", url, NULL, r->token, REGISTER_TIMEOUT_MS, 65536, &resp);
+	int rc = httpc_request("POST", url, NULL, r->secret[0] ? r->secret : r->token, REGISTER_TIMEOUT_MS, 65536,
+			       &resp);
 	int ok = rc == 0 && resp.status >= 200 && resp.status < 300;
 	if (!ok)
 		log_warn("heartbeat to %s: %s", r->balancer, rc == 0 ? "refused, registering again" : resp.error);
@@ -122,7 +151,8 @@ static void *registration_main(void *arg)
 		char url[800];
 		snprintf(url, sizeof url, "%s/v1/backends/%s", r->balancer, r->id);
 		struct httpc_response resp;
-		httpc_request("DELETE", url, NULL, r->token, REGISTER_TIMEOUT_MS, 65536, &resp);
+		httpc_request("DELETE", url, NULL, r->secret[0] ? r->secret : r->token, REGISTER_TIMEOUT_MS, 65536,
+			      &resp);
 		httpc_response_free(&resp);
 		log_info("unregistered from %s", r->balancer);
 	}
@@ -151,6 +181,20 @@ struct registration *registration_start(const char *balancer_url, const char *to
 	return r;
 }
 
+int registration_allows(struct registration *r, const char *authorization, size_t len)
+{
+	if (!r)
+		return 1;
+	static const char prefix[] = "Bearer ";
+	size_t plen = sizeof prefix - 1;
+	pthread_mutex_lock(&r->mu);
+	size_t clen = strlen(r->caller);
+	int ok = r->open_to_all || (clen && len == plen + clen && strncasecmp(authorization, prefix, plen) == 0 &&
+				    CRYPTO_memcmp(authorization + plen, r->caller, clen) == 0);
+	pthread_mutex_unlock(&r->mu);
+	return ok;
+}
+
 void registration_stop(struct registration *r)
 {
 	if (!r)
@@ -162,6 +206,8 @@ void registration_stop(struct registration *r)
 	pthread_join(r->thread, NULL);
 	pthread_mutex_destroy(&r->mu);
 	pthread_cond_destroy(&r->cv);
+	OPENSSL_cleanse(r->secret, sizeof r->secret);
+	OPENSSL_cleanse(r->caller, sizeof r->caller);
 	free(r->token);
 	free(r);
 }

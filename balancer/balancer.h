@@ -27,14 +27,20 @@
 #define BAL_MAX_IDEMPOTENCY_KEY 128 /* bytes of an Idempotency-Key (printable ASCII) */
 #define BAL_HEARTBEAT_MISSES 3
 #define BAL_SSE_KEEPALIVE_S 15
-#define BAL_MAX_BACKOFF_S 60.0 /* a backend failing job after job is checked at most this rarely */
+#define BAL_MAX_BACKOFF_S 60.0           /* a backend failing job after job is checked at most this rarely */
+#define BAL_MAX_REGISTRATION (16u << 10) /* a POST /v1/backends body (413 past it) */
+#define BAL_MAX_URL 512                  /* a backend's base URL */
+#define BAL_MAX_PROVIDERS 4096           /* lines of --provider-tokens */
+#define BAL_SECRET_HEX 64                /* hex chars of a registration's secret and call token */
 
 struct bal_config {
 	const char *listen;
 	const char *db;
-	char **backends; /* static, from --backend */
-	const char *provider_token;
+	char **backends;             /* static, from --backend */
+	const char *provider_token;  /* shared: a name is held by the live registration that took it */
+	const char *provider_tokens; /* FILE of "<name>\t<token>" lines: each token bound to its name */
 	const char *admin_token;
+	int allow_private_backends; /* registrations may point at loopback/private addresses */
 	long max_queue, max_queue_per_client, max_attempts;
 	long heartbeat_interval_s, health_interval_ms, progress_interval_ms;
 	double job_timeout_factor, min_job_timeout_s;
@@ -49,11 +55,27 @@ struct job;
 /* One backend: a static one from the flags, or a registered provider. */
 struct balancer;
 
+/* A registered backend's credentials (kept in the store). The registration
+ * secret itself is never kept: only its hash, to check heartbeats,
+ * deregistration and re-registration. */
+struct bk_auth {
+	char owner[BAL_MAX_FIELD + 1];          /* the provider name it registered under */
+	char secret_sha256[BAL_SECRET_HEX + 1]; /* hex SHA-256 of the registration secret */
+	char call_token[BAL_SECRET_HEX + 1];    /* sent to the backend as Bearer on every call */
+};
+
+/* A --provider-tokens entry. */
+struct provider_token {
+	char *name, *token;
+};
+
 struct bk {
 	struct balancer *b;
 	char id[BAL_ID_LEN + 1];
-	char *url;          /* base URL, no trailing '/', no fragment */
-	int registered;     /* 0 = static */
+	char *url;           /* base URL, no trailing '/', no fragment */
+	char *key;           /* its bal_url base: what two backends may not share */
+	int registered;      /* 0 = static */
+	struct bk_auth auth; /* registered ones only */
 	json_t *identity;   /* provider, location, country, lat, lon, gpu, gpu_class, simulated, price_per_hour, engine,
 			       version */
 	json_t *fixed;      /* identity given by the operator (fragment/registration): wins over /sdgate/v1/info */
@@ -149,6 +171,9 @@ struct balancer {
 	int reschedule;
 	int stopping; /* shutting down: hung-up clients no longer cancel jobs */
 	double next_slow_tick, last_schedule;
+	char instance[BAL_ID_LEN + 1];  /* random per process: X-Sdgate-Instance on every answer */
+	struct provider_token *ptokens; /* --provider-tokens */
+	size_t n_ptokens;
 };
 
 struct balancer *balancer_of(struct httpd *h);
@@ -161,11 +186,34 @@ void bal_random_id(char out[BAL_ID_LEN + 1]);
 void bal_client_of(struct balancer *b, h2o_req_t *req, char *out, size_t len);
 /* Constant-time check of "Authorization: Bearer <token>". */
 int bal_bearer_ok(h2o_req_t *req, const char *token);
+/* The Bearer token of the request (in req->pool), or NULL. */
+const char *bal_bearer(h2o_req_t *req);
+/* out = hex SHA-256 of text. */
+void bal_sha256_hex(const char *text, char out[BAL_SECRET_HEX + 1]);
+/* An http(s) URL taken apart (curl's URL parser). */
+struct bal_url {
+	char base[BAL_MAX_URL + 64]; /* scheme://host:port/path: no userinfo, query, fragment or trailing '/' */
+	char host[256];              /* as in the URL; IPv6 in brackets */
+	long port;                   /* explicit or the scheme's default */
+	int userinfo, query, fragment;
+};
+/* 0 if url is an http:// or https:// URL with a host, else -1. */
+int bal_url_parse(const char *url, struct bal_url *out);
+/* BAL_SECRET_HEX random hex chars + NUL. */
+void bal_random_secret(char out[BAL_SECRET_HEX + 1]);
 /* sdgate's error reply: {"detail", "error": {code, message, field?}}. */
 void bal_reply_error(h2o_req_t *req, int status, const char *code, const char *message, const char *field);
 
 /* registry.c */
-struct bk *registry_add(struct balancer *b, const char *url, json_t *fixed, int registered, const char *id);
+/* auth: a registered backend's credentials, NULL for a static one. */
+struct bk *registry_add(struct balancer *b, const char *url, json_t *fixed, const struct bk_auth *auth, const char *id);
+/* Calls a backend: url = its base + path, with its call token and, for a
+ * registered one, only to a public address (unless --allow-private-backends).
+ * Arguments as fetch_start's. */
+struct fetch *registry_call(struct balancer *b, const struct bk *k, const char *method, const char *path, char *body,
+			    size_t body_len, long timeout_ms, size_t max_answer, fetch_done_fn done, void *user);
+/* The registered backend this provider name holds, or NULL. */
+struct bk *registry_find_owner(struct balancer *b, const char *owner);
 void registry_remove(struct balancer *b, struct bk *k, const char *why);
 struct bk *registry_find(struct balancer *b, const char *id);
 struct bk *registry_find_url(struct balancer *b, const char *url);

@@ -87,11 +87,10 @@ static void drain_tick(struct balancer *b, struct bk *k, double now)
 		b->reschedule = 1;
 		return;
 	}
-	char url[1024];
-	snprintf(url, sizeof url, "%s%s", k->url,
-		 k->drain_step == 0 ? "/sdapi/v1/interrupt" : "/sdapi/v1/progress?skip_current_image=true");
-	k->drain_call = fetch_start(b->fetcher, k->drain_step == 0 ? "POST" : "GET", url, NULL, 0, INTERRUPT_TIMEOUT_MS,
-				    BAL_MAX_SMALL_ANSWER, drain_answer, k);
+	k->drain_call = registry_call(b, k, k->drain_step == 0 ? "POST" : "GET",
+				      k->drain_step == 0 ? "/sdapi/v1/interrupt"
+							 : "/sdapi/v1/progress?skip_current_image=true",
+				      NULL, 0, INTERRUPT_TIMEOUT_MS, BAL_MAX_SMALL_ANSWER, drain_answer, k);
 }
 
 static void interrupt_backend(struct balancer *b, struct bk *k)
@@ -278,11 +277,9 @@ static void start(struct balancer *b, struct job *j, struct bk *k)
 		k->loaded_model = strdup(j->model);
 	}
 	j->next_poll = now + b->cfg.progress_interval_ms / 1000.0;
-	char url[1024];
-	snprintf(url, sizeof url, "%s/sdapi/v1/txt2img", k->url);
 	char *body = json_dumps(j->request, JSON_COMPACT);
-	j->call = fetch_start(b->fetcher, "POST", url, body, body ? strlen(body) : 0,
-			      (long)(timeout_s(b, k, j) * 1000.0), BAL_MAX_ANSWER, on_call, j);
+	j->call = registry_call(b, k, "POST", "/sdapi/v1/txt2img", body, body ? strlen(body) : 0,
+				(long)(timeout_s(b, k, j) * 1000.0), BAL_MAX_ANSWER, on_call, j);
 	jobs_emit(b, j, "assigned",
 		  json_pack("{s:s,s:s,s:s,s:s,s:i}", "backend", k->id, "provider", bk_str(k, "provider"), "location",
 			    bk_str(k, "location"), "gpu", bk_str(k, "gpu_class"), "attempt", j->attempt));
@@ -469,9 +466,8 @@ static void poll_progress(struct balancer *b, double now)
 			if (!j || j->poll || now < j->next_poll)
 				continue;
 			j->next_poll = now + b->cfg.progress_interval_ms / 1000.0;
-			char url[1024];
-			snprintf(url, sizeof url, "%s/sdapi/v1/progress?skip_current_image=false", k->url);
-			j->poll = fetch_start(b->fetcher, "GET", url, NULL, 0, 5000, BAL_MAX_SMALL_ANSWER, on_poll, j);
+			j->poll = registry_call(b, k, "GET", "/sdapi/v1/progress?skip_current_image=false", NULL, 0,
+						5000, BAL_MAX_SMALL_ANSWER, on_poll, j);
 		}
 }
 

@@ -8,12 +8,14 @@
 #include "fetch.h"
 
 #include "log.h"
+#include "netaddr.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 struct fetch {
 	struct httpd_msg msg; /* first: posted back to the loop */
@@ -24,6 +26,8 @@ struct fetch {
 	char *answer;
 	size_t len, cap, max_answer;
 	int too_large;
+	int public_only, no_balancers;
+	char refused[200]; /* why the call was refused (curl overwrites result.error) */
 	atomic_int cancelled;
 	fetch_done_fn done;
 	void *user;
@@ -40,6 +44,7 @@ struct fetcher {
 	struct fetch *incoming;
 	struct fetch *active; /* curl thread only */
 	int stopping;
+	char instance[64]; /* X-Sdgate-Instance of this balancer, or "" */
 };
 
 static size_t on_write(char *data, size_t size, size_t n, void *p)
@@ -64,6 +69,44 @@ static size_t on_write(char *data, size_t size, size_t n, void *p)
 	x->len += add;
 	x->answer[x->len] = '\0';
 	return add;
+}
+
+/* Curl thread: an answer from this very balancer (or, with no_balancers,
+ * from any) is cut at its headers. */
+static size_t on_header(char *data, size_t size, size_t n, void *p)
+{
+	struct fetch *x = p;
+	size_t len = size * n;
+	static const char name[] = "x-sdgate-instance:";
+	size_t nlen = sizeof name - 1, ilen = strlen(x->f->instance);
+	if (len <= nlen || strncasecmp(data, name, nlen) != 0)
+		return len;
+	const char *v = data + nlen;
+	size_t vlen = len - nlen;
+	while (vlen && (*v == ' ' || *v == '\t'))
+		v++, vlen--;
+	while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
+		vlen--;
+	if (ilen && vlen == ilen && memcmp(v, x->f->instance, ilen) == 0)
+		snprintf(x->refused, sizeof x->refused, "the URL leads back to this balancer");
+	else if (x->no_balancers)
+		snprintf(x->refused, sizeof x->refused, "the URL leads to an sdgate balancer, not a backend");
+	else
+		return len;
+	return 0; /* aborts the transfer */
+}
+
+/* Curl thread, once connected (or reusing a connection): the address curl
+ * actually talks to, whatever the name resolved to. */
+static int on_connected(void *p, char *ip, char *local_ip, int port, int local_port)
+{
+	struct fetch *x = p;
+	if (x->public_only && netaddr_is_private(ip) != 0) {
+		snprintf(x->refused, sizeof x->refused,
+			 "connects to %s, a non-public address (see --allow-private-backends)", ip);
+		return CURL_PREREQFUNC_ABORT;
+	}
+	return CURL_PREREQFUNC_OK;
 }
 
 static void free_fetch(struct fetch *x)
@@ -108,7 +151,10 @@ static void finish(struct fetcher *f, struct fetch *x, CURLcode rc)
 	}
 	if (rc != CURLE_OK) {
 		x->result.status = 0;
-		if (x->too_large)
+		if (x->refused[0]) {
+			x->result.refused = 1;
+			snprintf(x->result.error, sizeof x->result.error, "%s", x->refused);
+		} else if (x->too_large)
 			snprintf(x->result.error, sizeof x->result.error, "answer larger than %zu bytes",
 				 x->max_answer);
 		else if (!x->result.error[0])
@@ -181,12 +227,13 @@ static void *curl_thread(void *p)
 	return NULL;
 }
 
-struct fetcher *fetcher_new(struct httpd *h)
+struct fetcher *fetcher_new(struct httpd *h, const char *instance)
 {
 	struct fetcher *f = calloc(1, sizeof *f);
 	if (!f)
 		return NULL;
 	f->h = h;
+	snprintf(f->instance, sizeof f->instance, "%s", instance ? instance : "");
 	f->multi = curl_multi_init();
 	curl_multi_setopt(f->multi, CURLMOPT_MAXCONNECTS, 256L);
 	pthread_mutex_init(&f->mu, NULL);
@@ -223,6 +270,13 @@ void fetcher_free(struct fetcher *f)
 struct fetch *fetch_start(struct fetcher *f, const char *method, const char *url, char *body, size_t body_len,
 			  long timeout_ms, size_t max_answer, fetch_done_fn done, void *user)
 {
+	return fetch_start_to(f, NULL, method, url, body, body_len, timeout_ms, max_answer, done, user);
+}
+
+struct fetch *fetch_start_to(struct fetcher *f, const struct fetch_target *t, const char *method, const char *url,
+			     char *body, size_t body_len, long timeout_ms, size_t max_answer, fetch_done_fn done,
+			     void *user)
+{
 	struct fetch *x = f ? calloc(1, sizeof *x) : NULL;
 	if (!x) {
 		free(body);
@@ -254,7 +308,18 @@ struct fetch *fetch_start(struct fetcher *f, const char *method, const char *url
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
 	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, ""); /* gzip/br if the backend offers it */
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_connected);
+	curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
+	x->public_only = t && t->public_only;
+	x->no_balancers = t && t->no_balancers;
 	x->headers = curl_slist_append(NULL, "Expect:");
+	if (t && t->bearer) {
+		char auth[160];
+		snprintf(auth, sizeof auth, "Authorization: Bearer %s", t->bearer);
+		x->headers = curl_slist_append(x->headers, auth);
+	}
 	if (body) {
 		x->headers = curl_slist_append(x->headers, "Content-Type: application/json");
 		curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);

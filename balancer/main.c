@@ -9,9 +9,11 @@
 #include "log.h"
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define SLOW_TICK_S 0.25
 #define EXPIRE_EVERY_S 60.0
@@ -27,9 +29,13 @@ static const struct config_option OPTIONS[] = {
 	 "a static backend (repeatable); identity may ride in the fragment: "
 	 "URL#provider=P&location=L&gpu_class=C&price_per_hour=X&slots=N",
 	 0, 0},
-	{"provider-token", CONFIG_STRING, &B.cfg.provider_token, "T",
-	 "Bearer token providers need to register (none: registration is off)", 0, 0},
-	{"admin-token", CONFIG_STRING, &B.cfg.admin_token, "T",
+	{"provider-token", CONFIG_SECRET, &B.cfg.provider_token, "T",
+	 "shared Bearer token providers need to register; a provider name is then held by its live registration", 0, 0},
+	{"provider-tokens", CONFIG_STRING, &B.cfg.provider_tokens, "FILE",
+	 "lines \"<provider name><TAB><token>\": each token registers under its own name only", 0, 0},
+	{"allow-private-backends", CONFIG_BOOL, &B.cfg.allow_private_backends, NULL,
+	 "let registrations point at loopback, private and link-local addresses (tests, private clusters)", 0, 0},
+	{"admin-token", CONFIG_SECRET, &B.cfg.admin_token, "T",
 	 "Bearer token of the gateway/admin (lets it name end clients with X-Sdgate-Client)", 0, 0},
 	{"max-queue", CONFIG_INT, &B.cfg.max_queue, "N", "queued jobs in all (429 past it)", 1, 1000000},
 	{"max-queue-per-client", CONFIG_INT, &B.cfg.max_queue_per_client, "N",
@@ -52,7 +58,8 @@ static const struct config_option OPTIONS[] = {
 };
 
 _Static_assert(BAL_MAX_BODY == 1048576 && BAL_MAX_ANSWER == 268435456 && BAL_MAX_SLOTS == 8 &&
-		       BAL_MAX_BACKENDS == 1024 && BAL_MAX_GPUS == 16,
+		       BAL_MAX_BACKENDS == 1024 && BAL_MAX_GPUS == 16 && BAL_MAX_REGISTRATION == 16384 &&
+		       BAL_MAX_PROVIDERS == 4096 && BAL_MAX_URL == 512,
 	       "update the --help epilog");
 
 static const struct config_program PROGRAM = {
@@ -60,8 +67,10 @@ static const struct config_program PROGRAM = {
 	"routes txt2img jobs to idle backends of accepted GPUs; persistent queue, failover, A1111 façade",
 	OPTIONS,
 	sizeof OPTIONS / sizeof OPTIONS[0],
-	"Limits: request body 1048576 bytes; a backend's answer 268435456 bytes; 1..8 slots per backend;\n"
-	"  1024 backends; 16 GPU classes per job. Validation of txt2img fields is the backend's (see\n"
+	"Limits: request body 1048576 bytes (a registration 16384); a backend's answer 268435456 bytes;\n"
+	"  1..8 slots per backend; 1024 backends; 16 GPU classes per job; 4096 named provider tokens;\n"
+	"  a backend URL 512 bytes. Without --provider-token and --provider-tokens registration is off.\n"
+	"  Validation of txt2img fields is the backend's (see\n"
 	"  sdgate-backend --help).\n",
 };
 
@@ -125,14 +134,98 @@ static int parse_static(const char *spec, char **url, json_t **fixed)
 	return 0;
 }
 
+/* A registration the store remembers. One from before registrations had
+ * secrets is dropped: its backend registers again when its heartbeat 404s. */
 static void load_backend(json_t *doc, void *user)
 {
 	struct balancer *b = user;
 	const char *id = json_string_value(json_object_get(doc, "id"));
 	const char *url = json_string_value(json_object_get(doc, "url"));
+	const char *owner = json_string_value(json_object_get(doc, "owner"));
+	const char *hash = json_string_value(json_object_get(doc, "secret_sha256"));
+	const char *call = json_string_value(json_object_get(doc, "call_token"));
 	json_t *fixed = json_object_get(doc, "fixed");
-	if (id && url && strlen(id) == BAL_ID_LEN && json_is_object(fixed) && !registry_find_url(b, url))
-		registry_add(b, url, json_incref(fixed), 1, id);
+	struct bk_auth auth;
+	if (!id || !url || strlen(id) != BAL_ID_LEN || !json_is_object(fixed) || registry_find_url(b, url) || !owner ||
+	    strlen(owner) > BAL_MAX_FIELD || !hash || strlen(hash) != BAL_SECRET_HEX || !call ||
+	    strlen(call) != BAL_SECRET_HEX) {
+		if (id)
+			store_delete_backend(b->store, id);
+		return;
+	}
+	snprintf(auth.owner, sizeof auth.owner, "%s", owner);
+	snprintf(auth.secret_sha256, sizeof auth.secret_sha256, "%s", hash);
+	snprintf(auth.call_token, sizeof auth.call_token, "%s", call);
+	registry_add(b, url, json_incref(fixed), &auth, id);
+}
+
+/* --provider-tokens FILE: "<name>\t<token>" lines; blank lines and '#'
+ * comments skipped. Names and tokens must be unique, tokens as strong as
+ * any other (config.h's rules). 0, or logs why and returns -1. */
+static int load_provider_tokens(struct balancer *b, const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		log_error("--provider-tokens %s: cannot open it", path);
+		return -1;
+	}
+	char line[BAL_MAX_FIELD + CONFIG_MAX_SECRET + 8];
+	int rc = 0, no = 0;
+	while (rc == 0 && fgets(line, sizeof line, f)) {
+		no++;
+		line[strcspn(line, "\r\n")] = '\0';
+		if (!line[0] || line[0] == '#')
+			continue;
+		char *tab = strchr(line, '\t');
+		const char *name = line, *token = tab ? tab + 1 : "";
+		if (tab)
+			*tab = '\0';
+		const char *why = NULL;
+		if (!tab || !*name || strlen(name) > BAL_MAX_FIELD)
+			why = "expected <provider name><TAB><token>";
+		else if (strlen(token) < CONFIG_MIN_SECRET || strlen(token) > CONFIG_MAX_SECRET ||
+			 strpbrk(token, " \t") || !strcasecmp(token, "CHANGE_ME"))
+			why = "the token must be 16 to 1024 bytes without spaces, and not CHANGE_ME";
+		else if (b->n_ptokens >= BAL_MAX_PROVIDERS)
+			why = "more than 4096 providers";
+		for (size_t i = 0; !why && i < b->n_ptokens; i++)
+			if (!strcmp(b->ptokens[i].name, name) || !strcmp(b->ptokens[i].token, token))
+				why = "a provider name or token given twice";
+		struct provider_token *grown = why ? NULL
+						   : realloc(b->ptokens, (b->n_ptokens + 1) * sizeof *b->ptokens);
+		if (!why && !grown)
+			why = "out of memory";
+		if (why) {
+			log_error("--provider-tokens %s line %d: %s", path, no, why);
+			rc = -1;
+			break;
+		}
+		b->ptokens = grown;
+		b->ptokens[b->n_ptokens].name = strdup(name);
+		b->ptokens[b->n_ptokens].token = strdup(token);
+		b->n_ptokens++; /* counted even if a copy failed: free_provider_tokens frees both */
+		if (!b->ptokens[b->n_ptokens - 1].name || !b->ptokens[b->n_ptokens - 1].token) {
+			log_error("--provider-tokens %s: out of memory", path);
+			rc = -1;
+		}
+	}
+	fclose(f);
+	if (rc == 0)
+		log_info("--provider-tokens: %zu named provider(s)", b->n_ptokens);
+	return rc;
+}
+
+static void free_provider_tokens(struct balancer *b)
+{
+	for (size_t i = 0; i < b->n_ptokens; i++) {
+		if (b->ptokens[i].token)
+			OPENSSL_cleanse(b->ptokens[i].token, strlen(b->ptokens[i].token));
+		free(b->ptokens[i].name);
+		free(b->ptokens[i].token);
+	}
+	free(b->ptokens);
+	b->ptokens = NULL;
+	b->n_ptokens = 0;
 }
 
 static void set_defaults(struct bal_config *c)
@@ -168,7 +261,13 @@ int main(int argc, char **argv)
 		config_free(&PROGRAM);
 		return 2;
 	}
+	if (b->cfg.provider_tokens && load_provider_tokens(b, b->cfg.provider_tokens) != 0) {
+		free_provider_tokens(b);
+		config_free(&PROGRAM);
+		return 2;
+	}
 	curl_global_init(CURL_GLOBAL_DEFAULT);
+	bal_random_id(b->instance);
 	b->m.inference_by_class = json_object();
 	b->store = store_open(b->cfg.db);
 	if (!b->store)
@@ -193,11 +292,12 @@ int main(int argc, char **argv)
 				  .n_routes = n,
 				  .user = b,
 				  .sdgate_errors = 1,
-				  .max_connections = (int)b->cfg.max_connections};
+				  .max_connections = (int)b->cfg.max_connections,
+				  .instance = b->instance};
 	b->httpd = httpd_new(&hc);
 	if (!b->httpd)
 		goto out;
-	b->fetcher = fetcher_new(b->httpd);
+	b->fetcher = fetcher_new(b->httpd, b->instance);
 	if (!b->fetcher || store_start(b->store, b->httpd) != 0) {
 		log_error("cannot start the balancer's threads");
 		goto out;
@@ -210,14 +310,16 @@ int main(int argc, char **argv)
 			json_decref(fixed);
 			goto out;
 		}
-		registry_add(b, url, fixed, 0, NULL);
+		registry_add(b, url, fixed, NULL, NULL);
 		free(url);
 	}
 	store_load_backends(b->store, load_backend, b);
 	jobs_load(b);
 	httpd_set_tick(b->httpd, on_tick);
-	log_info("listening on http://%s:%d (db %s, %d backend(s), %d job(s) queued)", host, httpd_port(b->httpd),
-		 b->cfg.db, b->n_backends, b->queued);
+	log_info("listening on http://%s:%d (db %s, %d backend(s), %d job(s) queued, instance %s)", host,
+		 httpd_port(b->httpd), b->cfg.db, b->n_backends, b->queued, b->instance);
+	if (b->cfg.allow_private_backends)
+		log_warn("--allow-private-backends: registrations may point at loopback and private addresses");
 	httpd_run(b->httpd);
 	rc = 0;
 out:
@@ -240,6 +342,7 @@ out:
 	httpd_free(b->httpd);
 	registry_free_all(b);
 	jobs_free_all(b);
+	free_provider_tokens(b);
 	json_decref(b->m.inference_by_class);
 	curl_global_cleanup();
 	config_free(&PROGRAM);

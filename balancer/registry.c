@@ -7,7 +7,11 @@
  * GET /sdapi/v1/sd-models) → UP (idle or busy by its running count) →
  * DOWN on a failed call (passive check) → GET /internal/ping every
  * --health-interval-ms → PROBING again. Only A1111's API is required; the
- * sdgate extra only fills in identity. */
+ * sdgate extra only fills in identity. A registered backend is removed as
+ * soon as a call to it is refused for where it goes (fetch.h: a non-public
+ * address, this balancer or another one: a registration is a backend, never
+ * a balancer, so that balancers cannot be chained into a loop by
+ * providers; an operator may still chain them with static --backend). */
 #include "balancer.h"
 
 #include "log.h"
@@ -59,23 +63,46 @@ int registry_offers(const struct bk *k, const char *model)
 	return 0;
 }
 
-/* identity = what the backend says about itself, overridden by what the
- * operator fixed. Unknown fields get defaults, so the board is total. */
+/* What a backend's self-report (/sdgate/v1/info) may fill in when its
+ * registration or the operator left it empty: display fields only. The price
+ * never comes from it (billing); neither do a registered backend's provider
+ * name (its owner) and GPU class (routing), which its registration fixed. A
+ * static backend is the operator's own: its name and class may. */
+static int may_self_report(const struct bk *k, const char *key)
+{
+	if (!strcmp(key, "price_per_hour"))
+		return 0;
+	if (k->registered && (!strcmp(key, "provider") || !strcmp(key, "gpu_class")))
+		return 0;
+	return 1;
+}
+
+/* "http://user:pw@host:port/p" → "host:port" (no userinfo, no path), for a
+ * board name when nobody gave one. */
+static json_t *host_of(const char *url)
+{
+	struct bal_url u;
+	if (bal_url_parse(url, &u) != 0)
+		return json_string("backend");
+	return json_sprintf("%s:%ld", u.host, u.port);
+}
+
+/* identity = what the backend says about itself (see may_self_report),
+ * overridden by what the operator or the registration fixed. Unknown fields
+ * get defaults, so the board is total. */
 static void rebuild_identity(struct bk *k, json_t *reported)
 {
 	json_t *id = json_object();
 	for (size_t i = 0; i < sizeof IDENTITY_KEYS / sizeof IDENTITY_KEYS[0]; i++) {
 		json_t *v = json_object_get(k->fixed, IDENTITY_KEYS[i]);
-		if (!v)
+		if (!v && may_self_report(k, IDENTITY_KEYS[i]))
 			v = json_object_get(reported, IDENTITY_KEYS[i]);
 		if (v && (json_is_string(v) || json_is_number(v) || json_is_boolean(v)) &&
 		    !(json_is_string(v) && strlen(json_string_value(v)) > BAL_MAX_FIELD))
 			json_object_set(id, IDENTITY_KEYS[i], v);
 	}
-	if (!json_is_string(json_object_get(id, "provider"))) {
-		const char *host = strstr(k->url, "://");
-		json_object_set_new(id, "provider", json_string(host ? host + 3 : k->url));
-	}
+	if (!json_is_string(json_object_get(id, "provider")))
+		json_object_set_new(id, "provider", host_of(k->url));
 	if (!json_is_string(json_object_get(id, "location")))
 		json_object_set_new(id, "location", json_string(""));
 	if (!json_is_string(json_object_get(id, "gpu_class")))
@@ -117,7 +144,7 @@ static void check_failed(struct balancer *b, struct bk *k, const char *what, con
 	else
 		snprintf(why, sizeof why, "%s: %s", what, r->error);
 	if (k->state != BK_DOWN)
-		log_warn("backend %s (%s) is down: %s", k->id, k->url, why);
+		log_warn("backend %s (%s) is down: %s", k->id, k->key, why);
 	k->state = BK_DOWN;
 	k->next_check = bal_now() + b->cfg.health_interval_ms / 1000.0;
 }
@@ -127,6 +154,10 @@ static void on_check(const struct fetch_result *r, void *user)
 	struct bk *k = user;
 	struct balancer *b = k->b;
 	k->check = NULL;
+	if (r->refused && k->registered) {
+		registry_remove(b, k, r->error);
+		return;
+	}
 	json_error_t err;
 	json_t *j = r->status == 200 ? json_loadb(r->body, r->len, 0, &err) : NULL;
 	switch (k->probe_step) {
@@ -176,7 +207,7 @@ static void on_check(const struct fetch_result *r, void *user)
 			}
 			if (k->state != BK_UP)
 				log_info("backend %s up: %s, %s, gpu %s, %zu checkpoint name(s), %d slot(s)", k->id,
-					 bk_str(k, "provider"), k->url, bk_str(k, "gpu_class"),
+					 bk_str(k, "provider"), k->key, bk_str(k, "gpu_class"),
 					 json_array_size(k->models), k->slots);
 			k->state = BK_UP;
 			b->reschedule = 1;
@@ -188,16 +219,26 @@ static void on_check(const struct fetch_result *r, void *user)
 	json_decref(j);
 }
 
+struct fetch *registry_call(struct balancer *b, const struct bk *k, const char *method, const char *path, char *body,
+			    size_t body_len, long timeout_ms, size_t max_answer, fetch_done_fn done, void *user)
+{
+	char url[BAL_MAX_URL + 512];
+	snprintf(url, sizeof url, "%s%s", k->url, path);
+	struct fetch_target t = {.bearer = k->registered ? k->auth.call_token : NULL,
+				 .public_only = k->registered && !b->cfg.allow_private_backends,
+				 .no_balancers = k->registered};
+	return fetch_start_to(b->fetcher, &t, method, url, body, body_len, timeout_ms, max_answer, done, user);
+}
+
 static void start_check(struct balancer *b, struct bk *k)
 {
 	static const char *const paths[] = {"/internal/ping", "/sdgate/v1/info", "/sdapi/v1/sd-models"};
-	char url[1024];
-	snprintf(url, sizeof url, "%s%s", k->url, paths[k->probe_step]);
-	k->check = fetch_start(b->fetcher, "GET", url, NULL, 0, k->probe_step == 0 ? PING_TIMEOUT_MS : PROBE_TIMEOUT_MS,
-			       BAL_MAX_SMALL_ANSWER, on_check, k);
+	k->check = registry_call(b, k, "GET", paths[k->probe_step], NULL, 0,
+				 k->probe_step == 0 ? PING_TIMEOUT_MS : PROBE_TIMEOUT_MS, BAL_MAX_SMALL_ANSWER,
+				 on_check, k);
 }
 
-struct bk *registry_add(struct balancer *b, const char *url, json_t *fixed, int registered, const char *id)
+struct bk *registry_add(struct balancer *b, const char *url, json_t *fixed, const struct bk_auth *auth, const char *id)
 {
 	struct bk *k = calloc(1, sizeof *k);
 	if (!k) {
@@ -212,8 +253,12 @@ struct bk *registry_add(struct balancer *b, const char *url, json_t *fixed, int 
 	while (n > 0 && url[n - 1] == '/')
 		n--;
 	k->url = strndup(url, n);
+	struct bal_url u;
+	k->key = bal_url_parse(url, &u) == 0 ? strdup(u.base) : strdup(k->url);
 	k->b = b;
-	k->registered = registered;
+	k->registered = auth != NULL;
+	if (auth)
+		k->auth = *auth;
 	k->fixed = fixed ? fixed : json_object();
 	k->models = json_array();
 	k->titles = json_array();
@@ -248,11 +293,18 @@ struct bk *registry_find(struct balancer *b, const char *id)
 
 struct bk *registry_find_url(struct balancer *b, const char *url)
 {
-	size_t n = strlen(url);
-	while (n > 0 && url[n - 1] == '/')
-		n--;
+	struct bal_url u;
+	const char *key = bal_url_parse(url, &u) == 0 ? u.base : url;
 	for (struct bk *k = b->backends; k; k = k->next)
-		if (strlen(k->url) == n && strncmp(k->url, url, n) == 0)
+		if (strcmp(k->key, key) == 0)
+			return k;
+	return NULL;
+}
+
+struct bk *registry_find_owner(struct balancer *b, const char *owner)
+{
+	for (struct bk *k = b->backends; k; k = k->next)
+		if (k->registered && strcmp(k->auth.owner, owner) == 0)
 			return k;
 	return NULL;
 }
@@ -271,7 +323,7 @@ void registry_mark_down(struct balancer *b, struct bk *k, const char *why)
 	if (wait > BAL_MAX_BACKOFF_S)
 		wait = fmax(BAL_MAX_BACKOFF_S, interval);
 	if (k->state != BK_DOWN)
-		log_warn("backend %s (%s) is down: %s (failure %d in a row; next check in %.1f s)", k->id, k->url, why,
+		log_warn("backend %s (%s) is down: %s (failure %d in a row; next check in %.1f s)", k->id, k->key, why,
 			 k->strikes, wait);
 	k->state = BK_DOWN;
 	k->probe_step = 0;
@@ -286,12 +338,13 @@ static void free_bk(struct bk *k)
 	json_decref(k->titles);
 	free(k->loaded_model);
 	free(k->url);
+	free(k->key);
 	free(k);
 }
 
 void registry_remove(struct balancer *b, struct bk *k, const char *why)
 {
-	log_info("backend %s (%s) removed: %s", k->id, k->url, why);
+	log_info("backend %s (%s) removed: %s", k->id, k->key, why);
 	dispatch_backend_lost(b, k, why);
 	fetch_cancel(k->check);
 	fetch_cancel(k->drain_call);

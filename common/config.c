@@ -1,6 +1,7 @@
 /* config.c — see config.h. */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
 #include <limits.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* Strings we allocated, so that defaults given as literals are never freed. */
 #define CONFIG_MAX_OWNED 256
@@ -37,6 +39,94 @@ static const struct config_option *find_option(const struct config_program *prog
 		if (names_equal(prog->options[i].name, name))
 			return &prog->options[i];
 	return NULL;
+}
+
+/* "provider-token-file" -> the SECRET option "provider-token", else NULL. */
+static const struct config_option *find_secret_file(const struct config_program *prog, const char *name)
+{
+	static const char suffix[] = "-file";
+	size_t n = strlen(name), s = sizeof suffix - 1;
+	char base[64];
+	if (n <= s || n - s >= sizeof base || !names_equal(name + n - s, suffix))
+		return NULL;
+	memcpy(base, name, n - s);
+	base[n - s] = '\0';
+	const struct config_option *o = find_option(prog, base);
+	return o && o->type == CONFIG_SECRET ? o : NULL;
+}
+
+/* Sets a secret from the first line of a file (at most CONFIG_MAX_SECRET bytes). */
+static int set_secret_from_file(const struct config_option *o, const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		fprintf(stderr, "--%s-file %s: %s\n", o->name, path, strerror(errno));
+		return -1;
+	}
+	char buf[CONFIG_MAX_SECRET + 2];
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	buf[strcspn(buf, "\r\n")] = '\0';
+	if (strlen(buf) > CONFIG_MAX_SECRET) {
+		fprintf(stderr, "--%s-file %s: longer than %d bytes\n", o->name, path, CONFIG_MAX_SECRET);
+		return -1;
+	}
+	*(const char **)o->dest = own(strdup(buf));
+	return 0;
+}
+
+/* SDGATE_<NAME>: "admin-token" -> "SDGATE_ADMIN_TOKEN". */
+static void secret_env_name(const struct config_option *o, char *out, size_t len)
+{
+	snprintf(out, len, "SDGATE_%s", o->name);
+	for (char *p = out; *p; p++)
+		*p = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+}
+
+static void secrets_from_env(const struct config_program *prog)
+{
+	for (size_t i = 0; i < prog->n_options; i++) {
+		const struct config_option *o = &prog->options[i];
+		char env[80];
+		if (o->type != CONFIG_SECRET)
+			continue;
+		secret_env_name(o, env, sizeof env);
+		const char *v = getenv(env);
+		if (v && *v)
+			*(const char **)o->dest = own(strdup(v));
+	}
+}
+
+/* The shipped placeholder, short tokens and tokens that cannot travel in a
+ * header are refused; an empty one means "not set". */
+static int check_secrets(const struct config_program *prog)
+{
+	for (size_t i = 0; i < prog->n_options; i++) {
+		const struct config_option *o = &prog->options[i];
+		const char **v = o->dest;
+		if (o->type != CONFIG_SECRET || !*v)
+			continue;
+		if (!**v) {
+			*v = NULL;
+			continue;
+		}
+		const char *why = NULL;
+		if (!strcasecmp(*v, "CHANGE_ME"))
+			why = "is the placeholder CHANGE_ME; generate one with `openssl rand -hex 32`";
+		else if (strlen(*v) < CONFIG_MIN_SECRET)
+			why = "is shorter than 16 bytes; generate one with `openssl rand -hex 32`";
+		else if (strlen(*v) > CONFIG_MAX_SECRET)
+			why = "is longer than 1024 bytes";
+		for (const unsigned char *p = (const unsigned char *)*v; !why && *p; p++)
+			if (*p <= ' ' || *p >= 127)
+				why = "has a space, a control or a non-ASCII character";
+		if (why) {
+			fprintf(stderr, "--%s: refused: the token %s\n", o->name, why);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 static int check_range(const struct config_option *o, double v)
@@ -81,6 +171,7 @@ static int set_from_text(const struct config_option *o, const char *value)
 	errno = 0;
 	switch (o->type) {
 	case CONFIG_STRING:
+	case CONFIG_SECRET:
 		*(const char **)o->dest = own(strdup(value));
 		return 0;
 	case CONFIG_LIST:
@@ -171,6 +262,13 @@ static int load_file(const struct config_program *prog, const char *path)
 		if (rc)
 			break;
 		const struct config_option *o = find_option(prog, key);
+		const struct config_option *file = o ? NULL : find_secret_file(prog, key);
+		if (file) {
+			rc = json_is_string(v) ? set_secret_from_file(file, json_string_value(v)) : -1;
+			if (!json_is_string(v))
+				fprintf(stderr, "config: \"%s\" must be a file name\n", key);
+			continue;
+		}
 		if (!o) {
 			/* Keys other modules read from the same file (e.g. "backends"
 			 * objects) are left to them; a typo still deserves a word. */
@@ -196,7 +294,11 @@ static void print_help(const struct config_program *prog)
 		char flag[64];
 		snprintf(flag, sizeof flag, "--%s%s%s", o->name, o->metavar ? " " : "", o->metavar ? o->metavar : "");
 		printf("  %-28s %s", flag, o->help);
-		if (o->type == CONFIG_STRING && *(const char **)o->dest)
+		if (o->type == CONFIG_SECRET) {
+			char env[80];
+			secret_env_name(o, env, sizeof env);
+			printf(" (or --%s-file FILE, or $%s; at least %d bytes)", o->name, env, CONFIG_MIN_SECRET);
+		} else if (o->type == CONFIG_STRING && *(const char **)o->dest)
 			printf(" (default %s)", *(const char **)o->dest);
 		else if (o->type == CONFIG_INT)
 			printf(" (default %ld)", *(long *)o->dest);
@@ -223,6 +325,7 @@ enum config_result config_parse(const struct config_program *prog, int argc, cha
 			return CONFIG_EXIT;
 		}
 	}
+	secrets_from_env(prog);
 	for (int i = 1; i < argc; i++) {
 		const char *path = NULL;
 		if (!strcmp(argv[i], "--config") && i + 1 < argc)
@@ -253,9 +356,19 @@ enum config_result config_parse(const struct config_program *prog, int argc, cha
 			continue;
 		}
 		const struct config_option *o = find_option(prog, name);
-		if (!o) {
+		const struct config_option *file = o ? NULL : find_secret_file(prog, name);
+		if (!o && !file) {
 			fprintf(stderr, "%s: unknown option '--%s' (see --help)\n", prog->name, name);
 			return CONFIG_ERROR;
+		}
+		if (file) {
+			if (!eq && i + 1 >= argc) {
+				fprintf(stderr, "%s: --%s needs a value\n", prog->name, name);
+				return CONFIG_ERROR;
+			}
+			if (set_secret_from_file(file, eq ? eq + 1 : argv[++i]))
+				return CONFIG_ERROR;
+			continue;
 		}
 		const char *value;
 		if (eq)
@@ -270,8 +383,13 @@ enum config_result config_parse(const struct config_program *prog, int argc, cha
 		}
 		if (set_from_text(o, value))
 			return CONFIG_ERROR;
+		if (o->type == CONFIG_SECRET)
+			fprintf(stderr,
+				"%s: warning: --%s on the command line is visible to every local user (ps); "
+				"use --%s-file or the environment\n",
+				prog->name, name, name);
 	}
-	return CONFIG_OK;
+	return check_secrets(prog) ? CONFIG_ERROR : CONFIG_OK;
 }
 
 static int is_owned(const void *p)
@@ -288,7 +406,7 @@ void config_free(const struct config_program *prog)
 	 * config_parse would append to a freed list: found by fuzz_config). */
 	for (size_t i = 0; prog && i < prog->n_options; i++) {
 		const struct config_option *o = &prog->options[i];
-		if (o->type == CONFIG_STRING && is_owned(*(const char **)o->dest))
+		if ((o->type == CONFIG_STRING || o->type == CONFIG_SECRET) && is_owned(*(const char **)o->dest))
 			*(const char **)o->dest = NULL;
 		else if (o->type == CONFIG_LIST && is_owned(*(char ***)o->dest))
 			*(char ***)o->dest = NULL;

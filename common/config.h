@@ -6,18 +6,31 @@
  * program's limits appended by the caller), `--version` the version.
  * Repeatable options (CONFIG_LIST) collect into a NULL-terminated array; a
  * JSON array in the file gives the same. Strings are owned by the config and
- * live until config_free(). Single-threaded: call from main() only. */
+ * live until config_free().
+ *
+ * Secrets (CONFIG_SECRET: tokens) need not appear in `ps`: besides `--NAME T`
+ * (which still works, with a warning on stderr) they are read from
+ * `--NAME-file FILE` (the file's first line) or from the environment variable
+ * SDGATE_<NAME> ("provider-token" -> SDGATE_PROVIDER_TOKEN); precedence is
+ * flag, then config file, then environment. An empty value means "not set".
+ * A value of CHANGE_ME (the shipped placeholder), one shorter than
+ * CONFIG_MIN_SECRET bytes, or one with spaces or control characters is
+ * refused (CONFIG_ERROR, with the reason on stderr). --help never prints a
+ * secret. Single-threaded: call from main() only. */
 #ifndef SDGATE_CONFIG_H
 #define SDGATE_CONFIG_H
 
 #include <stddef.h>
 
-enum config_type { CONFIG_STRING, CONFIG_INT, CONFIG_DOUBLE, CONFIG_BOOL, CONFIG_LIST };
+enum config_type { CONFIG_STRING, CONFIG_INT, CONFIG_DOUBLE, CONFIG_BOOL, CONFIG_LIST, CONFIG_SECRET };
+
+#define CONFIG_MIN_SECRET 16   /* bytes */
+#define CONFIG_MAX_SECRET 1024 /* bytes */
 
 struct config_option {
 	const char *name; /* "listen" -> --listen, JSON key "listen" */
 	enum config_type type;
-	void *dest;          /* const char **, long *, double *, int *, or char *** (LIST) */
+	void *dest;          /* const char ** (STRING, SECRET), long *, double *, int *, or char *** (LIST) */
 	const char *metavar; /* "HOST:PORT"; NULL for BOOL */
 	const char *help;
 	double min, max; /* for INT and DOUBLE when min < max */

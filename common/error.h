@@ -18,6 +18,11 @@ enum sd_error {
 	SDE_SAMPLER_NOT_FOUND, /* 404 "Sampler not found", as A1111 */
 	SDE_MODEL_NOT_FOUND,   /* 404 unknown checkpoint */
 	SDE_UNAUTHORIZED,      /* 401 */
+	SDE_FORBIDDEN,         /* 403 authenticated, but not allowed this (another provider's backend or name) */
+	SDE_REGISTRATION_OFF,  /* 403 the balancer takes no registrations */
+	SDE_NAME_TAKEN,        /* 409 a live registration holds this provider name */
+	SDE_URL_TAKEN,         /* 409 a live registration or a static backend holds this URL */
+	SDE_TOO_MANY_BACKENDS, /* 429 the backend list is full */
 	SDE_QUEUE_FULL,        /* 429 */
 	SDE_RATE_LIMITED,      /* 429 */
 	SDE_INTERRUPTED,       /* 409 the job was interrupted before any image */

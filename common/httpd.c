@@ -62,6 +62,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 	const h2o_iovec_t path = req->path_normalized;
 	int path_matched = 0;
 
+	if (h->cfg.instance)
+		h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-sdgate-instance"), 0, NULL,
+				      h->cfg.instance, strlen(h->cfg.instance));
 	if (h->stopping) { /* the last turns of the loop deliver what was in flight; nothing new starts */
 		req->http1_is_persistent = 0;
 		reply_error(h, req, 503, "shutting_down", "Shutting down");

@@ -52,6 +52,9 @@ struct httpd_config {
 	 * wait in the kernel's backlog) until one closes. 0 = HTTPD_MAX_CONNECTIONS,
 	 * lowered to fit RLIMIT_NOFILE. */
 	int max_connections;
+	/* Sent as X-Sdgate-Instance on every answer, or NULL: lets the balancer
+	 * recognise itself when a registration points back at it. */
+	const char *instance;
 };
 
 #define HTTPD_MAX_CONNECTIONS 4096

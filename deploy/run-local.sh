@@ -34,9 +34,14 @@ LOGS="$STATE/logs"
 mkdir -p "$LOGS"
 BAL_URL="http://127.0.0.1:$BAL_PORT"
 # Fresh tokens each run: providers need one to register, the gateway the other
-# to name its end clients (per-client limits).
-PROVIDER_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
-ADMIN_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# to name its end clients (per-client limits). The programs read them from the
+# environment (SDGATE_PROVIDER_TOKEN for the balancer, SDGATE_TOKEN for the
+# backends, SDGATE_ADMIN_TOKEN for both the balancer and the gateway), so they
+# never show in `ps`.
+SDGATE_PROVIDER_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+SDGATE_ADMIN_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+SDGATE_TOKEN=$SDGATE_PROVIDER_TOKEN
+export SDGATE_PROVIDER_TOKEN SDGATE_ADMIN_TOKEN SDGATE_TOKEN
 
 pids=()
 names=()
@@ -94,7 +99,7 @@ start() {
 
 start balancer "$BAL_URL/healthz" \
   "$BUILD/balancer/sdgate-balancer" --listen "127.0.0.1:$BAL_PORT" --db "$STATE/balancer.db" \
-  --provider-token "$PROVIDER_TOKEN" --admin-token "$ADMIN_TOKEN" --heartbeat-interval 5
+  --allow-private-backends --heartbeat-interval 5
 
 # name | location | country | GPU class (a label) | price/h | SIMULATED ms per step
 BACKENDS=(
@@ -108,13 +113,12 @@ for spec in "${BACKENDS[@]}"; do
   start "backend-$gpu" "http://127.0.0.1:$port/internal/ping" \
     "$BUILD/backend/sdgate-backend" --listen "127.0.0.1:$port" --provider "$provider" \
     --location "$location" --country "$country" --gpu-class "$gpu" --price-per-hour "$price" \
-    --pace-ms-per-step "$pace" --balancer "$BAL_URL" --token "$PROVIDER_TOKEN"
+    --pace-ms-per-step "$pace" --balancer "$BAL_URL"
   port=$((port + 1))
 done
 
 start gateway "http://127.0.0.1:$GW_PORT/healthz" \
-  "$BUILD/gateway/sdgate-gateway" --listen "$HOST:$GW_PORT" --balancer "$BAL_URL" \
-  --admin-token "$ADMIN_TOKEN"
+  "$BUILD/gateway/sdgate-gateway" --listen "$HOST:$GW_PORT" --balancer "$BAL_URL"
 
 cat <<EOF
 

@@ -52,7 +52,7 @@ static const struct config_option OPTIONS[] = {
 	 0, 0},
 	{"trusted-proxy", CONFIG_LIST, &trusted_proxies, "ADDR",
 	 "a reverse proxy (e.g. NGINX) whose X-Real-IP / X-Forwarded-For names the client (repeatable; by IP)", 0, 0},
-	{"admin-token", CONFIG_STRING, &admin_token, "T",
+	{"admin-token", CONFIG_SECRET, &admin_token, "T",
 	 "the balancer's admin token: lets the gateway name each end client (X-Sdgate-Client) for per-client limits", 0,
 	 0},
 	{"rate-burst", CONFIG_DOUBLE, &rate_burst, "W",

@@ -2,8 +2,9 @@
 # Container entry point: turns SDGATE_* environment variables (what Akash SDL,
 # Kubernetes and systemd EnvironmentFiles set) into the program's flags.
 # Usage: sdgate-entrypoint gateway|balancer|backend [extra flags...]
-# Empty variables are skipped. Tokens are passed as flags, so they are visible
-# in the container's process list only (never logged by sdgate).
+# Empty variables are skipped. Tokens are NOT turned into flags: the programs
+# read SDGATE_ADMIN_TOKEN, SDGATE_PROVIDER_TOKEN and SDGATE_TOKEN from the
+# environment themselves, so no token shows in the process list.
 set -eu
 prog=${1:?usage: sdgate-entrypoint gateway|balancer|backend [flags]}
 shift
@@ -16,7 +17,6 @@ case "$prog" in
 gateway)
 	add listen "${SDGATE_LISTEN:-0.0.0.0:8080}"
 	for b in ${SDGATE_BALANCER:-http://127.0.0.1:7860}; do add balancer "$b"; done
-	add admin-token "${SDGATE_ADMIN_TOKEN:-}"
 	for p in ${SDGATE_TRUSTED_PROXIES:-}; do add trusted-proxy "$p"; done
 	add web "${SDGATE_WEB:-/usr/local/share/sdgate/web}"
 	exe=/usr/local/bin/sdgate-gateway
@@ -24,8 +24,8 @@ gateway)
 balancer)
 	add listen "${SDGATE_LISTEN:-0.0.0.0:7860}"
 	add db "${SDGATE_DB:-/var/lib/sdgate/balancer.db}"
-	add provider-token "${SDGATE_PROVIDER_TOKEN:-}"
-	add admin-token "${SDGATE_ADMIN_TOKEN:-}"
+	add provider-tokens "${SDGATE_PROVIDER_TOKENS:-}"
+	case "${SDGATE_ALLOW_PRIVATE_BACKENDS:-}" in 1 | true | yes) set_args="$set_args --allow-private-backends" ;; esac
 	for b in ${SDGATE_BACKENDS:-}; do add backend "$b"; done
 	exe=/usr/local/bin/sdgate-balancer
 	;;
@@ -38,7 +38,6 @@ backend)
 	add gpu-class "${SDGATE_GPU_CLASS:-}"
 	add upstream "${SDGATE_UPSTREAM:-}"
 	add balancer "${SDGATE_BALANCER:-}"
-	add token "${SDGATE_TOKEN:-}"
 	add public-url "${SDGATE_PUBLIC_URL:-}"
 	exe=/usr/local/bin/sdgate-backend
 	;;

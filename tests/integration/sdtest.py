@@ -156,7 +156,7 @@ def _child_env():
 class Program:
     """One started program: .url, .port, .proc, .log_path, .name."""
 
-    def __init__(self, name, argv, port):
+    def __init__(self, name, argv, port, env=None):
         self.name = name
         self.argv = argv
         self.port = port
@@ -164,7 +164,7 @@ class Program:
         self.log_path = os.path.join(tmpdir(name), "log.txt")
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, env=_child_env())
+                                     stdin=subprocess.DEVNULL, env=dict(_child_env(), **(env or {})))
         self.stopped = False
         _procs.append(self)
 
@@ -232,18 +232,18 @@ def backend_path():
     return os.path.join(BIN_DIR, "backend", "sdgate-backend")
 
 
-def start_program(name, exe, args, ready_path, port=None, setup=None):
+def start_program(name, exe, args, ready_path, port=None, setup=None, env=None):
     """Starts EXE --listen 127.0.0.1:<port, default a free one> ARGS and waits
     until GET ready_path answers 200; a free port taken meanwhile by a
     parallel test is retried on another. setup(prog) runs right after the
-    start (to set attributes). Returns the Program; raises when it does not
-    come up."""
+    start (to set attributes); env: extra environment variables. Returns the
+    Program; raises when it does not come up."""
     if not os.access(exe, os.X_OK):
         raise RuntimeError("no %s binary at %s (set SDGATE_BIN to the build dir)" % (name, exe))
     fixed = port
     for attempt in range(3):
         port = fixed or free_port()
-        prog = Program(name, [exe, "--listen", "127.0.0.1:%d" % port] + [str(a) for a in args], port)
+        prog = Program(name, [exe, "--listen", "127.0.0.1:%d" % port] + [str(a) for a in args], port, env)
         if setup:
             setup(prog)
         if wait_ready(prog, ready_path):
@@ -258,10 +258,10 @@ def start_program(name, exe, args, ready_path, port=None, setup=None):
                            % (name, ready_path, START_TIMEOUT_S, code, tail))
 
 
-def start_backend(*args, name="backend", port=None):
+def start_backend(*args, name="backend", port=None, env=None):
     """Starts sdgate-backend --listen 127.0.0.1:<port, default a free one> ARGS
     and waits until GET /internal/ping answers 200. Raises when it does not."""
-    return start_program(name, backend_path(), args, "/internal/ping", port)
+    return start_program(name, backend_path(), args, "/internal/ping", port, env=env)
 
 
 def gateway_path():
@@ -707,17 +707,20 @@ def balancer_path():
     return os.path.join(BIN_DIR, "balancer", "sdgate-balancer")
 
 
-def start_balancer(*args, name="balancer", port=None, db=None):
-    """Starts sdgate-balancer --listen 127.0.0.1:<port> --db <db> ARGS and
-    waits until GET /healthz answers 200. db defaults to a fresh file in a
-    temp dir; pass the same db (prog.db) to restart on the same state.
-    Returns the Program, with .db set. Raises when it does not come up."""
+def start_balancer(*args, name="balancer", port=None, db=None, env=None):
+    """Starts sdgate-balancer --listen 127.0.0.1:<port> --db <db>
+    --allow-private-backends ARGS and waits until GET /healthz answers 200
+    (every test's backends are on loopback; a test of the default passes
+    --allow-private-backends=false). db defaults to a fresh file in a temp
+    dir; pass the same db (prog.db) to restart on the same state. Returns the
+    Program, with .db set. Raises when it does not come up."""
     if db is None:
         db = os.path.join(tmpdir(name + "-db"), "balancer.db")
 
     def setup(prog):
         prog.db = db
-    return start_program(name, balancer_path(), ["--db", db] + list(args), "/healthz", port, setup)
+    return start_program(name, balancer_path(), ["--db", db, "--allow-private-backends"] + list(args), "/healthz",
+                         port, setup, env)
 
 
 def static_backend_arg(url, **identity):

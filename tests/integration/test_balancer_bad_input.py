@@ -86,12 +86,12 @@ def check_413(bal):
 
 def main():
     be = t.start_backend("--provider", "bad-input-prov", "--gpu-class", "a100")
-    bal = t.start_balancer("--provider-token", "tok", "--backend", be.url)
+    bal = t.start_balancer("--provider-token", "bad-input-token-0123", "--backend", be.url)
     t.check("the backend comes up idle", t.wait_idle_backends(bal.url, 1), t.board(bal.url))
     check_jobs_422(bal)
     check_404(bal)
     check_413(bal)
-    r = t.request("POST", bal.url + "/v1/backends", raw_body=b"[", headers={"Authorization": "Bearer tok"},
+    r = t.request("POST", bal.url + "/v1/backends", raw_body=b"[", headers={"Authorization": "Bearer bad-input-token-0123"},
                   timeout=10)
     t.check("registration with malformed JSON and the right token: 422", t.is_sdgate_error(r, 422), t.describe(r))
 

@@ -15,7 +15,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sdtest as t  # noqa: E402
 
-FLAGS = ["--listen", "--db", "--backend", "--provider-token", "--admin-token", "--max-queue",
+FLAGS = ["--listen", "--db", "--backend", "--provider-token", "--provider-tokens", "--allow-private-backends",
+         "--admin-token", "--max-queue",
          "--max-queue-per-client", "--max-attempts", "--heartbeat-interval", "--health-interval-ms",
          "--job-timeout-factor", "--min-job-timeout-s", "--progress-interval-ms", "--result-ttl", "--log-level",
          "--config", "--help", "--version"]
@@ -65,19 +66,19 @@ def main():
     cfg = os.path.join(d, "balancer.json")
     with open(cfg, "w") as f:
         json.dump({"backend": [t.static_backend_arg(be.url, provider="cfg-prov", gpu_class="a6000")],
-                   "provider-token": "from-config", "admin_token": "adm-from-config", "max_queue": 50,
+                   "provider-token": "from-config-token-1", "admin_token": "adm-from-config-token", "max_queue": 50,
                    "log-level": "warn"}, f)
-    bal = t.start_balancer("--config", cfg, "--provider-token", "from-flag", name="balancer-config")
+    bal = t.start_balancer("--config", cfg, "--provider-token", "from-flag-token-12", name="balancer-config")
     brd = t.wait_board(bal.url, lambda bs: any(x.get("provider") == "cfg-prov" and x.get("state") == "idle"
                                                for x in bs), 20)
     t.check("--config FILE: its backend list (with fragment identity) is used",
             t.board_entry(brd, provider="cfg-prov", gpu_class="a6000") is not None, brd)
     body = {"url": "http://127.0.0.1:9", "gpu_class": "a100"}
-    r = t.request("POST", bal.url + "/v1/backends", json_body=body, headers={"Authorization": "Bearer from-config"},
+    r = t.request("POST", bal.url + "/v1/backends", json_body=body, headers={"Authorization": "Bearer from-config-token-1"},
                   timeout=10)
     t.check("a flag overrides the config file: the config's provider token is refused (401)", r.status == 401,
             t.describe(r))
-    r = t.request("POST", bal.url + "/v1/backends", json_body=body, headers={"Authorization": "Bearer from-flag"},
+    r = t.request("POST", bal.url + "/v1/backends", json_body=body, headers={"Authorization": "Bearer from-flag-token-12"},
                   timeout=10)
     t.check("... and the flag's token is accepted (201)", r.status == 201, t.describe(r))
     r = t.submit_job(bal.url, t.small_job())

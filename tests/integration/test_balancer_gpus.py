@@ -14,7 +14,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sdtest as t  # noqa: E402
 
 BASE_MODEL = "sdgate-procedural-base-v1.builtin [9917535daf]"
-# name, gpu class, price per hour; the a100 takes its class from its own /sdgate/v1/info.
+# name, gpu class, price per hour; the a100 takes its name and class from its own
+# /sdgate/v1/info, its price from the operator (a self-reported price never counts).
 BACKENDS = [("a100", "a100", 2.0), ("3090", "rtx3090", 0.5), ("l40", "l40", 1.0)]
 FAIL_FAST_S = 15  # "at once": far below any job timeout; a hang would wait minutes
 
@@ -41,7 +42,7 @@ def main():
         be = t.start_backend("--pace-ms-per-step", 30, "--provider", "prov-" + name, "--gpu-class", cls,
                              "--price-per-hour", price, name="backend-" + name)
         if name == "a100":
-            args += ["--backend", be.url]  # identity from the backend's own /sdgate/v1/info
+            args += ["--backend", t.static_backend_arg(be.url, price_per_hour=price)]  # the rest self-reported
         else:
             args += ["--backend", t.static_backend_arg(be.url, provider="prov-" + name, gpu_class=cls,
                                                        price_per_hour=price)]

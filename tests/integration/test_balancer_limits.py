@@ -15,7 +15,7 @@ import sdtest as t  # noqa: E402
 
 PACE_MS = 200
 STEPS = 100  # 20 s per job: nothing finishes while the limits are probed
-ADMIN = "admin-secret"
+ADMIN = "admin-secret-0123456"
 
 
 def long_job(i):

@@ -5,7 +5,9 @@ token shows on the public board GET /v1/backends with its identity; heartbeats
 keep it; a backend that stops heartbeating (SIGSTOP, SIGKILL, or a manual
 registration that never heartbeats) is dropped after about three
 --heartbeat-interval; sdgate-backend --balancer --token registers itself,
-runs jobs, and registers again after it was dropped. Ctrl-C of the whole
+runs jobs, and registers again after it was dropped. Heartbeats and DELETE
+need the registration's own secret (401 without, 403 with another token);
+the same URL cannot be registered twice (409). Ctrl-C of the whole
 marketplace at once (SIGINT to the balancer and its registered backends while
 jobs run: the backends deregister while the balancer shuts down) ends every
 program with code 0.
@@ -73,6 +75,7 @@ def check_auth(bal, be):
     if not ok:
         return None
     bid = r.json["id"]
+    answer = r.json
     brd = t.wait_board(bal.url, lambda bs: any(x.get("id") == bid and x.get("state") == "idle" for x in bs), 20)
     e = t.board_entry(brd, id=bid)
     t.check("the registered backend shows on GET /v1/backends, idle", e is not None and e.get("state") == "idle", brd)
@@ -96,31 +99,46 @@ def check_auth(bal, be):
             isinstance(g, list) and {"class": "a100", "idle": 1, "busy": 0, "down": 0} in
             [{k: x.get(k) for k in ("class", "idle", "busy", "down")} for x in g], g)
 
-    hb = t.request("POST", bal.url + "/v1/backends/%s/heartbeat" % bid, headers={"Authorization": "Bearer " + TOKEN},
-                   timeout=10)
-    t.check("heartbeat with the token: 200 {id}", hb.status == 200 and isinstance(hb.json, dict)
+    secret = answer.get("secret") or ""
+    t.check("the registration answer carries its secret and the backend's token (64 hex each, different)",
+            t.is_hex_id(secret, 64) and t.is_hex_id(answer.get("backend_token"), 64)
+            and secret != answer.get("backend_token"), answer)
+
+    def beat(token):
+        hdrs = {"Authorization": "Bearer " + token} if token else {}
+        return t.request("POST", bal.url + "/v1/backends/%s/heartbeat" % bid, headers=hdrs, timeout=10)
+    hb = beat(secret)
+    t.check("heartbeat with the registration's secret: 200 {id}", hb.status == 200 and isinstance(hb.json, dict)
             and hb.json.get("id") == bid, t.describe(hb))
-    hb = t.request("POST", bal.url + "/v1/backends/%s/heartbeat" % bid, headers={"Authorization": "Bearer nope"},
-                   timeout=10)
-    t.check("heartbeat with a wrong token: 401", t.is_sdgate_error(hb, 401, "unauthorized"), t.describe(hb))
+    hb = beat("nope")
+    t.check("heartbeat with a wrong secret: 403 forbidden", t.is_sdgate_error(hb, 403, "forbidden"), t.describe(hb))
+    hb = beat(TOKEN)
+    t.check("heartbeat with the provider token (not the registration's secret): 403 forbidden",
+            t.is_sdgate_error(hb, 403, "forbidden"), t.describe(hb))
+    hb = beat(None)
+    t.check("heartbeat without Authorization: 401 unauthorized", t.is_sdgate_error(hb, 401, "unauthorized"),
+            t.describe(hb))
     hb = t.request("POST", bal.url + "/v1/backends/%s/heartbeat" % ("f" * 32),
-                   headers={"Authorization": "Bearer " + TOKEN}, timeout=10)
+                   headers={"Authorization": "Bearer " + secret}, timeout=10)
     t.check("heartbeat for an unknown id: 404", t.is_sdgate_error(hb, 404), t.describe(hb))
     d = t.request("DELETE", bal.url + "/v1/backends/%s" % bid, timeout=10)
-    t.check("DELETE /v1/backends/{id} without the token: 401", t.is_sdgate_error(d, 401), t.describe(d))
+    t.check("DELETE /v1/backends/{id} without the secret: 401", t.is_sdgate_error(d, 401), t.describe(d))
+    d = t.request("DELETE", bal.url + "/v1/backends/%s" % bid, headers={"Authorization": "Bearer " + TOKEN},
+                  timeout=10)
+    t.check("DELETE /v1/backends/{id} with the provider token: 403", t.is_sdgate_error(d, 403, "forbidden"),
+            t.describe(d))
     t.check("... and the backend is still on the board", bid in ids_on_board(bal), ids_on_board(bal))
 
-    # Registering the same URL again replaces the old entry.
+    # The same URL cannot be registered again while the registration lives.
     r2 = reg(bal, dict(body, provider="manual-prov-2"))
-    bid2 = r2.json.get("id") if r2.status == 201 and isinstance(r2.json, dict) else None
+    t.check("registering the same URL again under another name: 409 url_taken (field url)",
+            t.is_sdgate_error(r2, 409, "url_taken") and r2.json["error"].get("field") == "url", t.describe(r2))
+    r2 = reg(bal, dict(body, url=body["url"] + "/"))
+    t.check("... and under the same name (shared token: names are not proof): 409",
+            r2.status == 409, t.describe(r2))
     brd = t.board(bal.url) or []
-    t.check("registering the same URL again: 201, a new entry replaces the old one (one entry in all)",
-            bid2 is not None and bid2 != bid and len(brd) == 1 and brd[0].get("id") == bid2
-            and brd[0].get("provider") == "manual-prov-2", (t.describe(r2), brd))
-    hb = t.request("POST", bal.url + "/v1/backends/%s/heartbeat" % bid, headers={"Authorization": "Bearer " + TOKEN},
-                   timeout=10)
-    t.check("a heartbeat on the replaced id: 404", hb.status == 404, t.describe(hb))
-    return bid2
+    t.check("the board still has the first registration only", [x.get("id") for x in brd] == [bid], brd)
+    return bid
 
 
 def check_expiry_manual(bal, bid):
@@ -190,7 +208,7 @@ def check_self_registration(bal):
 
 def check_wrong_token_backend(bal):
     be = t.start_backend("--provider", "intruder", "--gpu-class", "h100", "--balancer", bal.url, "--token",
-                         "not-the-token", name="backend-intruder")
+                         "not-the-token-0123456", name="backend-intruder")
     refused = t.wait_until(lambda: "401" in be.log_tail(100), 20, 0.1)
     t.check("a backend with a wrong --token is refused (its log shows HTTP 401)", refused, be.log_tail(10))
     t.check("... and never shows on the board", not any(x.get("provider") == "intruder"

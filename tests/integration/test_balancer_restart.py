@@ -15,7 +15,7 @@ import sdtest as t  # noqa: E402
 PACE_MS = 60
 STEPS = 10
 N_QUEUED = 6
-TOKEN = "restart-token"
+TOKEN = "restart-token-0123456"
 
 
 def main():
@@ -38,6 +38,7 @@ def main():
                                                               "gpu_class": "manualgpu"},
                   headers={"Authorization": "Bearer " + TOKEN}, timeout=10)
     manual_id = r.json.get("id") if r.status == 201 and isinstance(r.json, dict) else None
+    manual_secret = r.json.get("secret") if manual_id else None
     t.check("a manual registration: 201", manual_id is not None, t.describe(r))
 
     # One job finished before the crash.
@@ -97,9 +98,9 @@ def main():
     t.check("…and that job finishes", d is not None and d.get("status") == "done", d and d.get("status"))
     if manual_id:
         hb = t.request("POST", bal2.url + "/v1/backends/%s/heartbeat" % manual_id,
-                       headers={"Authorization": "Bearer " + TOKEN}, timeout=10)
-        t.check("right after the restart the manual registration is still known (heartbeat 200 under its old id: "
-                "registrations are kept in the store)", hb.status == 200, t.describe(hb))
+                       headers={"Authorization": "Bearer %s" % manual_secret}, timeout=10)
+        t.check("right after the restart the manual registration is still known (heartbeat 200 under its old id and "
+                "secret: registrations and their secrets' hashes are kept in the store)", hb.status == 200, t.describe(hb))
     docs = {jid: t.wait_job(bal2.url, jid, timeout=60) for jid in ids}
     missing = [j for j, d in docs.items() if d is None]
     t.check("after the restart on the same --db every accepted job is known (GET /v1/jobs/{id} 200)",

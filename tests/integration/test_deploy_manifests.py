@@ -237,6 +237,30 @@ def check_entrypoint():
     t.check("…whose identity is the variables' (values with spaces and commas intact)",
             info.get("provider") == "Acme GPUs" and info.get("location") == "Berlin, DE" and
             info.get("gpu_class") == "a100" and info.get("price_per_hour") == 1.5, info)
+    prog.stop()
+    # Tokens stay in the environment: the program reads them itself.
+    token = "entrypoint-token-0123456789"
+    env = dict(env, SDGATE_TOKEN=token, SDGATE_BALANCER="http://127.0.0.1:%d" % t.free_port())
+    os.environ.update(env)
+    try:
+        prog = t.Program("entrypoint-backend-token", ["sh", os.path.join(ROOT, "deploy", "docker",
+                                                                         "sdgate-entrypoint.sh"), "backend"], port)
+    finally:
+        for k in env:
+            os.environ.pop(k, None)
+    up = t.wait_ready(prog, "/internal/ping")
+    with open("/proc/%d/cmdline" % prog.proc.pid, "rb") as f:
+        argv = f.read().decode("utf-8", "replace")
+    t.check("sdgate-entrypoint passes SDGATE_TOKEN in the environment, not as a flag (not in /proc/<pid>/cmdline)",
+            up and token not in argv and "--token" not in argv, argv)
+    prog.stop()
+    r = subprocess.run(["sh", os.path.join(ROOT, "deploy", "docker", "sdgate-entrypoint.sh"), "balancer"],
+                       capture_output=True, text=True, timeout=30,
+                       env=dict(os.environ, SDGATE_EXE=os.path.join(t.BIN_DIR, "balancer", "sdgate-balancer"),
+                                SDGATE_PROVIDER_TOKEN="CHANGE_ME", SDGATE_LISTEN="127.0.0.1:%d" % t.free_port(),
+                                SDGATE_DB=os.path.join(t.tmpdir("entry-db"), "b.db")))
+    t.check("the shipped placeholder SDGATE_PROVIDER_TOKEN=CHANGE_ME is refused at start (exit 2)",
+            r.returncode == 2 and "CHANGE_ME" in r.stderr, (r.returncode, r.stderr[-300:]))
     r = subprocess.run(["sh", os.path.join(ROOT, "deploy", "docker", "sdgate-entrypoint.sh"), "nonsense"],
                        capture_output=True, text=True)
     t.check("sdgate-entrypoint refuses an unknown program with exit code 2", r.returncode == 2, r.stderr)

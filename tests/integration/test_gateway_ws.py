@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sdtest as t  # noqa: E402
 from wsclient import WSClient, HandshakeError, OP_BINARY, OP_TEXT, OP_CONT, OP_CLOSE, frame  # noqa: E402
 
-ADMIN = "gw-admin-token"
+ADMIN = "gw-admin-token-0123"
 PACE = 120  # ms per step: slow enough to see queues, progress and cancels
 
 

@@ -1,5 +1,6 @@
 /* Unit tests of common/config: flags, a JSON config file overridden by
- * flags, ranges, repeatable options, listen addresses. */
+ * flags, ranges, repeatable options, listen addresses, secrets (flag, file,
+ * environment, refused values). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -18,6 +19,7 @@ static long port;
 static double price;
 static int verbose;
 static char **backends;
+static const char *token;
 
 static const struct config_option OPTIONS[] = {
 	{"provider", CONFIG_STRING, &name, "NAME", "provider name", 0, 0},
@@ -25,8 +27,9 @@ static const struct config_option OPTIONS[] = {
 	{"price-per-hour", CONFIG_DOUBLE, &price, "X", "price", 0, 1000},
 	{"verbose", CONFIG_BOOL, &verbose, NULL, "more logs", 0, 0},
 	{"backend", CONFIG_LIST, &backends, "URL", "a backend", 0, 0},
+	{"token", CONFIG_SECRET, &token, "T", "a token", 0, 0},
 };
-static const struct config_program PROG = {"test", "a test", OPTIONS, 5, NULL};
+static const struct config_program PROG = {"test", "a test", OPTIONS, sizeof OPTIONS / sizeof OPTIONS[0], NULL};
 
 static void reset(void)
 {
@@ -36,6 +39,18 @@ static void reset(void)
 	price = 0;
 	verbose = 0;
 	backends = NULL;
+	token = NULL;
+	unsetenv("SDGATE_TOKEN");
+}
+
+/* A temp file holding text; path is filled in. */
+static void temp_file(char path[32], const char *text)
+{
+	snprintf(path, 32, "/tmp/sdgate-config-XXXXXX");
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (int)strlen(text));
+	close(fd);
 }
 
 static void test_flags(void **state)
@@ -89,6 +104,55 @@ static void test_errors(void **state)
 	assert_int_equal(config_parse(&PROG, 3, a5), CONFIG_ERROR);
 }
 
+static void test_secrets(void **state)
+{
+	(void)state;
+	reset();
+	setenv("SDGATE_TOKEN", "from-the-environment-1", 1);
+	char *a1[] = {"t", NULL};
+	assert_int_equal(config_parse(&PROG, 1, a1), CONFIG_OK);
+	assert_string_equal(token, "from-the-environment-1"); /* SDGATE_<NAME> */
+	char path[32];
+	temp_file(path, "from-a-file-0123456789\nsecond line\n");
+	char *a2[] = {"t", "--token-file", path, NULL};
+	assert_int_equal(config_parse(&PROG, 3, a2), CONFIG_OK);
+	assert_string_equal(token, "from-a-file-0123456789"); /* the file's first line beats the environment */
+	char *a3[] = {"t", "--token", "from-the-flag-0123456", NULL};
+	assert_int_equal(config_parse(&PROG, 3, a3), CONFIG_OK);
+	assert_string_equal(token, "from-the-flag-0123456");
+	char cfg[32], json[128];
+	snprintf(json, sizeof json, "{\"token-file\": \"%s\"}", path);
+	temp_file(cfg, json);
+	reset();
+	char *a4[] = {"t", "--config", cfg, NULL};
+	assert_int_equal(config_parse(&PROG, 3, a4), CONFIG_OK);
+	assert_string_equal(token, "from-a-file-0123456789"); /* "NAME-file" in the JSON config */
+	unlink(cfg);
+	unlink(path);
+
+	reset();
+	setenv("SDGATE_TOKEN", "", 1);
+	assert_int_equal(config_parse(&PROG, 1, a1), CONFIG_OK);
+	assert_null(token); /* empty: not set */
+	const char *refused[] = {"CHANGE_ME", "change_me", "short-token", "has a space in it 0123", ""};
+	for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+		reset();
+		char value[64];
+		snprintf(value, sizeof value, "%s", refused[i]);
+		char *a[] = {"t", "--token", value, NULL};
+		assert_int_equal(config_parse(&PROG, 3, a), i == 4 ? CONFIG_OK : CONFIG_ERROR);
+	}
+	reset();
+	setenv("SDGATE_TOKEN", "CHANGE_ME", 1);
+	assert_int_equal(config_parse(&PROG, 1, a1), CONFIG_ERROR); /* from the environment too */
+	reset();
+	char *a5[] = {"t", "--token-file", "/nonexistent/token", NULL};
+	assert_int_equal(config_parse(&PROG, 3, a5), CONFIG_ERROR);
+	char *a6[] = {"t", "--provider-file", "/dev/null", NULL};
+	assert_int_equal(config_parse(&PROG, 3, a6), CONFIG_ERROR); /* only secrets have a -file form */
+	reset();
+}
+
 static void test_listen(void **state)
 {
 	(void)state;
@@ -110,10 +174,8 @@ static void test_listen(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_flags),
-		cmocka_unit_test(test_file_then_flags),
-		cmocka_unit_test(test_errors),
-		cmocka_unit_test(test_listen),
+		cmocka_unit_test(test_flags),  cmocka_unit_test(test_file_then_flags), cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_listen), cmocka_unit_test(test_secrets),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	config_free(&PROG);

@@ -140,12 +140,27 @@ static void classify(const char *prompt, struct words *w)
 	free(p);
 }
 
+/* A colour drawn from rng: value, then saturation, then hue = h + a draw in
+ * [dlo, dhi). The draws are sequenced here because C leaves the order of a
+ * call's arguments unspecified: written as hsv(out, h + rnd_in(..),
+ * rnd_in(..), rnd_in(..)), gcc drew them right to left and clang left to
+ * right, so one seed made different images on differently built backends
+ * (tests/kernels_check --reference caught it). This is the order gcc used:
+ * images from gcc builds are unchanged. */
+static void rnd_hsv(float out[3], uint64_t *rng, float h, float dlo, float dhi, float s0, float s1, float v0, float v1)
+{
+	float v = rnd_in(rng, v0, v1);
+	float s = rnd_in(rng, s0, s1);
+	hsv(out, h + rnd_in(rng, dlo, dhi), s, v);
+}
+
 static void background(const struct words *w, uint64_t *rng, struct layout *L)
 {
 	float h = rnd(rng);
-	hsv(L->top, h, rnd_in(rng, 0.05f, 0.25f), rnd_in(rng, 0.65f, 0.85f));
-	hsv(L->mid, h + rnd_in(rng, -0.1f, 0.1f), rnd_in(rng, 0.08f, 0.25f), rnd_in(rng, 0.5f, 0.7f));
-	hsv(L->ground, h + rnd_in(rng, -0.15f, 0.15f), rnd_in(rng, 0.1f, 0.3f), rnd_in(rng, 0.3f, 0.5f));
+	float v = rnd_in(rng, 0.65f, 0.85f); /* value before saturation, as rnd_hsv */
+	hsv(L->top, h, rnd_in(rng, 0.05f, 0.25f), v);
+	rnd_hsv(L->mid, rng, h, -0.1f, 0.1f, 0.08f, 0.25f, 0.5f, 0.7f);
+	rnd_hsv(L->ground, rng, h, -0.15f, 0.15f, 0.1f, 0.3f, 0.3f, 0.5f);
 	L->horizon = rnd_in(rng, 0.55f, 0.75f);
 	L->has_ground = rnd(rng) < 0.5f;
 	const float *sw = w->scenew;
@@ -241,7 +256,7 @@ static void objects(const struct words *w, uint64_t *rng, struct layout *L)
 			} else if (w->shape[i] == SHAPE_MOON) {
 				memcpy(col, moon, sizeof col);
 			} else {
-				hsv(col, rnd(rng), rnd_in(rng, 0.4f, 0.9f), rnd_in(rng, 0.5f, 0.95f));
+				rnd_hsv(col, rng, 0.0f, 0.0f, 1.0f, 0.4f, 0.9f, 0.5f, 0.95f);
 			}
 			float size = rnd_in(rng, 0.26f, 0.36f) / sqrtf((float)n) * clampf(sqrtf(wt), 0.5f, 1.8f);
 			add_obj(L, rng, w->shape[i], col, size);
@@ -257,7 +272,7 @@ static void objects(const struct words *w, uint64_t *rng, struct layout *L)
 				int c = (base + i) % w->ncol;
 				weighted_colour(col, w->col[c], w->colw[c]);
 			} else {
-				hsv(col, rnd(rng), rnd_in(rng, 0.15f, 0.5f), rnd_in(rng, 0.35f, 0.8f));
+				rnd_hsv(col, rng, 0.0f, 0.0f, 1.0f, 0.15f, 0.5f, 0.35f, 0.8f);
 			}
 			float size = rnd_in(rng, 0.2f, 0.34f) / sqrtf((float)m);
 			if (w->ncol > 0)

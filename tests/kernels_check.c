@@ -1,7 +1,22 @@
-/* kernels_check.c — runs the CPU reference ops and the CUDA ops on the same
- * inputs, op by op and then whole generations for every sampler, and prints
- * the largest differences (llm.c style). Without a usable GPU it says why,
- * runs the CPU side alone and exits 0.
+/* kernels_check.c — checks the engine's kernels (llm.c style: run both, print
+ * the largest differences).
+ *
+ *   kernels_check [--gpu]          the CPU reference against the CUDA ops on
+ *                                  the same inputs, op by op, then whole
+ *                                  generations for every sampler (ctest
+ *                                  kernels_check)
+ *   kernels_check --reference DIR  the CPU images against the stored ones in
+ *                                  DIR (kernels_reference.c; ctest
+ *                                  kernels_reference; no GPU needed)
+ *   kernels_check --write-reference DIR   rewrites them, after an intended
+ *                                  change to the engine's images
+ *
+ * --gpu exits 77 (ctest's skip: SKIP_RETURN_CODE) when there is no GPU, and
+ * fails when a GPU is there (a /dev/nvidia* node, the driver's
+ * /proc/driver/nvidia/gpus, or cudaGetDeviceCount says so) but CUDA does not
+ * start: a failed start-up probe is exactly what this check is for, never a
+ * reason to compare the CPU with itself. SDGATE_REQUIRE_GPU=1 (GPU runners)
+ * makes "no GPU" a failure too.
  *
  * Tolerances (why they are what they are):
  *  noise          |d| <= 1e-5: logf/sinf/cosf may differ by an ulp or two
@@ -13,14 +28,29 @@
  *                 samplers amplify 1e-7 differences only where the posterior
  *                 is near a tie between two scenes; a changed scene would
  *                 show as a large count of differing pixels and fails. */
-#include "engine.h"
+#include "kernels_check.h"
 #include "ops.h"
 #include "philox.h"
 
+#ifdef SDGATE_HAVE_CUDA
+#include <cuda_runtime_api.h>
+#endif
+#include <dirent.h>
+#include <glob.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#define SKIP 77 /* ctest's SKIP_RETURN_CODE for this test (kernels/CMakeLists.txt) */
+
+/* Under AddressSanitizer the CUDA driver's address-space reservation collides
+ * with ASan's protected shadow gap and every CUDA call fails ("out of
+ * memory"; google/sanitizers#629), which would fail this check on every GPU
+ * runner of the ASan build. ASAN_OPTIONS from the environment still apply on
+ * top of this. */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void) { return "protect_shadow_gap=0"; }
 
 static int failures;
 
@@ -132,60 +162,101 @@ static void check_ops(const struct ops *c, const struct ops *g)
 	free(hx), free(hm), free(a), free(b), free(ia), free(ib);
 }
 
-static int generate(struct engine *e, enum engine_sampler s, struct engine_result *r)
-{
-	struct engine_params p;
-	char err[256];
-	engine_params_default(&p);
-	p.prompt = "a (red:1.2) circle and a yellow star over the sea at sunset";
-	p.negative_prompt = "blurry, gray";
-	p.sampler = s;
-	p.width = p.height = 256;
-	p.steps = 25;
-	p.seed = 4242;
-	int rc = engine_generate(e, &p, NULL, NULL, NULL, NULL, r, err, sizeof err);
-	if (rc)
-		printf("  %s: engine_generate failed: %s\n", engine_sampler_name(s), err);
-	return rc;
-}
-
 static void check_images(struct engine *cpu, struct engine *gpu)
 {
 	for (int s = 0; s < ENGINE_SAMPLER_COUNT; s++) {
 		struct engine_result a, b;
-		if (generate(cpu, s, &a)) {
+		if (kc_generate(cpu, s, &a)) {
 			failures++;
 			continue;
 		}
-		if (!gpu) {
-			printf("  %-14s 256x256 CPU %.3f s\n", engine_sampler_name(s), a.seconds);
-			engine_result_free(&a);
-			continue;
-		}
-		if (generate(gpu, s, &b)) {
+		if (kc_generate(gpu, s, &b)) {
 			failures++;
 			engine_result_free(&a);
 			continue;
 		}
-		size_t n = (size_t)256 * 256 * 3, over = 0;
+		size_t n = (size_t)a.images[0].width * a.images[0].height * 3, over = 0, changed = 0;
 		int mx = 0;
 		for (size_t i = 0; i < n; i++) {
 			int d = abs((int)a.images[0].rgb[i] - (int)b.images[0].rgb[i]);
 			mx = d > mx ? d : mx;
 			over += d > 2;
+			changed += d != 0;
 		}
 		double frac = (double)over / (double)n;
 		int ok = frac <= 0.001;
 		failures += !ok;
-		printf("  %-14s image max |diff| %3d levels, %.4f%% over 2 levels (tol 0.1%%)  CPU %.3f s GPU %.3f s "
-		       "%s\n",
-		       engine_sampler_name(s), mx, 100 * frac, a.seconds, b.seconds, ok ? "ok" : "FAIL");
+		/* "differ at all" is a figure, not a condition (yet): on the CPU a
+		 * regression shows as many values 1 level off (kernels_reference.c),
+		 * which the 2-level rule lets through; once GPU runs have measured
+		 * what CUDA's own libm gives, it can become a bound. */
+		printf("  %-14s image max |diff| %3d levels, %.4f%% over 2 levels (tol 0.1%%), %.4f%% differ at all  "
+		       "CPU %.3f s GPU %.3f s %s\n",
+		       engine_sampler_name(s), mx, 100 * frac, 100.0 * (double)changed / (double)n, a.seconds,
+		       b.seconds, ok ? "ok" : "FAIL");
 		engine_result_free(&a);
 		engine_result_free(&b);
 	}
 }
 
-int main(void)
+/* Whether this machine has an NVIDIA GPU, asked of three witnesses that do
+ * not need CUDA to start: 1 and what said so, or 0. */
+static int gpu_present(char *what, size_t len)
+{
+	glob_t g;
+	int found = glob("/dev/nvidia[0-9]*", 0, NULL, &g) == 0 && g.gl_pathc > 0;
+	if (found)
+		snprintf(what, len, "device node %s", g.gl_pathv[0]);
+	globfree(&g);
+	if (found)
+		return 1;
+	DIR *d = opendir("/proc/driver/nvidia/gpus");
+	int n = 0;
+	for (struct dirent *e; d && (e = readdir(d));)
+		n += e->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	if (n > 0) {
+		snprintf(what, len, "the NVIDIA driver lists %d GPU%s in /proc/driver/nvidia/gpus", n,
+			 n == 1 ? "" : "s");
+		return 1;
+	}
+#ifdef SDGATE_HAVE_CUDA
+	if (cudaGetDeviceCount(&n) == cudaSuccess && n > 0) {
+		snprintf(what, len, "cudaGetDeviceCount: %d", n);
+		return 1;
+	}
+#endif
+	return 0;
+}
+
+/* No ops_cuda: a skip, or a failure when a GPU is there or required. */
+static int no_cuda(const char *why)
+{
+	char what[256];
+	int present = gpu_present(what, sizeof what), built = 0, require = 0;
+	const char *req = getenv("SDGATE_REQUIRE_GPU");
+#ifdef SDGATE_HAVE_CUDA
+	built = 1;
+#endif
+	require = req && strcmp(req, "1") == 0;
+	if (present && built) {
+		printf("FAIL: a GPU is present (%s) but CUDA did not start: %s\n", what, why);
+		return 1;
+	}
+	if (require) {
+		printf("FAIL: SDGATE_REQUIRE_GPU=1 and %s\n",
+		       present ? "this build has no CUDA (nvcc was not found)" : "there is no usable GPU");
+		printf("  CUDA: %s\n", why);
+		return 1;
+	}
+	printf("SKIP: nothing to compare the CPU reference with: %s%s\n", why,
+	       present ? "; a GPU is present but this build has no CUDA (nvcc was not found)" : "");
+	printf("  (the CPU images are checked against the stored reference by kernels_reference)\n");
+	return SKIP;
+}
+
+static int check_gpu(void)
 {
 	char why[256] = "built without CUDA";
 	struct ops *c = ops_cpu_new(), *g = NULL;
@@ -194,29 +265,51 @@ int main(void)
 #endif
 	if (!c)
 		return 1;
-	struct engine_config cc = {.force_cpu = 1};
-	struct engine *cpu = engine_create(&cc, NULL, 0), *gpu = NULL;
-	if (g) {
-		printf("GPU: %s\n", g->name);
-		printf("ops, CPU reference vs CUDA:\n");
-		check_ops(c, g);
-		gpu = engine_create(&(struct engine_config){0}, why, sizeof why);
-		if (!gpu || !engine_uses_gpu(gpu)) {
-			printf("  engine did not take the GPU: %s\n", why);
-			failures++;
-		}
-	} else {
-		printf("GPU: not available (%s) — CPU-only check\n", why);
-		printf("ops, CPU reference against itself:\n");
-		check_ops(c, c);
+	if (!g) {
+		c->destroy(c);
+		return no_cuda(why);
 	}
-	printf("generations, 256x256, 25 steps, cfg 7:\n");
-	check_images(cpu, gpu && engine_uses_gpu(gpu) ? gpu : NULL);
+	struct engine *cpu = engine_create(&(struct engine_config){.force_cpu = 1}, NULL, 0);
+	printf("GPU: %s\n", g->name);
+	printf("ops, CPU reference vs CUDA:\n");
+	check_ops(c, g);
+	struct engine *gpu = engine_create(&(struct engine_config){0}, why, sizeof why);
+	if (!cpu || !gpu || !engine_uses_gpu(gpu)) {
+		printf("  engine did not take the GPU: %s\n", why);
+		failures++;
+	} else {
+		printf("generations, 256x256, 25 steps, cfg 7:\n");
+		check_images(cpu, gpu);
+	}
 	engine_destroy(cpu);
 	engine_destroy(gpu);
 	c->destroy(c);
-	if (g)
-		g->destroy(g);
-	printf("%s\n", failures ? "FAILED" : "all within tolerance");
-	return failures ? 1 : 0;
+	g->destroy(g);
+	return failures != 0;
+}
+
+static int usage(void)
+{
+	fprintf(stderr, "usage: kernels_check [--gpu | --reference DIR | --write-reference DIR]\n");
+	return 2;
+}
+
+int main(int argc, char **argv)
+{
+	int rc;
+	if (argc == 1 || (argc == 2 && strcmp(argv[1], "--gpu") == 0)) {
+		rc = check_gpu();
+	} else if (argc == 3 && (strcmp(argv[1], "--reference") == 0 || strcmp(argv[1], "--write-reference") == 0)) {
+		struct engine *cpu = engine_create(&(struct engine_config){.force_cpu = 1}, NULL, 0);
+		if (!cpu)
+			return 1;
+		failures = argv[1][2] == 'r' ? kc_reference_check(cpu, argv[2]) : kc_reference_write(cpu, argv[2]);
+		engine_destroy(cpu);
+		rc = failures != 0;
+	} else {
+		return usage();
+	}
+	if (rc != SKIP)
+		printf("%s\n", rc ? "FAILED" : "all within tolerance");
+	return rc;
 }

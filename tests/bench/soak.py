@@ -46,8 +46,11 @@ Run (not in CI; build a Release tree first):
     python3 tests/bench/soak.py --bin build-bench                           # 30 min
     python3 tests/bench/soak.py --bin build-bench --minutes 3 --sample-s 30  # smoke
 Ctrl-C stops the load, prints the summary so far and stops every program.
-Exit code 0 when it ran (the tables say what is wrong, if anything); 1 when it
-could not run: a program did not start or died during the run.
+Exit code 0 when it ran and every job was done; 2 when any job was lost or
+failed (a last line says how many and why; the tables have the rest); 1 when
+it could not run: a program did not start or died during the run. The RSS
+and fd verdicts do not change the exit code (on a short run the slope is
+noise): read them.
 Standard library only; reuses tests/integration/sdtest.py and wsclient.py.
 """
 
@@ -565,6 +568,22 @@ def print_job_summary(tracker, load):
     print("\n**lost jobs: %d**" % len(lost))
 
 
+def jobs_verdict(tracker):
+    """2 (and why, on one line) when any job was lost or failed, else 0."""
+    jobs = tracker.snapshot()
+    bad = [j for j in jobs if j.outcome in ("lost", "failed")]
+    if not bad:
+        return 0
+    reasons = {}
+    for j in bad:
+        key = "%s: %s" % (j.outcome, j.code)
+        reasons[key] = reasons.get(key, 0) + 1
+    print("\n# SOAK FAILED: %d of %d jobs lost, %d failed (%s)"
+          % (sum(j.outcome == "lost" for j in bad), len(jobs), sum(j.outcome == "failed" for j in bad),
+             ", ".join("%s × %d" % kv for kv in sorted(reasons.items()))), flush=True)
+    return 2
+
+
 # ---------------------------------------------------------------- main
 
 def run_load(load, sampler, tracker, rate, rng):
@@ -662,6 +681,7 @@ def main():
             print_job_summary(tracker, load)
         if interrupted:
             print("\n(interrupted: the figures cover the run so far)")
+        code = code or jobs_verdict(tracker)
         if load is not None:
             load.close()
         print("\n## Stopping\n")

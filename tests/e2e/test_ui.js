@@ -5,7 +5,13 @@
 // serving web/ and the websocket.
 //
 // It types a prompt, chooses GPUs, generates, and checks the card shows the
-// provider, location, GPU, timings and the image; then it triggers
+// provider, location and GPU, the times the gateway sent in its `done`
+// message (the websocket frames are captured; the shown numbers must equal
+// them within display rounding), and the image: its pixels must equal a
+// direct render of the same request (the `generate` frame the page sent,
+// POSTed straight to the backend's /sdapi/v1/txt2img; both PNGs decoded here
+// with zlib, and the <img>'s own pixels read back through a canvas); then it
+// triggers
 // validation errors the page catches itself (steps out of range) and ones
 // only the gateway can judge (the work rate limit; steps past the gateway's
 // limit when the page was told a looser one), and saves a screenshot under
@@ -30,6 +36,7 @@ const http = require('http');
 const net = require('net');
 const os = require('os');
 const path = require('path');
+const zlib = require('zlib');
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const BIN = process.env.SDGATE_BIN || path.join(ROOT, 'build');
@@ -77,6 +84,103 @@ function get(url, timeoutMs = 2000) {
     req.on('timeout', () => { req.destroy(); resolve({ status: 0, body: '' }); });
     req.on('error', () => resolve({ status: 0, body: '' }));
   });
+}
+
+// POSTs JSON; resolves { status, json } (json null when the body is not JSON).
+function postJson(url, body, timeoutMs = 60000) {
+  return new Promise((resolve) => {
+    const data = Buffer.from(JSON.stringify(body));
+    const req = http.request(url, { method: 'POST', timeout: timeoutMs,
+      headers: { 'Content-Type': 'application/json', 'Content-Length': data.length } }, (res) => {
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        let json = null;
+        try { json = JSON.parse(Buffer.concat(chunks).toString('utf8')); } catch (e) { /* not JSON */ }
+        resolve({ status: res.statusCode, json });
+      });
+    });
+    req.on('timeout', () => { req.destroy(); resolve({ status: 0, json: null }); });
+    req.on('error', () => resolve({ status: 0, json: null }));
+    req.end(data);
+  });
+}
+
+// Decodes an 8-bit, non-interlaced PNG (grey, grey+alpha, RGB, RGBA) with
+// node's zlib: { width, height, channels, pixels } (pixels: rows without
+// filter bytes). Throws on anything else; CRCs are not checked (the Python
+// harness's decoder does that for the integration tests).
+function decodePng(buf) {
+  const SIG = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
+  if (!Buffer.isBuffer(buf) || buf.length < 8 || !buf.subarray(0, 8).equals(SIG)) throw new Error('no PNG signature');
+  let pos = 8;
+  let ihdr = null;
+  const idat = [];
+  while (pos + 8 <= buf.length) {
+    const len = buf.readUInt32BE(pos);
+    const type = buf.toString('latin1', pos + 4, pos + 8);
+    const data = buf.subarray(pos + 8, pos + 8 + len);
+    pos += 12 + len;
+    if (type === 'IHDR') ihdr = { width: data.readUInt32BE(0), height: data.readUInt32BE(4), depth: data[8],
+      colour: data[9], interlace: data[12] };
+    else if (type === 'IDAT') idat.push(data);
+    else if (type === 'IEND') break;
+  }
+  const channels = ihdr && { 0: 1, 2: 3, 4: 2, 6: 4 }[ihdr.colour];
+  if (!ihdr || ihdr.depth !== 8 || !channels || ihdr.interlace !== 0) throw new Error(`unsupported PNG ${JSON.stringify(ihdr)}`);
+  const raw = zlib.inflateSync(Buffer.concat(idat));
+  const stride = ihdr.width * channels;
+  if (raw.length !== ihdr.height * (stride + 1)) throw new Error(`PNG data is ${raw.length} bytes, not ${ihdr.height * (stride + 1)}`);
+  const px = Buffer.alloc(ihdr.height * stride);
+  for (let y = 0; y < ihdr.height; y++) {
+    const f = raw[y * (stride + 1)];
+    for (let x = 0; x < stride; x++) {
+      const v = raw[y * (stride + 1) + 1 + x];
+      const a = x >= channels ? px[y * stride + x - channels] : 0;
+      const b = y > 0 ? px[(y - 1) * stride + x] : 0;
+      const c = x >= channels && y > 0 ? px[(y - 1) * stride + x - channels] : 0;
+      let pred;
+      if (f === 0) pred = 0;
+      else if (f === 1) pred = a;
+      else if (f === 2) pred = b;
+      else if (f === 3) pred = (a + b) >> 1;
+      else if (f === 4) {
+        const p = a + b - c, pa = Math.abs(p - a), pb = Math.abs(p - b), pc = Math.abs(p - c);
+        pred = pa <= pb && pa <= pc ? a : pb <= pc ? b : c;
+      } else throw new Error(`bad PNG filter ${f} in row ${y}`);
+      px[y * stride + x] = (v + pred) & 0xff;
+    }
+  }
+  return { width: ihdr.width, height: ihdr.height, channels, pixels: px };
+}
+
+// RGB values of a decoded PNG (drops alpha; grey expands to RGB).
+function rgbOf(img) {
+  const n = img.width * img.height, out = Buffer.alloc(n * 3);
+  for (let i = 0; i < n; i++) {
+    for (let k = 0; k < 3; k++) out[i * 3 + k] = img.pixels[i * img.channels + (img.channels >= 3 ? k : 0)];
+  }
+  return out;
+}
+
+// { differing: count of RGB values that differ, max: largest difference }.
+function compareRgb(a, b) {
+  let differing = 0, max = 0;
+  for (let i = 0; i < Math.min(a.length, b.length); i++) {
+    const d = Math.abs(a[i] - b[i]);
+    if (d) differing++;
+    if (d > max) max = d;
+  }
+  return { differing: differing + Math.abs(a.length - b.length), max };
+}
+
+// The milliseconds a shown time stands for ("812 ms", "3.42 s") and how far
+// display rounding may have moved it; null when it is not such a text.
+function shownMs(text) {
+  const m = /^(\d+(?:\.(\d+))?) (ms|s)$/.exec(text);
+  if (!m) return null;
+  const unit = m[3] === 's' ? 1000 : 1;
+  return { ms: Number(m[1]) * unit, rounding: 0.5 * unit * 10 ** -(m[2] ? m[2].length : 0) };
 }
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -147,6 +251,12 @@ async function main() {
   });
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+    const framesSent = [], framesReceived = [];
+    const json = (payload) => { try { return JSON.parse(String(payload)); } catch (e) { return null; } };
+    page.on('websocket', (ws) => {
+      ws.on('framesent', (f) => framesSent.push(json(f.payload)));
+      ws.on('framereceived', (f) => framesReceived.push(json(f.payload)));
+    });
     const consoleErrors = [];
     page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
     page.on('pageerror', (e) => consoleErrors.push(String(e)));
@@ -195,24 +305,63 @@ async function main() {
     const totMs = Number(await card.locator('[data-testid=job-total-ms]').getAttribute('data-ms'));
     check('inference time ≥ 8 steps × 60 ms, total ≥ inference', infMs >= 8 * 60 * 0.9 && totMs >= infMs,
       { infMs, totMs, inference: await text('job-inference-ms'), total: await text('job-total-ms') });
-    check('times are shown as text', /\d/.test(await text('job-inference-ms')) && /\d/.test(await text('job-total-ms')));
+    // the websocket: what the page asked for and what the gateway answered
+    const gen = framesSent.find((m) => m && m.type === 'generate');
+    const done = gen && framesReceived.find((m) => m && m.type === 'done' && m.id === gen.id);
+    check('the page sent one generate message and got its done message', gen && done,
+      { sent: framesSent.map((m) => m && m.type), received: framesReceived.map((m) => m && m.type) });
+    for (const [id, key] of [['job-inference-ms', 'inference_ms'], ['job-total-ms', 'total_ms']]) {
+      const el = card.locator(`[data-testid=${id}]`);
+      const shown = (await el.textContent() || '').trim();
+      const sent = done ? done[key] : undefined;
+      const v = shownMs(shown);
+      check(`${id}: the card shows the gateway's ${key} (${sent} ms shown as "${shown}")`, typeof sent === 'number'
+        && v !== null && Math.abs(v.ms - sent) <= v.rounding && (await el.getAttribute('data-ms')) === String(sent),
+      { shown, sent, parsed: v, dataMs: await el.getAttribute('data-ms') });
+    }
     const img = card.locator('[data-testid=job-image]');
     await page.waitForFunction((el) => el.complete && el.naturalWidth > 0,
       await img.elementHandle(), { timeout: 10000 });
     const dims = await img.evaluate((el) => ({ w: el.naturalWidth, h: el.naturalHeight, src: el.src, hidden: el.hidden }));
     check('the image is shown, 128x128', dims.w === 128 && dims.h === 128 && !dims.hidden
       && dims.src.startsWith('blob:'), dims);
-    const colours = await img.evaluate((el) => {
+    // the image the card shows: the PNG behind its blob: URL, and the pixels
+    // the <img> element itself draws (read back through a canvas)
+    const shown = await img.evaluate(async (el) => {
+      const bytes = new Uint8Array(await (await fetch(el.src)).arrayBuffer());
+      let bin = '';
+      for (let i = 0; i < bytes.length; i++) bin += String.fromCharCode(bytes[i]);
       const c = document.createElement('canvas');
       c.width = el.naturalWidth; c.height = el.naturalHeight;
       const g = c.getContext('2d');
       g.drawImage(el, 0, 0);
       const d = g.getImageData(0, 0, c.width, c.height).data;
-      const seen = new Set();
-      for (let i = 0; i < d.length; i += 4 * 37) seen.add((d[i] >> 4) * 256 + (d[i + 1] >> 4) * 16 + (d[i + 2] >> 4));
-      return seen.size;
+      const rgb = [];
+      for (let i = 0; i < d.length; i += 4) rgb.push(d[i], d[i + 1], d[i + 2]);
+      return { png: btoa(bin), rgb };
     });
-    check('the image is not blank', colours > 3, colours);
+    // the same request straight to the backend that ran it, with the seed it used
+    const direct = Object.assign({}, gen || {});
+    for (const k of ['type', 'id', 'gpus', 'max_price']) delete direct[k];
+    if (done && done.seed != null) direct.seed = done.seed;
+    const ran = { 'Acme GPUs': be1, 'Beta Compute': be2 }[done && done.provider] || be1;
+    const r = await postJson(ran.url + '/sdapi/v1/txt2img', direct);
+    let want = null, got = null, why = '';
+    try {
+      want = rgbOf(decodePng(Buffer.from(r.json.images[0], 'base64')));
+      got = decodePng(Buffer.from(shown.png, 'base64'));
+    } catch (e) {
+      why = String(e);
+    }
+    const byPng = want && got ? compareRgb(rgbOf(got), want) : null;
+    const byCanvas = want ? compareRgb(Buffer.from(shown.rgb), want) : null;
+    const colours = want ? new Set(Array.from({ length: want.length / 3 }, (_, i) =>
+      (want[i * 3] >> 4) * 256 + (want[i * 3 + 1] >> 4) * 16 + (want[i * 3 + 2] >> 4))).size : 0;
+    check(`the image is not blank (${colours} colours in 4-bit bins)`, colours > 3, colours);
+    check(`the image shown equals a direct render of the same request on ${ran.name} (${want ? want.length : 0} RGB `
+      + `values; differing: ${byPng && byPng.differing} in the PNG, ${byCanvas && byCanvas.differing} as drawn)`,
+    got && got.width === 128 && got.height === 128 && byPng.differing === 0 && byCanvas.differing === 0,
+    { why, status: r.status, direct, byPng, byCanvas });
     check('the image joins the history', (await page.locator('[data-testid=history-item]').count()) === 1);
     const dl = await card.locator('[data-testid=job-download]').getAttribute('download');
     check('a PNG download link is offered', /\.png$/.test(dl || ''), dl);

@@ -316,11 +316,16 @@ def main():
     w.close()
 
     # ------------------------------------------------------------ metrics
+    # done: j1 and next. cancelled: "long", by a cancel message; c1 and c2,
+    # cancelled at the balancer when their connection dropped (checked above),
+    # are not counted by the gateway (it counts outcomes it sends to a client),
+    # so at least 1, not 3.
     m = t.metrics(gw.url)
-    t.check("/metrics: jobs done ≥ 2, cancelled ≥ 3, invalid ≥ 30",
-            t.metric(m, "sdgate_gateway_jobs_total", 0, outcome="done") >= 2
-            and t.metric(m, "sdgate_gateway_jobs_total", 0, outcome="cancelled") >= 1
-            and t.metric(m, "sdgate_gateway_invalid_messages_total", 0) >= 30, m)
+    done_n = t.metric(m, "sdgate_gateway_jobs_total", 0, outcome="done")
+    cancelled_n = t.metric(m, "sdgate_gateway_jobs_total", 0, outcome="cancelled")
+    invalid_n = t.metric(m, "sdgate_gateway_invalid_messages_total", 0)
+    t.check("/metrics: jobs done %d ≥ 2, cancelled %d ≥ 1, invalid %d ≥ 30" % (done_n, cancelled_n, invalid_n),
+            done_n >= 2 and cancelled_n >= 1 and invalid_n >= 30, m)
     t.check("/metrics: open connections counted", t.metric(m, "sdgate_gateway_connections", -1) >= 1, m)
     ws.close()
 

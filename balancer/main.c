@@ -31,6 +31,13 @@ static const struct config_option OPTIONS[] = {
 	 "Bearer token providers need to register (none: registration is off)", 0, 0},
 	{"admin-token", CONFIG_STRING, &B.cfg.admin_token, "T",
 	 "Bearer token of the gateway/admin (lets it name end clients with X-Sdgate-Client)", 0, 0},
+	{"trusted-proxy", CONFIG_LIST, &B.cfg.trusted_proxies, "ADDR",
+	 "a reverse proxy (e.g. NGINX) whose X-Real-IP / last X-Forwarded-For names the client (repeatable; by IP)", 0,
+	 0},
+	{"allowed-origin", CONFIG_LIST, &B.cfg.allowed_origins, "ORIGIN",
+	 "a web origin (https://app.example) whose browser requests are accepted (repeatable; none by default: any "
+	 "request with another Origin gets 403)",
+	 0, 0},
 	{"max-queue", CONFIG_INT, &B.cfg.max_queue, "N", "queued jobs in all (429 past it)", 1, 1000000},
 	{"max-queue-per-client", CONFIG_INT, &B.cfg.max_queue_per_client, "N",
 	 "unfinished jobs per client (429 past it)", 1, 1000000},
@@ -109,7 +116,7 @@ static int parse_static(const char *spec, char **url, json_t **fixed)
 				json_object_set_new(*fixed, key, json_real(atof(val)));
 			else if (!strcmp(key, "slots"))
 				json_object_set_new(*fixed, key, json_integer(atoi(val)));
-			else if (!strcmp(key, "simulated"))
+			else if (!strcmp(key, "simulated") || !strcmp(key, "allow_scripts"))
 				json_object_set_new(*fixed, key,
 						    json_boolean(!strcmp(val, "true") || !strcmp(val, "1")));
 			else if (!strcmp(key, "models"))
@@ -168,6 +175,13 @@ int main(int argc, char **argv)
 		config_free(&PROGRAM);
 		return 2;
 	}
+	for (char **p = b->cfg.trusted_proxies; p && *p; p++) {
+		if (!bal_valid_address(*p)) {
+			log_error("--trusted-proxy %s: expected an IPv4 or IPv6 address", *p);
+			config_free(&PROGRAM);
+			return 2;
+		}
+	}
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	b->m.inference_by_class = json_object();
 	b->store = store_open(b->cfg.db);
@@ -193,7 +207,8 @@ int main(int argc, char **argv)
 				  .n_routes = n,
 				  .user = b,
 				  .sdgate_errors = 1,
-				  .max_connections = (int)b->cfg.max_connections};
+				  .max_connections = (int)b->cfg.max_connections,
+				  .guard = bal_refuse_cross_site};
 	b->httpd = httpd_new(&hc);
 	if (!b->httpd)
 		goto out;

@@ -52,6 +52,9 @@ struct httpd_config {
 	 * wait in the kernel's backlog) until one closes. 0 = HTTPD_MAX_CONNECTIONS,
 	 * lowered to fit RLIMIT_NOFILE. */
 	int max_connections;
+	/* Optional: runs before the routes on every request; it answers and
+	 * returns 0 (refused), or returns -1 to let the routes have it. */
+	httpd_handler_fn guard;
 };
 
 #define HTTPD_MAX_CONNECTIONS 4096

@@ -174,9 +174,10 @@ enum bal_client_kind {
 enum bal_client_kind bal_client_of(struct balancer *b, h2o_req_t *req, char *out, size_t len);
 /* 1 if text is an IPv4 or IPv6 address (for --trusted-proxy). */
 int bal_valid_address(const char *text);
-/* httpd's guard: answers 403 (foreign Origin) or 415 (a form or text/plain
- * body) and returns 0, or returns -1 to let the request through. */
-int bal_refuse_cross_site(struct httpd *h, h2o_req_t *req, const char *rest);
+/* httpd's guard: answers 401 (X-Sdgate-Client with a wrong admin token),
+ * 403 (foreign Origin) or 415 (a form or text/plain body) and returns 0, or
+ * returns -1 to let the request through. */
+int bal_guard(struct httpd *h, h2o_req_t *req, const char *rest);
 
 /* registry.c */
 struct bk *registry_add(struct balancer *b, const char *url, json_t *fixed, int registered, const char *id);

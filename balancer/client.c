@@ -13,6 +13,8 @@
  * identity for the façade's progress and interrupt: many clients share one
  * behind a NAT or a proxy, so anonymous clients see and stop nothing there.
  *
+ * Requests are screened before any route (bal_guard): X-Sdgate-Client with
+ * a Bearer token that is not the admin token gets 401.
  * Cross-site requests: a web page can make a browser POST to the balancer
  * without asking it first (a CORS "simple" request: a form or text/plain
  * body). Such bodies are refused (415), and so is any request that carries
@@ -200,10 +202,19 @@ static int origin_allowed(struct balancer *b, h2o_iovec_t origin)
 	return 0;
 }
 
-int bal_refuse_cross_site(struct httpd *h, h2o_req_t *req, const char *rest)
+int bal_guard(struct httpd *h, h2o_req_t *req, const char *rest)
 {
 	(void)rest;
 	struct balancer *b = httpd_user(h);
+	/* Naming a client is the admin's: a Bearer token that is not the admin
+	 * token would otherwise be taken as an API key, a client of its own. */
+	h2o_iovec_t auth = httpd_header(req, "authorization");
+	if (httpd_header(req, "x-sdgate-client").len && auth.len > 7 && strncasecmp(auth.base, "Bearer ", 7) == 0 &&
+	    !bal_bearer_ok(req, b->cfg.admin_token)) {
+		bal_reply_error(req, sd_error_status(SDE_UNAUTHORIZED), sd_error_code(SDE_UNAUTHORIZED),
+				"X-Sdgate-Client needs the admin token (Authorization: Bearer)", "X-Sdgate-Client");
+		return 0;
+	}
 	for (ssize_t i = -1; (i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), i)) != -1;) {
 		if (!origin_allowed(b, req->headers.entries[i].value)) {
 			bal_reply_error(

@@ -208,7 +208,7 @@ int main(int argc, char **argv)
 				  .user = b,
 				  .sdgate_errors = 1,
 				  .max_connections = (int)b->cfg.max_connections,
-				  .guard = bal_refuse_cross_site};
+				  .guard = bal_guard};
 	b->httpd = httpd_new(&hc);
 	if (!b->httpd)
 		goto out;

@@ -27,6 +27,8 @@ balancer)
 	add provider-token "${SDGATE_PROVIDER_TOKEN:-}"
 	add admin-token "${SDGATE_ADMIN_TOKEN:-}"
 	for b in ${SDGATE_BACKENDS:-}; do add backend "$b"; done
+	for p in ${SDGATE_TRUSTED_PROXIES:-}; do add trusted-proxy "$p"; done
+	for o in ${SDGATE_ALLOWED_ORIGINS:-}; do add allowed-origin "$o"; done
 	exe=/usr/local/bin/sdgate-balancer
 	;;
 backend)

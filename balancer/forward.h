@@ -5,8 +5,10 @@
  * extension arguments unless that backend allows them) and never unknown
  * keys or a client's credentials (SillyTavern's "auth" and "url").
  *
- * The job keeps what the client sent (its document shows it); dispatch.c
- * sends forward_request()'s rebuild. Pure; thread-safe. */
+ * intake.c keeps the rebuild with scripts (allow_scripts 1) as the job's
+ * request, so credentials never reach the SQLite file; dispatch.c rebuilds
+ * it again for the chosen backend, without scripts unless it allows them.
+ * Rebuilding a rebuild changes nothing. Pure; thread-safe. */
 #ifndef SDGATE_BALANCER_FORWARD_H
 #define SDGATE_BALANCER_FORWARD_H
 

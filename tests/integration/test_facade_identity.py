@@ -15,7 +15,7 @@ the balancers run with --trusted-proxy 127.0.0.1:
   outdir_samples / samples_filename_pattern, save_images, scripts,
   alwayson_scripts, SillyTavern's auth and url, an unknown key) reaches the
   backend with only the allowed fields; scripts only where the backend
-  allows them.
+  allows them; the credentials are not in the balancer's SQLite file either.
 Contract: ../../docs/security.md "Who can do what", ../../balancer/README.md."""
 
 import base64
@@ -51,6 +51,18 @@ def start_nginx(bal):
     up = t.wait_until(lambda: t.request("GET", url + "/healthz", timeout=2).status == 200, 15)
     t.check("NGINX with deploy/nginx/sdgate.conf forwards to the balancer", up, ngx.log())
     return ngx, url
+
+
+def db_bytes(bal):
+    """The balancer's SQLite file and its WAL, as bytes (JSON text is stored as is)."""
+    out = b""
+    for suffix in ("", "-wal"):
+        try:
+            with open(bal.db + suffix, "rb") as f:
+                out += f.read()
+        except OSError:
+            pass
+    return out
 
 
 def idle_progress(p):
@@ -128,7 +140,7 @@ def check_keyed(url, slow):
     t.check("[key] …and the backend goes idle", idle, t.backend_progress(slow))
 
 
-def check_forwarding(url, plain_rec, scripted_rec):
+def check_forwarding(url, bal, plain_rec, scripted_rec):
     """Only the allowed fields reach a provider."""
     hostile = t.small_job(
         prompt="what reaches the provider", seed=21, steps=2, gpus=["plain"],
@@ -155,6 +167,12 @@ def check_forwarding(url, plain_rec, scripted_rec):
     t.check("[forward] the generation fields arrive as sent (prompt, seed, steps, size, sampler)",
             isinstance(sent, dict) and all(sent.get(k) == hostile[k] for k in
                                            ("prompt", "seed", "steps", "width", "height", "sampler_name")), sent)
+    job_id = ((t.info_of(r) or {}).get("sdgate") or {}).get("job_id")
+    stored = t.wait_until(lambda: (lambda d: d if job_id and job_id.encode() in d else None)(db_bytes(bal)), 10)
+    t.check("[forward] the balancer's SQLite file holds the job but not the client's credentials or settings "
+            "(no 'alice:secret', 'sk-123', '/tmp/pwned')",
+            stored and not any(x in stored for x in (b"alice:secret", b"sk-123", b"/tmp/pwned")),
+            "job %s stored: %s" % (job_id, bool(stored)))
 
     n0 = len(scripted_rec.calls)
     hostile["gpus"] = ["scripted"]
@@ -263,7 +281,7 @@ def main():
     try:
         check_anonymous(url, slow)
         check_keyed(url, slow)
-        check_forwarding(url, plain_rec, scripted_rec)
+        check_forwarding(url, bal, plain_rec, scripted_rec)
         check_cross_site(url, bal)
     finally:
         ngx.stop()

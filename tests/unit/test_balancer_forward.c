@@ -152,12 +152,28 @@ static void test_long_strings_dropped(void **state)
 	free(big);
 }
 
+/* intake.c keeps forward_request(request, 1); dispatch.c rebuilds that. */
+static void test_rebuild_of_rebuild(void **state)
+{
+	(void)state;
+	json_t *in = load(HOSTILE);
+	json_t *kept = forward_request(in, 1);
+	for (int allow = 0; allow <= 1; allow++) {
+		json_t *once = forward_request(in, allow), *twice = forward_request(kept, allow);
+		assert_true(json_equal(once, twice));
+		json_decref(once);
+		json_decref(twice);
+	}
+	json_decref(kept);
+	json_decref(in);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_generation_fields_kept),     cmocka_unit_test(test_nothing_else),
 		cmocka_unit_test(test_scripts_only_where_allowed), cmocka_unit_test(test_wrong_shapes_dropped),
-		cmocka_unit_test(test_long_strings_dropped),
+		cmocka_unit_test(test_long_strings_dropped),       cmocka_unit_test(test_rebuild_of_rebuild),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -265,7 +265,14 @@ def check_queue_limits():
         stuck.close()
 
 
+def check_flags():
+    code, _, err = t.run_tool([t.balancer_path(), "--trusted-proxy", "nginx.example", "--db", "/nonexistent/x.db"])
+    t.check("--trusted-proxy with something that is not an IP address: exit code 2 and says why",
+            code == 2 and "--trusted-proxy" in err, (code, err[-300:]))
+
+
 def main():
+    check_flags()
     if not t.nginx_path():
         t.check("nginx is installed (deploy/install-deps.sh installs nginx-light)", False)
         return

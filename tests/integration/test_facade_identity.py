@@ -160,7 +160,8 @@ def check_forwarding(url, bal, plain_rec, scripted_rec):
             "infotext, scripts)", sent is not None and keys <= ALLOWED, sorted(keys - ALLOWED))
     t.check("[forward] override_settings reduced to the allow-list (sd_model_checkpoint, CLIP_stop_at_last_layers)",
             isinstance(sent, dict) and sent.get("override_settings") == {
-                "sd_model_checkpoint": BASE_MODEL, "CLIP_stop_at_last_layers": 2}, sent and sent.get("override_settings"))
+                "sd_model_checkpoint": BASE_MODEL, "CLIP_stop_at_last_layers": 2},
+            sent and sent.get("override_settings"))
     t.check("[forward] override_settings_restore_afterwards forced true, save_images false",
             isinstance(sent, dict) and sent.get("override_settings_restore_afterwards") is True
             and sent.get("save_images") is False, sent)

@@ -167,8 +167,13 @@ enum bal_client_kind bal_client_of(struct balancer *b, h2o_req_t *req, char *out
 {
 	h2o_iovec_t named = httpd_header(req, "x-sdgate-client");
 	if (named.len && named.len < len && bal_bearer_ok(req, b->cfg.admin_token)) {
-		memcpy(out, named.base, named.len);
-		out[named.len] = '\0';
+		struct in6_addr a; /* the gateway names browsers by address: IPv6 by its /64 here too */
+		if (parse_addr(named.base, named.len, &a) == 0) {
+			format_addr(&a, out, len);
+		} else {
+			memcpy(out, named.base, named.len);
+			out[named.len] = '\0';
+		}
 		return BAL_CLIENT_NAMED;
 	}
 	if (api_key(req, out, len) == 0)

@@ -30,6 +30,7 @@ PACE_MS = 100
 SLOW_STEPS = 40  # 4 s of pace at least: long enough to watch and poke at
 BASE_MODEL = "sdgate-procedural-base-v1.builtin [9917535daf]"
 KEY1 = {"Authorization": "Bearer k1-0f9c2d7e5b8a41c3a6e2"}
+ADMIN_TOKEN = "admin-7d1e0c9a2b"
 KEY2 = {"Authorization": "Basic " + base64.b64encode(b"bob:hunter2-is-not-a-key").decode()}
 
 # What a backend may receive (balancer/forward.c).
@@ -218,7 +219,8 @@ def check_cross_site(url, bal):
 def check_queue_limits():
     stuck = t.FakeBackend(gpu_class="stuck", txt2img_status=500, txt2img_delay=90)
     q = t.start_balancer("--backend", stuck.url, "--trusted-proxy", "127.0.0.1", "--max-queue-per-client", "2",
-                         "--max-queue", "11", "--min-job-timeout-s", "300", "--allowed-origin", "https://ok.example",
+                         "--max-queue", "13", "--min-job-timeout-s", "300", "--allowed-origin", "https://ok.example",
+                         "--admin-token", ADMIN_TOKEN,
                          name="balancer-queue")
     t.wait_idle_backends(q.url, 1)
     ngx, url = start_nginx(q)
@@ -252,8 +254,14 @@ def check_queue_limits():
         print("# direct from 127.0.0.4 (not a trusted proxy) with X-Real-IPs of its choice: %s" % got)
         t.check("[queue] an untrusted peer's X-Real-IP is not believed (202, 202, 429)",
                 got == [202, 202, "429 client_queue_full"], got)
+        admin = {"Authorization": "Bearer " + ADMIN_TOKEN}
+        got = [post(url, dict(admin, **{"X-Sdgate-Client": ip}))
+               for ip in ("2001:db8:5:6::1", "2001:db8:5:6:ffff::2", "2001:db8:5:6::3")]
+        print("# the gateway (admin token) naming IPv6 browsers of one /64: %s" % got)
+        t.check("[queue] browsers the gateway names by IPv6 address are keyed by /64 too: 202, 202, 429", got ==
+                [202, 202, "429 client_queue_full"], got)
         got = [post(url, {"Authorization": "Bearer another-key-%d" % i}) for i in range(2)]
-        print("# two more keys with the queue at 10 of --max-queue 11: %s" % got)
+        print("# two more keys with the queue at 12 of --max-queue 13: %s" % got)
         t.check("[queue] the global --max-queue holds whatever the key: 202, then 429 queue_full",
                 got == [202, "429 queue_full"], got)
         r = t.request("GET", url + "/v1/backends", headers={"Origin": "https://ok.example"}, timeout=10)

@@ -6,6 +6,7 @@
 #include "balancer.h"
 
 #include "config.h"
+#include "forward.h"
 #include "log.h"
 
 #include <curl/curl.h>
@@ -59,7 +60,8 @@ static const struct config_option OPTIONS[] = {
 };
 
 _Static_assert(BAL_MAX_BODY == 1048576 && BAL_MAX_ANSWER == 268435456 && BAL_MAX_SLOTS == 8 &&
-		       BAL_MAX_BACKENDS == 1024 && BAL_MAX_GPUS == 16,
+		       BAL_MAX_BACKENDS == 1024 && BAL_MAX_GPUS == 16 && FORWARD_MAX_STRING == 8192 &&
+		       FORWARD_MAX_STYLES == 64,
 	       "update the --help epilog");
 
 static const struct config_program PROGRAM = {
@@ -69,7 +71,10 @@ static const struct config_program PROGRAM = {
 	sizeof OPTIONS / sizeof OPTIONS[0],
 	"Limits: request body 1048576 bytes; a backend's answer 268435456 bytes; 1..8 slots per backend;\n"
 	"  1024 backends; 16 GPU classes per job. Validation of txt2img fields is the backend's (see\n"
-	"  sdgate-backend --help).\n",
+	"  sdgate-backend --help). Backends get only A1111's generation fields (strings of at most\n"
+	"  8192 bytes, 64 styles), override_settings sd_model_checkpoint, sd_vae and\n"
+	"  CLIP_stop_at_last_layers (restored afterwards), save_images false; scripts only where a\n"
+	"  backend says allow_scripts (balancer/README.md).\n",
 };
 
 static void on_tick(struct httpd *h)

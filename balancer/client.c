@@ -1,4 +1,5 @@
-/* client.c — who is calling the balancer, and from where.
+/* client.c — who is calling the balancer, and from where: reads the
+ * request (peer, headers) and makes its client key with clientkey.h.
  *
  * Identity (docs/security.md, "Who can do what"):
  *  - the gateway, with the admin token, names its end client

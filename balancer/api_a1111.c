@@ -1,7 +1,9 @@
 /* api_a1111.c — the A1111 façade: an A1111 client pointed at the balancer
  * sees one AUTOMATIC1111 whose txt2img runs on whichever backend the router
  * picks. POST /sdapi/v1/txt2img waits for its job (the waiter below); a
- * client that hangs up cancels the job. Loop thread. */
+ * client that hangs up cancels the job. Progress and interrupt concern the
+ * caller's own jobs only, and only a caller with an API key has any there
+ * (client.c). Loop thread. */
 #include "balancer.h"
 
 #include "log.h"
@@ -124,11 +126,16 @@ static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest)
 	return 0;
 }
 
-/* The calling client's most recent unfinished façade job, or NULL. */
+/* The calling client's most recent unfinished façade job, or NULL. Only a
+ * client with an identity of its own (an API key, or the gateway's named
+ * client) has one here: an address is shared behind a NAT or a proxy, so an
+ * anonymous client's progress is idle and its interrupt stops nothing (it
+ * cancels its job by hanging up). */
 static struct job *client_job(struct balancer *b, h2o_req_t *req)
 {
 	char client[64];
-	bal_client_of(b, req, client, sizeof client);
+	if (bal_client_of(b, req, client, sizeof client) == BAL_CLIENT_ADDRESS)
+		return NULL;
 	for (struct job *j = b->active; j; j = j->act_next)
 		if (j->facade && !strcmp(j->client, client))
 			return j;
@@ -168,6 +175,15 @@ static int on_interrupt(struct httpd *h, h2o_req_t *req, const char *rest)
 	struct job *j;
 	while ((j = client_job(b, req)))
 		dispatch_cancel(b, j);
+	httpd_reply_json(req, 200, json_object());
+	return 0;
+}
+
+/* A1111 skips the current image of a batch and goes on; a façade job is one
+ * dispatch, so there is nothing to skip: accepted, for clients that call it
+ * (webuiapi's skip()), and touches nothing. */
+static int on_skip(struct httpd *h, h2o_req_t *req, const char *rest)
+{
 	httpd_reply_json(req, 200, json_object());
 	return 0;
 }
@@ -241,9 +257,14 @@ static int on_ping(struct httpd *h, h2o_req_t *req, const char *rest)
 }
 
 const struct httpd_route API_A1111_ROUTES[] = {
-	{"POST", "/sdapi/v1/txt2img", on_txt2img},      {"GET", "/sdapi/v1/progress", on_progress},
-	{"POST", "/sdapi/v1/interrupt", on_interrupt},  {"GET", "/sdapi/v1/samplers", on_samplers},
-	{"GET", "/sdapi/v1/schedulers", on_schedulers}, {"GET", "/sdapi/v1/sd-models", on_sd_models},
-	{"GET", "/sdapi/v1/options", on_options},       {"GET", "/internal/ping", on_ping},
+	{"POST", "/sdapi/v1/txt2img", on_txt2img},
+	{"GET", "/sdapi/v1/progress", on_progress},
+	{"POST", "/sdapi/v1/interrupt", on_interrupt},
+	{"POST", "/sdapi/v1/skip", on_skip},
+	{"GET", "/sdapi/v1/samplers", on_samplers},
+	{"GET", "/sdapi/v1/schedulers", on_schedulers},
+	{"GET", "/sdapi/v1/sd-models", on_sd_models},
+	{"GET", "/sdapi/v1/options", on_options},
+	{"GET", "/internal/ping", on_ping},
 };
 const size_t API_A1111_N = sizeof API_A1111_ROUTES / sizeof API_A1111_ROUTES[0];

@@ -37,6 +37,8 @@ struct bal_config {
 	const char *listen;
 	const char *db;
 	char **backends;             /* static, from --backend */
+	char **trusted_proxies;      /* --trusted-proxy: peers whose X-Real-IP / X-Forwarded-For name the client */
+	char **allowed_origins;      /* --allowed-origin: web origins whose browser requests are let through */
 	const char *provider_token;  /* shared: a name is held by the live registration that took it */
 	const char *provider_tokens; /* FILE of "<name>\t<token>" lines: each token bound to its name */
 	const char *admin_token;
@@ -181,9 +183,6 @@ double bal_now(void);      /* monotonic seconds */
 double bal_unix_now(void); /* wall clock */
 /* 32 random hex chars + NUL. */
 void bal_random_id(char out[BAL_ID_LEN + 1]);
-/* The calling client: X-Sdgate-Client when the admin token is presented,
- * else the peer address. */
-void bal_client_of(struct balancer *b, h2o_req_t *req, char *out, size_t len);
 /* Constant-time check of "Authorization: Bearer <token>". */
 int bal_bearer_ok(h2o_req_t *req, const char *token);
 /* The Bearer token of the request (in req->pool), or NULL. */
@@ -203,6 +202,22 @@ int bal_url_parse(const char *url, struct bal_url *out);
 void bal_random_secret(char out[BAL_SECRET_HEX + 1]);
 /* sdgate's error reply: {"detail", "error": {code, message, field?}}. */
 void bal_reply_error(h2o_req_t *req, int status, const char *code, const char *message, const char *field);
+
+/* client.c: who calls, and from where (see its header comment). */
+enum bal_client_kind {
+	BAL_CLIENT_ADDRESS, /* no key: the (real) address, IPv6 by its /64 */
+	BAL_CLIENT_KEY,     /* "key:<hex>": the hash of its API key */
+	BAL_CLIENT_NAMED    /* X-Sdgate-Client, from the admin (the gateway) */
+};
+/* The calling client, for queue limits and Idempotency-Keys (at most 63
+ * characters in out). */
+enum bal_client_kind bal_client_of(struct balancer *b, h2o_req_t *req, char *out, size_t len);
+/* 1 if text is an IPv4 or IPv6 address (for --trusted-proxy). */
+int bal_valid_address(const char *text);
+/* httpd's guard: answers 401 (X-Sdgate-Client with a wrong admin token),
+ * 403 (foreign Origin) or 415 (a form or text/plain body) and returns 0, or
+ * returns -1 to let the request through. */
+int bal_guard(struct httpd *h, h2o_req_t *req, const char *rest);
 
 /* registry.c */
 /* auth: a registered backend's credentials, NULL for a static one. */

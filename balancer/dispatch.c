@@ -6,6 +6,7 @@
 #include "balancer.h"
 
 #include "answer.h"
+#include "forward.h"
 #include "log.h"
 #include "router.h"
 
@@ -277,7 +278,10 @@ static void start(struct balancer *b, struct job *j, struct bk *k)
 		k->loaded_model = strdup(j->model);
 	}
 	j->next_poll = now + b->cfg.progress_interval_ms / 1000.0;
-	char *body = json_dumps(j->request, JSON_COMPACT);
+	/* The client's request, rebuilt with only what a provider needs (forward.h). */
+	json_t *sent = forward_request(j->request, json_is_true(json_object_get(k->identity, "allow_scripts")));
+	char *body = sent ? json_dumps(sent, JSON_COMPACT) : NULL;
+	json_decref(sent);
 	j->call = registry_call(b, k, "POST", "/sdapi/v1/txt2img", body, body ? strlen(body) : 0,
 				(long)(timeout_s(b, k, j) * 1000.0), BAL_MAX_ANSWER, on_call, j);
 	jobs_emit(b, j, "assigned",

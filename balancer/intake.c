@@ -1,9 +1,11 @@
 /* intake.c — turns a txt2img request (the façade's or POST /v1/jobs') into
  * a job: validation with the backend's own rules (backend/txt2img.c), the
- * routing hints, concrete seeds, the queue limits, and the early "no
- * backend could ever serve this" answer. Loop thread. */
+ * routing hints, concrete seeds, the allow-listed fields (forward.h), the
+ * queue limits per client (client.c), and the early "no backend could ever
+ * serve this" answer. Loop thread. */
 #include "balancer.h"
 
+#include "forward.h"
 #include "txt2img.h"
 
 #include <ctype.h>
@@ -177,6 +179,17 @@ struct job *intake_job(struct balancer *b, h2o_req_t *req, int facade, struct in
 	}
 	fix_seed(body, "seed");
 	fix_seed(body, "subseed");
+	/* The job keeps only what a provider may ever be sent (forward.h, scripts
+	 * included for the backends that allow them): a client's credentials and
+	 * unknown keys reach neither a provider nor the SQLite file. */
+	json_t *kept = forward_request(body, 1);
+	json_decref(body);
+	body = kept;
+	if (!body) {
+		json_decref(gpus);
+		set_error(e, 500, "internal", NULL, "Out of memory");
+		return NULL;
+	}
 
 	char client[64];
 	bal_client_of(b, req, client, sizeof client);

@@ -6,6 +6,7 @@
 #include "balancer.h"
 
 #include "config.h"
+#include "forward.h"
 #include "log.h"
 
 #include <curl/curl.h>
@@ -37,6 +38,13 @@ static const struct config_option OPTIONS[] = {
 	 "let registrations point at loopback, private and link-local addresses (tests, private clusters)", 0, 0},
 	{"admin-token", CONFIG_SECRET, &B.cfg.admin_token, "T",
 	 "Bearer token of the gateway/admin (lets it name end clients with X-Sdgate-Client)", 0, 0},
+	{"trusted-proxy", CONFIG_LIST, &B.cfg.trusted_proxies, "ADDR",
+	 "a reverse proxy (e.g. NGINX) whose X-Real-IP / last X-Forwarded-For names the client (repeatable; by IP)", 0,
+	 0},
+	{"allowed-origin", CONFIG_LIST, &B.cfg.allowed_origins, "ORIGIN",
+	 "a web origin (https://app.example) whose browser requests are accepted (repeatable; none by default: any "
+	 "request with another Origin gets 403)",
+	 0, 0},
 	{"max-queue", CONFIG_INT, &B.cfg.max_queue, "N", "queued jobs in all (429 past it)", 1, 1000000},
 	{"max-queue-per-client", CONFIG_INT, &B.cfg.max_queue_per_client, "N",
 	 "unfinished jobs per client (429 past it)", 1, 1000000},
@@ -59,7 +67,8 @@ static const struct config_option OPTIONS[] = {
 
 _Static_assert(BAL_MAX_BODY == 1048576 && BAL_MAX_ANSWER == 268435456 && BAL_MAX_SLOTS == 8 &&
 		       BAL_MAX_BACKENDS == 1024 && BAL_MAX_GPUS == 16 && BAL_MAX_REGISTRATION == 16384 &&
-		       BAL_MAX_PROVIDERS == 4096 && BAL_MAX_URL == 512,
+		       BAL_MAX_PROVIDERS == 4096 && BAL_MAX_URL == 512 && FORWARD_MAX_STRING == 8192 &&
+		       FORWARD_MAX_STYLES == 64,
 	       "update the --help epilog");
 
 static const struct config_program PROGRAM = {
@@ -70,8 +79,10 @@ static const struct config_program PROGRAM = {
 	"Limits: request body 1048576 bytes (a registration 16384); a backend's answer 268435456 bytes;\n"
 	"  1..8 slots per backend; 1024 backends; 16 GPU classes per job; 4096 named provider tokens;\n"
 	"  a backend URL 512 bytes. Without --provider-token and --provider-tokens registration is off.\n"
-	"  Validation of txt2img fields is the backend's (see\n"
-	"  sdgate-backend --help).\n",
+	"  Validation of txt2img fields is the backend's (see sdgate-backend --help). Backends get\n"
+	"  only A1111's generation fields (strings of at most 8192 bytes, 64 styles), override_settings\n"
+	"  sd_model_checkpoint, sd_vae and CLIP_stop_at_last_layers (restored afterwards), save_images\n"
+	"  false; scripts only where a backend says allow_scripts (balancer/README.md).\n",
 };
 
 static void on_tick(struct httpd *h)
@@ -118,7 +129,7 @@ static int parse_static(const char *spec, char **url, json_t **fixed)
 				json_object_set_new(*fixed, key, json_real(atof(val)));
 			else if (!strcmp(key, "slots"))
 				json_object_set_new(*fixed, key, json_integer(atoi(val)));
-			else if (!strcmp(key, "simulated"))
+			else if (!strcmp(key, "simulated") || !strcmp(key, "allow_scripts"))
 				json_object_set_new(*fixed, key,
 						    json_boolean(!strcmp(val, "true") || !strcmp(val, "1")));
 			else if (!strcmp(key, "models"))
@@ -261,6 +272,13 @@ int main(int argc, char **argv)
 		config_free(&PROGRAM);
 		return 2;
 	}
+	for (char **p = b->cfg.trusted_proxies; p && *p; p++) {
+		if (!bal_valid_address(*p)) {
+			log_error("--trusted-proxy %s: expected an IPv4 or IPv6 address", *p);
+			config_free(&PROGRAM);
+			return 2;
+		}
+	}
 	if (b->cfg.provider_tokens && load_provider_tokens(b, b->cfg.provider_tokens) != 0) {
 		free_provider_tokens(b);
 		config_free(&PROGRAM);
@@ -293,7 +311,8 @@ int main(int argc, char **argv)
 				  .user = b,
 				  .sdgate_errors = 1,
 				  .max_connections = (int)b->cfg.max_connections,
-				  .instance = b->instance};
+				  .instance = b->instance,
+				  .guard = bal_guard};
 	b->httpd = httpd_new(&hc);
 	if (!b->httpd)
 		goto out;

@@ -24,8 +24,9 @@
 #define PROBE_TIMEOUT_MS 5000
 #define PING_TIMEOUT_MS 2000
 
-static const char *const IDENTITY_KEYS[] = {"provider",  "location",  "country",        "lat",    "lon",     "gpu",
-					    "gpu_class", "simulated", "price_per_hour", "engine", "version", "device"};
+static const char *const IDENTITY_KEYS[] = {
+	"provider",  "location",       "country", "lat",     "lon",    "gpu",          "gpu_class",
+	"simulated", "price_per_hour", "engine",  "version", "device", "allow_scripts"};
 
 const char *bk_str(const struct bk *k, const char *key)
 {

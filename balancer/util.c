@@ -1,5 +1,5 @@
 /* util.c — small helpers every balancer module uses: clocks, random ids,
- * who the client is, token checks, and sdgate's error reply. */
+ * token checks, and sdgate's error reply. (Who the client is: client.c.) */
 #include "balancer.h"
 
 #include "error.h"
@@ -85,25 +85,6 @@ int bal_bearer_ok(h2o_req_t *req, const char *token)
 	if (v.len != plen + tlen || strncasecmp(v.base, prefix, plen) != 0)
 		return 0;
 	return CRYPTO_memcmp(v.base + plen, token, tlen) == 0;
-}
-
-void bal_client_of(struct balancer *b, h2o_req_t *req, char *out, size_t len)
-{
-	h2o_iovec_t named = httpd_header(req, "x-sdgate-client");
-	if (named.len && named.len < len && bal_bearer_ok(req, b->cfg.admin_token)) {
-		memcpy(out, named.base, named.len);
-		out[named.len] = '\0';
-		return;
-	}
-	struct sockaddr_storage ss;
-	socklen_t sl = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss);
-	out[0] = '\0';
-	if (sl == 0)
-		return;
-	if (ss.ss_family == AF_INET)
-		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, out, (socklen_t)len);
-	else if (ss.ss_family == AF_INET6)
-		inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, out, (socklen_t)len);
 }
 
 void bal_reply_error(h2o_req_t *req, int status, const char *code, const char *message, const char *field)

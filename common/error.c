@@ -26,6 +26,8 @@ static const struct {
 	[SDE_TIMEOUT] = {"timeout", 504, "Timed out"},
 	[SDE_NO_BACKEND] = {"no_backend", 503, "No backend can serve this job"},
 	[SDE_INTERNAL] = {"internal", 500, "Internal Server Error"},
+	[SDE_MEDIA_TYPE] = {"unsupported_media_type", 415, "Send the body as application/json"},
+	[SDE_FORBIDDEN_ORIGIN] = {"forbidden_origin", 403, "Requests from this web origin are not allowed"},
 };
 
 const char *sd_error_code(enum sd_error e) { return e < SDE_COUNT ? ERRORS[e].code : "internal"; }

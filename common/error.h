@@ -30,6 +30,8 @@ enum sd_error {
 	SDE_TIMEOUT,           /* 504 */
 	SDE_NO_BACKEND,        /* 503 no live backend could ever serve the job */
 	SDE_INTERNAL,          /* 500 */
+	SDE_MEDIA_TYPE,        /* 415 a form or text/plain body: what a cross-site browser page can send */
+	SDE_FORBIDDEN_ORIGIN,  /* 403 a browser request from an Origin not in --allowed-origin */
 	SDE_COUNT
 };
 

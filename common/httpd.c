@@ -74,6 +74,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 		reply_error(h, req, 413, "body_too_large", "Request body too large");
 		return 0;
 	}
+	if (h->cfg.guard && h->cfg.guard(h, req, "") == 0)
+		return 0;
 	for (size_t i = 0; i < h->cfg.n_routes; i++) {
 		const struct httpd_route *r = &h->cfg.routes[i];
 		size_t plen = strlen(r->path);

@@ -55,6 +55,9 @@ struct httpd_config {
 	/* Sent as X-Sdgate-Instance on every answer, or NULL: lets the balancer
 	 * recognise itself when a registration points back at it. */
 	const char *instance;
+	/* Optional: runs before the routes on every request; it answers and
+	 * returns 0 (refused), or returns -1 to let the routes have it. */
+	httpd_handler_fn guard;
 };
 
 #define HTTPD_MAX_CONNECTIONS 4096

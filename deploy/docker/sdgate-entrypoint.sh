@@ -27,6 +27,8 @@ balancer)
 	add provider-tokens "${SDGATE_PROVIDER_TOKENS:-}"
 	case "${SDGATE_ALLOW_PRIVATE_BACKENDS:-}" in 1 | true | yes) set_args="$set_args --allow-private-backends" ;; esac
 	for b in ${SDGATE_BACKENDS:-}; do add backend "$b"; done
+	for p in ${SDGATE_TRUSTED_PROXIES:-}; do add trusted-proxy "$p"; done
+	for o in ${SDGATE_ALLOWED_ORIGINS:-}; do add allowed-origin "$o"; done
 	exe=/usr/local/bin/sdgate-balancer
 	;;
 backend)

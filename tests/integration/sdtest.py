@@ -335,9 +335,10 @@ class Reply:
             pass
 
 
-def request(method, url, json_body=None, raw_body=None, headers=None, timeout=JOB_TIMEOUT_S):
+def request(method, url, json_body=None, raw_body=None, headers=None, timeout=JOB_TIMEOUT_S, source=None):
     """One HTTP request on a fresh connection. Returns a Reply. Raises
-    OSError/HTTPException when the connection fails."""
+    OSError/HTTPException when the connection fails. source: the local
+    address to connect from (e.g. "127.0.0.2": another client on loopback)."""
     u = urllib.parse.urlsplit(url)
     path = (u.path or "/") + ("?" + u.query if u.query else "")
     hdrs = dict(headers or {})
@@ -348,7 +349,8 @@ def request(method, url, json_body=None, raw_body=None, headers=None, timeout=JO
     elif raw_body is not None:
         body = raw_body if isinstance(raw_body, bytes) else raw_body.encode("utf-8")
         hdrs.setdefault("Content-Type", "application/json")
-    conn = httpclient.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    conn = httpclient.HTTPConnection(u.hostname, u.port, timeout=timeout,
+                                     source_address=(source, 0) if source else None)
     try:
         conn.request(method, path, body=body, headers=hdrs)
         resp = conn.getresponse()

@@ -3,10 +3,12 @@ job answers 200 {id, status cancelled}, the backend is interrupted (it goes
 idle long before the job would have ended), subscribers get cancelled {},
 a second DELETE is 409 already_finished; a queued job is cancelled without
 ever reaching a backend; the backend then serves the next job normally.
-On the façade: POST /sdapi/v1/interrupt cancels the caller's job, and a
+On the façade: POST /sdapi/v1/interrupt cancels the caller's job (a client
+with an API key), and a
 client that hangs up cancels its job.
 Contract: ../../balancer/README.md "Jobs", "A1111 façade"."""
 
+import base64
 import json
 import os
 import socket
@@ -90,16 +92,18 @@ def check_delete_queued(bal, be):
 
 
 def check_facade_interrupt(bal, be):
+    # The caller's job: an A1111 client with --api-auth credentials (Basic, as
+    # webuiapi's set_auth sends them); anonymous interrupts stop nothing.
+    auth = {"Authorization": "Basic " + base64.b64encode(b"alice:cancel-test").decode()}
     body = t.small_job(prompt="façade job to interrupt", seed=5, steps=LONG_STEPS)
-    job = t.Background(t.txt2img, bal.url, body, timeout=60)
+    job = t.Background(t.request, "POST", bal.url + "/sdapi/v1/txt2img", json_body=body, headers=auth, timeout=60)
     step = t.wait_until(lambda: t.backend_step(be) >= 2, 30)
     t.check("the façade job runs on the backend", step, t.backend_progress(be))
-    r = t.request("POST", bal.url + "/sdapi/v1/interrupt", timeout=10)
+    r = t.request("POST", bal.url + "/sdapi/v1/interrupt", headers=auth, timeout=10)
     t.check("POST /sdapi/v1/interrupt on the balancer: 200", r.status == 200, t.describe(r))
     idle = t.wait_until(lambda: t.backend_idle(be), IDLE_WITHIN_S, 0.05)
     t.check("the backend goes idle soon after the façade interrupt", idle, t.backend_progress(be))
-    res, err, secs = job.join(30)
-    reply = res[0] if res else None
+    reply, err, secs = job.join(30)
     t.check("the interrupted façade request gets an answer (no hang)", job.done(), repr(err))
     # balancer/README "A1111 façade": the job is cancelled, so no image comes
     # back (A1111 itself would answer 200 with the partial image): 409 in

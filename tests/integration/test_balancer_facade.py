@@ -3,7 +3,8 @@ POST /sdapi/v1/txt2img answers A1111's shape (images, parameters, info as a
 JSON string) with info.sdgate filled (provider, location, gpu, backend,
 inference_time, queue_time, attempt, job_id) and the same PNG bytes as the
 backend itself gives; the A1111 lists (samplers, schedulers, sd-models,
-options), /sdapi/v1/progress for the caller's running job, /internal/ping,
+options), /sdapi/v1/progress for the caller's running job (the caller has an
+API key), /internal/ping,
 and A1111-shaped errors (422 FastAPI list, 404 Sampler not found).
 Contract: ../../balancer/README.md "A1111 façade"."""
 
@@ -119,16 +120,18 @@ def check_lists(bal, be):
 
 
 def check_progress(bal):
+    # Progress is the caller's own: an A1111 client with an API key (an
+    # anonymous one sees idle; test_facade_identity.py checks that).
+    key = {"Authorization": "Bearer facade-test-key-0123456789"}
     body = t.small_job(prompt="slow enough to watch", seed=8, steps=20, gpus=["rtx3090"])
-    job = t.Background(t.txt2img, bal.url, body)
+    job = t.Background(t.request, "POST", bal.url + "/sdapi/v1/txt2img", json_body=body, headers=key)
     seen = []
     while not job.done():
-        r = t.request("GET", bal.url + "/sdapi/v1/progress", timeout=10)
+        r = t.request("GET", bal.url + "/sdapi/v1/progress", headers=key, timeout=10)
         if r.status == 200 and isinstance(r.json, dict) and not job.done():
             seen.append(r.json)
         t.wait_until(lambda: job.done(), 0.1, 0.02)
-    res, err, _ = job.join()
-    reply = res[0] if res else None
+    reply, err, _ = job.join()
     t.check("the slow façade job answers 200", reply is not None and reply.status == 200,
             t.describe(reply) if reply else repr(err))
     t.check("every /sdapi/v1/progress during it has A1111's shape", seen and all(progress_shape_ok(p) for p in seen),

@@ -14,6 +14,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 struct fetch {
 	struct httpd_msg msg; /* first: posted back to the loop */
@@ -24,6 +25,7 @@ struct fetch {
 	char *answer;
 	size_t len, cap, max_answer;
 	int too_large;
+	char encoded[32]; /* the Content-Encoding the backend sent anyway, or "" */
 	atomic_int cancelled;
 	fetch_done_fn done;
 	void *user;
@@ -54,6 +56,8 @@ static size_t on_write(char *data, size_t size, size_t n, void *p)
 		size_t cap = x->cap ? x->cap : 16384;
 		while (cap < x->len + add + 1)
 			cap *= 2;
+		if (cap > x->max_answer + 1) /* never more than the bound, doubling or not */
+			cap = x->max_answer + 1;
 		char *grown = realloc(x->answer, cap);
 		if (!grown)
 			return 0;
@@ -64,6 +68,32 @@ static size_t on_write(char *data, size_t size, size_t n, void *p)
 	x->len += add;
 	x->answer[x->len] = '\0';
 	return add;
+}
+
+/* Backends are never asked for a compressed answer (no Accept-Encoding) and
+ * curl decodes nothing (CURLOPT_HTTP_CONTENT_DECODING 0), so max_answer
+ * bounds what is held in memory. A backend that encodes its answer anyway
+ * fails the call here, before any of its body is read: a few hundred KB of
+ * gzip can inflate to gigabytes wherever it would be decoded later. */
+static size_t on_header(char *line, size_t size, size_t n, void *p)
+{
+	struct fetch *x = p;
+	size_t len = size * n;
+	static const char NAME[] = "content-encoding:";
+	if (len <= sizeof NAME - 1 || strncasecmp(line, NAME, sizeof NAME - 1) != 0)
+		return len;
+	const char *v = line + sizeof NAME - 1, *end = line + len;
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	if (end == v || (end - v == 8 && strncasecmp(v, "identity", 8) == 0))
+		return len;
+	size_t k = 0;
+	for (; v < end && k < sizeof x->encoded - 1; v++) /* shown in errors: printable ASCII only */
+		x->encoded[k++] = *v > ' ' && *v < 0x7f ? *v : '?';
+	x->encoded[k] = '\0';
+	return 0; /* aborts the transfer */
 }
 
 static void free_fetch(struct fetch *x)
@@ -108,9 +138,12 @@ static void finish(struct fetcher *f, struct fetch *x, CURLcode rc)
 	}
 	if (rc != CURLE_OK) {
 		x->result.status = 0;
-		if (x->too_large)
+		if (x->too_large || rc == CURLE_FILESIZE_EXCEEDED)
 			snprintf(x->result.error, sizeof x->result.error, "answer larger than %zu bytes",
 				 x->max_answer);
+		else if (x->encoded[0])
+			snprintf(x->result.error, sizeof x->result.error,
+				 "answer sent with Content-Encoding %s (not asked for; refused)", x->encoded);
 		else if (!x->result.error[0])
 			snprintf(x->result.error, sizeof x->result.error, "%s", curl_easy_strerror(rc));
 	}
@@ -253,7 +286,10 @@ struct fetch *fetch_start(struct fetcher *f, const char *method, const char *url
 	curl_easy_setopt(e, CURLOPT_XFERINFODATA, x);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, ""); /* gzip/br if the backend offers it */
+	curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L); /* see on_header */
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max_answer); /* by Content-Length, early */
 	x->headers = curl_slist_append(NULL, "Expect:");
 	if (body) {
 		x->headers = curl_slist_append(x->headers, "Content-Type: application/json");

@@ -6,6 +6,7 @@
 #include "balancer.h"
 
 #include "config.h"
+#include "image.h"
 #include "log.h"
 
 #include <curl/curl.h>
@@ -42,6 +43,8 @@ static const struct config_option OPTIONS[] = {
 	{"job-timeout-factor", CONFIG_DOUBLE, &B.cfg.job_timeout_factor, "F",
 	 "a dispatch times out after F x the backend's expected time", 1, 1000},
 	{"min-job-timeout-s", CONFIG_DOUBLE, &B.cfg.min_job_timeout_s, "S", "but never before S seconds", 0.1, 86400},
+	{"max-job-timeout-s", CONFIG_DOUBLE, &B.cfg.max_job_timeout_s, "S",
+	 "and never after S seconds, whatever the job's size (wins over --min-job-timeout-s)", 1, 604800},
 	{"progress-interval-ms", CONFIG_INT, &B.cfg.progress_interval_ms, "N",
 	 "how often a running job's progress is polled", 50, 60000},
 	{"result-ttl", CONFIG_INT, &B.cfg.result_ttl_s, "S", "how long finished jobs and their images are kept", 1,
@@ -51,8 +54,8 @@ static const struct config_option OPTIONS[] = {
 	{"log-level", CONFIG_STRING, &log_level, "LEVEL", "debug, info, warn or error", 0, 0},
 };
 
-_Static_assert(BAL_MAX_BODY == 1048576 && BAL_MAX_ANSWER == 268435456 && BAL_MAX_SLOTS == 8 &&
-		       BAL_MAX_BACKENDS == 1024 && BAL_MAX_GPUS == 16,
+_Static_assert(BAL_MAX_BODY == 1048576 && BAL_MAX_ANSWER == 268435456 && BAL_MAX_SMALL_ANSWER == 4194304 &&
+		       IMAGE_MAX_SIDE == 16384 && BAL_MAX_SLOTS == 8 && BAL_MAX_BACKENDS == 1024 && BAL_MAX_GPUS == 16,
 	       "update the --help epilog");
 
 static const struct config_program PROGRAM = {
@@ -60,9 +63,12 @@ static const struct config_program PROGRAM = {
 	"routes txt2img jobs to idle backends of accepted GPUs; persistent queue, failover, A1111 façade",
 	OPTIONS,
 	sizeof OPTIONS / sizeof OPTIONS[0],
-	"Limits: request body 1048576 bytes; a backend's answer 268435456 bytes; 1..8 slots per backend;\n"
-	"  1024 backends; 16 GPU classes per job. Validation of txt2img fields is the backend's (see\n"
-	"  sdgate-backend --help).\n",
+	"Limits: request body 1048576 bytes; a backend's txt2img answer 268435456 bytes at most, and less\n"
+	"  for smaller jobs (the base64 of uncompressed RGBA PNGs of its images, plus a margin), never\n"
+	"  compressed (no Accept-Encoding; a Content-Encoding fails the call); its other answers 4194304\n"
+	"  bytes; images and previews 1..16384 pixels a side, checked whole (PNG, JPEG, WebP); 1..8 slots\n"
+	"  per backend; 1024 backends; 16 GPU classes per job. Validation of txt2img fields is the\n"
+	"  backend's (see sdgate-backend --help).\n",
 };
 
 static void on_tick(struct httpd *h)
@@ -146,6 +152,7 @@ static void set_defaults(struct bal_config *c)
 	c->health_interval_ms = 1000;
 	c->job_timeout_factor = 10;
 	c->min_job_timeout_s = 30;
+	c->max_job_timeout_s = 3600;
 	c->progress_interval_ms = 500;
 	c->result_ttl_s = 3600;
 	c->max_connections = HTTPD_MAX_CONNECTIONS;

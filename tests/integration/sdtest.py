@@ -300,8 +300,13 @@ def proc_rss_mib(pid):
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024.0
 
 
-def proc_peak_rss_mib(pid):
-    """A live process's peak resident memory so far (VmHWM), MiB."""
+def proc_peak_rss_mib(pid, reset=False):
+    """A live process's peak resident memory (VmHWM), MiB: since it started,
+    or since the last call with reset=True, which restarts the peak from the
+    current RSS (/proc/PID/clear_refs, 5)."""
+    if reset:
+        with open("/proc/%d/clear_refs" % pid, "w") as f:
+            f.write("5")
     with open("/proc/%d/status" % pid) as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024.0
 

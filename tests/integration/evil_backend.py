@@ -9,6 +9,8 @@ balancer through what it sends back, one way per mode:
                 Accept-Encoding said)
   huge          txt2img: 200, Content-Length 200 MiB of plain JSON, streamed
                 until the balancer hangs up
+  huge-chunked  the same without a Content-Length (chunked): no size to
+                refuse up front, the bytes themselves must be counted
   html-png      txt2img: 200, an "image" data:text/html;base64,... whose bytes
                 are the PNG signature and then an HTML page with a script
   evil-preview  txt2img: a valid PNG after 2 s; meanwhile progress answers
@@ -35,7 +37,7 @@ import zlib
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sdtest as t  # noqa: E402
 
-MODES = ("gzip-bomb", "huge", "html-png", "evil-preview", "utf8-cut", "escapes", "slow")
+MODES = ("gzip-bomb", "huge", "huge-chunked", "html-png", "evil-preview", "utf8-cut", "escapes", "slow")
 BOMB_MIB = 200
 HTML = b"<html><body><script>fetch('/steal?c='+document.cookie)</script></body></html>"
 ESCAPES = "\x1b[31mRED\x1b]0;owned\x07\x1b[2J\u009b31m"
@@ -80,16 +82,16 @@ def _send_bomb(h, n):
     h.send(200, gzip_bomb(), headers={"Content-Encoding": "gzip"})
 
 
-def _send_huge(h, n):
+def _send_huge(h, n, chunked=False):
     size = BOMB_MIB << 20
     h.send_response(200)
     h.send_header("Content-Type", "application/json")
-    h.send_header("Content-Length", str(size))
+    h.send_header("Transfer-Encoding" if chunked else "Content-Length", "chunked" if chunked else str(size))
     h.end_headers()
     sent, block = 0, b'{"images": ["' + b"A" * ((1 << 20) - 13)
     try:
         while sent < size:
-            h.wfile.write(block)
+            h.wfile.write(b"%x\r\n%s\r\n" % (len(block), block) if chunked else block)
             sent += len(block)
             block = b"A" * (1 << 20)
     except OSError:
@@ -118,6 +120,8 @@ def start(mode, gpu_class="evil", provider="Evil Inc"):
         kw["txt2img_reply"] = _send_bomb
     elif mode == "huge":
         kw["txt2img_reply"] = _send_huge
+    elif mode == "huge-chunked":
+        kw["txt2img_reply"] = lambda h, n: _send_huge(h, n, chunked=True)
     elif mode == "html-png":
         kw["txt2img_body"] = answer([html_png_b64()])
     elif mode == "evil-preview":

@@ -9,8 +9,9 @@ and the honest one's:
   gzip-bomb     a 200 KB gzip answer that inflates to 200 MiB: the balancer's
                 peak RSS grows by less than 64 MiB, the job is done by the
                 honest backend (attempt 2)
-  huge          a 200 MiB plain answer for a 64x64 job: cut at the job's cap,
-                RSS as above, done by the honest backend
+  huge          a 200 MiB plain answer for a 64x64 job, with its Content-Length
+                and then chunked: cut at the job's cap, RSS as above, done by
+                the honest backend
   html-png      an "image" that is HTML behind PNG magic, as data:text/html:
                 never delivered, done by the honest backend
   evil-preview  previews alternating HTML-behind-PNG-magic and a real PNG: the
@@ -76,8 +77,13 @@ def memory_attack(bal, mode, evil):
     jid = submit(bal, [mode, "honest"])
     honest_done(bal, jid, mode, evil)
     peak, after = t.proc_peak_rss_mib(pid), t.proc_rss_mib(pid)
-    print("# %s: balancer RSS before %.1f MiB (peak reset to %.1f), peak %.1f, after %.1f; job took %.1f s"
-          % (mode, before, peak_before, peak, after, time.monotonic() - t0))
+    with open(bal.log_path, "rb") as f:
+        log = f.read().decode("utf-8", "replace")
+    cap = re.findall(r"job %s: attempt 1 on \w+, timeout [0-9.]+ s, answer up to (\d+) bytes" % jid, log)
+    why = re.findall(r"job %s: attempt 1 failed \(([^)]*)\)" % jid, log)
+    print("# %s: balancer RSS before %.1f MiB (peak reset to %.1f), peak %.1f, after %.1f; job took %.1f s;"
+          " answer cap %s bytes; attempt 1 failed: %s"
+          % (mode, before, peak_before, peak, after, time.monotonic() - t0, cap[:1], why[:1]))
     t.check("%s: the balancer's peak RSS grows by less than %d MiB (grew %.1f)"
             % (mode, RSS_GROWTH_MAX_MIB, peak - peak_before), peak - peak_before < RSS_GROWTH_MAX_MIB)
 
@@ -108,6 +114,7 @@ def main():
     # Finding 3: memory.
     memory_attack(bal, "gzip-bomb", evil["gzip-bomb"])
     memory_attack(bal, "huge", evil["huge"])
+    memory_attack(bal, "huge-chunked", evil["huge-chunked"])
 
     # Finding 4: an HTML page typed by the provider as an image.
     honest_done(bal, submit(bal, ["html-png", "honest"]), "html-png", evil["html-png"])

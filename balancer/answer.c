@@ -2,6 +2,7 @@
 #include "answer.h"
 
 #include "b64.h"
+#include "image.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -9,36 +10,66 @@
 #define MAX_STEPS 100000
 
 /* An image as A1111 sends it: padded standard base64 (after an optional
- * "data:...;base64," prefix) of a PNG, JPEG or WebP file (A1111's
- * samples_format). Only the first bytes are decoded, for the file's magic
- * number; the rest is checked for the alphabet, so a broken or hostile
- * provider cannot hand clients text that is not an image. */
-static int is_image_b64(const char *s, size_t len)
+ * "data:...;base64," prefix, whose declared type means nothing) of a PNG,
+ * JPEG or WebP file (A1111's samples_format). The whole file is decoded and
+ * checked (image.c), so a broken or hostile provider cannot hand clients
+ * text, or a page with an image's magic number in front, as an image.
+ * *payload and *plen give the bare base64 (no prefix) inside text. */
+static enum image_type image_of_b64(const char *text, size_t len, const char **payload, size_t *plen)
 {
-	s = b64_payload(s, &len);
-	if (len < 24 || !b64_is_valid(s, len))
-		return 0;
+	text = b64_payload(text, &len);
+	*payload = text;
+	*plen = len;
+	if (!b64_is_valid(text, len))
+		return IMAGE_NONE;
 	size_t n = 0;
-	unsigned char *head = b64_decode_new(s, 24, &n);
-	int ok = head && n == 18 &&
-		 (memcmp(head, "\x89PNG\r\n\x1a\n", 8) == 0 || memcmp(head, "\xff\xd8\xff", 3) == 0 ||
-		  (memcmp(head, "RIFF", 4) == 0 && memcmp(head + 8, "WEBP", 4) == 0));
-	free(head);
-	return ok;
+	unsigned char *bytes = b64_decode_new(text, len, &n);
+	enum image_type t = image_check(bytes, n, NULL);
+	free(bytes);
+	return t;
+}
+
+/* Replaces the answer's "images" with the bare base64 of each (checked)
+ * image and adds "image_types"; 0 when an image is not one. */
+static int rewrap_images(json_t *a)
+{
+	json_t *images = json_object_get(a, "images");
+	if (!json_is_array(images) || json_array_size(images) == 0)
+		return 0;
+	json_t *bare = json_array(), *types = json_array();
+	size_t i;
+	json_t *v;
+	int ok = bare && types;
+	json_array_foreach(images, i, v)
+	{
+		const char *payload;
+		size_t plen;
+		enum image_type t = ok && json_is_string(v)
+					    ? image_of_b64(json_string_value(v), json_string_length(v), &payload, &plen)
+					    : IMAGE_NONE;
+		ok = t != IMAGE_NONE &&
+		     json_array_append_new(bare, payload == json_string_value(v) ? json_incref(v)
+										 : json_stringn(payload, plen)) == 0 &&
+		     json_array_append_new(types, json_string(image_mime(t))) == 0;
+		if (!ok)
+			break;
+	}
+	if (ok) {
+		json_object_set_new(a, "images", bare);
+		json_object_set_new(a, "image_types", types);
+		return 1;
+	}
+	json_decref(bare);
+	json_decref(types);
+	return 0;
 }
 
 json_t *answer_parse_txt2img(const char *body, size_t len)
 {
 	json_error_t err;
 	json_t *a = json_loadb(body, len, 0, &err);
-	json_t *images = json_object_get(a, "images");
-	int ok = json_is_object(a) && json_is_array(images) && json_array_size(images) > 0;
-	size_t i;
-	json_t *v;
-	json_array_foreach(images, i, v)
-		ok = ok && json_is_string(v) && is_image_b64(json_string_value(v), json_string_length(v));
 	json_t *info = json_object_get(a, "info");
-	ok = ok && (!info || json_is_string(info) || json_is_object(info));
+	int ok = json_is_object(a) && (!info || json_is_string(info) || json_is_object(info)) && rewrap_images(a);
 	if (!ok) {
 		json_decref(a);
 		return NULL;
@@ -89,6 +120,15 @@ json_t *answer_parse_progress(const char *body, size_t len, struct answer_progre
 	}
 	double pr = json_number_value(json_object_get(p, "progress"));
 	out->progress = pr > 0 ? (pr < 1 ? pr : 1) : 0;
-	out->preview = json_string_value(json_object_get(p, "current_image"));
+	json_t *preview = json_object_get(p, "current_image");
+	const char *payload;
+	size_t plen;
+	enum image_type t = json_is_string(preview) ? image_of_b64(json_string_value(preview),
+								   json_string_length(preview), &payload, &plen)
+						    : IMAGE_NONE;
+	if (t != IMAGE_NONE) { /* the bare base64 ends where the JSON string does: NUL-terminated */
+		out->preview = payload;
+		out->preview_type = image_mime(t);
+	}
 	return p;
 }

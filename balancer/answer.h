@@ -9,8 +9,11 @@
 #include <stddef.h>
 
 /* The answer object when "images" is a non-empty list of base64 PNG, JPEG or
- * WebP files (checked: the alphabet, the padding, the file's magic number)
- * and "info" is a string or object (or none); else NULL. New reference. */
+ * WebP files (each decoded and checked whole by image_check; a "data:"
+ * prefix is allowed and its declared type ignored) and "info" is a string or
+ * object (or none); else NULL. New reference, re-wrapped: "images" holds the
+ * bare base64 of each (A1111's shape, no prefix) and "image_types" the MIME
+ * type image_check found for each, in the same order. */
 json_t *answer_parse_txt2img(const char *body, size_t len);
 
 /* The answer's info as an object (A1111 sends it as a JSON string): a new
@@ -21,11 +24,15 @@ json_t *answer_info(const json_t *answer);
 double answer_reported_inference(const json_t *info);
 
 struct answer_progress {
-	int valid;           /* state.sampling_step(s) were usable numbers */
-	int step, steps;     /* 0 <= step <= steps, 1 <= steps <= 100000 */
-	double progress;     /* clamped to [0, 1] */
-	const char *preview; /* current_image (base64), borrowed from the parsed JSON, or NULL */
-	int idle;            /* state.job_count == 0: nothing running (A1111's idle) */
+	int valid;       /* state.sampling_step(s) were usable numbers */
+	int step, steps; /* 0 <= step <= steps, 1 <= steps <= 100000 */
+	double progress; /* clamped to [0, 1] */
+	/* current_image when it is a checked image (as for txt2img): its bare
+	 * base64, borrowed from the parsed JSON, and its MIME type (static);
+	 * NULL both when absent or not an image (a bad preview is dropped). */
+	const char *preview;
+	const char *preview_type;
+	int idle; /* state.job_count == 0: nothing running (A1111's idle) */
 };
 
 /* Parses a progress answer into *out; returns the parsed JSON (which owns

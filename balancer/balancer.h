@@ -45,7 +45,7 @@ struct bal_config {
 	int allow_private_backends; /* registrations may point at loopback/private addresses */
 	long max_queue, max_queue_per_client, max_attempts;
 	long heartbeat_interval_s, health_interval_ms, progress_interval_ms;
-	double job_timeout_factor, min_job_timeout_s;
+	double job_timeout_factor, min_job_timeout_s, max_job_timeout_s;
 	long result_ttl_s;
 	long max_connections;
 };
@@ -116,7 +116,9 @@ struct job {
 	double max_price;  /* 0 = any */
 	const char *model; /* checkpoint asked for (in request), or NULL */
 	const char *refiner;
-	double work; /* steps x width x height x images */
+	double work;   /* steps x width x height x images */
+	double pixels; /* width x height x images */
+	double images; /* batch_size x n_iter */
 	long long seed;
 	enum job_status status;
 	int attempt;
@@ -131,7 +133,8 @@ struct job {
 	json_t *result; /* {"images", "parameters", "info"} when done */
 	json_t *error;  /* {"code", "message"} when failed */
 	int step, steps;
-	char *preview; /* base64 PNG, latest */
+	char *preview;            /* the latest preview: bare base64 of an image checked by image_check */
+	const char *preview_type; /* its MIME type (static), NULL with it */
 	struct fetch *call, *poll;
 	double next_poll, deadline;
 	struct sse *subs;

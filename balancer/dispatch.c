@@ -7,8 +7,10 @@
 
 #include "answer.h"
 #include "forward.h"
+#include "image.h"
 #include "log.h"
 #include "router.h"
+#include "utf8.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -29,10 +31,27 @@ static double expected_s(const struct bk *k, const struct job *j, double spp_def
 	return spp * j->work;
 }
 
+/* F x the expected time, within [--min-job-timeout-s, --max-job-timeout-s]:
+ * the largest job on a backend not measured yet would otherwise hold a slot
+ * (and its client) for days when the backend never answers. */
 static double timeout_s(struct balancer *b, const struct bk *k, const struct job *j)
 {
 	double t = b->cfg.job_timeout_factor * expected_s(k, j, SPP_PRIOR);
-	return fmax(t, b->cfg.min_job_timeout_s);
+	return fmin(fmax(t, b->cfg.min_job_timeout_s), b->cfg.max_job_timeout_s);
+}
+
+/* The most a txt2img answer for j may weigh, checked before any of it is
+ * parsed or decoded: per image, the base64 of an uncompressed RGBA PNG
+ * (4 bytes a pixel, a filter byte a row, deflate's stored blocks and chunk
+ * headers under 1 %) and 64 KiB of other chunks (A1111's parameters text);
+ * around them, 8 x the request per image and 1 MiB for the JSON (A1111 echoes
+ * the prompts in "parameters" and in info's all_prompts and infotexts). A
+ * JPEG or WebP is smaller. Never more than BAL_MAX_ANSWER. */
+static size_t answer_cap(const struct job *j, size_t request_len)
+{
+	double file = (j->pixels * 4 + j->images * (IMAGE_MAX_SIDE + 65536.0)) * 1.01;
+	double cap = file * 4 / 3 + 8.0 * (double)request_len * (j->images + 1) + (1 << 20);
+	return cap < BAL_MAX_ANSWER ? (size_t)cap : BAL_MAX_ANSWER;
 }
 
 static void release_slot(struct balancer *b, struct job *j)
@@ -165,8 +184,9 @@ static json_t *build_result(struct balancer *b, struct job *j, struct bk *k, jso
 	json_decref(info);
 	json_t *params = json_object_get(answer, "parameters");
 	params = json_is_object(params) ? json_incref(params) : json_object();
-	json_t *res = json_pack("{s:O,s:o,s:s}", "images", json_object_get(answer, "images"), "parameters", params,
-				"info", text ? text : "{}");
+	json_t *res = json_pack("{s:O,s:O,s:o,s:s}", "images", json_object_get(answer, "images"), "image_types",
+				json_object_get(answer, "image_types"), "parameters", params, "info",
+				text ? text : "{}");
 	free(text);
 	return res;
 }
@@ -200,8 +220,9 @@ static void on_call(const struct fetch_result *r, void *user)
 	if (r->status >= 400 && r->status < 500 && r->status != 408 && r->status != 409 && r->status != 429) {
 		/* The request itself is wrong for this backend; retrying elsewhere
 		 * would only repeat it. */
-		char msg[600];
-		snprintf(msg, sizeof msg, "The backend refused the request (HTTP %ld): %.400s", r->status, r->body);
+		char said[401], msg[600];
+		utf8_copy(said, sizeof said, r->body, r->len); /* whole characters: it becomes JSON */
+		snprintf(msg, sizeof msg, "The backend refused the request (HTTP %ld): %s", r->status, said);
 		release_slot(b, j);
 		jobs_finish_failed(b, j, "rejected", msg);
 		return;
@@ -226,20 +247,23 @@ static void on_poll(const struct fetch_result *r, void *user)
 	struct answer_progress ap;
 	json_t *p = answer_parse_progress(r->body, r->len, &ap);
 	if (ap.valid) {
-		const char *preview = ap.preview;
-		int changed = ap.step != j->step || ap.steps != j->steps ||
-			      (preview && (!j->preview || strcmp(preview, j->preview)));
+		const char *preview = ap.preview; /* checked by answer.c, or NULL */
+		int fresh = preview && (!j->preview || strcmp(preview, j->preview));
+		int changed = ap.step != j->step || ap.steps != j->steps || fresh;
 		j->step = ap.step;
 		j->steps = ap.steps;
-		if (preview && (!j->preview || strcmp(preview, j->preview))) {
+		if (fresh) {
 			free(j->preview);
 			j->preview = strdup(preview);
+			j->preview_type = j->preview ? ap.preview_type : NULL;
 		}
 		if (changed && j->subs) {
 			json_t *ev = json_pack("{s:i,s:i,s:f}", "step", ap.step, "steps", ap.steps, "progress",
 					       ap.progress);
-			if (j->preview)
+			if (j->preview) {
 				json_object_set_new(ev, "preview", json_string(j->preview));
+				json_object_set_new(ev, "preview_type", json_string(j->preview_type));
+			}
 			jobs_emit(b, j, "progress", ev);
 		}
 	}
@@ -265,6 +289,7 @@ static void start(struct balancer *b, struct job *j, struct bk *k)
 	j->step = j->steps = 0;
 	free(j->preview);
 	j->preview = NULL;
+	j->preview_type = NULL;
 	j->queue_ms = (long)((now - j->enqueued) * 1000.0);
 	if (j->attempt == 1) {
 		b->m.dispatch_latency_sum += now - j->enqueued;
@@ -282,8 +307,12 @@ static void start(struct balancer *b, struct job *j, struct bk *k)
 	json_t *sent = forward_request(j->request, json_is_true(json_object_get(k->identity, "allow_scripts")));
 	char *body = sent ? json_dumps(sent, JSON_COMPACT) : NULL;
 	json_decref(sent);
-	j->call = registry_call(b, k, "POST", "/sdapi/v1/txt2img", body, body ? strlen(body) : 0,
-				(long)(timeout_s(b, k, j) * 1000.0), BAL_MAX_ANSWER, on_call, j);
+	size_t body_len = body ? strlen(body) : 0, cap = answer_cap(j, body_len);
+	double timeout = timeout_s(b, k, j);
+	log_info("job %s: attempt %d on %s, timeout %.1f s, answer up to %zu bytes", j->id, j->attempt, k->id, timeout,
+		 cap);
+	j->call = registry_call(b, k, "POST", "/sdapi/v1/txt2img", body, body_len, (long)(timeout * 1000.0), cap,
+				on_call, j);
 	jobs_emit(b, j, "assigned",
 		  json_pack("{s:s,s:s,s:s,s:s,s:i}", "backend", k->id, "provider", bk_str(k, "provider"), "location",
 			    bk_str(k, "location"), "gpu", bk_str(k, "gpu_class"), "attempt", j->attempt));

@@ -28,6 +28,7 @@ struct fetch {
 	int too_large;
 	int public_only, no_balancers;
 	char refused[200]; /* why the call was refused (curl overwrites result.error) */
+	char encoded[32];  /* the Content-Encoding the backend sent anyway, or "" */
 	atomic_int cancelled;
 	fetch_done_fn done;
 	void *user;
@@ -59,6 +60,8 @@ static size_t on_write(char *data, size_t size, size_t n, void *p)
 		size_t cap = x->cap ? x->cap : 16384;
 		while (cap < x->len + add + 1)
 			cap *= 2;
+		if (cap > x->max_answer + 1) /* never more than the bound, doubling or not */
+			cap = x->max_answer + 1;
 		char *grown = realloc(x->answer, cap);
 		if (!grown)
 			return 0;
@@ -71,28 +74,51 @@ static size_t on_write(char *data, size_t size, size_t n, void *p)
 	return add;
 }
 
-/* Curl thread: an answer from this very balancer (or, with no_balancers,
- * from any) is cut at its headers. */
-static size_t on_header(char *data, size_t size, size_t n, void *p)
+/* Curl thread, per header line. Two kinds of answer are cut at their headers:
+ * - one that carries X-Sdgate-Instance: from this very balancer (or, with
+ *   no_balancers, from any balancer);
+ * - one with a Content-Encoding. Backends are never asked for a compressed
+ *   answer (no Accept-Encoding) and curl decodes nothing
+ *   (CURLOPT_HTTP_CONTENT_DECODING 0), so max_answer bounds what is held in
+ *   memory; a backend that encodes its answer anyway fails the call before
+ *   any of its body is read: a few hundred KB of gzip can inflate to
+ *   gigabytes wherever it would be decoded later. */
+static const char *header_value(const char *line, size_t len, const char *name, size_t *vlen)
+{
+	size_t nlen = strlen(name);
+	if (len <= nlen || strncasecmp(line, name, nlen) != 0)
+		return NULL;
+	const char *v = line + nlen, *end = line + len;
+	while (v < end && (*v == ' ' || *v == '\t'))
+		v++;
+	while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+		end--;
+	*vlen = (size_t)(end - v);
+	return v;
+}
+
+static size_t on_header(char *line, size_t size, size_t n, void *p)
 {
 	struct fetch *x = p;
-	size_t len = size * n;
-	static const char name[] = "x-sdgate-instance:";
-	size_t nlen = sizeof name - 1, ilen = strlen(x->f->instance);
-	if (len <= nlen || strncasecmp(data, name, nlen) != 0)
+	size_t len = size * n, vlen;
+	const char *v = header_value(line, len, "x-sdgate-instance:", &vlen);
+	if (v) {
+		size_t ilen = strlen(x->f->instance);
+		if (ilen && vlen == ilen && memcmp(v, x->f->instance, ilen) == 0)
+			snprintf(x->refused, sizeof x->refused, "the URL leads back to this balancer");
+		else if (x->no_balancers)
+			snprintf(x->refused, sizeof x->refused, "the URL leads to an sdgate balancer, not a backend");
+		else
+			return len;
+		return 0; /* aborts the transfer */
+	}
+	v = header_value(line, len, "content-encoding:", &vlen);
+	if (!v || vlen == 0 || (vlen == 8 && strncasecmp(v, "identity", 8) == 0))
 		return len;
-	const char *v = data + nlen;
-	size_t vlen = len - nlen;
-	while (vlen && (*v == ' ' || *v == '\t'))
-		v++, vlen--;
-	while (vlen && (v[vlen - 1] == '\r' || v[vlen - 1] == '\n' || v[vlen - 1] == ' '))
-		vlen--;
-	if (ilen && vlen == ilen && memcmp(v, x->f->instance, ilen) == 0)
-		snprintf(x->refused, sizeof x->refused, "the URL leads back to this balancer");
-	else if (x->no_balancers)
-		snprintf(x->refused, sizeof x->refused, "the URL leads to an sdgate balancer, not a backend");
-	else
-		return len;
+	size_t k = 0;
+	for (; k < vlen && k < sizeof x->encoded - 1; k++) /* shown in errors: printable ASCII only */
+		x->encoded[k] = v[k] > ' ' && v[k] < 0x7f ? v[k] : '?';
+	x->encoded[k] = '\0';
 	return 0; /* aborts the transfer */
 }
 
@@ -154,9 +180,12 @@ static void finish(struct fetcher *f, struct fetch *x, CURLcode rc)
 		if (x->refused[0]) {
 			x->result.refused = 1;
 			snprintf(x->result.error, sizeof x->result.error, "%s", x->refused);
-		} else if (x->too_large)
+		} else if (x->too_large || rc == CURLE_FILESIZE_EXCEEDED)
 			snprintf(x->result.error, sizeof x->result.error, "answer larger than %zu bytes",
 				 x->max_answer);
+		else if (x->encoded[0])
+			snprintf(x->result.error, sizeof x->result.error,
+				 "answer sent with Content-Encoding %s (not asked for; refused)", x->encoded);
 		else if (!x->result.error[0])
 			snprintf(x->result.error, sizeof x->result.error, "%s", curl_easy_strerror(rc));
 	}
@@ -307,9 +336,10 @@ struct fetch *fetch_start_to(struct fetcher *f, const struct fetch_target *t, co
 	curl_easy_setopt(e, CURLOPT_XFERINFODATA, x);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, ""); /* gzip/br if the backend offers it */
+	curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L); /* see on_header */
 	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max_answer); /* by Content-Length, early */
 	curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, on_connected);
 	curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
 	x->public_only = t && t->public_only;

@@ -6,7 +6,10 @@
  * Thread rules: fetch_start/fetch_cancel on the loop thread only. Each started
  * fetch ends in exactly one call of its done() on the loop thread, unless it
  * was cancelled first (then never). Answers grow by doubling, so a several-MB
- * answer costs O(n) copying, and are cut (an error) past max_answer. */
+ * answer costs O(n) copying, and are cut (an error) past max_answer: by its
+ * Content-Length before it is read, else as it arrives. Nothing is
+ * decompressed: no Accept-Encoding is sent, and an answer with a
+ * Content-Encoding other than identity fails (status 0, an error). */
 #ifndef SDGATE_FETCH_H
 #define SDGATE_FETCH_H
 

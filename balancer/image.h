@@ -8,6 +8,8 @@
 
 #include <stddef.h>
 
+#define IMAGE_MAX_SIDE 16384 /* pixels, width and height each */
+
 enum image_type { IMAGE_NONE = 0, IMAGE_PNG, IMAGE_JPEG, IMAGE_WEBP };
 
 struct image_facts {
@@ -15,8 +17,14 @@ struct image_facts {
 	int width, height; /* from the header; 0 when not read */
 };
 
-/* The type of the file p[0..len) when it is a well-formed PNG, JPEG or WebP
- * header (IMAGE_NONE otherwise); fills *out when not NULL. */
+/* The type of the file p[0..len) when it is one well-formed PNG, JPEG or
+ * WebP file from its first byte to its last, with a width and height of
+ * 1..IMAGE_MAX_SIDE (IMAGE_NONE otherwise; p may be NULL). PNG: signature,
+ * IHDR first (13 bytes, valid depth and colour type), every chunk's CRC,
+ * an IDAT, IEND at the very end. JPEG: SOI, marker segments up to the first
+ * SOS, a frame header (SOF0..15) before it, EOI at the end. WebP: RIFF size
+ * equal to the length, "WEBP", chunks ending at the end, a first VP8, VP8L
+ * or VP8X chunk with a valid header. Fills *out when not NULL. */
 enum image_type image_check(const unsigned char *p, size_t len, struct image_facts *out);
 
 /* "image/png", "image/jpeg", "image/webp"; NULL for IMAGE_NONE. */

@@ -6,6 +6,7 @@
 #include "balancer.h"
 
 #include "log.h"
+#include "utf8.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -88,7 +89,9 @@ static void derive(struct job *j)
 	double steps = (double)int_or(r, "steps", 50);
 	double w = (double)int_or(r, "width", 512), h = (double)int_or(r, "height", 512);
 	double images = (double)int_or(r, "batch_size", 1) * (double)int_or(r, "n_iter", 1);
-	j->work = steps * w * h * images;
+	j->images = images;
+	j->pixels = w * h * images;
+	j->work = steps * j->pixels;
 	j->seed = int_or(r, "seed", -1);
 	j->model = json_string_value(json_object_get(json_object_get(r, "override_settings"), "sd_model_checkpoint"));
 	j->refiner = json_string_value(json_object_get(r, "refiner_checkpoint"));
@@ -392,8 +395,13 @@ void jobs_finish_done(struct balancer *b, struct job *j, json_t *result)
 
 void jobs_finish_failed(struct balancer *b, struct job *j, const char *code, const char *message)
 {
+	/* The message may carry a backend's text, cut anywhere or not UTF-8 at
+	 * all; jansson takes only valid UTF-8, and a job must never end without
+	 * its error and final event. */
+	char text[1024];
+	utf8_copy(text, sizeof text, message, strlen(message));
 	json_decref(j->error);
-	j->error = json_pack("{s:s,s:s}", "code", code, "message", message);
+	j->error = json_pack("{s:s,s:s}", "code", code, "message", text);
 	b->m.failed++;
 	log_info("job %s failed: %s: %s", j->id, code, message);
 	finish(b, j, JOB_FAILED);

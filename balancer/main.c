@@ -7,6 +7,7 @@
 
 #include "config.h"
 #include "forward.h"
+#include "image.h"
 #include "log.h"
 
 #include <curl/curl.h>
@@ -56,6 +57,8 @@ static const struct config_option OPTIONS[] = {
 	{"job-timeout-factor", CONFIG_DOUBLE, &B.cfg.job_timeout_factor, "F",
 	 "a dispatch times out after F x the backend's expected time", 1, 1000},
 	{"min-job-timeout-s", CONFIG_DOUBLE, &B.cfg.min_job_timeout_s, "S", "but never before S seconds", 0.1, 86400},
+	{"max-job-timeout-s", CONFIG_DOUBLE, &B.cfg.max_job_timeout_s, "S",
+	 "and never after S seconds, whatever the job's size (wins over --min-job-timeout-s)", 1, 604800},
 	{"progress-interval-ms", CONFIG_INT, &B.cfg.progress_interval_ms, "N",
 	 "how often a running job's progress is polled", 50, 60000},
 	{"result-ttl", CONFIG_INT, &B.cfg.result_ttl_s, "S", "how long finished jobs and their images are kept", 1,
@@ -65,10 +68,10 @@ static const struct config_option OPTIONS[] = {
 	{"log-level", CONFIG_STRING, &log_level, "LEVEL", "debug, info, warn or error", 0, 0},
 };
 
-_Static_assert(BAL_MAX_BODY == 1048576 && BAL_MAX_ANSWER == 268435456 && BAL_MAX_SLOTS == 8 &&
-		       BAL_MAX_BACKENDS == 1024 && BAL_MAX_GPUS == 16 && BAL_MAX_REGISTRATION == 16384 &&
-		       BAL_MAX_PROVIDERS == 4096 && BAL_MAX_URL == 512 && FORWARD_MAX_STRING == 8192 &&
-		       FORWARD_MAX_STYLES == 64,
+_Static_assert(BAL_MAX_BODY == 1048576 && BAL_MAX_ANSWER == 268435456 && BAL_MAX_SMALL_ANSWER == 4194304 &&
+		       IMAGE_MAX_SIDE == 16384 && BAL_MAX_SLOTS == 8 && BAL_MAX_BACKENDS == 1024 &&
+		       BAL_MAX_GPUS == 16 && BAL_MAX_REGISTRATION == 16384 && BAL_MAX_PROVIDERS == 4096 &&
+		       BAL_MAX_URL == 512 && FORWARD_MAX_STRING == 8192 && FORWARD_MAX_STYLES == 64,
 	       "update the --help epilog");
 
 static const struct config_program PROGRAM = {
@@ -76,13 +79,17 @@ static const struct config_program PROGRAM = {
 	"routes txt2img jobs to idle backends of accepted GPUs; persistent queue, failover, A1111 façade",
 	OPTIONS,
 	sizeof OPTIONS / sizeof OPTIONS[0],
-	"Limits: request body 1048576 bytes (a registration 16384); a backend's answer 268435456 bytes;\n"
-	"  1..8 slots per backend; 1024 backends; 16 GPU classes per job; 4096 named provider tokens;\n"
-	"  a backend URL 512 bytes. Without --provider-token and --provider-tokens registration is off.\n"
-	"  Validation of txt2img fields is the backend's (see sdgate-backend --help). Backends get\n"
-	"  only A1111's generation fields (strings of at most 8192 bytes, 64 styles), override_settings\n"
-	"  sd_model_checkpoint, sd_vae and CLIP_stop_at_last_layers (restored afterwards), save_images\n"
-	"  false; scripts only where a backend says allow_scripts (balancer/README.md).\n",
+	"Limits: request body 1048576 bytes (a registration 16384); a backend's txt2img answer\n"
+	"  268435456 bytes at most, and less for smaller jobs (the base64 of uncompressed RGBA PNGs of\n"
+	"  its images, plus a margin), never compressed (no Accept-Encoding; a Content-Encoding fails\n"
+	"  the call); its other answers 4194304 bytes; images and previews 1..16384 pixels a side,\n"
+	"  checked whole (PNG, JPEG, WebP); 1..8 slots per backend; 1024 backends; 16 GPU classes per\n"
+	"  job; 4096 named provider tokens; a backend URL 512 bytes. Without --provider-token and\n"
+	"  --provider-tokens registration is off. Validation of txt2img fields is the backend's (see\n"
+	"  sdgate-backend --help). Backends get only A1111's generation fields (strings of at most\n"
+	"  8192 bytes, 64 styles), override_settings sd_model_checkpoint, sd_vae and\n"
+	"  CLIP_stop_at_last_layers (restored afterwards), save_images false; scripts only where a\n"
+	"  backend says allow_scripts (balancer/README.md).\n",
 };
 
 static void on_tick(struct httpd *h)
@@ -250,6 +257,7 @@ static void set_defaults(struct bal_config *c)
 	c->health_interval_ms = 1000;
 	c->job_timeout_factor = 10;
 	c->min_job_timeout_s = 30;
+	c->max_job_timeout_s = 3600;
 	c->progress_interval_ms = 500;
 	c->result_ttl_s = 3600;
 	c->max_connections = HTTPD_MAX_CONNECTIONS;

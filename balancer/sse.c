@@ -134,8 +134,10 @@ void sse_open(struct balancer *b, h2o_req_t *req, struct job *j)
 	if (j->status == JOB_RUNNING && j->steps > 0) {
 		json_t *p = json_pack("{s:i,s:i,s:f}", "step", j->step, "steps", j->steps, "progress",
 				      (double)j->step / j->steps);
-		if (j->preview)
+		if (j->preview) {
 			json_object_set_new(p, "preview", json_string(j->preview));
+			json_object_set_new(p, "preview_type", json_string(j->preview_type));
+		}
 		sse_send(s, "progress", p);
 		json_decref(p);
 	}

@@ -1,4 +1,5 @@
-/* log.h — one line per event on stderr: "2026-11-22T18:20:01.123Z INFO backend: message".
+/* log.h — one line per event on stderr: "2026-11-22T18:20:01.123Z INFO backend: message"
+ * (control characters and bytes that are not UTF-8 in the message escaped as \xNN).
  * Thread-safe (one fprintf per line). Used by every program. */
 #ifndef SDGATE_LOG_H
 #define SDGATE_LOG_H

@@ -300,6 +300,17 @@ def proc_rss_mib(pid):
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024.0
 
 
+def proc_peak_rss_mib(pid, reset=False):
+    """A live process's peak resident memory (VmHWM), MiB: since it started,
+    or since the last call with reset=True, which restarts the peak from the
+    current RSS (/proc/PID/clear_refs, 5)."""
+    if reset:
+        with open("/proc/%d/clear_refs" % pid, "w") as f:
+            f.write("5")
+    with open("/proc/%d/status" % pid) as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024.0
+
+
 def proc_fds(pid):
     """A live process's open file descriptors."""
     return len(os.listdir("/proc/%d/fd" % pid))
@@ -1039,12 +1050,14 @@ def _handler_base():
             n = int(self.headers.get("Content-Length") or 0)
             return self.rfile.read(n) if n > 0 else b""
 
-        def send(self, status, body, ctype="application/json"):
+        def send(self, status, body, ctype="application/json", headers=None):
             if not isinstance(body, bytes):
                 body = json.dumps(body).encode("utf-8")
             self.send_response(status)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
             self.end_headers()
             self.wfile.write(body)
 
@@ -1122,16 +1135,23 @@ class FakeBackend(_Server):
     POST /sdapi/v1/txt2img answers txt2img_status with txt2img_body (bytes
     go as they are; a callable is called with the call's number, from 1, and
     its result sent), after txt2img_delay seconds. .txt2img_calls counts the
-    txt2img calls."""
+    txt2img calls. For a provider that misbehaves in other ways
+    (evil_backend.py): info_extra is merged into its /sdgate/v1/info;
+    txt2img_reply(handler, n), when given, answers the call itself (headers,
+    streaming); progress_reply(n) gives the n-th progress answer's JSON."""
 
     def __init__(self, gpu_class="fakegpu", provider="fake", txt2img_status=500,
-                 txt2img_body=None, txt2img_delay=0.0):
+                 txt2img_body=None, txt2img_delay=0.0, info_extra=None, txt2img_reply=None, progress_reply=None):
         self.txt2img_delay = txt2img_delay  # seconds before answering (a hung backend)
         self.gpu_class = gpu_class
         self.provider = provider
         self.txt2img_status = txt2img_status
         self.txt2img_body = txt2img_body if txt2img_body is not None else {"detail": "fake failure"}
         self.txt2img_calls = 0
+        self.progress_calls = 0
+        self.info_extra = info_extra or {}
+        self.txt2img_reply = txt2img_reply
+        self.progress_reply = progress_reply
         self.lock = threading.Lock()
         model = {"title": "sdgate-procedural-base-v1.builtin [9917535daf]", "model_name": "sdgate-procedural-base-v1",
                  "hash": "9917535daf", "sha256": None, "filename": "builtin", "config": None}
@@ -1144,13 +1164,18 @@ class FakeBackend(_Server):
                 if p == "/internal/ping":
                     self.send(200, {})
                 elif p == "/sdgate/v1/info":
-                    self.send(200, {"provider": fake.provider, "location": "nowhere", "gpu": fake.gpu_class,
-                                    "gpu_class": fake.gpu_class, "engine": "fake", "models": [model["title"]],
-                                    "slots": 1, "version": "0"})
+                    self.send(200, dict({"provider": fake.provider, "location": "nowhere", "gpu": fake.gpu_class,
+                                         "gpu_class": fake.gpu_class, "engine": "fake", "models": [model["title"]],
+                                         "slots": 1, "version": "0"}, **fake.info_extra))
                 elif p == "/sdapi/v1/sd-models":
                     self.send(200, [model])
                 elif p == "/sdapi/v1/options":
                     self.send(200, {"sd_model_checkpoint": model["title"]})
+                elif p == "/sdapi/v1/progress" and fake.progress_reply:
+                    with fake.lock:
+                        fake.progress_calls += 1
+                        n = fake.progress_calls
+                    self.send(200, fake.progress_reply(n))
                 elif p == "/sdapi/v1/progress":
                     self.send(200, {"progress": 0, "eta_relative": 0, "state": {
                         "skipped": False, "interrupted": False, "job": "", "job_count": 0, "job_timestamp": "0",
@@ -1168,6 +1193,9 @@ class FakeBackend(_Server):
                         n = fake.txt2img_calls
                     if fake.txt2img_delay > 0:
                         time.sleep(fake.txt2img_delay)
+                    if fake.txt2img_reply:
+                        fake.txt2img_reply(self, n)
+                        return
                     body = fake.txt2img_body
                     self.send(fake.txt2img_status, body(n) if callable(body) else body)
                 elif p in ("/sdapi/v1/interrupt", "/sdapi/v1/skip"):

@@ -55,7 +55,12 @@ static const char *const FIELDS[] = {
 	"hr_negative_prompt",
 };
 
-/* The settings a job may change for itself, restored afterwards. */
+/* The settings a job may change for itself. They are restored afterwards,
+ * except a checkpoint asked for alone: the balancer routes jobs to the
+ * backend that has a checkpoint loaded (dispatch.c keeps loaded_model), and
+ * restoring it would make A1111 reload the old weights after every such
+ * job. A checkpoint staying loaded changes nothing a later job asks for:
+ * the balancer sends each job's checkpoint when it names one. */
 static const char *const SETTINGS[] = {"sd_model_checkpoint", "sd_vae", "CLIP_stop_at_last_layers"};
 
 /* What A1111 takes for a plain field: a string, number, boolean or null
@@ -111,15 +116,17 @@ json_t *forward_request(const json_t *request, int allow_scripts)
 	if (st)
 		json_object_set_new(out, "styles", st);
 	json_t *settings = json_object_get(request, "override_settings");
+	int restore = 1;
 	if (json_is_object(settings)) {
 		json_t *kept = json_object();
 		copy_plain(kept, settings, SETTINGS, sizeof SETTINGS / sizeof SETTINGS[0]);
+		restore = !(json_object_size(kept) == 1 && json_object_get(kept, "sd_model_checkpoint"));
 		if (json_object_size(kept))
 			json_object_set_new(out, "override_settings", kept);
 		else
 			json_decref(kept);
 	}
-	json_object_set_new(out, "override_settings_restore_afterwards", json_true());
+	json_object_set_new(out, "override_settings_restore_afterwards", json_boolean(restore));
 	json_object_set_new(out, "save_images", json_false());
 	json_object_set_new(out, "send_images", json_true());
 	if (allow_scripts)

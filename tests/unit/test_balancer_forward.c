@@ -96,6 +96,30 @@ static void test_nothing_else(void **state)
 	json_decref(in);
 }
 
+/* A checkpoint asked for alone stays loaded (no reload after every job);
+ * with any other setting, everything is restored. */
+static void test_checkpoint_alone_stays_loaded(void **state)
+{
+	(void)state;
+	json_t *in = load("{\"prompt\": \"x\", \"override_settings\": {\"sd_model_checkpoint\": \"a.safetensors\","
+			  " \"outdir_samples\": \"/tmp\"}, \"override_settings_restore_afterwards\": true}");
+	json_t *out = forward_request(in, 0);
+	assert_int_equal(json_object_size(json_object_get(out, "override_settings")), 1);
+	assert_true(json_is_false(json_object_get(out, "override_settings_restore_afterwards")));
+	json_decref(out);
+	json_decref(in);
+	in = load("{\"prompt\": \"x\", \"override_settings\": {\"sd_vae\": \"Automatic\"}}");
+	out = forward_request(in, 0);
+	assert_true(json_is_true(json_object_get(out, "override_settings_restore_afterwards")));
+	json_decref(out);
+	json_decref(in);
+	in = load("{\"prompt\": \"x\"}");
+	out = forward_request(in, 0);
+	assert_true(json_is_true(json_object_get(out, "override_settings_restore_afterwards")));
+	json_decref(out);
+	json_decref(in);
+}
+
 static void test_scripts_only_where_allowed(void **state)
 {
 	(void)state;
@@ -171,9 +195,13 @@ static void test_rebuild_of_rebuild(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_generation_fields_kept),     cmocka_unit_test(test_nothing_else),
-		cmocka_unit_test(test_scripts_only_where_allowed), cmocka_unit_test(test_wrong_shapes_dropped),
-		cmocka_unit_test(test_long_strings_dropped),       cmocka_unit_test(test_rebuild_of_rebuild),
+		cmocka_unit_test(test_generation_fields_kept),
+		cmocka_unit_test(test_nothing_else),
+		cmocka_unit_test(test_scripts_only_where_allowed),
+		cmocka_unit_test(test_wrong_shapes_dropped),
+		cmocka_unit_test(test_checkpoint_alone_stays_loaded),
+		cmocka_unit_test(test_long_strings_dropped),
+		cmocka_unit_test(test_rebuild_of_rebuild),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -200,6 +200,29 @@ def check_never_reads(gw, timeout_s):
             took is not None and took < 2, took)
 
 
+def check_ipv6_prefix(gw):
+    """Clients named by the trusted proxy (X-Real-IP): IPv6 addresses of one
+    /64 share the per-address cap (4 here); another /64 does not."""
+    socks, statuses = [], []
+    for i in range(5):
+        try:
+            socks.append(WSClient("127.0.0.1", gw.port, "/ws", timeout=10,
+                                  headers={"X-Real-IP": "2001:db8:1:2::%x" % (0xa + i * 0x1111)}))
+            statuses.append(101)
+        except HandshakeError as e:
+            statuses.append(e.status)
+    try:
+        socks.append(WSClient("127.0.0.1", gw.port, "/ws", timeout=10, headers={"X-Real-IP": "2001:db8:1:3::1"}))
+        other = 101
+    except HandshakeError as e:
+        other = e.status
+    print("# five addresses of 2001:db8:1:2::/64: %s; one of 2001:db8:1:3::/64: %s" % (statuses, other))
+    t.check("IPv6 clients count by their /64: the 5th address of one /64 is refused (429), another /64 is not",
+            statuses == [101, 101, 101, 101, 429] and other == 101, (statuses, other))
+    for ws in socks:
+        ws.close()
+
+
 def main():
     be = t.start_backend("--provider", "p", "--gpu-class", "a100")
     bal = t.start_balancer("--backend", be.url)
@@ -260,6 +283,8 @@ def main():
             set(statuses) == {403} and len(ok) == 4, (statuses, keep))
     for k in ok:
         k.close()
+    t.wait_until(lambda: t.metric(t.metrics(gw2.url), "sdgate_gateway_connections", 1) == 0, 10)
+    check_ipv6_prefix(gw2)
     t.wait_until(lambda: t.metric(t.metrics(gw2.url), "sdgate_gateway_connections", 1) == 0, 10)
     check_never_reads(gw2, 3)
     slow = t.metric(t.metrics(gw2.url), "sdgate_gateway_slow_clients_total", 0)

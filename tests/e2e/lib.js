@@ -141,6 +141,15 @@ async function startMarketplace(backends, paceMs, gatewayArgs) {
   return { bal, gw };
 }
 
+// Fills the UI's form (prompt, steps, a square size) and clicks Generate.
+async function generate(page, prompt, steps, size) {
+  await page.fill('#prompt', prompt);
+  await page.fill('#steps', String(steps));
+  await page.selectOption('#width', String(size));
+  await page.selectOption('#height', String(size));
+  await page.click('#generate');
+}
+
 function launch() {
   return chromium.launch({
     executablePath: CHROMIUM,
@@ -177,5 +186,6 @@ async function run(script, main) {
 }
 
 module.exports = {
-  ROOT, BIN, OUT, TMP, check, freePort, get, sleep, waitUntil, start, stop, tail, startMarketplace, launch, run,
+  ROOT, BIN, OUT, TMP, check, freePort, get, sleep, waitUntil, start, stop, tail, startMarketplace, generate, launch,
+  run,
 };

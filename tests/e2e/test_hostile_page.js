@@ -13,7 +13,7 @@
 'use strict';
 
 const http = require('http');
-const { check, get, launch, run, startMarketplace, waitUntil } = require('./lib');
+const { check, generate, get, launch, run, startMarketplace, waitUntil } = require('./lib');
 
 const SOCKETS = 64;
 
@@ -102,11 +102,7 @@ async function main() {
     check('the page itself comes with the CSP', /default-src 'self'/.test(csp), resp.headers());
     await page.waitForSelector('#connection[data-state=open]', { timeout: 20000 });
     check('the visitor\'s own tab still connects (the page spent none of the address\'s connections)', true);
-    await page.fill('#prompt', 'a red circle on a blue square');
-    await page.fill('#steps', '4');
-    await page.selectOption('#width', '128');
-    await page.selectOption('#height', '128');
-    await page.click('#generate');
+    await generate(page, 'a red circle on a blue square', 4, 128);
     await page.waitForSelector('[data-testid=job-card][data-state=done]', { timeout: 60000 });
     const img = page.locator('[data-testid=job-card] [data-testid=job-image]').first();
     await page.waitForFunction((el) => el.complete && el.naturalWidth > 0, await img.elementHandle(),

@@ -18,7 +18,7 @@
 
 const fs = require('fs');
 const path = require('path');
-const { OUT, check, launch, startMarketplace } = require('./lib');
+const { OUT, check, generate, launch, startMarketplace } = require('./lib');
 
 const PACE = '60';
 
@@ -146,11 +146,7 @@ async function main() {
     await page2.goto(gw.url + '/', { waitUntil: 'load' });
     await page2.waitForSelector('#connection[data-state=open]', { timeout: 20000 });
     check('a second page connects (welcome with a loosened max_steps)', routed);
-    await page2.fill('#prompt', 'a yellow triangle');
-    await page2.fill('#steps', '200');
-    await page2.selectOption('#width', '64');
-    await page2.selectOption('#height', '64');
-    await page2.click('#generate');
+    await generate(page2, 'a yellow triangle', 200, 64);
     await page2.waitForSelector('[data-testid=job-card][data-state=error]', { timeout: 15000 });
     const fieldErr = await page2.textContent('[data-testid=field-error-steps]');
     check('steps 200 → the gateway\'s error under Steps', /less than or equal to 150/.test(fieldErr || ''), fieldErr);

@@ -48,9 +48,9 @@ void addr_key(const char *addr, char *out, size_t len)
 {
 	struct in_addr v4;
 	struct in6_addr v6;
-	char text[INET6_ADDRSTRLEN];
 	int family = parse(addr, &v4, &v6);
 	if (family == 6) {
+		char text[INET6_ADDRSTRLEN];
 		memset(&v6.s6_addr[8], 0, 8);
 		if (inet_ntop(AF_INET6, &v6, text, sizeof text)) {
 			snprintf(out, len, "%s/64", text);

@@ -94,6 +94,7 @@ static const struct config_option OPTIONS[] = {
 _Static_assert(TXT2IMG_MAX_STEPS == 150 && TXT2IMG_MAX_SIZE == 2048 && TXT2IMG_MIN_SIZE == 64 && GW_MAX_ID == 64 &&
 		       GW_MAX_GPUS == 16,
 	       "update the --help epilog");
+_Static_assert(GW_OUT_MAX == 32u << 20 && GW_OUT_CONTROL == 64u << 10, "update the --help epilog");
 static const struct config_program PROGRAM = {
 	"sdgate-gateway",
 	"websocket front server of the sdgate marketplace: serves the web UI, validates, rate-limits, forwards to "

@@ -32,7 +32,7 @@ static unsigned default_port(const char *scheme)
  * address, or an IPv6 address in brackets. 0, or -1 when malformed. */
 static int parse_authority(const char *s, size_t n, struct origin *o)
 {
-	size_t host_end = n;
+	size_t host_end;
 	if (n && s[0] == '[') {
 		const char *close = memchr(s, ']', n);
 		if (!close)

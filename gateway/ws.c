@@ -109,12 +109,12 @@ static void conn_arm_timer(struct conn *c)
 static int make_room(struct conn *c, size_t len)
 {
 	while (out_total + len > (size_t)cfg->max_output_bytes) {
-		struct conn *fat = c;
+		struct conn *fat = NULL;
 		for (struct conn *o = conns; o; o = o->next)
-			if (!o->killed && o->out.bytes > fat->out.bytes)
+			if (!o->killed && o->out.bytes && (!fat || o->out.bytes > fat->out.bytes))
 				fat = o;
-		if (fat->out.bytes == 0 && fat != c)
-			return 0; /* nothing to free: the rest is being written */
+		if (!fat)
+			return 0; /* nothing waits: one message larger than the bound still goes */
 		conn_kill_slow(fat, "the gateway's output is full and this connection has the most waiting");
 		if (fat == c)
 			return -1;
@@ -174,11 +174,11 @@ static void conn_send_error(struct conn *c, const struct gw_error *e)
  * messages from a connection meanwhile, so nothing new would be queued). */
 static int conn_write(struct conn *c)
 {
-	static unsigned char frame[LWS_PRE + GW_OUT_CHUNK];
 	const char *text;
 	int first, last;
 	size_t n = c->killed ? 0 : outq_chunk(&c->out, &text, &first, &last);
 	if (n > 0) {
+		static unsigned char frame[LWS_PRE + GW_OUT_CHUNK]; /* lws writes the frame head before it */
 		memcpy(frame + LWS_PRE, text, n);
 		int flags = lws_write_ws_flags(LWS_WRITE_TEXT, first, last);
 		if (lws_write(c->wsi, frame + LWS_PRE, n, (enum lws_write_protocol)flags) < (int)n)

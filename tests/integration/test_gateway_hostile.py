@@ -7,7 +7,9 @@
   origin a trusted proxy names in X-Forwarded-Proto/Host are let in;
 - 64 sockets that send ~11 MB of hello and never read grow the gateway by
   less than 64 MiB (they grew it by ~450 MiB before the bounded queue);
-- a socket that never reads is closed after --send-timeout-s;
+- a socket that never reads is closed after --send-timeout-s, or at once
+  when its waiting output passes its bound or the gateway's
+  (--max-output-bytes);
 - every HTTP answer carries the UI's CSP, X-Frame-Options, nosniff and
   Referrer-Policy; /healthz and /metrics name no balancer URL."""
 
@@ -170,6 +172,37 @@ def closes_within(gw, timeout):
     return time.monotonic() - t0 if ok else None
 
 
+def big_job(id, seed):
+    return {"type": "generate", "id": id, "prompt": "noise", "negative_prompt": "", "sampler_name": "Euler a",
+            "steps": 1, "cfg_scale": 7, "width": 2048, "height": 2048, "seed": seed, "gpus": []}
+
+
+def check_output_cap(gw):
+    """--max-output-bytes 1 MiB: a client that asks for four 2048x2048
+    images and reads none is closed when its waiting output fills the
+    gateway's, long before --send-timeout-s (60); a reading client beside it
+    gets its image."""
+    s, status = raw_upgrade("127.0.0.1", gw.port, rcvbuf=4096)
+    t0 = time.monotonic()
+    for i in range(4):
+        s.sendall(frame(OP_TEXT, json.dumps(big_job("cap%d" % i, 7 + i)).encode()))
+    reader = WSClient("127.0.0.1", gw.port, "/ws", timeout=10)
+    reader.send_json(big_job("fine", 3))
+    done = reader.wait_for(lambda m: m.get("id") == "fine" and m.get("type") in ("done", "error"), 60)
+    closed = t.wait_until(lambda: t.metric(t.metrics(gw.url), "sdgate_gateway_connections", 2) <= 1, 30, 0.1)
+    took = time.monotonic() - t0
+    slow = t.metric(t.metrics(gw.url), "sdgate_gateway_slow_clients_total", 0)
+    print("# --max-output-bytes 1 MiB: the non-reader was %s after %.1f s (slow clients %s); the reader got %s (%d "
+          "bytes)" % ("closed" if closed else "still open", took, slow, (done or {}).get("type"),
+                      len(json.dumps(done or {}))))
+    t.check("past --max-output-bytes the connection with the most waiting is closed (not after --send-timeout-s)",
+            closed and slow == 1 and took < 40 and "the gateway's output is full" in gw.log_tail(100),
+            (closed, slow, took, gw.log_tail(10)))
+    t.check("…and a reading client beside it gets its 2048x2048 image", (done or {}).get("type") == "done", done)
+    reader.close()
+    s.close()
+
+
 def check_never_reads(gw, timeout_s):
     """A client that asks for two 2048x2048 images and never reads them (a
     4 KiB receive buffer): the gateway writes what the kernel takes, then the
@@ -179,10 +212,7 @@ def check_never_reads(gw, timeout_s):
     s, status = raw_upgrade("127.0.0.1", gw.port, rcvbuf=4096)
     t.check("a non-reading socket is upgraded", status == 101, status)
     for i in range(2):
-        s.sendall(frame(OP_TEXT, json.dumps({
-            "type": "generate", "id": "big%d" % i, "prompt": "noise", "negative_prompt": "",
-            "sampler_name": "Euler a", "steps": 1, "cfg_scale": 7, "width": 2048, "height": 2048, "seed": 42 + i,
-            "gpus": []}).encode()))
+        s.sendall(frame(OP_TEXT, json.dumps(big_job("big%d" % i, 42 + i)).encode()))
     took = closes_within(gw, 40)
     s.close()
     print("# a client that does not read its images: closed after %s s (--send-timeout-s %d)"
@@ -289,6 +319,10 @@ def main():
     check_never_reads(gw2, 3)
     slow = t.metric(t.metrics(gw2.url), "sdgate_gateway_slow_clients_total", 0)
     t.check("/metrics counts both as slow clients (%s)" % slow, slow == 2, slow)
+
+    gw3 = t.start_gateway("--balancer", bal.url, "--max-output-bytes", 1 << 20, "--send-timeout-s", "60",
+                          name="gateway-capped", wait_board=True)
+    check_output_cap(gw3)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def check_origins(gw):
 
     # A refused page reads why, and costs its visitor nothing.
     try:
-        WSClient("127.0.0.1", gw.port, "/ws", timeout=10, origin="http://evil.example")
+        WSClient("127.0.0.1", gw.port, "/ws", timeout=10, origin="http://evil.example").close()
         body = b""
     except HandshakeError as e:
         body = e.body

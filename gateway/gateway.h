@@ -25,12 +25,16 @@
 #define GW_MAX_GPU_CLASS 32      /* bytes of one GPU class name */
 #define GW_MAX_EVENT (48u << 20) /* one SSE event from the balancer (a done event carries the PNG) */
 #define GW_MAX_REPLY (4u << 20)  /* any other balancer answer */
-#define GW_OUT_SOFT                                                                                                    \
-	(8u << 20)                  /* queued to one client: past it, only a job's own messages (not                   \
-				       progress) are still queued, so a client that sends without                      \
-				       reading cannot grow its queue */
-#define GW_OUT_HARD (128u << 20)    /* past it the client is too slow and is disconnected */
-#define GW_STREAM_BACKOFF_MAX_S 2.0 /* the longest wait between two re-opens */
+/* Output to one websocket (outq.c). The largest message is a done with one
+ * image: at most 2048 x 2048 RGBA, stored uncompressed in the PNG, base64
+ * (22.4 MB). GW_OUT_MAX holds one of those and room for the rest; past it,
+ * or past GW_OUT_CONTROL bytes of replies to its messages, a client that does
+ * not read is closed (so is one that takes no output for --send-timeout-s). */
+#define GW_OUT_MAX (32u << 20)
+#define GW_OUT_CONTROL (64u << 10)   /* replies other than job messages, boards and welcomes */
+#define GW_OUT_CHUNK (64u << 10)     /* one websocket frame of a message: a longer one is sent in fragments */
+#define GW_SOCKET_SNDBUF (256 << 10) /* SO_SNDBUF of a websocket (Linux doubles it): 5 MB/s at 100 ms */
+#define GW_STREAM_BACKOFF_MAX_S 2.0  /* the longest wait between two re-opens */
 
 struct gw_config {
 	char host[64];
@@ -40,6 +44,7 @@ struct gw_config {
 	const char *web_dir;     /* absolute */
 	const char *admin_token; /* may be NULL */
 	char **trusted_proxies;  /* NULL-terminated, may be NULL: peers whose forwarding headers are believed */
+	char **allowed_origins;  /* NULL-terminated, may be NULL: origins besides the gateway's own */
 	double rate_burst;       /* work units (megapixel-steps) a client may spend at once */
 	double rate_refill;      /* work units per second */
 	long rate_clients;       /* addresses tracked at most */
@@ -47,6 +52,8 @@ struct gw_config {
 	long max_connections;
 	long max_connections_per_address; /* one address cannot crowd the others out */
 	long max_message;                 /* bytes of one websocket message */
+	long max_output_bytes;            /* queued to all websockets together */
+	double send_timeout_s;            /* a websocket with output waiting that takes none this long is closed */
 	long max_prompt;                  /* code points of prompt and negative_prompt */
 	long board_interval_ms;
 	long balancer_timeout_ms; /* connect + answer of a short balancer call */
@@ -102,10 +109,52 @@ int ratelimit_take(struct ratelimit *rl, const char *addr, double work, double n
 /* Gives back work taken for a job the balancer never accepted. */
 void ratelimit_refund(struct ratelimit *rl, const char *addr, double work, double now);
 
+/* ---------------------------------------------------------------- outq.c
+ * One connection's outgoing messages, bounded (service thread only). */
+enum outq_class {
+	OUTQ_JOB,      /* a job's own message */
+	OUTQ_PROGRESS, /* replaces the waiting progress of the same job */
+	OUTQ_BOARD,    /* replaces the waiting board */
+	OUTQ_WELCOME,  /* replaces the waiting welcome */
+	OUTQ_CONTROL   /* any other reply: GW_OUT_CONTROL bytes in all */
+};
+enum outq_result { OUTQ_QUEUED, OUTQ_REPLACED, OUTQ_OVER, OUTQ_NOMEM };
+struct outq_msg;
+struct outq {
+	struct outq_msg *head, *tail;
+	size_t bytes;   /* not yet written */
+	size_t control; /* of it, OUTQ_CONTROL */
+};
+/* Queues a copy of text (id: the job, for OUTQ_PROGRESS). OUTQ_OVER: a
+ * bound is passed, nothing was queued (close the connection). */
+enum outq_result outq_push(struct outq *q, const char *text, size_t len, enum outq_class cls, const char *id);
+/* 1 when a message of class cls waits (not started). */
+int outq_waiting(const struct outq *q, enum outq_class cls);
+/* The next piece to write (at most GW_OUT_CHUNK bytes of the head message):
+ * its length (0 when empty), *first / *last: it starts / ends the message. */
+size_t outq_chunk(const struct outq *q, const char **text, int *first, int *last);
+/* n bytes of the head were written. */
+void outq_advance(struct outq *q, size_t n);
+void outq_clear(struct outq *q);
+
+/* ---------------------------------------------------------------- origin.c, addr.c */
+/* 1 when origin ("scheme://host[:port]") may open a websocket on a request
+ * that reached the gateway as scheme://host: the same origin, or one in
+ * allowed (NULL-terminated, may be NULL). No origin (NULL or "") passes. */
+int origin_allowed(const char *origin, const char *scheme, const char *host, char *const *allowed);
+/* 1 when s is an origin origin_allowed understands (for --allowed-origin). */
+int origin_valid(const char *s);
+/* The address as one spelling: IPv4-mapped IPv6 as IPv4, IPv6 compressed. */
+void addr_canonical(const char *addr, char *out, size_t len);
+/* What addr counts as for the per-address limits: IPv4 itself, IPv6 its /64
+ * ("2001:db8:1:2::/64"), IPv4-mapped IPv6 the IPv4 address. */
+void addr_key(const char *addr, char *out, size_t len);
+
 /* ---------------------------------------------------------------- metrics.c */
 enum gw_counter {
 	GW_C_CONNECTIONS_TOTAL,
 	GW_C_CONNECTIONS_REFUSED,
+	GW_C_ORIGIN_REFUSED,
 	GW_C_MESSAGES,
 	GW_C_INVALID,
 	GW_C_RATE_LIMITED,
@@ -121,7 +170,8 @@ enum gw_counter {
 void metrics_inc(enum gw_counter c);
 void metrics_connections_add(long delta);
 long metrics_connections(void);
-/* Prometheus text 0.0.4; balancer_up: 1/0 per configured balancer. Caller frees. */
+/* Prometheus text 0.0.4; balancer_up: 1/0 per configured balancer (labelled
+ * by its 1-based index: the URLs are internal). Caller frees. */
 char *metrics_render(const struct gw_config *cfg, const int *balancer_up, size_t *len);
 
 /* ---------------------------------------------------------------- balancer_client.c */
@@ -169,11 +219,15 @@ int bc_board_ok(struct bc *bc);
 /* ---------------------------------------------------------------- ws.c */
 struct lws_protocols;
 struct lws_http_mount;
+struct lws_protocol_vhost_options;
 struct lws_context;
 /* The protocol table (http + websocket in one callback) and the mounts
  * (web/ at `/`, /healthz, /metrics) for the context. */
 const struct lws_protocols *ws_protocols(void);
 const struct lws_http_mount *ws_mounts(const struct gw_config *cfg);
+/* The headers every HTTP answer carries (CSP, X-Frame-Options, nosniff,
+ * Referrer-Policy): the vhost's `headers`. */
+const struct lws_protocol_vhost_options *ws_headers(void);
 /* Set up before the context is created; torn down after it is destroyed. */
 int ws_init(const struct gw_config *cfg);
 void ws_attach(struct lws_context *ctx, struct bc *bc);

@@ -29,6 +29,7 @@
 static const char *listen_spec = "127.0.0.1:8080";
 static char **balancers = NULL;
 static char **trusted_proxies = NULL;
+static char **allowed_origins = NULL;
 static const char *web_dir = NULL;
 static const char *admin_token = NULL;
 static double rate_burst = 640;
@@ -38,6 +39,8 @@ static long max_jobs = 4;
 static long max_connections = 1000;
 static long max_connections_per_address = 64;
 static long max_message = 65536;
+static long max_output_bytes = 256L << 20;
+static double send_timeout_s = 30;
 static long max_prompt = 2000;
 static long board_interval_ms = 2000;
 static long balancer_timeout_ms = 10000;
@@ -52,6 +55,10 @@ static const struct config_option OPTIONS[] = {
 	 0, 0},
 	{"trusted-proxy", CONFIG_LIST, &trusted_proxies, "ADDR",
 	 "a reverse proxy (e.g. NGINX) whose X-Real-IP / X-Forwarded-For names the client (repeatable; by IP)", 0, 0},
+	{"allowed-origin", CONFIG_LIST, &allowed_origins, "ORIGIN",
+	 "a web origin (scheme://host[:port]) whose pages may open websockets besides the gateway's own, e.g. the "
+	 "public https:// name when a proxy does not pass X-Forwarded-Proto/Host",
+	 0, 0},
 	{"admin-token", CONFIG_SECRET, &admin_token, "T",
 	 "the balancer's admin token: lets the gateway name each end client (X-Sdgate-Client) for per-client limits", 0,
 	 0},
@@ -66,6 +73,11 @@ static const struct config_option OPTIONS[] = {
 	{"max-connections-per-address", CONFIG_INT, &max_connections_per_address, "N",
 	 "open websocket connections from one client address at most", 1, 1000000},
 	{"max-message", CONFIG_INT, &max_message, "BYTES", "largest websocket message accepted", 1024, 16777216},
+	{"max-output-bytes", CONFIG_INT, &max_output_bytes, "BYTES",
+	 "output queued to all websockets together; past it the connection with the most waiting is closed", 1L << 20,
+	 1L << 40},
+	{"send-timeout-s", CONFIG_DOUBLE, &send_timeout_s, "S",
+	 "a websocket with messages waiting that takes none of them for this long is closed", 1, 3600},
 	{"max-prompt", CONFIG_INT, &max_prompt, "N",
 	 "characters (code points) in prompt and negative_prompt; never above the backend's 8192 bytes", 1, 8192},
 	{"board-interval-ms", CONFIG_INT, &board_interval_ms, "N", "how often the balancer's board is polled", 100,
@@ -82,6 +94,7 @@ static const struct config_option OPTIONS[] = {
 _Static_assert(TXT2IMG_MAX_STEPS == 150 && TXT2IMG_MAX_SIZE == 2048 && TXT2IMG_MIN_SIZE == 64 && GW_MAX_ID == 64 &&
 		       GW_MAX_GPUS == 16,
 	       "update the --help epilog");
+_Static_assert(GW_OUT_MAX == 32u << 20 && GW_OUT_CONTROL == 64u << 10, "update the --help epilog");
 static const struct config_program PROGRAM = {
 	"sdgate-gateway",
 	"websocket front server of the sdgate marketplace: serves the web UI, validates, rate-limits, forwards to "
@@ -94,7 +107,12 @@ static const struct config_program PROGRAM = {
 	"            width/height 64..2048, multiples of 8; a known sampler; at most 16 GPU classes the balancer "
 	"lists\n"
 	"  rate: a token bucket per client address in megapixel-steps (--rate-burst, --rate-refill);\n"
-	"        --max-jobs-per-connection unfinished jobs per connection\n"
+	"        --max-jobs-per-connection unfinished jobs per connection; IPv6 addresses count by their /64\n"
+	"  websocket upgrades: from pages of the gateway's own origin or an --allowed-origin, or without\n"
+	"        Origin (403 otherwise); --max-connections (503), --max-connections-per-address (429)\n"
+	"  output to one websocket: 32 MiB (one done with the largest image), of it 64 KiB of replies to\n"
+	"        its messages (boards and welcomes replace the waiting one; progress the same job's); past\n"
+	"        that, or none taken for --send-timeout-s, the connection is closed\n"
 	"Endpoints: / (web UI files), /ws (websocket), /healthz, /metrics (Prometheus).\n",
 };
 
@@ -189,6 +207,16 @@ int main(int argc, char **argv)
 	cfg.web_dir = web;
 	cfg.admin_token = admin_token;
 	cfg.trusted_proxies = trusted_proxies;
+	cfg.allowed_origins = allowed_origins;
+	for (char **o = allowed_origins; o && *o; o++) {
+		if (!origin_valid(*o)) {
+			log_error("--allowed-origin %s: expected http(s)://host[:port]", *o);
+			rc = 2;
+			goto out;
+		}
+	}
+	cfg.max_output_bytes = max_output_bytes;
+	cfg.send_timeout_s = send_timeout_s;
 	cfg.rate_burst = rate_burst;
 	cfg.rate_refill = rate_refill;
 	cfg.rate_clients = rate_clients;
@@ -218,6 +246,7 @@ int main(int argc, char **argv)
 		info.options |= LWS_SERVER_OPTION_DISABLE_IPV6;
 	info.protocols = ws_protocols();
 	info.mounts = ws_mounts(&cfg);
+	info.headers = ws_headers();
 	info.vhost_name = "sdgate";
 	info.server_string = "sdgate-gateway";
 	info.timeout_secs = 20;

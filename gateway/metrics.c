@@ -45,19 +45,6 @@ static void put(struct buf *b, const char *fmt, ...)
 
 static long get(enum gw_counter c) { return atomic_load(&counters[c]); }
 
-/* A URL as a label value: backslash, quote and newline escaped. */
-static void put_label(struct buf *b, const char *s)
-{
-	for (; *s; s++) {
-		if (*s == '\\' || *s == '"')
-			put(b, "\\%c", *s);
-		else if (*s == '\n')
-			put(b, "\\n");
-		else
-			put(b, "%c", *s);
-	}
-}
-
 char *metrics_render(const struct gw_config *cfg, const int *balancer_up, size_t *len)
 {
 	struct buf b = {0};
@@ -70,9 +57,14 @@ char *metrics_render(const struct gw_config *cfg, const int *balancer_up, size_t
 	    "# TYPE sdgate_gateway_connections_total counter\nsdgate_gateway_connections_total %ld\n",
 	    get(GW_C_CONNECTIONS_TOTAL));
 	put(&b,
-	    "# HELP sdgate_gateway_connections_refused_total Websocket upgrades refused (connection limit, path).\n"
+	    "# HELP sdgate_gateway_connections_refused_total Websocket upgrades refused (origin, connection limits, "
+	    "path).\n"
 	    "# TYPE sdgate_gateway_connections_refused_total counter\nsdgate_gateway_connections_refused_total %ld\n",
 	    get(GW_C_CONNECTIONS_REFUSED));
+	put(&b,
+	    "# HELP sdgate_gateway_origin_refused_total Websocket upgrades refused for their Origin (403).\n"
+	    "# TYPE sdgate_gateway_origin_refused_total counter\nsdgate_gateway_origin_refused_total %ld\n",
+	    get(GW_C_ORIGIN_REFUSED));
 	put(&b,
 	    "# HELP sdgate_gateway_messages_total Websocket messages received.\n"
 	    "# TYPE sdgate_gateway_messages_total counter\nsdgate_gateway_messages_total %ld\n",
@@ -103,16 +95,14 @@ char *metrics_render(const struct gw_config *cfg, const int *balancer_up, size_t
 	    "# TYPE sdgate_gateway_balancer_failovers_total counter\nsdgate_gateway_balancer_failovers_total %ld\n",
 	    get(GW_C_FAILOVERS));
 	put(&b,
-	    "# HELP sdgate_gateway_slow_clients_total Connections closed because they did not read.\n"
+	    "# HELP sdgate_gateway_slow_clients_total Connections closed because they did not read their messages.\n"
 	    "# TYPE sdgate_gateway_slow_clients_total counter\nsdgate_gateway_slow_clients_total %ld\n",
 	    get(GW_C_SLOW_CLIENTS));
-	put(&b, "# HELP sdgate_gateway_balancer_up Whether the last call to this balancer got an answer.\n"
+	put(&b, "# HELP sdgate_gateway_balancer_up Whether the last call to this balancer (its place in --balancer, "
+		"from 1) got an answer.\n"
 		"# TYPE sdgate_gateway_balancer_up gauge\n");
-	for (size_t i = 0; i < cfg->n_balancers; i++) {
-		put(&b, "sdgate_gateway_balancer_up{url=\"");
-		put_label(&b, cfg->balancers[i]);
-		put(&b, "\"} %d\n", balancer_up[i]);
-	}
+	for (size_t i = 0; i < cfg->n_balancers; i++)
+		put(&b, "sdgate_gateway_balancer_up{balancer=\"%zu\"} %d\n", i + 1, balancer_up[i]);
 	if (len)
 		*len = b.len;
 	return b.p;

@@ -5,9 +5,15 @@
  * (balancer_client.c), and where the balancer's events come back as
  * messages to the client that asked.
  *
- * A connection keeps an outgoing queue bounded in bytes: progress messages
- * are dropped for a client that reads slowly, and one that stops reading is
- * disconnected. A closed connection cancels its jobs.
+ * An upgrade is refused (an HTTP status the client can read) off /ws, from
+ * a page of another origin (origin.c), past --max-connections or past
+ * --max-connections-per-address (per addr.c's key: IPv6 by its /64).
+ *
+ * A connection's output is bounded (outq.c: replies coalesce, a client that
+ * sends without reading is closed), written in fragments of GW_OUT_CHUNK, and
+ * one that takes no output for --send-timeout-s is closed; all connections'
+ * output together is bounded by --max-output-bytes (past it, the connection
+ * with the most waiting is closed). A closed connection cancels its jobs.
  *
  * Service thread only: everything here except ws_init/ws_shutdown runs
  * inside lws callbacks. */
@@ -16,17 +22,12 @@
 #include "json.h"
 #include "log.h"
 
+#include <errno.h>
 #include <libwebsockets.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
-
-struct out_msg {
-	struct out_msg *next;
-	size_t len;
-	int droppable;
-	unsigned char buf[]; /* LWS_PRE + len */
-};
 
 /* Per-session data of both HTTP requests and websocket connections. */
 struct conn {
@@ -34,14 +35,15 @@ struct conn {
 	struct lws *wsi;
 	uint64_t id;
 	int is_ws;
-	char addr[64];
+	char addr[64]; /* as seen (logs) */
+	char key[64];  /* what the per-address limits count (addr.c) */
 	/* the message being received */
 	char *rx;
 	size_t rx_len;
 	int rx_started, rx_too_large, rx_binary;
-	/* what waits to be written */
-	struct out_msg *out, *out_tail;
-	size_t out_bytes;
+	/* what waits to be written; the stall timer runs while it is not empty */
+	struct outq out;
+	int timer_armed;
 	int welcomed;
 	int killed;
 	/* ids of this connection's unfinished jobs */
@@ -58,6 +60,7 @@ static struct bc *client;
 static struct ratelimit *limiter;
 static struct conn *conns;
 static uint64_t next_conn_id = 1;
+static size_t out_total;   /* every connection's c->out.bytes */
 static json_t *board;      /* the balancer's last board {backends, gpus} */
 static json_t *known_gpus; /* its GPU classes (strings) */
 static json_t *samplers;   /* the names welcome offers */
@@ -78,52 +81,78 @@ static void conn_kill(struct conn *c, const char *why)
 		return;
 	c->killed = 1;
 	log_warn("connection %llu (%s): closing: %s", (unsigned long long)c->id, c->addr, why);
+	out_total -= c->out.bytes;
+	outq_clear(&c->out);
+	c->timer_armed = 0;
 	lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
-/* What a message is, for a client that does not read: past GW_OUT_SOFT
- * progress and control messages (welcome, board, errors of messages) are
- * dropped; a job's own messages are bounded by the job cap. */
-enum msg_class { MSG_JOB, MSG_PROGRESS, MSG_CONTROL };
-
-/* Queues text (copied) for c. */
-static void conn_send(struct conn *c, const char *text, size_t len, enum msg_class cls)
+static void conn_kill_slow(struct conn *c, const char *why)
 {
-	if (c->killed)
-		return;
-	if (cls != MSG_JOB && c->out_bytes > GW_OUT_SOFT)
-		return;
-	if (c->out_bytes + len > GW_OUT_HARD) {
+	if (!c->killed)
 		metrics_inc(GW_C_SLOW_CLIENTS);
-		conn_kill(c, "it does not read its messages");
-		return;
+	conn_kill(c, why);
+}
+
+/* (Re)starts the stall timer: the output must move within --send-timeout-s.
+ * It is never cancelled (lws 4.1.6's LWS_SET_TIMER_USEC_CANCEL fires it at
+ * once instead): timer_armed = 0 disarms it, and a late one is ignored. */
+static void conn_arm_timer(struct conn *c)
+{
+	lws_set_timer_usecs(c->wsi, (lws_usec_t)(cfg->send_timeout_s * LWS_US_PER_SEC));
+	c->timer_armed = 1;
+}
+
+/* Makes room for len more bytes in the gateway's output: closes the
+ * connections with the most waiting until it fits (c itself too, if it is
+ * one of them). 0 when c may queue. */
+static int make_room(struct conn *c, size_t len)
+{
+	while (out_total + len > (size_t)cfg->max_output_bytes) {
+		struct conn *fat = NULL;
+		for (struct conn *o = conns; o; o = o->next)
+			if (!o->killed && o->out.bytes && (!fat || o->out.bytes > fat->out.bytes))
+				fat = o;
+		if (!fat)
+			return 0; /* nothing waits: one message larger than the bound still goes */
+		conn_kill_slow(fat, "the gateway's output is full and this connection has the most waiting");
+		if (fat == c)
+			return -1;
 	}
-	struct out_msg *m = malloc(sizeof *m + LWS_PRE + len);
-	if (!m) {
+	return 0;
+}
+
+/* Queues text (copied) for c; id: the job, for progress. */
+static void conn_send(struct conn *c, const char *text, size_t len, enum outq_class cls, const char *id)
+{
+	if (c->killed || make_room(c, len) != 0)
+		return;
+	size_t before = c->out.bytes;
+	switch (outq_push(&c->out, text, len, cls, id)) {
+	case OUTQ_OVER:
+		conn_kill_slow(c, "it sends faster than it reads its messages");
+		return;
+	case OUTQ_NOMEM:
 		conn_kill(c, "out of memory");
 		return;
+	case OUTQ_QUEUED:
+	case OUTQ_REPLACED:
+		break;
 	}
-	m->next = NULL;
-	m->len = len;
-	m->droppable = cls != MSG_JOB;
-	memcpy(m->buf + LWS_PRE, text, len);
-	if (c->out_tail)
-		c->out_tail->next = m;
-	else
-		c->out = m;
-	c->out_tail = m;
-	c->out_bytes += len;
+	out_total += c->out.bytes - before;
+	if (!c->timer_armed)
+		conn_arm_timer(c);
 	lws_callback_on_writable(c->wsi);
 }
 
 /* Sends msg (stolen) with "type" already set. */
-static void conn_send_json(struct conn *c, json_t *msg)
+static void conn_send_json(struct conn *c, json_t *msg, enum outq_class cls)
 {
 	size_t len;
 	char *text = msg ? json_dump_compact(msg, &len) : NULL;
 	json_decref(msg);
 	if (text)
-		conn_send(c, text, len, MSG_CONTROL);
+		conn_send(c, text, len, cls, NULL);
 	free(text);
 }
 
@@ -135,25 +164,48 @@ static void conn_send_error(struct conn *c, const struct gw_error *e)
 	if (e->field[0])
 		json_object_set_new(m, "field", json_string(e->field));
 	log_debug("connection %llu (%s): error %s: %s", (unsigned long long)c->id, c->addr, e->code, e->message);
-	conn_send_json(c, m);
+	conn_send_json(c, m, OUTQ_CONTROL);
 }
 
+/* One fragment of the head message per WRITEABLE: lws keeps what the socket
+ * did not take (at most a fragment), and WRITEABLE comes again only once
+ * that is gone, so every call is progress and restarts the stall timer. The
+ * timer also runs while lws still holds a fragment (lws reads no more
+ * messages from a connection meanwhile, so nothing new would be queued). */
 static int conn_write(struct conn *c)
 {
-	struct out_msg *m = c->out;
-	if (!m)
+	const char *text;
+	int first, last;
+	size_t n = c->killed ? 0 : outq_chunk(&c->out, &text, &first, &last);
+	if (n > 0) {
+		static unsigned char frame[LWS_PRE + GW_OUT_CHUNK]; /* lws writes the frame head before it */
+		memcpy(frame + LWS_PRE, text, n);
+		int flags = lws_write_ws_flags(LWS_WRITE_TEXT, first, last);
+		if (lws_write(c->wsi, frame + LWS_PRE, n, (enum lws_write_protocol)flags) < (int)n)
+			return -1;
+		outq_advance(&c->out, n);
+		out_total -= n;
+	}
+	if (c->killed)
 		return 0;
-	int n = lws_write(c->wsi, m->buf + LWS_PRE, m->len, LWS_WRITE_TEXT);
-	if (n < (int)m->len)
-		return -1;
-	c->out = m->next;
-	if (!c->out)
-		c->out_tail = NULL;
-	c->out_bytes -= m->len;
-	free(m);
-	if (c->out)
+	if (c->out.head || lws_send_pipe_choked(c->wsi)) {
+		if (n > 0 || !c->timer_armed)
+			conn_arm_timer(c);
 		lws_callback_on_writable(c->wsi);
+	} else {
+		c->timer_armed = 0;
+	}
 	return 0;
+}
+
+/* The stall timer ran out: output waited --send-timeout-s and none moved. */
+static void conn_stalled(struct conn *c)
+{
+	if (!c->timer_armed)
+		return;
+	c->timer_armed = 0;
+	if (c->out.head || lws_send_pipe_choked(c->wsi))
+		conn_kill_slow(c, "it takes none of its messages");
 }
 
 /* ---------------------------------------------------------------- jobs of a connection */
@@ -197,18 +249,22 @@ static struct conn *conn_find(uint64_t id)
 
 /* ---------------------------------------------------------------- messages */
 
+/* A welcome (and the board after it). One still waiting is as good: a hello
+ * flood from a client that does not read costs no more than one. */
 static void send_welcome(struct conn *c)
 {
+	if (outq_waiting(&c->out, OUTQ_WELCOME))
+		return;
 	json_t *gpus = json_object_get(board, "gpus");
 	json_t *m = json_pack("{s:s,s:O,s:o,s:o,s:s}", "type", "welcome", "samplers", samplers, "gpus",
 			      gpus ? json_deep_copy(gpus) : json_array(), "limits", validate_limits_json(cfg),
 			      "version", SDGATE_VERSION);
-	conn_send_json(c, m);
+	conn_send_json(c, m, OUTQ_WELCOME);
 	c->welcomed = 1;
 	if (board) {
 		json_t *b = json_deep_copy(board);
 		json_object_set_new(b, "type", json_string("board"));
-		conn_send_json(c, b);
+		conn_send_json(c, b, OUTQ_BOARD);
 	}
 }
 
@@ -223,7 +279,7 @@ static void on_generate(struct conn *c, struct gw_request *r)
 				   cfg->max_jobs_per_connection);
 	} else {
 		double retry;
-		if (ratelimit_take(limiter, c->addr, r->work, now_s(), &retry) != 0) {
+		if (ratelimit_take(limiter, c->key, r->work, now_s(), &retry) != 0) {
 			metrics_inc(GW_C_RATE_LIMITED);
 			if (retry < 0)
 				validate_error_set(
@@ -239,12 +295,12 @@ static void on_generate(struct conn *c, struct gw_request *r)
 			log_info("connection %llu (%s): job %s rate-limited", (unsigned long long)c->id, c->addr,
 				 r->id);
 		} else if (conn_job_add(c, r->id) != 0) {
-			ratelimit_refund(limiter, c->addr, r->work, now_s());
+			ratelimit_refund(limiter, c->key, r->work, now_s());
 			validate_error_set(&e, r->id, "internal", NULL, "out of memory");
 		} else {
 			log_info("connection %llu (%s): job %s submitted (%.2f megapixel-steps)",
 				 (unsigned long long)c->id, c->addr, r->id, r->work);
-			bc_submit(client, c->id, r->id, r->body, c->addr, r->work);
+			bc_submit(client, c->id, r->id, r->body, c->key, r->work);
 			r->body = NULL;
 			return;
 		}
@@ -344,7 +400,7 @@ static void apply_board(json_t *b)
 	json_decref(msg);
 	for (struct conn *c = conns; c && text; c = c->next)
 		if (c->welcomed)
-			conn_send(c, text, len, MSG_CONTROL);
+			conn_send(c, text, len, OUTQ_BOARD, NULL);
 	free(text);
 }
 
@@ -371,7 +427,7 @@ static void drain_events(void)
 			if (c) {
 				if (ev->outcome != BC_RUNNING)
 					conn_job_remove(c, ev->id);
-				conn_send(c, ev->text, ev->len, ev->droppable ? MSG_PROGRESS : MSG_JOB);
+				conn_send(c, ev->text, ev->len, ev->droppable ? OUTQ_PROGRESS : OUTQ_JOB, ev->id);
 			}
 		}
 		bc_event_free(ev);
@@ -423,7 +479,7 @@ static int on_http(struct lws *wsi, struct conn *c)
 		int ok = client ? bc_board_ok(client) : -1;
 		json_t *bals = json_array();
 		for (size_t i = 0; i < cfg->n_balancers; i++)
-			json_array_append_new(bals, json_pack("{s:s,s:b}", "url", cfg->balancers[i], "up", up[i]));
+			json_array_append_new(bals, json_pack("{s:I,s:b}", "index", (json_int_t)(i + 1), "up", up[i]));
 		json_t *h = json_pack("{s:s,s:i,s:o}", "status",
 				      ok == 0  ? "degraded"
 				      : ok < 0 ? "starting"
@@ -456,20 +512,75 @@ static int http_write(struct lws *wsi, struct conn *c)
 
 /* ---------------------------------------------------------------- the callback */
 
-static void client_address(struct lws *wsi, char *addr, size_t len);
+/* Whether the peer is one of --trusted-proxy (whose forwarding headers are
+ * believed). */
+static int peer_trusted(struct lws *wsi)
+{
+	char peer[64], canon[64], listed[64];
+	lws_get_peer_simple(wsi, peer, sizeof peer);
+	addr_canonical(peer, canon, sizeof canon);
+	for (char **p = cfg->trusted_proxies; p && *p; p++) {
+		addr_canonical(*p, listed, sizeof listed);
+		if (!strcmp(listed, canon))
+			return 1;
+	}
+	return 0;
+}
 
-/* Open websockets from one client address (a linear walk: connections are
+/* The client's address, and the key the per-address limits count it by.
+ * Behind a trusted reverse proxy the peer is the proxy: the client is the
+ * proxy's X-Real-IP, else the last address of X-Forwarded-For (the one the
+ * proxy itself appended; earlier ones are the client's to forge). */
+static void client_address(struct lws *wsi, char *addr, size_t len, char *key, size_t key_len)
+{
+	lws_get_peer_simple(wsi, addr, len);
+	char hdr[256];
+	if (peer_trusted(wsi) && (lws_hdr_copy(wsi, hdr, sizeof hdr, WSI_TOKEN_HTTP_X_REAL_IP) > 0 ||
+				  lws_hdr_copy(wsi, hdr, sizeof hdr, WSI_TOKEN_X_FORWARDED_FOR) > 0)) {
+		const char *last = strrchr(hdr, ',');
+		last = last ? last + 1 : hdr;
+		while (*last == ' ')
+			last++;
+		size_t n = strcspn(last, " ");
+		if (n > 0 && n < len && n <= 45) {
+			memcpy(addr, last, n);
+			addr[n] = '\0';
+		}
+	}
+	if (!addr[0])
+		snprintf(addr, len, "unknown");
+	addr_key(addr, key, key_len);
+}
+
+/* How the client reached the gateway: scheme and Host (from a trusted
+ * proxy, its X-Forwarded-Proto / X-Forwarded-Host when it sends them). */
+static void request_origin(struct lws *wsi, char *scheme, size_t scheme_len, char *host, size_t host_len)
+{
+	static const char proto_hdr[] = "x-forwarded-proto:", host_hdr[] = "x-forwarded-host:";
+	int trusted = peer_trusted(wsi);
+	if (trusted && lws_hdr_custom_copy(wsi, scheme, (int)scheme_len, proto_hdr, sizeof proto_hdr - 1) > 0)
+		scheme[strcspn(scheme, ", ")] = '\0'; /* the first proxy's, when several list theirs */
+	else
+		snprintf(scheme, scheme_len, "http");
+	if (trusted && lws_hdr_custom_copy(wsi, host, (int)host_len, host_hdr, sizeof host_hdr - 1) > 0)
+		host[strcspn(host, ", ")] = '\0';
+	else if (lws_hdr_copy(wsi, host, (int)host_len, WSI_TOKEN_HOST) <= 0)
+		host[0] = '\0';
+}
+
+/* Open websockets counted under one key (a linear walk: connections are
  * bounded by --max-connections). */
-static long conns_from(const char *addr)
+static long conns_from(const char *key)
 {
 	long n = 0;
 	for (const struct conn *c = conns; c; c = c->next)
-		n += strcmp(c->addr, addr) == 0;
+		n += strcmp(c->key, key) == 0;
 	return n;
 }
 
 /* Whether a websocket upgrade may proceed: 0, or the HTTP status it is
- * refused with (*why says why, for the client). */
+ * refused with (*why says why, for the client). The origin is judged first:
+ * a refused page must not count against its visitor's caps. */
 static unsigned accept_ws(struct lws *wsi, const char **why)
 {
 	char uri[16];
@@ -478,48 +589,35 @@ static unsigned accept_ws(struct lws *wsi, const char **why)
 		*why = "The websocket is at /ws";
 		return HTTP_STATUS_NOT_FOUND;
 	}
+	char origin[300], scheme[16], host[300], addr[64], key[64];
+	int has_origin = lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) > 0;
+	if (has_origin && lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN) <= 0)
+		snprintf(origin, sizeof origin, "(too long)");
+	request_origin(wsi, scheme, sizeof scheme, host, sizeof host);
+	if (has_origin && !origin_allowed(origin, scheme, host, cfg->allowed_origins)) {
+		metrics_inc(GW_C_CONNECTIONS_REFUSED);
+		metrics_inc(GW_C_ORIGIN_REFUSED);
+		client_address(wsi, addr, sizeof addr, key, sizeof key);
+		log_warn("websocket from %s refused: Origin %.120s is not %s://%.120s nor an --allowed-origin", addr,
+			 origin, scheme, host);
+		*why = "Websockets are open to this site's own pages only";
+		return HTTP_STATUS_FORBIDDEN;
+	}
 	if (metrics_connections() >= cfg->max_connections) {
 		metrics_inc(GW_C_CONNECTIONS_REFUSED);
 		log_warn("websocket refused: %ld connections already open", metrics_connections());
 		*why = "The gateway is full; try again in a moment";
 		return HTTP_STATUS_SERVICE_UNAVAILABLE;
 	}
-	char addr[64];
-	client_address(wsi, addr, sizeof addr);
-	if (conns_from(addr) >= cfg->max_connections_per_address) {
+	client_address(wsi, addr, sizeof addr, key, sizeof key);
+	if (conns_from(key) >= cfg->max_connections_per_address) {
 		metrics_inc(GW_C_CONNECTIONS_REFUSED);
-		log_warn("websocket from %s refused: %ld connections from that address already open", addr,
-			 cfg->max_connections_per_address);
+		log_warn("websocket from %s refused: %ld connections from %s already open", addr,
+			 cfg->max_connections_per_address, key);
 		*why = "Too many connections from your address";
 		return 429;
 	}
 	return 0;
-}
-
-/* Behind a trusted reverse proxy the peer is the proxy: the client is the
- * proxy's X-Real-IP, else the last address of X-Forwarded-For (the one the
- * proxy itself appended; earlier ones are the client's to forge). */
-static void client_address(struct lws *wsi, char *addr, size_t len)
-{
-	lws_get_peer_simple(wsi, addr, len);
-	int trusted = 0;
-	for (char **p = cfg->trusted_proxies; p && *p && !trusted; p++)
-		trusted = strcmp(*p, addr) == 0;
-	if (!trusted)
-		return;
-	char hdr[256];
-	if (lws_hdr_copy(wsi, hdr, sizeof hdr, WSI_TOKEN_HTTP_X_REAL_IP) <= 0 &&
-	    lws_hdr_copy(wsi, hdr, sizeof hdr, WSI_TOKEN_X_FORWARDED_FOR) <= 0)
-		return;
-	const char *last = strrchr(hdr, ',');
-	last = last ? last + 1 : hdr;
-	while (*last == ' ')
-		last++;
-	size_t n = strcspn(last, " ");
-	if (n > 0 && n < len && n <= 45) {
-		memcpy(addr, last, n);
-		addr[n] = '\0';
-	}
 }
 
 static void conn_open(struct lws *wsi, struct conn *c)
@@ -528,9 +626,12 @@ static void conn_open(struct lws *wsi, struct conn *c)
 	c->wsi = wsi;
 	c->id = next_conn_id++;
 	c->is_ws = 1;
-	client_address(wsi, c->addr, sizeof c->addr);
-	if (!c->addr[0])
-		snprintf(c->addr, sizeof c->addr, "unknown");
+	client_address(wsi, c->addr, sizeof c->addr, c->key, sizeof c->key);
+	/* The kernel's buffer is bounded too (autotuned, it grows to megabytes
+	 * for a client that does not read); the outq above is what waits. */
+	int sndbuf = GW_SOCKET_SNDBUF;
+	if (setsockopt(lws_get_socket_fd(wsi), SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf) != 0)
+		log_debug("connection %llu: SO_SNDBUF: %s", (unsigned long long)c->id, strerror(errno));
 	c->next = conns;
 	if (conns)
 		conns->prev = c;
@@ -554,11 +655,8 @@ static void conn_close(struct conn *c)
 		bc_close_conn(client, c->id);
 	log_info("connection %llu (%s) closed%s", (unsigned long long)c->id, c->addr,
 		 c->n_jobs ? ", cancelling its jobs" : "");
-	while (c->out) {
-		struct out_msg *m = c->out;
-		c->out = m->next;
-		free(m);
-	}
+	out_total -= c->out.bytes;
+	outq_clear(&c->out);
 	free(c->rx);
 	free(c->jobs);
 	free(c->http_body);
@@ -602,6 +700,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 		return 0;
 	case LWS_CALLBACK_SERVER_WRITEABLE:
 		return conn_write(c);
+	case LWS_CALLBACK_TIMER:
+		if (c && c->is_ws)
+			conn_stalled(c);
+		return 0;
 	case LWS_CALLBACK_CLOSED:
 		conn_close(c);
 		return 0;
@@ -620,6 +722,19 @@ static const struct lws_protocols PROTOCOLS[] = {
 };
 
 const struct lws_protocols *ws_protocols(void) { return PROTOCOLS; }
+
+/* The UI is one page of its own files: nothing inline, nothing from
+ * elsewhere (images are blob: URLs made from the messages), never framed. */
+static const struct lws_protocol_vhost_options HEADERS[] = {
+	{NULL, NULL, "content-security-policy:",
+	 "default-src 'self'; img-src 'self' blob: data:; connect-src 'self' ws: wss:; script-src 'self'; "
+	 "style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"},
+	{&HEADERS[0], NULL, "x-frame-options:", "DENY"},
+	{&HEADERS[1], NULL, "x-content-type-options:", "nosniff"},
+	{&HEADERS[2], NULL, "referrer-policy:", "no-referrer"},
+};
+
+const struct lws_protocol_vhost_options *ws_headers(void) { return &HEADERS[3]; }
 
 const struct lws_http_mount *ws_mounts(const struct gw_config *config)
 {

@@ -22,69 +22,13 @@
 // started must exit 0 on SIGTERM (sanitizer reports make that fail).
 'use strict';
 
-let chromium;
-try {
-  ({ chromium } = require('playwright-core'));
-} catch (e) {
-  console.log('FAIL - playwright-core is not installed: run deploy/install-deps.sh (npm ci --prefix tests/e2e)');
-  console.log('0 passed, 1 failed');
-  process.exit(1);
-}
-const { spawn } = require('child_process');
 const fs = require('fs');
 const http = require('http');
-const net = require('net');
-const os = require('os');
 const path = require('path');
 const zlib = require('zlib');
+const { OUT, check, generate, launch, startMarketplace } = require('./lib');
 
-const ROOT = path.resolve(__dirname, '..', '..');
-const BIN = process.env.SDGATE_BIN || path.join(ROOT, 'build');
-const OUT = path.join(BIN, 'e2e');
-const CHROMIUM = process.env.SDGATE_CHROMIUM || '/usr/bin/chromium';
-const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'sdgate-e2e-'));
 const PACE = '60';
-
-let passed = 0;
-let failed = 0;
-const programs = [];
-
-function check(name, cond, detail) {
-  if (cond) {
-    passed++;
-    console.log(`ok   - ${name}`);
-  } else {
-    failed++;
-    let d = typeof detail === 'string' ? detail : JSON.stringify(detail);
-    if (d && d.length > 1500) d = d.slice(0, 1500) + '…';
-    console.log(`FAIL - ${name}: ${d}`);
-  }
-  return !!cond;
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.unref();
-    s.on('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-function get(url, timeoutMs = 2000) {
-  return new Promise((resolve) => {
-    const req = http.get(url, { timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.on('data', (c) => { body += c; });
-      res.on('end', () => resolve({ status: res.statusCode, body }));
-    });
-    req.on('timeout', () => { req.destroy(); resolve({ status: 0, body: '' }); });
-    req.on('error', () => resolve({ status: 0, body: '' }));
-  });
-}
 
 // POSTs JSON; resolves { status, json } (json null when the body is not JSON).
 function postJson(url, body, timeoutMs = 60000) {
@@ -183,72 +127,13 @@ function shownMs(text) {
   return { ms: Number(m[1]) * unit, rounding: 0.5 * unit * 10 ** -(m[2] ? m[2].length : 0) };
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function waitUntil(fn, timeoutMs, intervalMs = 100) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v || Date.now() > deadline) return v;
-    await sleep(intervalMs);
-  }
-}
-
-// Starts BIN/<rel> --listen 127.0.0.1:<free port> ...args; resolves once
-// GET readyPath answers 200.
-async function start(name, rel, args, readyPath) {
-  const exe = path.join(BIN, rel);
-  if (!fs.existsSync(exe)) throw new Error(`no ${name} binary at ${exe} (set SDGATE_BIN)`);
-  const port = await freePort();
-  const logPath = path.join(TMP, `${name}.log`);
-  const log = fs.openSync(logPath, 'w');
-  const argv = ['--listen', `127.0.0.1:${port}`, ...args];
-  const proc = spawn(exe, argv, { stdio: ['ignore', log, log], env: process.env });
-  const p = { name, proc, port, url: `http://127.0.0.1:${port}`, logPath, exit: null };
-  proc.on('exit', (code, sig) => { p.exit = { code, sig }; });
-  programs.push(p);
-  const ok = await waitUntil(async () => p.exit === null && (await get(p.url + readyPath)).status === 200, 30000);
-  if (!ok) throw new Error(`${name} did not come up: ${tail(p)}`);
-  return p;
-}
-
-function tail(p, n = 30) {
-  try {
-    return fs.readFileSync(p.logPath, 'utf8').split('\n').slice(-n).join('\n');
-  } catch (e) {
-    return '';
-  }
-}
-
-async function stop(p) {
-  if (p.exit === null) {
-    p.proc.kill('SIGTERM');
-    await waitUntil(() => p.exit !== null, 10000, 50);
-    if (p.exit === null) p.proc.kill('SIGKILL');
-  }
-  return p.exit;
-}
-
 async function main() {
-  const be1 = await start('backend-a100', 'backend/sdgate-backend', ['--provider', 'Acme GPUs', '--location',
-    'Berlin, DE', '--gpu-class', 'a100', '--pace-ms-per-step', PACE], '/internal/ping');
-  const be2 = await start('backend-3090', 'backend/sdgate-backend', ['--provider', 'Beta Compute', '--location',
-    'Austin, US', '--gpu-class', 'rtx3090', '--pace-ms-per-step', PACE], '/internal/ping');
-  const bal = await start('balancer', 'balancer/sdgate-balancer', ['--db', path.join(TMP, 'balancer.db'),
-    '--backend', be1.url, '--backend', be2.url, '--progress-interval-ms', '100'], '/healthz');
-  await waitUntil(async () => {
-    const r = await get(bal.url + '/v1/backends');
-    try { return JSON.parse(r.body).backends.filter((b) => b.state === 'idle').length === 2; } catch (e) { return false; }
-  }, 30000);
   // --rate-burst 20: a 1024x1024, 25-step job (26 megapixel-steps) is refused by the gateway alone
-  const gw = await start('gateway', 'gateway/sdgate-gateway', ['--balancer', bal.url, '--rate-burst', '20',
-    '--rate-refill', '1', '--board-interval-ms', '300'], '/healthz');
+  const { gw, backends } = await startMarketplace([['backend-a100', 'Acme GPUs', 'Berlin, DE', 'a100'],
+    ['backend-3090', 'Beta Compute', 'Austin, US', 'rtx3090']], PACE, ['--rate-burst', '20', '--rate-refill', '1']);
+  const [be1, be2] = backends;
 
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'],
-  });
+  const browser = await launch();
   try {
     const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
     const framesSent = [], framesReceived = [];
@@ -412,11 +297,7 @@ async function main() {
     await page2.goto(gw.url + '/', { waitUntil: 'load' });
     await page2.waitForSelector('#connection[data-state=open]', { timeout: 20000 });
     check('a second page connects (welcome with a loosened max_steps)', routed);
-    await page2.fill('#prompt', 'a yellow triangle');
-    await page2.fill('#steps', '200');
-    await page2.selectOption('#width', '64');
-    await page2.selectOption('#height', '64');
-    await page2.click('#generate');
+    await generate(page2, 'a yellow triangle', 200, 64);
     await page2.waitForSelector('[data-testid=job-card][data-state=error]', { timeout: 15000 });
     const fieldErr = await page2.textContent('[data-testid=field-error-steps]');
     check('steps 200 → the gateway\'s error under Steps', /less than or equal to 150/.test(fieldErr || ''), fieldErr);
@@ -429,32 +310,4 @@ async function main() {
   }
 }
 
-async function run() {
-  const t0 = Date.now();
-  let code = 0;
-  try {
-    await main();
-  } catch (e) {
-    check('test body ran to the end without an exception', false, e && e.stack ? e.stack : String(e));
-  }
-  for (const p of programs.slice().reverse()) {
-    const exit = await stop(p);
-    check(`${p.name} exits with code 0 on SIGTERM`, exit && exit.code === 0, { exit, log: tail(p, 15) });
-  }
-  if (failed) for (const p of programs) console.log(`# ---- ${p.name}'s log ----\n${tail(p)}\n# ----`);
-  fs.rmSync(TMP, { recursive: true, force: true });
-  console.log(`# test_ui.js took ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-  if (passed + failed === 0) failed = 1;
-  console.log(`${passed} passed, ${failed} failed`);
-  if (failed) code = 1;
-  process.exit(code);
-}
-
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.on(sig, () => {
-    for (const p of programs) if (p.exit === null) p.proc.kill('SIGKILL');
-    process.exit(2);
-  });
-}
-
-run();
+require('./lib').run('test_ui.js', main);

@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sdtest as t  # noqa: E402
-from wsclient import WSClient  # noqa: E402
+from wsclient import HandshakeError, WSClient  # noqa: E402
 
 JOB = {"prompt": "a red circle", "steps": 2, "width": 64, "height": 64, "seed": 5}
 
@@ -63,6 +63,15 @@ def main():
         m = ws_job(web_port, "n1")
         t.check("a websocket job through NGINX (upgrade) ends in done", isinstance(m, dict) and
                 m.get("type") == "done", m)
+        # A browser's upgrade carries the page's origin, as the browser saw it:
+        # NGINX forwards that address (X-Forwarded-Proto/Host), or it would be refused.
+        for origin, want in (("http://127.0.0.1:%d" % web_port, 101), ("http://evil.example", 403)):
+            try:
+                WSClient("127.0.0.1", web_port, "/ws", timeout=10, origin=origin).close()
+                got = 101
+            except HandshakeError as e:
+                got = e.status
+            t.check("an upgrade through NGINX from a page of %s → %d (got %s)" % (origin, want, got), got == want, got)
 
         b1.stop()
         t.check("balancer-1 is stopped", not b1.running())

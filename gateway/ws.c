@@ -727,7 +727,7 @@ const struct lws_protocols *ws_protocols(void) { return PROTOCOLS; }
  * elsewhere (images are blob: URLs made from the messages), never framed. */
 static const struct lws_protocol_vhost_options HEADERS[] = {
 	{NULL, NULL, "content-security-policy:",
-	 "default-src 'self'; img-src 'self' blob: data:; connect-src 'self' ws: wss:; script-src 'self'; "
+	 "default-src 'self'; img-src 'self' blob: data:; connect-src 'self' blob: ws: wss:; script-src 'self'; "
 	 "style-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"},
 	{&HEADERS[0], NULL, "x-frame-options:", "DENY"},
 	{&HEADERS[1], NULL, "x-content-type-options:", "nosniff"},

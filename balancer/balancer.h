@@ -27,7 +27,9 @@
 #define BAL_MAX_IDEMPOTENCY_KEY 128 /* bytes of an Idempotency-Key (printable ASCII) */
 #define BAL_HEARTBEAT_MISSES 3
 #define BAL_SSE_KEEPALIVE_S 15
-#define BAL_MAX_BACKOFF_S 60.0 /* a backend failing job after job is checked at most this rarely */
+#define BAL_MAX_BACKOFF_S 60.0       /* a backend failing job after job is checked at most this rarely */
+#define BAL_MAX_INFO (64u << 10)     /* a kept result's info (JSON text) and parameters */
+#define BAL_IMAGE_CHUNK (256u << 10) /* GET /v1/jobs/{id}/images/{n}: bytes read from the store at a time */
 
 struct bal_config {
 	const char *listen;
@@ -39,6 +41,7 @@ struct bal_config {
 	long heartbeat_interval_s, health_interval_ms, progress_interval_ms;
 	double job_timeout_factor, min_job_timeout_s;
 	long result_ttl_s;
+	long result_max_bytes, result_max_bytes_per_client; /* kept images, decoded bytes */
 	long max_connections;
 };
 
@@ -104,7 +107,11 @@ struct job {
 	int last_position; /* last queued{position} sent to subscribers */
 	long queue_ms, inference_ms;
 	double inference_s;
-	json_t *result; /* {"images", "parameters", "info"} when done */
+	json_t *result; /* when done: A1111's {"images", "parameters", "info"} until the images are handed to
+			   the store (results_keep), then {"parameters", "info"} */
+	json_t *images; /* once stored: [{type, bytes, width, height}] (results.c) */
+	int storing;    /* done, its images on their way to the store: readers see it running */
+	int gone;       /* its images were dropped (caps) or could not be stored: they answer 410 */
 	json_t *error;  /* {"code", "message"} when failed */
 	int step, steps;
 	char *preview; /* base64 PNG, latest */
@@ -201,6 +208,11 @@ void jobs_save(struct balancer *b, struct job *j, store_done_fn done, void *user
 void jobs_finish_done(struct balancer *b, struct job *j, json_t *result);
 void jobs_finish_failed(struct balancer *b, struct job *j, const char *code, const char *message);
 void jobs_finish_cancelled(struct balancer *b, struct job *j);
+/* The stored document (the store's copy of the job): everything needed to
+ * resume or to answer GET. New reference. */
+json_t *jobs_doc(const struct job *j);
+/* Emits a final job's last event and ends its event streams. */
+void jobs_announce_final(struct balancer *b, struct job *j);
 /* GET /v1/jobs/{id} document. */
 json_t *jobs_view(struct balancer *b, const struct job *j);
 /* Events to subscribers: name, data (stolen). */
@@ -224,6 +236,16 @@ void dispatch_backend_lost(struct balancer *b, struct bk *k, const char *why);
  * never runs) and forgets them, so that the fetcher can be freed. The jobs
  * stay as they are in the store, to run again after a restart. */
 void dispatch_drop_fetches(struct balancer *b);
+
+/* results.c: a done job's images, kept in the store and read back from it. */
+/* Hands j's images to the store; once stored, announces the job done. */
+void results_keep(struct balancer *b, struct job *j);
+/* [{url, type, bytes, width, height}] for j's images. New reference. */
+json_t *results_view(const struct job *j);
+/* Restart: j's result and image metadata from its stored document. */
+void results_load(struct job *j, const json_t *result, int has_images);
+/* GET /v1/jobs/{id}/images/{n}: index is the text after "images/". */
+void results_serve(struct balancer *b, h2o_req_t *req, struct job *j, const char *index);
 
 /* sse.c: a Server-Sent Events stream bound to a job. */
 void sse_open(struct balancer *b, h2o_req_t *req, struct job *j);

@@ -46,13 +46,18 @@ static const struct config_option OPTIONS[] = {
 	 "how often a running job's progress is polled", 50, 60000},
 	{"result-ttl", CONFIG_INT, &B.cfg.result_ttl_s, "S", "how long finished jobs and their images are kept", 1,
 	 31536000},
+	{"result-max-bytes", CONFIG_INT, &B.cfg.result_max_bytes, "N",
+	 "images kept in all (bytes, in the SQLite file); past it the oldest results are dropped", 1, 1e15},
+	{"result-max-bytes-per-client", CONFIG_INT, &B.cfg.result_max_bytes_per_client, "N",
+	 "images kept per client (bytes); past it that client's oldest results are dropped", 1, 1e15},
 	{"max-connections", CONFIG_INT, &B.cfg.max_connections, "N",
 	 "open HTTP connections at most (lowered to fit the descriptor limit); past it new ones wait", 16, 1000000},
 	{"log-level", CONFIG_STRING, &log_level, "LEVEL", "debug, info, warn or error", 0, 0},
 };
 
 _Static_assert(BAL_MAX_BODY == 1048576 && BAL_MAX_ANSWER == 268435456 && BAL_MAX_SLOTS == 8 &&
-		       BAL_MAX_BACKENDS == 1024 && BAL_MAX_GPUS == 16,
+		       BAL_MAX_BACKENDS == 1024 && BAL_MAX_GPUS == 16 && BAL_MAX_INFO == 65536 &&
+		       BAL_IMAGE_CHUNK == 262144,
 	       "update the --help epilog");
 
 static const struct config_program PROGRAM = {
@@ -61,8 +66,9 @@ static const struct config_program PROGRAM = {
 	OPTIONS,
 	sizeof OPTIONS / sizeof OPTIONS[0],
 	"Limits: request body 1048576 bytes; a backend's answer 268435456 bytes; 1..8 slots per backend;\n"
-	"  1024 backends; 16 GPU classes per job. Validation of txt2img fields is the backend's (see\n"
-	"  sdgate-backend --help).\n",
+	"  1024 backends; 16 GPU classes per job; a kept result's info and parameters 65536 bytes each;\n"
+	"  images are read back 262144 bytes at a time. Validation of txt2img fields is the backend's\n"
+	"  (see sdgate-backend --help).\n",
 };
 
 static void on_tick(struct httpd *h)
@@ -148,6 +154,8 @@ static void set_defaults(struct bal_config *c)
 	c->min_job_timeout_s = 30;
 	c->progress_interval_ms = 500;
 	c->result_ttl_s = 3600;
+	c->result_max_bytes = 1LL << 30;
+	c->result_max_bytes_per_client = 256LL << 20;
 	c->max_connections = HTTPD_MAX_CONNECTIONS;
 }
 
@@ -170,9 +178,10 @@ int main(int argc, char **argv)
 	}
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	b->m.inference_by_class = json_object();
-	b->store = store_open(b->cfg.db);
+	b->store = store_open(b->cfg.db, b->cfg.result_max_bytes, b->cfg.result_max_bytes_per_client);
 	if (!b->store)
 		goto out;
+	store_prune(b->store, bal_unix_now() - (double)b->cfg.result_ttl_s); /* before anything is loaded */
 
 	static struct httpd_route routes[64];
 	size_t n = 0;

@@ -21,6 +21,8 @@ static const struct {
 	[SDE_TIMEOUT] = {"timeout", 504, "Timed out"},
 	[SDE_NO_BACKEND] = {"no_backend", 503, "No backend can serve this job"},
 	[SDE_INTERNAL] = {"internal", 500, "Internal Server Error"},
+	[SDE_NOT_READY] = {"not_ready", 409, "The job has not finished yet"},
+	[SDE_RESULT_GONE] = {"result_gone", 410, "The result is no longer kept"},
 };
 
 const char *sd_error_code(enum sd_error e) { return e < SDE_COUNT ? ERRORS[e].code : "internal"; }

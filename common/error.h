@@ -25,6 +25,8 @@ enum sd_error {
 	SDE_TIMEOUT,           /* 504 */
 	SDE_NO_BACKEND,        /* 503 no live backend could ever serve the job */
 	SDE_INTERNAL,          /* 500 */
+	SDE_NOT_READY,         /* 409 the job has not finished: its result is not there yet */
+	SDE_RESULT_GONE,       /* 410 a finished job's images are no longer kept (caps, or a failed write) */
 	SDE_COUNT
 };
 

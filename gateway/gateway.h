@@ -23,7 +23,8 @@
 #define GW_MAX_ID 64             /* a client's job id, bytes */
 #define GW_MAX_GPUS 16           /* entries in generate.gpus */
 #define GW_MAX_GPU_CLASS 32      /* bytes of one GPU class name */
-#define GW_MAX_EVENT (48u << 20) /* one SSE event from the balancer (a done event carries the PNG) */
+#define GW_MAX_EVENT (8u << 20)  /* one SSE event from the balancer (a progress event carries a preview) */
+#define GW_MAX_IMAGE (36u << 20) /* a job's image, fetched from the balancer (its base64 is one done message) */
 #define GW_MAX_REPLY (4u << 20)  /* any other balancer answer */
 #define GW_OUT_SOFT                                                                                                    \
 	(8u << 20)                  /* queued to one client: past it, only a job's own messages (not                   \

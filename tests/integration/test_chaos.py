@@ -332,7 +332,7 @@ def main():
             img = None
             provider = doc.get("provider")
             if doc.get("status") == "done":
-                imgs = t.job_images(doc) or []
+                imgs = t.job_images(mp.bal_url, doc) or []
                 img = t.try_decode_png(imgs[0])[0] if len(imgs) == 1 else None
             elif (doc.get("error") or {}).get("code") != "backend_failed":
                 bad_failures.append((key, doc.get("error")))

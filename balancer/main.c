@@ -244,6 +244,7 @@ out:
 	if (b->httpd)
 		h2o_evloop_run(httpd_loop(b->httpd), 0);
 	store_close(b->store);
+	b->store = NULL; /* what the last turn delivers may not use it (store.h: NULL is refused) */
 	if (b->httpd)
 		h2o_evloop_run(httpd_loop(b->httpd), 0);
 	httpd_free(b->httpd);

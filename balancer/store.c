@@ -271,9 +271,9 @@ void store_close(struct store *s)
 	free(s);
 }
 
-long long store_results_bytes(const struct store *s) { return s->bytes; }
+long long store_results_bytes(const struct store *s) { return s ? s->bytes : 0; }
 
-long long store_results_evicted(const struct store *s) { return s->evicted; }
+long long store_results_evicted(const struct store *s) { return s ? s->evicted : 0; }
 
 /* Expired jobs and images, in one transaction. */
 static int expire(struct store *s, double before)
@@ -499,7 +499,7 @@ static struct store_task *task_new(struct store *s, enum task_kind kind, const c
 static void submit(struct store *s, enum task_kind kind, const char *id, json_t *doc, store_done_fn done, void *user,
 		   const char *status, double when)
 {
-	struct store_task *t = task_new(s, kind, id);
+	struct store_task *t = s ? task_new(s, kind, id) : NULL;
 	if (!t) {
 		json_decref(doc);
 		if (done)
@@ -531,7 +531,7 @@ void store_expire_jobs(struct store *s, double before) { submit(s, EXPIRE_JOBS, 
 
 void store_put_result(struct store *s, const struct store_result *r, store_kept_fn done, void *user)
 {
-	struct store_task *t = task_new(s, PUT_RESULT, r->job_id);
+	struct store_task *t = s ? task_new(s, PUT_RESULT, r->job_id) : NULL;
 	if (!t) {
 		json_decref(r->images);
 		json_decref(r->doc);
@@ -555,7 +555,7 @@ void store_put_result(struct store *s, const struct store_result *r, store_kept_
 void store_read_image(struct store *s, const char *job_id, int n, long long offset, unsigned char *buf, size_t cap,
 		      store_read_fn done, void *user)
 {
-	struct store_task *t = task_new(s, READ_IMAGE, job_id);
+	struct store_task *t = s ? task_new(s, READ_IMAGE, job_id) : NULL;
 	if (!t) {
 		done(user, -1, 0);
 		return;

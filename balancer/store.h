@@ -42,7 +42,8 @@ int store_load_jobs(struct store *s, void (*fn)(json_t *doc, int has_images, voi
 int store_load_backends(struct store *s, void (*fn)(json_t *doc, void *user), void *user);
 
 /* Writes. doc is stolen. done (may be NULL) runs on the loop thread with
- * ok = 1 once the row is committed, 0 if it failed. */
+ * ok = 1 once the row is committed, 0 if it failed. Every task below, given
+ * a NULL store (closed at shutdown), fails at once through its callback. */
 typedef void (*store_done_fn)(void *user, int ok);
 void store_save_job(struct store *s, const char *id, const char *status, double finished, json_t *doc,
 		    store_done_fn done, void *user);

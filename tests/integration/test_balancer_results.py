@@ -15,7 +15,9 @@ the balancer little memory and do not stall its loop.
   (c) 8 clients fetching one 2048² image (12 MiB, from a plain A1111) over and over while /healthz is
       polled: worst /healthz latency; 40 clients that ask for it and never
       read: RSS growth bounded; one reading slowly while the image is dropped:
-      cut short, not hung.
+      cut short, not hung;
+  (d) a provider's data:text/html image with PNG magic in front: refused, or
+      typed and served by what the balancer found (image/png, nosniff).
 
 Figures printed: RSS before/after, kept bytes, evictions, latencies.
 """
@@ -292,12 +294,34 @@ def part_c():
     bal.stop()
 
 
+def part_d():
+    print("# (d) the type a reader sees is the balancer's, never the provider's")
+    html = b"\x89PNG\r\n\x1a\n<html><script>alert(document.domain)</script></html>" + b" " * 64
+    evil = t.FakeBackend(provider="dishonest", txt2img_status=200,
+                         txt2img_body={"images": ["data:text/html;base64," + base64.b64encode(html).decode()],
+                                       "parameters": {}, "info": "{}"})
+    bal = t.start_balancer("--backend", evil.url, name="balancer-d")
+    t.wait_idle_backends(bal.url, 1)
+    doc = run_jobs(bal, [("x", t.small_job())])[0] or {}
+    types = [e.get("type") for e in (doc.get("result") or {}).get("images", [])]
+    r = image(bal, doc.get("id", "0" * 32)) if doc.get("status") == "done" else None
+    print("  HTML with PNG magic, sent as data:text/html: job %s, types %s, served as %s" %
+          (doc.get("status"), types, r and r.headers.get("content-type")))
+    t.check("refused, or typed and served as an image (with nosniff), never as text/html",
+            doc.get("status") == "failed" or (types == ["image/png"] and r.status == 200
+                                              and r.headers.get("content-type") == "image/png"
+                                              and r.headers.get("x-content-type-options") == "nosniff"),
+            (doc.get("status"), types, r and r.headers))
+    bal.stop()
+
+
 def main():
     bes = [t.start_backend("--provider", "p%d" % i, name="backend-%d" % i) for i in range(2)]
     urls = [b.url for b in bes]
     part_a(urls)
     part_b(urls)
     part_c()
+    part_d()
 
 
 t.run(main)

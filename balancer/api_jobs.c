@@ -1,7 +1,7 @@
 /* api_jobs.c — sdgate's jobs API: POST /v1/jobs (202 once the job is in the
  * SQLite file), GET /v1/jobs/{id}, GET /v1/jobs/{id}/events (SSE), GET
- * /v1/jobs/{id}/images/{n} (results.c), DELETE /v1/jobs/{id}. A job id (32 random hex chars) is the capability to read
- * or cancel it. Loop thread. */
+ * /v1/jobs/{id}/images/{n} (results.c), DELETE /v1/jobs/{id}. A job id (32
+ * random hex chars) is the capability to read or cancel it. Loop thread. */
 #include "balancer.h"
 
 #include <stdint.h>

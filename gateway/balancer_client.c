@@ -735,7 +735,7 @@ static void on_image_done(struct bc *bc, struct xfer *x, CURLcode rc)
 	} else {
 		json_t *m = j->done_msg;
 		j->done_msg = NULL;
-		json_object_set_new(m, "image", json_string(b64));
+		json_object_set_new(m, "image", json_string_nocheck(b64)); /* base64: ASCII */
 		json_object_set_new(m, "image_type", json_string(type));
 		metrics_inc(GW_C_JOBS_DONE);
 		j->final = 1;

@@ -1,7 +1,7 @@
 /* api_jobs.c — sdgate's jobs API: POST /v1/jobs (202 once the job is in the
- * SQLite file), GET /v1/jobs/{id}, GET /v1/jobs/{id}/events (SSE), DELETE
- * /v1/jobs/{id}. A job id (32 random hex chars) is the capability to read or
- * cancel it. Loop thread. */
+ * SQLite file), GET /v1/jobs/{id}, GET /v1/jobs/{id}/events (SSE), GET
+ * /v1/jobs/{id}/images/{n} (results.c), DELETE /v1/jobs/{id}. A job id (32
+ * random hex chars) is the capability to read or cancel it. Loop thread. */
 #include "balancer.h"
 
 #include <stdint.h>
@@ -156,20 +156,23 @@ static int on_job(struct httpd *h, h2o_req_t *req, const char *rest)
 	id[n] = '\0';
 	struct job *j = jobs_find(b, id);
 	int is_events = strcmp(tail, "/events") == 0;
-	if (*tail && !is_events)
+	int is_image = strncmp(tail, "/images/", 8) == 0;
+	if (*tail && !is_events && !is_image)
 		return -1;
 	if (!j) {
 		bal_reply_error(req, 404, "not_found", "No such job (unknown, or expired)", NULL);
 		return 0;
 	}
 	if (httpd_method_is(req, "GET")) {
-		if (is_events)
+		if (is_image)
+			results_serve(b, req, j, tail + 8);
+		else if (is_events)
 			sse_open(b, req, j);
 		else
 			httpd_reply_json(req, 200, jobs_view(b, j));
 		return 0;
 	}
-	if (httpd_method_is(req, "DELETE") && !is_events) {
+	if (httpd_method_is(req, "DELETE") && !*tail) {
 		if (jobs_is_final(j)) {
 			bal_reply_error(req, 409, "already_finished", "The job has already finished", NULL);
 			return 0;

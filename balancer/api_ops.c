@@ -108,6 +108,11 @@ static int on_metrics(struct httpd *h, h2o_req_t *req, const char *rest)
 	metric(&t, "sdgate_dispatch_latency_seconds", "summary", "Time from acceptance to first dispatch.");
 	add(&t, "sdgate_dispatch_latency_seconds_sum %.6f\nsdgate_dispatch_latency_seconds_count %ld\n",
 	    b->m.dispatch_latency_sum, b->m.dispatch_latency_count);
+	metric(&t, "sdgate_results_bytes", "gauge", "Bytes of finished jobs' images kept (in the SQLite file).");
+	add(&t, "sdgate_results_bytes %lld\n", store_results_bytes(b->store));
+	metric(&t, "sdgate_results_evicted_total", "counter",
+	       "Results whose images were dropped to stay within --result-max-bytes(-per-client).");
+	add(&t, "sdgate_results_evicted_total %lld\n", store_results_evicted(b->store));
 	metric(&t, "sdgate_http_connections", "gauge", "Open HTTP connections to the balancer.");
 	add(&t, "sdgate_http_connections %d\n", httpd_connections(h));
 	metric(&t, "sdgate_http_max_connections", "gauge", "The cap on open HTTP connections (past it new ones wait).");

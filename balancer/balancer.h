@@ -32,6 +32,8 @@
 #define BAL_MAX_URL 512                  /* a backend's base URL */
 #define BAL_MAX_PROVIDERS 4096           /* lines of --provider-tokens */
 #define BAL_SECRET_HEX 64                /* hex chars of a registration's secret and call token */
+#define BAL_MAX_INFO (64u << 10)     /* a kept result's info (JSON text) and parameters */
+#define BAL_IMAGE_CHUNK (256u << 10) /* GET /v1/jobs/{id}/images/{n}: bytes read from the store at a time */
 
 struct bal_config {
 	const char *listen;
@@ -47,6 +49,7 @@ struct bal_config {
 	long heartbeat_interval_s, health_interval_ms, progress_interval_ms;
 	double job_timeout_factor, min_job_timeout_s, max_job_timeout_s;
 	long result_ttl_s;
+	long result_max_bytes, result_max_bytes_per_client; /* kept images, decoded bytes */
 	long max_connections;
 };
 
@@ -130,7 +133,11 @@ struct job {
 	int last_position; /* last queued{position} sent to subscribers */
 	long queue_ms, inference_ms;
 	double inference_s;
-	json_t *result; /* {"images", "parameters", "info"} when done */
+	json_t *result; /* when done: A1111's {"images", "parameters", "info"} until the images are handed to
+			   the store (results_keep), then {"parameters", "info"} */
+	json_t *images; /* once stored: [{type, bytes, width, height}] (results.c) */
+	int storing;    /* done, its images on their way to the store: readers see it running */
+	int gone;       /* its images were dropped (caps) or could not be stored: they answer 410 */
 	json_t *error;  /* {"code", "message"} when failed */
 	int step, steps;
 	char *preview;            /* the latest preview: bare base64 of an image checked by image_check */
@@ -267,6 +274,11 @@ void jobs_save(struct balancer *b, struct job *j, store_done_fn done, void *user
 void jobs_finish_done(struct balancer *b, struct job *j, json_t *result);
 void jobs_finish_failed(struct balancer *b, struct job *j, const char *code, const char *message);
 void jobs_finish_cancelled(struct balancer *b, struct job *j);
+/* The stored document (the store's copy of the job): everything needed to
+ * resume or to answer GET. New reference. */
+json_t *jobs_doc(const struct job *j);
+/* Emits a final job's last event and ends its event streams. */
+void jobs_announce_final(struct balancer *b, struct job *j);
 /* GET /v1/jobs/{id} document. */
 json_t *jobs_view(struct balancer *b, const struct job *j);
 /* Events to subscribers: name, data (stolen). */
@@ -290,6 +302,16 @@ void dispatch_backend_lost(struct balancer *b, struct bk *k, const char *why);
  * never runs) and forgets them, so that the fetcher can be freed. The jobs
  * stay as they are in the store, to run again after a restart. */
 void dispatch_drop_fetches(struct balancer *b);
+
+/* results.c: a done job's images, kept in the store and read back from it. */
+/* Hands j's images to the store; once stored, announces the job done. */
+void results_keep(struct balancer *b, struct job *j);
+/* [{url, type, bytes, width, height}] for j's images. New reference. */
+json_t *results_view(const struct job *j);
+/* Restart: j's result and image metadata from its stored document. */
+void results_load(struct job *j, const json_t *result, int has_images);
+/* GET /v1/jobs/{id}/images/{n}: index is the text after "images/". */
+void results_serve(struct balancer *b, h2o_req_t *req, struct job *j, const char *index);
 
 /* sse.c: a Server-Sent Events stream bound to a job. */
 void sse_open(struct balancer *b, h2o_req_t *req, struct job *j);

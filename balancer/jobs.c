@@ -1,8 +1,11 @@
 /* jobs.c — the balancer's jobs: the id table, the queue, their states and
  * events, their documents in the store, and their expiry. Loop thread only.
+ * A done job's images are kept by results.c; the job holds only their
+ * metadata.
  *
  * Ownership: the table owns every job until jobs_expire (or shutdown) frees
- * it. A job is freed only once final and without subscribers or a waiter. */
+ * it. A job is freed only once final, its result stored, and without
+ * subscribers or a waiter. */
 #include "balancer.h"
 
 #include "log.h"
@@ -162,6 +165,7 @@ static void free_job(struct job *j)
 	json_decref(j->gpus);
 	json_decref(j->placed);
 	json_decref(j->result);
+	json_decref(j->images);
 	json_decref(j->error);
 	free(j->preview);
 	free(j);
@@ -262,8 +266,7 @@ static void set_opt(json_t *o, const char *key, json_t *v)
 		json_object_set(o, key, v);
 }
 
-/* The stored document: everything needed to resume or to answer GET. */
-static json_t *job_doc(const struct job *j)
+json_t *jobs_doc(const struct job *j)
 {
 	json_t *d = json_pack("{s:s,s:s,s:b,s:O,s:O,s:f,s:s,s:i,s:f,s:I,s:I,s:f,s:f}", "id", j->id, "client", j->client,
 			      "facade", j->facade, "request", j->request, "gpus", j->gpus, "max_price", j->max_price,
@@ -282,7 +285,7 @@ static json_t *job_doc(const struct job *j)
 
 void jobs_save(struct balancer *b, struct job *j, store_done_fn done, void *user)
 {
-	store_save_job(b->store, j->id, status_name(j->status), j->finished_unix, job_doc(j), done, user);
+	store_save_job(b->store, j->id, status_name(j->status), j->finished_unix, jobs_doc(j), done, user);
 }
 
 static const char *placed_str(const struct job *j, const char *key)
@@ -293,10 +296,12 @@ static const char *placed_str(const struct job *j, const char *key)
 
 json_t *jobs_view(struct balancer *b, const struct job *j)
 {
-	json_t *v = json_pack("{s:s,s:s,s:i,s:i,s:I,s:I,s:I,s:f}", "id", j->id, "status", status_name(j->status),
-			      "position", jobs_position(b, j), "attempt", j->attempt, "seed", (json_int_t)j->seed,
-			      "queue_ms", (json_int_t)j->queue_ms, "inference_ms", (json_int_t)j->inference_ms,
-			      "created", j->created);
+	/* Until its images are stored, a done job is still running to its readers. */
+	const char *status = j->storing ? "running" : status_name(j->status);
+	json_t *v = json_pack("{s:s,s:s,s:i,s:i,s:I,s:I,s:I,s:f}", "id", j->id, "status", status, "position",
+			      jobs_position(b, j), "attempt", j->attempt, "seed", (json_int_t)j->seed, "queue_ms",
+			      (json_int_t)j->queue_ms, "inference_ms", (json_int_t)j->inference_ms, "created",
+			      j->created);
 	if (j->placed) {
 		json_object_set_new(v, "provider", json_string(placed_str(j, "provider")));
 		json_object_set_new(v, "location", json_string(placed_str(j, "location")));
@@ -308,12 +313,15 @@ json_t *jobs_view(struct balancer *b, const struct job *j)
 		json_object_set_new(v, "gpu", json_null());
 		json_object_set_new(v, "backend", json_null());
 	}
-	if (j->status == JOB_RUNNING)
+	if (j->status == JOB_RUNNING || j->storing)
 		json_object_set_new(v, "progress", json_pack("{s:i,s:i}", "step", j->step, "steps", j->steps));
-	if (j->status == JOB_DONE && j->result)
-		json_object_set_new(v, "result",
-				    json_pack("{s:O,s:O}", "images", json_object_get(j->result, "images"), "info",
-					      json_object_get(j->result, "info")));
+	if (j->status == JOB_DONE && !j->storing) {
+		json_t *r = json_pack("{s:o,s:O*}", "images", results_view(j), "info",
+				      json_object_get(j->result, "info"));
+		if (j->gone)
+			json_object_set_new(r, "gone", json_true());
+		json_object_set_new(v, "result", r);
+	}
 	if (j->error)
 		json_object_set(v, "error", j->error);
 	return v;
@@ -333,12 +341,11 @@ static json_t *final_data(const struct job *j)
 	switch (j->status) {
 	case JOB_DONE: {
 		long total = (long)((j->finished - j->enqueued) * 1000.0);
-		return json_pack("{s:O,s:O,s:I,s:I,s:I,s:I,s:s,s:s,s:s}", "images",
-				 json_object_get(j->result, "images"), "info", json_object_get(j->result, "info"),
-				 "seed", (json_int_t)j->seed, "inference_ms", (json_int_t)j->inference_ms, "queue_ms",
-				 (json_int_t)j->queue_ms, "total_ms", (json_int_t)total, "provider",
-				 placed_str(j, "provider"), "location", placed_str(j, "location"), "gpu",
-				 placed_str(j, "gpu"));
+		return json_pack("{s:o,s:O*,s:I,s:I,s:I,s:I,s:s,s:s,s:s}", "images", results_view(j), "info",
+				 json_object_get(j->result, "info"), "seed", (json_int_t)j->seed, "inference_ms",
+				 (json_int_t)j->inference_ms, "queue_ms", (json_int_t)j->queue_ms, "total_ms",
+				 (json_int_t)total, "provider", placed_str(j, "provider"), "location",
+				 placed_str(j, "location"), "gpu", placed_str(j, "gpu"));
 	}
 	case JOB_FAILED:
 		return json_pack("{s:O}", "error", j->error);
@@ -349,7 +356,8 @@ static json_t *final_data(const struct job *j)
 
 void jobs_current_event(struct balancer *b, const struct job *j, const char **event, json_t **data)
 {
-	switch (j->status) {
+	/* A done job whose images are being stored is still running to its readers. */
+	switch (j->storing ? JOB_RUNNING : j->status) {
 	case JOB_QUEUED:
 		*event = "queued";
 		*data = json_pack("{s:i}", "position", jobs_position(b, j));
@@ -366,7 +374,17 @@ void jobs_current_event(struct balancer *b, const struct job *j, const char **ev
 	}
 }
 
-/* Common tail of the three terminal transitions. */
+void jobs_announce_final(struct balancer *b, struct job *j)
+{
+	const char *event;
+	json_t *data;
+	jobs_current_event(b, j, &event, &data);
+	jobs_emit(b, j, event, data);
+	sse_close_all(j);
+}
+
+/* Common tail of the three terminal transitions. A done job's façade client
+ * gets its images now, from memory; its readers once they are stored. */
 static void finish(struct balancer *b, struct job *j, enum job_status status)
 {
 	jobs_dequeue(b, j);
@@ -376,14 +394,14 @@ static void finish(struct balancer *b, struct job *j, enum job_status status)
 	j->finished_unix = bal_unix_now();
 	if (!j->started)
 		j->queue_ms = (long)((j->finished - j->enqueued) * 1000.0);
-	const char *event;
-	json_t *data;
-	jobs_current_event(b, j, &event, &data);
-	jobs_emit(b, j, event, data);
-	sse_close_all(j);
 	waiter_finish(b, j);
-	jobs_save(b, j, NULL, NULL);
 	b->reschedule = 1;
+	if (status == JOB_DONE) {
+		results_keep(b, j);
+		return;
+	}
+	jobs_announce_final(b, j);
+	jobs_save(b, j, NULL, NULL);
 }
 
 void jobs_finish_done(struct balancer *b, struct job *j, json_t *result)
@@ -420,7 +438,7 @@ void jobs_expire(struct balancer *b, double unix_now)
 	double before = unix_now - (double)b->cfg.result_ttl_s;
 	for (struct job *j = b->all, *next; j; j = next) {
 		next = j->all_next;
-		if (jobs_is_final(j) && j->finished_unix < before && !j->subs && !j->waiter) {
+		if (jobs_is_final(j) && !j->storing && j->finished_unix < before && !j->subs && !j->waiter) {
 			unlink_job(b, j);
 			free_job(j);
 		}
@@ -431,7 +449,7 @@ void jobs_expire(struct balancer *b, double unix_now)
 /* Restart: every job the file holds comes back; unfinished ones are queued
  * again in their original order (a façade job's client is gone with the old
  * process, so it fails instead of running for nobody). */
-static void load_one(json_t *doc, void *user)
+static void load_one(json_t *doc, int has_images, void *user)
 {
 	struct balancer *b = user;
 	const char *id = json_string_value(json_object_get(doc, "id"));
@@ -460,7 +478,7 @@ static void load_one(json_t *doc, void *user)
 	if ((v = json_object_get(doc, "placed")) && json_is_object(v))
 		j->placed = json_incref(v);
 	if ((v = json_object_get(doc, "result")) && json_is_object(v))
-		j->result = json_incref(v);
+		results_load(j, v, has_images);
 	if ((v = json_object_get(doc, "error")) && json_is_object(v))
 		j->error = json_incref(v);
 	j->last_position = -1;

@@ -63,6 +63,10 @@ static const struct config_option OPTIONS[] = {
 	 "how often a running job's progress is polled", 50, 60000},
 	{"result-ttl", CONFIG_INT, &B.cfg.result_ttl_s, "S", "how long finished jobs and their images are kept", 1,
 	 31536000},
+	{"result-max-bytes", CONFIG_INT, &B.cfg.result_max_bytes, "N",
+	 "images kept in all (bytes, in the SQLite file); past it the oldest results are dropped", 1, 1e15},
+	{"result-max-bytes-per-client", CONFIG_INT, &B.cfg.result_max_bytes_per_client, "N",
+	 "images kept per client (bytes); past it that client's oldest results are dropped", 1, 1e15},
 	{"max-connections", CONFIG_INT, &B.cfg.max_connections, "N",
 	 "open HTTP connections at most (lowered to fit the descriptor limit); past it new ones wait", 16, 1000000},
 	{"log-level", CONFIG_STRING, &log_level, "LEVEL", "debug, info, warn or error", 0, 0},
@@ -71,7 +75,8 @@ static const struct config_option OPTIONS[] = {
 _Static_assert(BAL_MAX_BODY == 1048576 && BAL_MAX_ANSWER == 268435456 && BAL_MAX_SMALL_ANSWER == 4194304 &&
 		       IMAGE_MAX_SIDE == 16384 && BAL_MAX_SLOTS == 8 && BAL_MAX_BACKENDS == 1024 &&
 		       BAL_MAX_GPUS == 16 && BAL_MAX_REGISTRATION == 16384 && BAL_MAX_PROVIDERS == 4096 &&
-		       BAL_MAX_URL == 512 && FORWARD_MAX_STRING == 8192 && FORWARD_MAX_STYLES == 64,
+		       BAL_MAX_URL == 512 && FORWARD_MAX_STRING == 8192 && FORWARD_MAX_STYLES == 64 && BAL_MAX_INFO == 65536 &&
+		       BAL_IMAGE_CHUNK == 262144,
 	       "update the --help epilog");
 
 static const struct config_program PROGRAM = {
@@ -89,7 +94,8 @@ static const struct config_program PROGRAM = {
 	"  sdgate-backend --help). Backends get only A1111's generation fields (strings of at most\n"
 	"  8192 bytes, 64 styles), override_settings sd_model_checkpoint, sd_vae and\n"
 	"  CLIP_stop_at_last_layers (restored afterwards), save_images false; scripts only where a\n"
-	"  backend says allow_scripts (balancer/README.md).\n",
+	"  backend says allow_scripts (balancer/README.md). A kept result's info and parameters 65536\n"
+	"  bytes each; images are read back 262144 bytes at a time.\n",
 };
 
 static void on_tick(struct httpd *h)
@@ -260,6 +266,8 @@ static void set_defaults(struct bal_config *c)
 	c->max_job_timeout_s = 3600;
 	c->progress_interval_ms = 500;
 	c->result_ttl_s = 3600;
+	c->result_max_bytes = 1LL << 30;
+	c->result_max_bytes_per_client = 256LL << 20;
 	c->max_connections = HTTPD_MAX_CONNECTIONS;
 }
 
@@ -295,9 +303,10 @@ int main(int argc, char **argv)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	bal_random_id(b->instance);
 	b->m.inference_by_class = json_object();
-	b->store = store_open(b->cfg.db);
+	b->store = store_open(b->cfg.db, b->cfg.result_max_bytes, b->cfg.result_max_bytes_per_client);
 	if (!b->store)
 		goto out;
+	store_prune(b->store, bal_unix_now() - (double)b->cfg.result_ttl_s); /* before anything is loaded */
 
 	static struct httpd_route routes[64];
 	size_t n = 0;
@@ -364,6 +373,7 @@ out:
 	if (b->httpd)
 		h2o_evloop_run(httpd_loop(b->httpd), 0);
 	store_close(b->store);
+	b->store = NULL; /* what the last turn delivers may not use it (store.h: NULL is refused) */
 	if (b->httpd)
 		h2o_evloop_run(httpd_loop(b->httpd), 0);
 	httpd_free(b->httpd);

@@ -142,7 +142,7 @@ void sse_open(struct balancer *b, h2o_req_t *req, struct job *j)
 		json_decref(p);
 	}
 	json_decref(data);
-	if (jobs_is_final(j)) {
+	if (jobs_is_final(j) && !j->storing) {
 		s->closing = 1;
 		s->job = NULL;
 		flush(s);

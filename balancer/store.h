@@ -1,8 +1,16 @@
-/* store.h — the balancer's SQLite file (WAL): jobs and registered backends,
- * each row a JSON document plus the columns that queries need. Loading runs
- * on the main thread before the loop starts; every write afterwards runs on
- * the store's own thread (a lane), in submission order, so the loop never
- * waits on the disk. All SQL goes through prepared statements.
+/* store.h — the balancer's SQLite file (WAL, mode 0600): jobs and registered
+ * backends, each row a JSON document plus the columns that queries need, and
+ * the images of finished jobs (one BLOB row each, never held in RAM). Loading
+ * runs on the main thread before the loop starts; every read and write
+ * afterwards runs on the store's own thread (a lane), in submission order, so
+ * the loop never waits on the disk, and an image read submitted after the
+ * write that stored it always finds it. All SQL goes through prepared
+ * statements.
+ *
+ * Kept images are bounded: in all (max_bytes) and per client
+ * (max_bytes_per_client). Storing a result that would pass a bound first
+ * drops the oldest kept results (the client's own for its bound, then
+ * anyone's); a dropped result's job document stays.
  *
  * Durability: synchronous=NORMAL in WAL mode survives a process crash
  * (kill -9) with every committed write; a power loss may lose the last ones. */
@@ -15,25 +23,65 @@
 
 struct store;
 
-/* Opens (creating if needed) the file; NULL with the reason logged. */
-struct store *store_open(const char *path);
-/* Starts the writer thread; call once the loop exists. */
+/* Opens (creating if needed, private to the user) the file; NULL with the
+ * reason logged. The caps are in bytes of decoded images. */
+struct store *store_open(const char *path, long long max_bytes, long long max_bytes_per_client);
+/* Starts the store's thread; call once the loop exists. */
 int store_start(struct store *s, struct httpd *h);
-/* Runs every pending write, then closes. */
+/* Runs every pending task, then closes. */
 void store_close(struct store *s);
 
-/* Startup: calls fn for each stored job/backend document (borrowed), oldest first. */
-int store_load_jobs(struct store *s, void (*fn)(json_t *doc, void *user), void *user);
+/* Startup, main thread: deletes finished jobs (and their images) that
+ * finished before `before`, and the oldest images past max_bytes, so that
+ * nothing expired is ever loaded. */
+void store_prune(struct store *s, double before);
+/* Startup: calls fn for each stored job/backend document (borrowed), oldest
+ * first; for jobs, has_images says whether any of its images are kept. The
+ * documents hold no image bytes. */
+int store_load_jobs(struct store *s, void (*fn)(json_t *doc, int has_images, void *user), void *user);
 int store_load_backends(struct store *s, void (*fn)(json_t *doc, void *user), void *user);
 
 /* Writes. doc is stolen. done (may be NULL) runs on the loop thread with
- * ok = 1 once the row is committed, 0 if it failed. */
+ * ok = 1 once the row is committed, 0 if it failed. Every task below, given
+ * a NULL store (closed at shutdown), fails at once through its callback. */
 typedef void (*store_done_fn)(void *user, int ok);
 void store_save_job(struct store *s, const char *id, const char *status, double finished, json_t *doc,
 		    store_done_fn done, void *user);
 void store_save_backend(struct store *s, const char *id, json_t *doc);
 void store_delete_backend(struct store *s, const char *id);
-/* Deletes finished jobs whose finish time (unix seconds) is before `before`. */
+/* Deletes finished jobs, and images, whose finish time (unix seconds) is
+ * before `before`. */
 void store_expire_jobs(struct store *s, double before);
+
+/* A finished job's result, stored in one transaction: its images (decoded
+ * from base64 and checked on the store's thread), the evictions the caps
+ * ask for, and its document with doc.result.images set to the images'
+ * metadata. */
+struct store_result {
+	const char *job_id, *client;
+	double finished;            /* unix seconds */
+	json_t *images;             /* stolen: array of base64 strings (a data: prefix is skipped) */
+	json_t *doc;                /* stolen: the job's document; doc.result must be its own object */
+	int fallback_w, fallback_h; /* reported when the image header gives no size */
+};
+struct store_kept {
+	int ok;          /* the images are stored (0: none is, the job's images are gone) */
+	json_t *meta;    /* borrowed: [{type, bytes, width, height}] per image (type null if unreadable) */
+	json_t *evicted; /* borrowed: ids of the jobs whose results were dropped (may include this
+			    one, when it alone passes a bound) */
+};
+typedef void (*store_kept_fn)(void *user, const struct store_kept *k);
+void store_put_result(struct store *s, const struct store_result *r, store_kept_fn done, void *user);
+
+/* Reads up to cap bytes of image n of job_id from offset into buf (which
+ * must stay valid until done runs). done runs on the loop thread with
+ * total = the image's size (-1: no such image kept) and len = bytes read. */
+typedef void (*store_read_fn)(void *user, long long total, size_t len);
+void store_read_image(struct store *s, const char *job_id, int n, long long offset, unsigned char *buf, size_t cap,
+		      store_read_fn done, void *user);
+
+/* Gauges, any thread: bytes of images kept, results dropped by the caps. */
+long long store_results_bytes(const struct store *s);
+long long store_results_evicted(const struct store *s);
 
 #endif

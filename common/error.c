@@ -28,6 +28,8 @@ static const struct {
 	[SDE_INTERNAL] = {"internal", 500, "Internal Server Error"},
 	[SDE_MEDIA_TYPE] = {"unsupported_media_type", 415, "Send the body as application/json"},
 	[SDE_FORBIDDEN_ORIGIN] = {"forbidden_origin", 403, "Requests from this web origin are not allowed"},
+	[SDE_NOT_READY] = {"not_ready", 409, "The job has not finished yet"},
+	[SDE_RESULT_GONE] = {"result_gone", 410, "The result is no longer kept"},
 };
 
 const char *sd_error_code(enum sd_error e) { return e < SDE_COUNT ? ERRORS[e].code : "internal"; }

@@ -32,6 +32,8 @@ enum sd_error {
 	SDE_INTERNAL,          /* 500 */
 	SDE_MEDIA_TYPE,        /* 415 a form or text/plain body: what a cross-site browser page can send */
 	SDE_FORBIDDEN_ORIGIN,  /* 403 a browser request from an Origin not in --allowed-origin */
+	SDE_NOT_READY,         /* 409 the job has not finished: its result is not there yet */
+	SDE_RESULT_GONE,       /* 410 a finished job's images are no longer kept (caps, or a failed write) */
 	SDE_COUNT
 };
 

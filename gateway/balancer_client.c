@@ -4,7 +4,9 @@
  *
  * Per job: POST /v1/jobs (202 {id}), then GET /v1/jobs/{id}/events, whose
  * Server-Sent Events are parsed in the write callback (bounded buffers) and
- * turned into the websocket messages of DESIGN.md "Gateway"; DELETE on
+ * turned into the websocket messages of DESIGN.md "Gateway"; on the done
+ * event, GET of the first image's URL (bounded, its Content-Type one of
+ * PNG, JPEG, WebP), sent on as base64 with that type; DELETE on
  * cancel or when the client's connection closes. A balancer that cannot be
  * reached is skipped for the next one (--balancer is repeatable); an event
  * stream that breaks is re-opened for --stream-patience-s (the balancer keeps
@@ -18,6 +20,7 @@
 #include "gateway.h"
 #include "sse_parse.h"
 
+#include "b64.h"
 #include "json.h"
 #include "log.h"
 
@@ -48,8 +51,8 @@ struct cmd {
 
 /* J_WAITING: the event stream broke, re-opened at retry_at; J_RESUBMIT: no
  * balancer took the submission, sent again (same Idempotency-Key) at
- * retry_at. */
-enum job_state { J_SUBMITTING, J_STREAMING, J_WAITING, J_RESUBMIT };
+ * retry_at; J_FETCHING: done, its image being fetched. */
+enum job_state { J_SUBMITTING, J_STREAMING, J_WAITING, J_RESUBMIT, J_FETCHING };
 
 /* Server-Sent Events parser state: the line being read, the event's name
  * and its data lines joined by '\n'. Both buffers are bounded. */
@@ -81,10 +84,12 @@ struct job {
 	int cancel_requested;
 	int detached; /* the connection is gone: no more events */
 	int final;
-	struct xfer *x; /* the running submit or stream */
+	json_t *done_msg; /* the done message, until its image is fetched */
+	char image_path[160];
+	struct xfer *x; /* the running submit, stream or image fetch */
 };
 
-enum xfer_kind { X_SUBMIT, X_STREAM, X_DELETE, X_BOARD, X_SAMPLERS };
+enum xfer_kind { X_SUBMIT, X_STREAM, X_DELETE, X_BOARD, X_SAMPLERS, X_IMAGE };
 
 struct xfer {
 	struct xfer *next, *prev; /* every live transfer, for shutdown */
@@ -377,6 +382,7 @@ static void job_free(struct bc *bc, struct job *j)
 	if (j->next)
 		j->next->prev = j->prev;
 	xfer_free(bc, j->x);
+	json_decref(j->done_msg);
 	free(j->body);
 	free(j);
 }
@@ -430,6 +436,63 @@ static const char *str_or(const json_t *o, const char *key, const char *dflt)
 	return s ? s : dflt;
 }
 
+/* The image types a browser is given: the web UI makes its Blobs with this
+ * type, so nothing else (text/html from a hostile provider) ever reaches it. */
+static const char *allowed_image_type(const char *type)
+{
+	static const char *const OK[] = {"image/png", "image/jpeg", "image/webp"};
+	for (size_t i = 0; type && i < sizeof OK / sizeof OK[0]; i++)
+		if (!strcmp(type, OK[i]))
+			return OK[i];
+	return NULL;
+}
+
+/* A progress event's preview, passed on only as bare base64 of an allowed
+ * type (image/png when the balancer names none). */
+static void add_preview(json_t *m, const json_t *d)
+{
+	json_t *preview = json_object_get(d, "preview");
+	json_t *ptype = json_object_get(d, "preview_type");
+	const char *type = allowed_image_type(ptype ? json_string_value(ptype) : "image/png");
+	if (!json_is_string(preview) || !type)
+		return;
+	size_t len = json_string_length(preview);
+	const char *b64 = b64_payload(json_string_value(preview), &len);
+	if (len == 0 || !b64_is_valid(b64, len))
+		return;
+	json_object_set_new(m, "preview", json_stringn(b64, len));
+	json_object_set_new(m, "preview_type", json_string(type));
+}
+
+/* The done event: its message waits in the job (without the image) while
+ * the first image is fetched from the URL the event gives, which must be
+ * this job's. */
+static void on_done_event(struct job *j, const json_t *d)
+{
+	const char *url = json_string_value(json_object_get(json_array_get(json_object_get(d, "images"), 0), "url"));
+	char prefix[128];
+	int n = snprintf(prefix, sizeof prefix, "/v1/jobs/%s/images/", j->job_id);
+	if (!url || strncmp(url, prefix, (size_t)n) || !url[n] || url[n + strspn(url + n, "0123456789")] ||
+	    strlen(url) >= sizeof j->image_path) {
+		j->image_path[0] = '\0';
+		return;
+	}
+	snprintf(j->image_path, sizeof j->image_path, "%s", url);
+	json_t *seed = json_object_get(d, "seed");
+	json_t *info = NULL;
+	if (!json_is_integer(seed)) {
+		json_t *is = json_object_get(d, "info");
+		info = json_is_string(is) ? json_loads(json_string_value(is), 0, NULL) : json_incref(is);
+		seed = json_object_get(info, "seed");
+	}
+	json_decref(j->done_msg);
+	j->done_msg = json_pack("{s:s,s:O*,s:O*,s:O*,s:s,s:s,s:s}", "type", "done", "seed", seed, "inference_ms",
+				json_object_get(d, "inference_ms"), "total_ms", json_object_get(d, "total_ms"),
+				"provider", str_or(d, "provider", ""), "location", str_or(d, "location", ""), "gpu",
+				str_or(d, "gpu", ""));
+	json_decref(info);
+}
+
 /* The balancer's SSE event → the client's message. */
 static void on_sse_event(struct xfer *x, const char *name, const char *data, size_t len)
 {
@@ -455,33 +518,11 @@ static void on_sse_event(struct xfer *x, const char *name, const char *data, siz
 	} else if (!strcmp(name, "progress")) {
 		json_t *m = json_pack("{s:s,s:O*,s:O*}", "type", "progress", "step", json_object_get(d, "step"),
 				      "steps", json_object_get(d, "steps"));
-		json_t *preview = json_object_get(d, "preview");
-		if (json_is_string(preview))
-			json_object_set(m, "preview", preview);
+		add_preview(m, d);
 		emit_job(bc, j, m, BC_RUNNING, 1, 0);
 	} else if (!strcmp(name, "done")) {
-		json_t *image = json_array_get(json_object_get(d, "images"), 0);
-		if (!json_is_string(image)) {
-			emit_error(bc, j, "no_image", "the balancer reported the job done without an image", NULL, 0);
-		} else {
-			json_t *seed = json_object_get(d, "seed");
-			json_t *info = NULL;
-			if (!json_is_integer(seed)) {
-				json_t *is = json_object_get(d, "info");
-				info = json_is_string(is) ? json_loads(json_string_value(is), 0, NULL)
-							  : json_incref(is);
-				seed = json_object_get(info, "seed");
-			}
-			json_t *m = json_pack("{s:s,s:O,s:O*,s:O*,s:O*,s:s,s:s,s:s}", "type", "done", "image", image,
-					      "seed", seed, "inference_ms", json_object_get(d, "inference_ms"),
-					      "total_ms", json_object_get(d, "total_ms"), "provider",
-					      str_or(d, "provider", ""), "location", str_or(d, "location", ""), "gpu",
-					      str_or(d, "gpu", ""));
-			json_decref(info);
-			metrics_inc(GW_C_JOBS_DONE);
-			j->final = 1;
-			emit_job(bc, j, m, BC_DONE, 0, 0);
-		}
+		on_done_event(j, d);
+		x->stop = 1; /* the stream ends here; the image is fetched once it has */
 	} else if (!strcmp(name, "failed")) {
 		json_t *e = json_object_get(d, "error");
 		emit_error(bc, j, str_or(e, "code", "failed"), str_or(e, "message", "the job failed"), NULL, 0);
@@ -589,10 +630,35 @@ static void on_submit_done(struct bc *bc, struct xfer *x, CURLcode rc)
 	job_free(bc, j);
 }
 
+static void job_fetch_image(struct bc *bc, struct job *j)
+{
+	j->state = J_FETCHING;
+	j->x = xfer_start(bc, X_IMAGE, j->bal, NULL, j->image_path, NULL, NULL, j->addr);
+	if (j->x) {
+		j->x->job = j;
+		j->x->resp_max = GW_MAX_IMAGE;
+	} else {
+		emit_error(bc, j, "internal", "could not fetch the job's image", NULL, 0);
+	}
+}
+
 static void on_stream_done(struct bc *bc, struct xfer *x, CURLcode rc)
 {
 	struct job *j = x->job;
 	j->x = NULL;
+	if (!j->final && x->stop && !j->done_msg) {
+		xfer_free(bc, x);
+		emit_error(bc, j, "no_image", "the balancer reported the job done without an image", NULL, 0);
+		job_free(bc, j);
+		return;
+	}
+	if (!j->final && j->done_msg) {
+		xfer_free(bc, x);
+		job_fetch_image(bc, j);
+		if (j->final)
+			job_free(bc, j);
+		return;
+	}
 	if (j->final || x->stop) {
 		xfer_free(bc, x);
 		job_free(bc, j);
@@ -631,6 +697,52 @@ static void on_stream_done(struct bc *bc, struct xfer *x, CURLcode rc)
 	if (!j->cancel_requested && job_failover(bc, j) == 0)
 		return;
 	emit_error(bc, j, "balancer_lost", "lost contact with the balancer running this job", NULL, 0);
+	job_free(bc, j);
+}
+
+/* The image arrived (or not): the done message with it, or an error. A
+ * balancer that went away meanwhile is waited for like a broken stream:
+ * the stream, re-opened, gives the done event again. */
+static void on_image_done(struct bc *bc, struct xfer *x, CURLcode rc)
+{
+	struct job *j = x->job;
+	j->x = NULL;
+	long status = 0;
+	char *ctype = NULL;
+	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_getinfo(x->easy, CURLINFO_CONTENT_TYPE, &ctype);
+	const char *type = allowed_image_type(ctype);
+	if (transport_failed(rc) && !x->overflow && retry_later(bc, &j->stream, &j->retry_at)) {
+		log_warn("job %s: fetching its image from %s failed (%s); trying again", j->id,
+			 bc->cfg->balancers[x->bal], x->err[0] ? x->err : curl_easy_strerror(rc));
+		xfer_free(bc, x);
+		json_decref(j->done_msg);
+		j->done_msg = NULL;
+		j->state = J_WAITING;
+		return;
+	}
+	char *b64 = !rc && status == 200 && type && x->resp_len ? b64_encode_new((unsigned char *)x->resp, x->resp_len)
+								: NULL;
+	if (!b64) {
+		log_warn("job %s: its image from %s: HTTP %ld, %s, type %s", j->id, bc->cfg->balancers[x->bal], status,
+			 x->overflow ? "too large"
+			 : rc        ? curl_easy_strerror(rc)
+				     : "ok",
+			 ctype ? ctype : "none");
+		emit_error(bc, j, "no_image",
+			   status == 410 ? "the job's image is no longer kept" : "the job's image could not be fetched",
+			   NULL, 0);
+	} else {
+		json_t *m = j->done_msg;
+		j->done_msg = NULL;
+		json_object_set_new(m, "image", json_string_nocheck(b64)); /* base64: ASCII */
+		json_object_set_new(m, "image_type", json_string(type));
+		metrics_inc(GW_C_JOBS_DONE);
+		j->final = 1;
+		emit_job(bc, j, m, BC_DONE, 0, 0);
+	}
+	free(b64);
+	xfer_free(bc, x);
 	job_free(bc, j);
 }
 
@@ -870,6 +982,9 @@ static void reap(struct bc *bc)
 			break;
 		case X_SAMPLERS:
 			on_samplers_done(bc, x, rc);
+			break;
+		case X_IMAGE:
+			on_image_done(bc, x, rc);
 			break;
 		case X_DELETE: {
 			long status = 0;

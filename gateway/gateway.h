@@ -23,7 +23,9 @@
 #define GW_MAX_ID 64             /* a client's job id, bytes */
 #define GW_MAX_GPUS 16           /* entries in generate.gpus */
 #define GW_MAX_GPU_CLASS 32      /* bytes of one GPU class name */
-#define GW_MAX_EVENT (48u << 20) /* one SSE event from the balancer (a done event carries the PNG) */
+#define GW_MAX_EVENT (8u << 20)  /* one SSE event from the balancer (a progress event carries a preview) */
+#define GW_MAX_IMAGE (20u << 20) /* a job's image, fetched from the balancer: 2048 x 2048 RGBA stored uncompressed
+				  * in a PNG is 16.8 MB; its base64 (one done message) fits GW_OUT_MAX */
 #define GW_MAX_REPLY (4u << 20)  /* any other balancer answer */
 /* Output to one websocket (outq.c). The largest message is a done with one
  * image: at most 2048 x 2048 RGBA, stored uncompressed in the PNG, base64

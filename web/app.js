@@ -103,11 +103,19 @@
 
   function codePoints(s) { return Array.from(s).length; }
 
-  function b64ToBlobUrl(b64) {
+  // The only types an image Blob is ever made with. A hostile provider once
+  // sent `data:text/html;base64,...` with PNG magic in front: a Blob of that
+  // type, opened in a new tab, runs script in this origin.
+  const IMAGE_TYPES = ['image/png', 'image/jpeg', 'image/webp'];
+
+  // type: the message's image_type / preview_type (absent: image/png); a
+  // data: prefix inside the payload is dropped and its type ignored.
+  function b64ToBlobUrl(b64, type) {
+    const mime = type == null ? 'image/png' : String(type);
+    if (!IMAGE_TYPES.includes(mime)) throw new Error('not an image type: ' + mime);
     let data = String(b64 || '');
-    let mime = 'image/png';
-    const m = /^data:([^;,]+);base64,/.exec(data);
-    if (m) { mime = m[1]; data = data.slice(m[0].length); }
+    const m = /^data:[^,]{0,200},/.exec(data);
+    if (m) data = data.slice(m[0].length);
     const bin = atob(data);
     const bytes = new Uint8Array(bin.length);
     for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
@@ -510,7 +518,7 @@
         job.els.state.textContent = `Running ${step}/${steps}`;
         if (m.preview) {
           try {
-            const url = b64ToBlobUrl(m.preview);
+            const url = b64ToBlobUrl(m.preview, m.preview_type);
             if (job.previewUrl) URL.revokeObjectURL(job.previewUrl);
             job.previewUrl = url;
             els.preview.src = url;
@@ -522,7 +530,7 @@
       case 'done': {
         if (isFinal(job)) break;
         try {
-          job.imageUrl = b64ToBlobUrl(m.image);
+          job.imageUrl = b64ToBlobUrl(m.image, m.image_type);
         } catch (e) {
           failJob(job, 'The gateway sent an unreadable image.');
           break;

@@ -82,7 +82,7 @@ def parse_args():
     ap.add_argument("--ws-connections", type=int, default=4, help="long-lived gateway websockets")
     ap.add_argument("--job-timeout-s", type=float, default=120.0, help="no terminal answer by then = lost")
     ap.add_argument("--result-ttl", type=int, default=30,
-                    help="the balancer's --result-ttl: finished jobs (with images) are kept this long, "
+                    help="the balancer's --result-ttl: finished jobs are kept this long (their images on disk), "
                          "so its RSS plateaus after warm-up instead of filling for an hour")
     return ap.parse_args()
 

@@ -1206,11 +1206,21 @@ class FakeBackend(_Server):
         super().__init__(H)
 
 
-def job_images(doc):
-    """The decoded PNG bytes of a done job document's result (list), or None."""
+def job_images(bal_url, doc_or_event):
+    """The bytes of a done job's images (list), fetched from the URLs its
+    document's result (or its `done` event) lists; None when any is missing
+    or does not answer 200."""
     try:
-        return [base64.b64decode(s, validate=True) for s in doc["result"]["images"]]
-    except (TypeError, KeyError, ValueError):
+        d = doc_or_event
+        entries = d["result"]["images"] if "result" in d else d["images"]
+        out = []
+        for e in entries:
+            r = request("GET", bal_url + e["url"], timeout=60)
+            if r.status != 200:
+                return None
+            out.append(r.raw)
+        return out
+    except (TypeError, KeyError, ValueError, AttributeError, OSError, httpclient.HTTPException):
         return None
 
 

@@ -82,9 +82,12 @@ def main():
     keys = ["images", "info", "seed", "inference_ms", "queue_ms", "total_ms", "provider", "location", "gpu"]
     t.check("done has %s" % ", ".join(keys), all(k in dd for k in keys), sorted(dd))
     imgs = dd.get("images") if isinstance(dd.get("images"), list) else []
-    img = t.try_decode_png(base64.b64decode(imgs[0]))[0] if len(imgs) == 1 and isinstance(imgs[0], str) else None
-    t.check("done.images holds one decodable 64x64 PNG", img is not None and img.width == 64 and img.height == 64,
-            len(imgs))
+    pngs = t.job_images(bal.url, dd) or []
+    img = t.try_decode_png(pngs[0])[0] if len(pngs) == 1 else None
+    t.check("done.images lists one 64x64 PNG ({url, type, bytes, width, height}) whose URL serves it",
+            img is not None and img.width == 64 and img.height == 64 and len(imgs) == 1
+            and {k: imgs[0].get(k) for k in ("type", "bytes", "width", "height")}
+            == {"type": "image/png", "bytes": len(pngs[0]), "width": 64, "height": 64}, imgs)
     t.check("done: seed 2, provider sse-prov, gpu a6000, queue_ms > 0 (it waited behind A), "
             "total_ms >= inference_ms + queue_ms - 5",
             dd.get("seed") == 2 and dd.get("provider") == "sse-prov" and dd.get("gpu") == "a6000"

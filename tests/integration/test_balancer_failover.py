@@ -69,7 +69,7 @@ def check_kill_mid_job():
             isinstance(info, dict) and info.get("seed") == seed
             and isinstance(info.get("sdgate"), dict) and info["sdgate"].get("provider") == "prov-" + other
             and info["sdgate"].get("attempt") == 2, info and {k: info.get(k) for k in ("seed", "sdgate")})
-    got = t.job_images(d)
+    got = t.job_images(bal.url, d)
 
     # The same request, run directly on the surviving backend.
     direct = dict(body)

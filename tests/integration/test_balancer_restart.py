@@ -46,7 +46,7 @@ def main():
     early = r.json.get("id") if r.status == 202 and isinstance(r.json, dict) else None
     d = t.wait_job(bal.url, early, timeout=30) if early else None
     t.check("a first job is done before the crash", d is not None and d.get("status") == "done", d)
-    early_images = t.job_images(d) if d else None
+    early_images = t.job_images(bal.url, d) if d else None
 
     ids, seeds_before = [], {}
     for i in range(N_QUEUED):
@@ -115,13 +115,13 @@ def main():
             all(isinstance(i, dict) and i.get("seed") == seeds_before.get(j) for i, j in zip(infos, ids)),
             [(seeds_before.get(j), (i or {}).get("seed")) for i, j in zip(infos, ids)])
     t.check("each result holds a decodable PNG",
-            all(docs[j] and (t.job_images(docs[j]) or [None]) and
-                t.try_decode_png((t.job_images(docs[j]) or [b""])[0])[0] is not None for j in ids),
+            all(docs[j] and t.try_decode_png((t.job_images(bal2.url, docs[j]) or [b""])[0])[0] is not None
+                for j in ids),
             "some image missing or not a PNG")
 
     d = t.get_job(bal2.url, early) if early else None
     t.check("the job finished before the crash is still done with the same image after the restart",
-            d is not None and d.get("status") == "done" and t.job_images(d) == early_images and early_images,
+            d is not None and d.get("status") == "done" and t.job_images(bal2.url, d) == early_images and early_images,
             d and {k: v for k, v in d.items() if k != "result"})
     m = t.metrics(bal2.url)
     t.check("the restarted balancer's queue is empty at the end (sdgate_queue_depth 0, jobs_running 0)",
@@ -139,11 +139,13 @@ def main():
             d and {k: v for k, v in d.items() if k != "result"})
 
     # A clean restart keeps finished results too.
+    last_images = t.job_images(bal2.url, docs[ids[-1]] or {})
     bal2.stop()
     bal3 = t.start_balancer("--backend", static, name="balancer-3", db=db)
     d = t.get_job(bal3.url, ids[-1])
     t.check("after a clean SIGTERM restart a finished job is still done with its images",
-            d is not None and d.get("status") == "done" and t.job_images(d) == t.job_images(docs[ids[-1]] or {}),
+            d is not None and d.get("status") == "done" and t.job_images(bal3.url, d)
+            and t.job_images(bal3.url, d) == last_images,
             d and {k: v for k, v in d.items() if k != "result"})
     r = t.submit_job(bal3.url, t.small_job(prompt="after two restarts", seed=5))
     d = t.wait_job(bal3.url, r.json["id"], timeout=30) if r.status == 202 and isinstance(r.json, dict) else None

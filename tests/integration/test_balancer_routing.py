@@ -92,7 +92,7 @@ def main():
             wrong.append((body["prompt"], "seed", sent.get("seed"), d.get("seed")))
         if "gpus" in sent or "sdgate" in sent:
             wrong.append((body["prompt"], "routing hints were forwarded to the backend", sorted(sent)))
-        pngs = t.job_images(d) or []
+        pngs = t.job_images(bal.url, d) or []
         decoded = [t.try_decode_png(p) for p in pngs]
         if len(decoded) != 1 or decoded[0][0] is None or decoded[0][0].width != 64 or decoded[0][0].height != 64:
             bad_images.append((body["prompt"], len(pngs), [e for _, e in decoded]))

@@ -394,7 +394,7 @@ def main():
             img = None
             provider = doc.get("provider")
             if doc.get("status") == "done":
-                imgs = t.job_images(doc) or []
+                imgs = t.job_images(mp.bal_url, doc) or []
                 img = t.try_decode_png(imgs[0])[0] if len(imgs) == 1 else None
             else:
                 failed.append((key, doc.get("status"), doc.get("error"), doc.get("attempt")))

@@ -165,15 +165,16 @@ def main():
     prog = [m for m in msgs if m.get("type") == "progress"]
     t.check("progress messages with step/steps", prog and all(t.is_int(m.get("step")) and m.get("steps") == 8
                                                                for m in prog), prog[:3])
-    t.check("a progress message carries a preview PNG",
+    t.check("a progress message carries a preview PNG (preview_type image/png)",
             any(isinstance(m.get("preview"), str) and base64.b64decode(m["preview"])[:8] == t.PNG_SIGNATURE
-                for m in prog), [sorted(m) for m in prog])
+                and m.get("preview_type") == "image/png" for m in prog), [sorted(m) for m in prog])
     ok = isinstance(done, dict) and done.get("type") == "done"
     t.check("job j1 done", ok, done)
     if ok:
         img, _ = t.try_decode_png(base64.b64decode(done.get("image", "")))
-        t.check("done.image is a 64x64 PNG", img is not None and img.width == 64 and img.height == 64,
-                done.get("image", "")[:80])
+        t.check("done.image is a 64x64 PNG, image_type image/png (fetched from the balancer's image URL)",
+                img is not None and img.width == 64 and img.height == 64 and done.get("image_type") == "image/png",
+                (done.get("image", "")[:80], done.get("image_type")))
         t.check("done: seed, provider, location, gpu",
                 done.get("seed") == 4242 and done.get("provider") == "Acme GPUs"
                 and done.get("location") == "Berlin, DE" and done.get("gpu") == "a100",

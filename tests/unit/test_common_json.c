@@ -57,6 +57,10 @@ static void test_error_shapes(void **state)
 	assert_string_equal(json_string_value(json_object_get(inner, "field")), "gpus");
 	assert_int_equal(sd_error_status(SDE_QUEUE_FULL), 429);
 	assert_int_equal(sd_error_status(SDE_SAMPLER_NOT_FOUND), 404);
+	assert_int_equal(sd_error_status(SDE_RESULT_GONE), 410);
+	assert_string_equal(sd_error_code(SDE_RESULT_GONE), "result_gone");
+	assert_int_equal(sd_error_status(SDE_NOT_READY), 409);
+	assert_string_equal(sd_error_code(SDE_NOT_READY), "not_ready");
 	json_decref(e);
 
 	json_t *list = json_array();

@@ -1,0 +1,289 @@
+/* results.c — a done job's images: handed to the store when the job
+ * finishes (decoded, checked and written on the store's thread), described
+ * in the job by their metadata only, and served by GET
+ * /v1/jobs/{id}/images/{n} straight from the store, BAL_IMAGE_CHUNK bytes at
+ * a time, so that neither the loop thread nor a connection ever holds a
+ * whole result. The job id (128 random bits) is the capability. Loop thread.
+ *
+ * A stream's state outlives its request while a read is in flight (the store
+ * writes into its buffer); the request's pool holds only a guard. */
+#include "balancer.h"
+
+#include "error.h"
+#include "log.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct kept_ctx {
+	struct balancer *b;
+	char id[BAL_ID_LEN + 1];
+};
+
+/* info (a JSON string) and parameters, as kept: bounded, or left out. */
+static json_t *slim_result(const struct job *j)
+{
+	json_t *slim = json_object();
+	json_t *info = json_object_get(j->result, "info");
+	json_t *params = json_object_get(j->result, "parameters");
+	if (json_is_string(info) && json_string_length(info) <= BAL_MAX_INFO)
+		json_object_set(slim, "info", info);
+	else if (info)
+		log_warn("job %s: info over %u bytes; not kept", j->id, BAL_MAX_INFO);
+	if (json_is_object(params) && json_dumpb(params, NULL, 0, JSON_COMPACT) <= BAL_MAX_INFO)
+		json_object_set(slim, "parameters", params);
+	return slim;
+}
+
+static void on_kept(void *user, const struct store_kept *k)
+{
+	struct kept_ctx *c = user;
+	struct balancer *b = c->b;
+	size_t i;
+	json_t *v;
+	json_array_foreach(k->evicted, i, v)
+	{
+		struct job *e = jobs_find(b, json_string_value(v));
+		if (e) {
+			e->gone = 1;
+			log_info("job %s: its images were dropped to stay within the result caps", e->id);
+		}
+	}
+	struct job *j = jobs_find(b, c->id);
+	free(c);
+	if (!j || !j->storing)
+		return;
+	j->storing = 0;
+	j->images = json_incref(k->meta);
+	if (!k->ok) {
+		j->gone = 1;
+		log_error("job %s: its images could not be stored", j->id);
+	}
+	jobs_announce_final(b, j);
+}
+
+static int int_field(const json_t *o, const char *key, int dflt)
+{
+	json_t *v = json_object_get(o, key);
+	return json_is_integer(v) ? (int)json_integer_value(v) : dflt;
+}
+
+void results_keep(struct balancer *b, struct job *j)
+{
+	json_t *images = json_object_get(j->result, "images");
+	images = json_is_array(images) ? json_incref(images) : json_array();
+	json_t *slim = slim_result(j);
+	json_decref(j->result); /* the façade's client has had it: the base64 now lives only in `images` */
+	j->result = slim;
+	j->storing = 1;
+	json_t *doc = jobs_doc(j);
+	json_object_set_new(doc, "result", json_copy(slim)); /* the store's thread adds "images" to this copy */
+	struct kept_ctx *c = calloc(1, sizeof *c);
+	struct store_result r = {
+		.job_id = j->id,
+		.client = j->client,
+		.finished = j->finished_unix,
+		.images = images,
+		.doc = doc,
+		.fallback_w = int_field(j->request, "width", 0),
+		.fallback_h = int_field(j->request, "height", 0),
+	};
+	if (!c) {
+		json_decref(images);
+		json_decref(doc);
+		j->storing = 0;
+		j->gone = 1;
+		j->images = json_array();
+		jobs_announce_final(b, j);
+		return;
+	}
+	c->b = b;
+	snprintf(c->id, sizeof c->id, "%s", j->id);
+	store_put_result(b->store, &r, on_kept, c);
+}
+
+json_t *results_view(const struct job *j)
+{
+	json_t *list = json_array();
+	size_t i;
+	json_t *m;
+	json_array_foreach(j->images, i, m)
+	{
+		char url[96];
+		snprintf(url, sizeof url, "/v1/jobs/%s/images/%zu", j->id, i);
+		json_t *o = json_pack("{s:s}", "url", url);
+		json_object_update(o, m);
+		json_array_append_new(list, o);
+	}
+	return list;
+}
+
+void results_load(struct job *j, const json_t *result, int has_images)
+{
+	j->result = json_object();
+	json_t *v;
+	if ((v = json_object_get(result, "info")) && json_is_string(v))
+		json_object_set(j->result, "info", v);
+	if ((v = json_object_get(result, "parameters")) && json_is_object(v))
+		json_object_set(j->result, "parameters", v);
+	j->images = json_array();
+	size_t i;
+	json_array_foreach(json_object_get(result, "images"), i, v)
+	{
+		if (!json_is_object(v)) /* a file from before images were kept apart: its base64 is not kept */
+			break;
+		json_array_append_new(j->images,
+				      json_pack("{s:O*,s:O*,s:O*,s:O*}", "type", json_object_get(v, "type"), "bytes",
+						json_object_get(v, "bytes"), "width", json_object_get(v, "width"),
+						"height", json_object_get(v, "height")));
+	}
+	j->gone = !has_images;
+}
+
+/* ---------------------------------------------------------------- GET */
+
+struct image_stream;
+
+struct image_guard {
+	struct image_stream *st;
+};
+
+struct image_stream {
+	struct balancer *b;
+	h2o_req_t *req; /* NULL once the request ended */
+	struct image_guard *guard;
+	h2o_generator_t gen;
+	char id[BAL_ID_LEN + 1];
+	int n;
+	char mime[16];
+	long max_age;
+	long long total, sent;
+	int reading; /* the store is filling buf */
+	unsigned char buf[BAL_IMAGE_CHUNK];
+};
+
+static void stream_read(struct image_stream *st);
+
+static void guard_dispose(void *p)
+{
+	struct image_guard *g = p;
+	struct image_stream *st = g->st;
+	if (!st)
+		return;
+	st->req = NULL;
+	if (!st->reading)
+		free(st);
+}
+
+static void reply_code(h2o_req_t *req, enum sd_error e, const char *message)
+{
+	bal_reply_error(req, sd_error_status(e), sd_error_code(e), message, NULL);
+}
+
+static void start_response(struct image_stream *st)
+{
+	h2o_req_t *req = st->req;
+	char cache[64];
+	int n = snprintf(cache, sizeof cache, "private, max-age=%ld", st->max_age);
+	req->res.status = 200;
+	req->res.reason = "OK";
+	req->res.content_length = (size_t)st->total;
+	h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, st->mime, strlen(st->mime));
+	h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-content-type-options"), 0, NULL,
+			      H2O_STRLIT("nosniff"));
+	h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+		       h2o_strdup(&req->pool, cache, (size_t)n).base, (size_t)n);
+	h2o_start_response(req, &st->gen);
+}
+
+static void on_chunk(void *user, long long total, size_t len)
+{
+	struct image_stream *st = user;
+	st->reading = 0;
+	if (!st->req) {
+		free(st);
+		return;
+	}
+	if (st->sent == 0 && st->total < 0) { /* the first chunk: now the size is known */
+		if (total < 0) {
+			st->guard->st = NULL;
+			reply_code(st->req, SDE_RESULT_GONE, "This job's images are no longer kept");
+			free(st);
+			return;
+		}
+		st->total = total;
+		start_response(st);
+	}
+	if (total != st->total || (len == 0 && st->sent < st->total)) {
+		/* dropped or rewritten mid-stream: the length promised cannot be kept */
+		log_warn("job %s: image %d vanished while it was being sent", st->id, st->n);
+		h2o_send(st->req, NULL, 0, H2O_SEND_STATE_ERROR);
+		return;
+	}
+	st->sent += (long long)len;
+	h2o_iovec_t buf = h2o_iovec_init(st->buf, len);
+	h2o_send(st->req, &buf, 1, st->sent >= st->total ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS);
+}
+
+/* h2o sent the last chunk: the buffer is free for the next. */
+static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
+{
+	struct image_stream *st = H2O_STRUCT_FROM_MEMBER(struct image_stream, gen, gen);
+	stream_read(st);
+}
+
+static void stream_read(struct image_stream *st)
+{
+	st->reading = 1;
+	store_read_image(st->b->store, st->id, st->n, st->sent, st->buf, sizeof st->buf, on_chunk, st);
+}
+
+/* "0".."N-1" without sign, spaces or leading zeros; -1 otherwise. */
+static int parse_index(const char *s, size_t count)
+{
+	if (!*s || strlen(s) > 6 || s[strspn(s, "0123456789")] || (s[0] == '0' && s[1]))
+		return -1;
+	long n = strtol(s, NULL, 10);
+	return (size_t)n < count ? (int)n : -1;
+}
+
+void results_serve(struct balancer *b, h2o_req_t *req, struct job *j, const char *index)
+{
+	if (!jobs_is_final(j) || j->storing) {
+		reply_code(req, SDE_NOT_READY, "The job has not finished yet");
+		return;
+	}
+	if (j->status != JOB_DONE) {
+		reply_code(req, SDE_NOT_FOUND, "The job ended without images");
+		return;
+	}
+	int n = parse_index(index, json_array_size(j->images));
+	if (n < 0) {
+		reply_code(req, SDE_NOT_FOUND, "No such image");
+		return;
+	}
+	const char *mime = json_string_value(json_object_get(json_array_get(j->images, (size_t)n), "type"));
+	if (j->gone || !mime) {
+		reply_code(req, SDE_RESULT_GONE, "This job's images are no longer kept");
+		return;
+	}
+	struct image_stream *st = malloc(sizeof *st);
+	if (!st) {
+		reply_code(req, SDE_INTERNAL, "Out of memory");
+		return;
+	}
+	memset(st, 0, offsetof(struct image_stream, buf));
+	st->b = b;
+	st->req = req;
+	st->guard = httpd_alloc_guarded(req, sizeof *st->guard, guard_dispose);
+	st->guard->st = st;
+	st->gen.proceed = on_proceed;
+	snprintf(st->id, sizeof st->id, "%s", j->id);
+	st->n = n;
+	snprintf(st->mime, sizeof st->mime, "%s", mime); /* the job may expire while its image is read */
+	double left = j->finished_unix + (double)b->cfg.result_ttl_s - bal_unix_now();
+	st->max_age = left > 0 ? (long)left : 0;
+	st->total = -1;
+	stream_read(st);
+}

@@ -32,8 +32,8 @@
 #define BAL_MAX_URL 512                  /* a backend's base URL */
 #define BAL_MAX_PROVIDERS 4096           /* lines of --provider-tokens */
 #define BAL_SECRET_HEX 64                /* hex chars of a registration's secret and call token */
-#define BAL_MAX_INFO (64u << 10)     /* a kept result's info (JSON text) and parameters */
-#define BAL_IMAGE_CHUNK (256u << 10) /* GET /v1/jobs/{id}/images/{n}: bytes read from the store at a time */
+#define BAL_MAX_INFO (64u << 10)         /* a kept result's info (JSON text) and parameters */
+#define BAL_IMAGE_CHUNK (256u << 10)     /* GET /v1/jobs/{id}/images/{n}: bytes read from the store at a time */
 
 struct bal_config {
 	const char *listen;
@@ -119,9 +119,9 @@ struct job {
 	double max_price;  /* 0 = any */
 	const char *model; /* checkpoint asked for (in request), or NULL */
 	const char *refiner;
-	double work;   /* steps x width x height x images */
-	double pixels; /* width x height x images */
-	double images; /* batch_size x n_iter */
+	double work;     /* steps x width x height x images */
+	double pixels;   /* width x height x images */
+	double n_images; /* batch_size x n_iter */
 	long long seed;
 	enum job_status status;
 	int attempt;

@@ -49,8 +49,8 @@ static double timeout_s(struct balancer *b, const struct bk *k, const struct job
  * JPEG or WebP is smaller. Never more than BAL_MAX_ANSWER. */
 static size_t answer_cap(const struct job *j, size_t request_len)
 {
-	double file = (j->pixels * 4 + j->images * (IMAGE_MAX_SIDE + 65536.0)) * 1.01;
-	double cap = file * 4 / 3 + 8.0 * (double)request_len * (j->images + 1) + (1 << 20);
+	double file = (j->pixels * 4 + j->n_images * (IMAGE_MAX_SIDE + 65536.0)) * 1.01;
+	double cap = file * 4 / 3 + 8.0 * (double)request_len * (j->n_images + 1) + (1 << 20);
 	return cap < BAL_MAX_ANSWER ? (size_t)cap : BAL_MAX_ANSWER;
 }
 

@@ -92,7 +92,7 @@ static void derive(struct job *j)
 	double steps = (double)int_or(r, "steps", 50);
 	double w = (double)int_or(r, "width", 512), h = (double)int_or(r, "height", 512);
 	double images = (double)int_or(r, "batch_size", 1) * (double)int_or(r, "n_iter", 1);
-	j->images = images;
+	j->n_images = images;
 	j->pixels = w * h * images;
 	j->work = steps * j->pixels;
 	j->seed = int_or(r, "seed", -1);

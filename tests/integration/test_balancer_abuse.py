@@ -258,9 +258,10 @@ def check_slow_readers(bal):
 
 
 def slow_read_messages(s, until_id, timeout=90):
-    """Reads websocket frames 4 KiB every 20 ms; returns the text messages until
-    the done/error of until_id (or the end)."""
-    buf, msgs = b"", []
+    """Reads websocket frames 4 KiB every 20 ms; returns the text messages
+    (fragments joined, as the gateway sends long ones in pieces) until the
+    done/error of until_id (or the end)."""
+    buf, msgs, parts = b"", [], []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -271,7 +272,7 @@ def slow_read_messages(s, until_id, timeout=90):
             break
         buf += chunk
         while len(buf) >= 2:
-            n, off = buf[1] & 0x7F, 2
+            fin, n, off = buf[0] & 0x80, buf[1] & 0x7F, 2
             if n == 126:
                 n, off = int.from_bytes(buf[2:4], "big"), 4
             elif n == 127:
@@ -279,8 +280,12 @@ def slow_read_messages(s, until_id, timeout=90):
             if len(buf) < off + n:
                 break
             payload, buf = buf[off:off + n], buf[off + n:]
+            parts.append(payload)
+            if not fin:
+                continue
+            message, parts = b"".join(parts), []
             try:
-                msgs.append(json.loads(payload.decode("utf-8")))
+                msgs.append(json.loads(message.decode("utf-8")))
             except ValueError:
                 msgs.append(None)
             if isinstance(msgs[-1], dict) and msgs[-1].get("id") == until_id \

@@ -59,7 +59,7 @@ def png_ok(b64):
 def honest_done(bal, jid, what, evil):
     """The job ended done on the honest backend, after the evil one had it."""
     doc = t.wait_job(bal.url, jid, timeout=60) if jid else None
-    images = t.job_images(doc) if doc else None
+    images = t.job_images(bal.url, doc) if doc else None
     t.check("%s: the job is done by the honest backend (attempt 2), after %d call(s) to the evil one"
             % (what, evil.txt2img_calls),
             doc and doc.get("status") == "done" and doc.get("provider") == "Honest" and doc.get("attempt") == 2

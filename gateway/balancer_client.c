@@ -874,8 +874,13 @@ static void run_command(struct bc *bc, struct cmd *c)
 		if (j->conn != c->conn || (c->kind == CMD_CANCEL && strcmp(j->id, c->id)))
 			continue;
 		j->cancel_requested = 1;
-		if (c->kind == CMD_CLOSE)
+		if (c->kind == CMD_CLOSE) {
+			/* Its client is gone: the job ends cancelled, with no event
+			 * to send (emit_error never runs for a detached job). */
+			if (!j->final)
+				metrics_inc(GW_C_JOBS_CANCELLED);
 			j->detached = 1;
+		}
 		if (j->state == J_SUBMITTING)
 			continue;             /* the 202 handler sends the DELETE */
 		if (j->state == J_RESUBMIT) { /* no balancer has it: nothing to delete */

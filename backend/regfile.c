@@ -7,13 +7,14 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <libgen.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define REGFILE_MAX_KEYS 8 /* the five fields and a little room */
+#define REGFILE_MAX_KEYS 8 /* the six fields and a little room */
 #define TOO_BIG "bigger than 4096 bytes"
 _Static_assert(REGFILE_MAX_BYTES == 4096, "update TOO_BIG");
 
@@ -34,6 +35,24 @@ int regfile_id_valid(const char *v)
 	if (n < 1 || n > REGFILE_MAX_ID)
 		return 0;
 	return strspn(v, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-") == n;
+}
+
+void regfile_fingerprint(const char *text, char out[REGFILE_FINGERPRINT_HEX + 1])
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char md[SHA256_DIGEST_LENGTH];
+	_Static_assert(2 * SHA256_DIGEST_LENGTH == REGFILE_FINGERPRINT_HEX, "SHA-256 in hex");
+	SHA256((const unsigned char *)text, strlen(text), md);
+	for (size_t i = 0; i < sizeof md; i++) {
+		out[2 * i] = hex[md[i] >> 4];
+		out[2 * i + 1] = hex[md[i] & 15];
+	}
+	out[REGFILE_FINGERPRINT_HEX] = '\0';
+}
+
+static int fingerprint_valid(const char *v)
+{
+	return strlen(v) == REGFILE_FINGERPRINT_HEX && strspn(v, "0123456789abcdef") == REGFILE_FINGERPRINT_HEX;
 }
 
 /* Reads at most REGFILE_MAX_BYTES of a regular file into buf (caller frees).
@@ -105,6 +124,8 @@ static const char *parse(json_t *j, struct regfile *out)
 		return "no valid \"secret\"";
 	if (take(j, "backend_token", out->backend_token, sizeof out->backend_token, regfile_secret_valid) != 0)
 		return "no valid \"backend_token\"";
+	if (take(j, "registered_as", out->registered_as, sizeof out->registered_as, fingerprint_valid) != 0)
+		return "no valid \"registered_as\"";
 	json_t *hb = json_object_get(j, "heartbeat_interval_s");
 	if (hb && (!json_is_integer(hb) || json_integer_value(hb) < 1 || json_integer_value(hb) > 3600))
 		return "\"heartbeat_interval_s\" is not 1..3600";
@@ -148,9 +169,9 @@ static void sync_folder(const char *path)
 
 int regfile_write(const char *path, const struct regfile *rf)
 {
-	json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:I}", "balancer", rf->balancer, "id", rf->id, "secret", rf->secret,
+	json_t *j = json_pack("{s:s,s:s,s:s,s:s,s:I,s:s}", "balancer", rf->balancer, "id", rf->id, "secret", rf->secret,
 			      "backend_token", rf->backend_token, "heartbeat_interval_s",
-			      (json_int_t)rf->heartbeat_interval_s);
+			      (json_int_t)rf->heartbeat_interval_s, "registered_as", rf->registered_as);
 	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
 	char tmp[4096];

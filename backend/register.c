@@ -24,6 +24,9 @@ struct registration {
 	char *token;
 	char *file; /* --registration-file, or NULL */
 	struct backend *b;
+	char *body;                                    /* the registration request (JSON), the same for the whole run */
+	char fingerprint[REGFILE_FINGERPRINT_HEX + 1]; /* of body */
+	int replace; /* the file's registration was made for another body: end it first */
 	pthread_t thread;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -62,6 +65,7 @@ static void save_registration(struct registration *r)
 	snprintf(rf.id, sizeof rf.id, "%s", r->id);
 	snprintf(rf.secret, sizeof rf.secret, "%s", r->secret);
 	snprintf(rf.backend_token, sizeof rf.backend_token, "%s", r->caller);
+	snprintf(rf.registered_as, sizeof rf.registered_as, "%s", r->fingerprint);
 	if (regfile_write(r->file, &rf) == 0)
 		log_info("registration %s kept in %s", r->id, r->file);
 	OPENSSL_cleanse(&rf, sizeof rf);
@@ -69,7 +73,9 @@ static void save_registration(struct registration *r)
 
 /* At start: takes up the registration in --registration-file when it names
  * this balancer; the first heartbeat tells whether the balancer still
- * knows it. */
+ * knows it. A registration made with another body (identity, URL, models,
+ * version) is ended with its secret and made again, so that the board shows
+ * what this run registers without waiting for the old one to expire. */
 static void resume_registration(struct registration *r)
 {
 	struct regfile rf;
@@ -77,9 +83,17 @@ static void resume_registration(struct registration *r)
 		return;
 	if (strcmp(rf.balancer, r->balancer) != 0) {
 		log_warn("registration file %s is for %s, not %s: registering anew", r->file, rf.balancer, r->balancer);
+		OPENSSL_cleanse(&rf, sizeof rf);
+		return;
+	}
+	snprintf(r->id, sizeof r->id, "%s", rf.id);
+	snprintf(r->secret, sizeof r->secret, "%s", rf.secret);
+	r->replace = strcmp(rf.registered_as, r->fingerprint) != 0;
+	if (r->replace) {
+		log_warn("registration file %s: registration %s was made with another identity, URL, model list or "
+			 "version: ending it and registering anew",
+			 r->file, r->id);
 	} else {
-		snprintf(r->id, sizeof r->id, "%s", rf.id);
-		snprintf(r->secret, sizeof r->secret, "%s", rf.secret);
 		snprintf(r->caller, sizeof r->caller, "%s", rf.backend_token);
 		r->interval = rf.heartbeat_interval_s ? rf.heartbeat_interval_s : REGISTER_DEFAULT_HEARTBEAT_S;
 		log_info("resuming registration %s with %s from %s", r->id, r->balancer, r->file);
@@ -106,12 +120,8 @@ static long do_register(struct registration *r)
 {
 	char url[640];
 	snprintf(url, sizeof url, "%s/v1/backends", r->balancer);
-	json_t *body = registration_body(r->b);
-	char *text = json_dumps(body, JSON_COMPACT);
-	json_decref(body);
 	struct httpc_response resp;
-	int rc = httpc_request("POST", url, text, r->token, REGISTER_TIMEOUT_MS, 65536, &resp);
-	free(text);
+	int rc = httpc_request("POST", url, r->body, r->token, REGISTER_TIMEOUT_MS, 65536, &resp);
 	long interval = 0;
 	if (rc == 0 && (resp.status == 200 || resp.status == 201)) {
 		json_error_t err;
@@ -188,9 +198,31 @@ static int wait_or_stop(struct registration *r, long seconds)
 	return stopping;
 }
 
+/* DELETE of the registration r->id with its secret; 1 when it is gone
+ * from the balancer (or was never known there). */
+static int deregister(struct registration *r)
+{
+	char url[800];
+	snprintf(url, sizeof url, "%s/v1/backends/%s", r->balancer, r->id);
+	struct httpc_response resp;
+	int rc = httpc_request("DELETE", url, NULL, r->secret[0] ? r->secret : r->token, REGISTER_TIMEOUT_MS, 65536,
+			       &resp);
+	int gone = rc == 0 && ((resp.status >= 200 && resp.status < 300) || resp.status == 404);
+	if (gone)
+		log_info("unregistered %s from %s", r->id, r->balancer);
+	else
+		log_warn("unregister %s from %s: %s", r->id, r->balancer, rc == 0 ? "refused" : resp.error);
+	httpc_response_free(&resp);
+	return gone;
+}
+
 static void *registration_main(void *arg)
 {
 	struct registration *r = arg;
+	if (r->replace) {
+		deregister(r);
+		r->id[0] = '\0';
+	}
 	for (;;) {
 		if (!r->interval) {
 			if (wait_or_stop(r, do_register(r) ? r->interval : REGISTER_RETRY_S))
@@ -204,25 +236,21 @@ static void *registration_main(void *arg)
 											      : REGISTER_RETRY_S))
 			break;
 	}
-	if (r->id[0]) {
-		char url[800];
-		snprintf(url, sizeof url, "%s/v1/backends/%s", r->balancer, r->id);
-		struct httpc_response resp;
-		int rc = httpc_request("DELETE", url, NULL, r->secret[0] ? r->secret : r->token, REGISTER_TIMEOUT_MS,
-				       65536, &resp);
-		/* Gone from the balancer (or never known there): the file has
-		 * nothing left to resume. Otherwise it stays, so that a quick
-		 * restart still takes the registration up. */
-		if (rc == 0 && ((resp.status >= 200 && resp.status < 300) || resp.status == 404)) {
-			log_info("unregistered from %s", r->balancer);
-			if (r->file)
-				regfile_remove(r->file);
-		} else {
-			log_warn("unregister from %s: %s", r->balancer, rc == 0 ? "refused" : resp.error);
-		}
-		httpc_response_free(&resp);
-	}
+	/* Once gone from the balancer, the file has nothing left to resume;
+	 * otherwise it stays, so that a quick restart still takes it up. */
+	if (r->id[0] && deregister(r) && r->file)
+		regfile_remove(r->file);
 	return NULL;
+}
+
+static void registration_free(struct registration *r)
+{
+	OPENSSL_cleanse(r->secret, sizeof r->secret);
+	OPENSSL_cleanse(r->caller, sizeof r->caller);
+	free(r->token);
+	free(r->file);
+	free(r->body);
+	free(r);
 }
 
 struct registration *registration_start(const char *balancer_url, const char *token, const char *file,
@@ -238,14 +266,22 @@ struct registration *registration_start(const char *balancer_url, const char *to
 	r->token = token ? strdup(token) : NULL;
 	r->file = file && *file ? strdup(file) : NULL;
 	r->b = b;
+	json_t *body = registration_body(b);
+	r->body = json_dumps(body, JSON_COMPACT);
+	json_decref(body);
+	if (!r->body) {
+		registration_free(r);
+		return NULL;
+	}
+	regfile_fingerprint(r->body, r->fingerprint);
 	resume_registration(r);
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_cond_init(&r->cv, NULL);
 	if (pthread_create(&r->thread, NULL, registration_main, r) != 0) {
 		log_error("registration: cannot start its thread");
-		free(r->token);
-		free(r->file);
-		free(r);
+		pthread_mutex_destroy(&r->mu);
+		pthread_cond_destroy(&r->cv);
+		registration_free(r);
 		return NULL;
 	}
 	return r;
@@ -276,9 +312,5 @@ void registration_stop(struct registration *r)
 	pthread_join(r->thread, NULL);
 	pthread_mutex_destroy(&r->mu);
 	pthread_cond_destroy(&r->cv);
-	OPENSSL_cleanse(r->secret, sizeof r->secret);
-	OPENSSL_cleanse(r->caller, sizeof r->caller);
-	free(r->token);
-	free(r->file);
-	free(r);
+	registration_free(r);
 }

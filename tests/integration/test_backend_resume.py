@@ -3,7 +3,8 @@
 back at once (sdgate-backend --registration-file, docs/operators.md
 "Restarts"):
 - after registering, the backend keeps {balancer, id, secret, backend_token,
-  heartbeat_interval_s} in the file, mode 0600;
+  heartbeat_interval_s, registered_as (SHA-256 of its registration)} in the
+  file, mode 0600;
 - killed with -9 and restarted on the same file, it takes its registration up
   again: the board shows the same id, idle, and a job sent right away is done
   on it (the balancer's calls carry the old backend_token); the time is
@@ -12,6 +13,8 @@ back at once (sdgate-backend --registration-file, docs/operators.md
   calls (401) and comes back under a new id only after that;
 - its heartbeats keep that registration past the expiry window (no "registering
   again" in its log);
+- restarted with another identity (here --location), it ends the file's
+  registration with its secret and registers anew at once;
 - a clean stop deregisters and removes the file;
 - a file the balancer no longer knows (404 to the heartbeat), a damaged one
   (not JSON, over 4096 bytes, an id that is not an id, a secret too short)
@@ -32,12 +35,12 @@ TOKEN = "resume-provider-token-0123456789"
 HB = 3  # --heartbeat-interval: a registration expires after 3 missed ones (9 s)
 PROVIDER = "Resume Co"
 JOB = {"prompt": "a red circle", "steps": 4, "width": 64, "height": 64, "seed": 7}
-KEYS = {"balancer", "id", "secret", "backend_token", "heartbeat_interval_s"}
+KEYS = {"balancer", "id", "secret", "backend_token", "heartbeat_interval_s", "registered_as"}
 
 
-def start(bal, port, path, label):
+def start(bal, port, path, label, *extra):
     return t.start_backend("--provider", PROVIDER, "--gpu-class", "a100", "--balancer", bal.url,
-                           "--registration-file", path, name=label, port=port, env={"SDGATE_TOKEN": TOKEN})
+                           "--registration-file", path, *extra, name=label, port=port, env={"SDGATE_TOKEN": TOKEN})
 
 
 def mine(bal):
@@ -114,6 +117,19 @@ def main():
             % (3 * HB + 1.5), [(e.get("id"), e.get("state")) for e in es] == [(old.get("id"), "idle")], es)
     t.check("the resumed backend never had to register again", "registering again" not in be.log_tail(200)
             and "registered with" not in be.log_tail(200), be.log_tail(20))
+
+    # Restarted with another identity: the old registration is ended with
+    # its secret and a new one made at once (no 409 name_taken wait).
+    be.kill()
+    t0 = time.monotonic()
+    be = start(bal, port, path, "backend-moved", "--location", "Elsewhere")
+    entry = t.wait_until(lambda: registered(bal, path), 20)
+    took = time.monotonic() - t0
+    print("# restarted with another --location: registered anew after %.2f s" % took)
+    t.check("restarted with another identity: the old registration is ended and a new one shows it at once (%.2f s)"
+            % took, entry and entry.get("id") != old.get("id") and entry.get("location") == "Elsewhere"
+            and took < 2 * HB and "ending it and registering anew" in be.log_tail(200), (mine(bal), be.log_tail(8)))
+    check_file(path, bal, "re-registered")
 
     # A clean stop deregisters and removes the file.
     be.stop()

@@ -14,6 +14,8 @@
 
 #include "regfile.h"
 
+#define FP "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
 static char dir[64];
 static char path[128];
 
@@ -23,6 +25,7 @@ static const struct regfile GOOD = {
 	.secret = "secret-0123456789abcdef",
 	.backend_token = "token-0123456789abcdef",
 	.heartbeat_interval_s = 10,
+	.registered_as = FP, /* SHA-256 of "abc" */
 };
 
 static int setup(void **state)
@@ -66,6 +69,7 @@ static void test_round_trip(void **state)
 	assert_string_equal(rf.secret, GOOD.secret);
 	assert_string_equal(rf.backend_token, GOOD.backend_token);
 	assert_int_equal(rf.heartbeat_interval_s, 10);
+	assert_string_equal(rf.registered_as, GOOD.registered_as);
 	/* Rewriting replaces it (no temporary file left behind). */
 	struct regfile again = GOOD;
 	snprintf(again.id, sizeof again.id, "%s", "another-id");
@@ -112,7 +116,20 @@ static void test_refused(void **state)
 		"{\"balancer\": \"http://b\", \"id\": \"abc\", \"secret\": \"secret-0123456789\", "
 		"\"backend_token\": \"token-0123456789ab\", \"a\": 1, \"b\": 2, \"c\": 3, \"d\": 4, \"e\": 5}",
 	};
+	/* registered_as missing, too short, in capitals */
+	static const char *const bad_fp[] = {
+		"", "\"registered_as\": \"ba78\", ",
+		"\"registered_as\": \"BA7816BF8F01CFEA414140DE5DAE2223B00361A396177A9CB410FF61F20015AD\", "};
 	struct regfile rf;
+	for (size_t i = 0; i < sizeof bad_fp / sizeof bad_fp[0]; i++) {
+		char text[512];
+		snprintf(text, sizeof text,
+			 "{%s\"balancer\": \"https://b\", \"id\": \"abc\", \"secret\": \"secret-0123456789\", "
+			 "\"backend_token\": \"token-0123456789ab\"}",
+			 bad_fp[i]);
+		put(text);
+		assert_int_equal(regfile_read(path, &rf), REGFILE_BAD);
+	}
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		put(bad[i]);
 		assert_int_equal(regfile_read(path, &rf), REGFILE_BAD);
@@ -120,7 +137,7 @@ static void test_refused(void **state)
 	}
 	/* The smallest good file (no heartbeat_interval_s) is taken. */
 	put("{\"balancer\": \"https://b\", \"id\": \"a_b-C9\", \"secret\": \"secret-0123456789\", "
-	    "\"backend_token\": \"token-0123456789ab\"}");
+	    "\"backend_token\": \"token-0123456789ab\", \"registered_as\": \"" FP "\"}");
 	assert_int_equal(regfile_read(path, &rf), REGFILE_OK);
 	assert_int_equal(rf.heartbeat_interval_s, 0);
 }
@@ -132,9 +149,9 @@ static void test_not_a_small_regular_file(void **state)
 	/* Over 4096 bytes, even when it is otherwise good JSON. */
 	char *big = malloc(REGFILE_MAX_BYTES + 64);
 	assert_non_null(big);
-	int n = snprintf(big, 200,
+	int n = snprintf(big, 300,
 			 "{\"balancer\": \"http://b\", \"id\": \"abc\", \"secret\": \"secret-0123456789\", "
-			 "\"backend_token\": \"token-0123456789ab\"}");
+			 "\"backend_token\": \"token-0123456789ab\", \"registered_as\": \"" FP "\"}");
 	memset(big + n, ' ', REGFILE_MAX_BYTES + 1 - (size_t)n);
 	big[REGFILE_MAX_BYTES + 1] = '\0';
 	put(big);
@@ -159,6 +176,9 @@ static void test_not_a_small_regular_file(void **state)
 static void test_validators(void **state)
 {
 	(void)state;
+	char fp[REGFILE_FINGERPRINT_HEX + 1];
+	regfile_fingerprint("abc", fp);
+	assert_string_equal(fp, FP);
 	assert_true(regfile_secret_valid("0123456789abcdef"));
 	assert_false(regfile_secret_valid("0123456789abcde"));
 	assert_false(regfile_secret_valid(NULL));

@@ -26,6 +26,7 @@ static const char *upstream = NULL;
 static const char *balancer = NULL;
 static const char *token = NULL;
 static const char *public_url = NULL;
+static const char *registration_file = NULL;
 static long pace_ms = 0;
 static int force_cpu = 0;
 static long cuda_device = 0;
@@ -48,6 +49,8 @@ static const struct config_option OPTIONS[] = {
 	{"token", CONFIG_SECRET, &token, "T", "provider token for --balancer", 0, 0},
 	{"public-url", CONFIG_STRING, &public_url, "URL", "URL the balancer should call (default: from --listen)", 0,
 	 0},
+	{"registration-file", CONFIG_STRING, &registration_file, "FILE",
+	 "keep the --balancer registration (its secrets, mode 0600) here and take it up again after a restart", 0, 0},
 	{"pace-ms-per-step", CONFIG_INT, &pace_ms, "N",
 	 "TESTING AID: make each step take at least N ms (emulates a slower GPU)", 0, 600000},
 	{"cpu", CONFIG_BOOL, &force_cpu, NULL, "use the CPU engine even when a CUDA GPU is present", 0, 0},
@@ -149,14 +152,15 @@ int main(int argc, char **argv)
 	b.control = lane_new(b.httpd, "control");
 	struct registration *reg = NULL;
 	if (balancer) {
-		reg = registration_start(balancer, token, &b);
+		reg = registration_start(balancer, token, registration_file, &b);
 		if (!reg) {
 			httpd_free(b.httpd);
 			engine_destroy(b.engine);
 			config_free(&PROGRAM);
 			return 1;
 		}
-	}
+	} else if (registration_file && *registration_file)
+		log_warn("--registration-file without --balancer: nothing to keep");
 	b.reg = reg; /* before the loop: api.c reads it */
 
 	log_info("listening on %s (provider \"%s\", %s, gpu %s [%s]%s)", b.id.url, provider, location, b.id.gpu_class,

@@ -5,7 +5,13 @@
  * it, and unregisters (DELETE) on shutdown. Heartbeats and DELETE carry the
  * registration's "secret" from the balancer's answer; its "backend_token" is
  * what the balancer sends on its calls here (registration_allows). Both are
- * kept in memory only. Blocking HTTP on its own thread. */
+ * kept in memory and, with --registration-file (regfile.h), in a file: a
+ * backend restarted after a crash takes its registration up again at once
+ * (heartbeats with that secret, trusts that token) instead of waiting for
+ * the old one to expire; when the balancer answers 404, 401 or 403 to that
+ * heartbeat it registers anew and rewrites the file. A clean shutdown that
+ * deregisters removes the file. Blocking HTTP and file I/O on its own
+ * thread. */
 #ifndef SDGATE_REGISTER_H
 #define SDGATE_REGISTER_H
 
@@ -14,8 +20,9 @@
 struct backend;
 struct registration;
 
-/* Returns NULL on failure to start (logged). token may be NULL. */
-struct registration *registration_start(const char *balancer_url, const char *token, struct backend *b);
+/* Returns NULL on failure to start (logged). token and file may be NULL. */
+struct registration *registration_start(const char *balancer_url, const char *token, const char *file,
+					struct backend *b);
 /* Loop thread: 1 if a request with this Authorization header value (not
  * NUL-terminated) comes from the balancer we registered with; 0 before we
  * are registered. 1 for r NULL (no --balancer: the operator's own). */

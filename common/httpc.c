@@ -48,8 +48,10 @@ int httpc_request(const char *method, const char *url, const char *body, const c
 	struct sink s = {.max = max_body};
 	struct curl_slist *headers = NULL;
 	char auth[600];
-	if (body)
-		headers = curl_slist_append(headers, "Content-Type: application/json");
+	/* Without a body, no Content-Type at all: curl would otherwise label an
+	 * empty POST application/x-www-form-urlencoded, which a balancer refuses
+	 * as a possible cross-site form (415; balancer/client.c). */
+	headers = curl_slist_append(headers, body ? "Content-Type: application/json" : "Content-Type:");
 	if (bearer) {
 		snprintf(auth, sizeof auth, "Authorization: Bearer %s", bearer);
 		headers = curl_slist_append(headers, auth);

@@ -14,7 +14,8 @@ struct httpc_response {
 	char error[256]; /* curl's reason when status is 0 or the body was cut */
 };
 
-/* method "GET"/"POST"/"DELETE"; body may be NULL (sent as JSON when set);
+/* method "GET"/"POST"/"DELETE"; body may be NULL (sent as JSON when set;
+ * without a body no Content-Type is sent);
  * bearer may be NULL. The answer is cut at max_body bytes (an error). Returns
  * 0 when an HTTP answer arrived whole (any status), -1 otherwise. */
 int httpc_request(const char *method, const char *url, const char *body, const char *bearer, long timeout_ms,

@@ -41,6 +41,7 @@ backend)
 	add upstream "${SDGATE_UPSTREAM:-}"
 	add balancer "${SDGATE_BALANCER:-}"
 	add public-url "${SDGATE_PUBLIC_URL:-}"
+	add registration-file "${SDGATE_REGISTRATION_FILE:-}"
 	exe=/usr/local/bin/sdgate-backend
 	;;
 *)

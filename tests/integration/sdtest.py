@@ -260,8 +260,15 @@ def start_program(name, exe, args, ready_path, port=None, setup=None, env=None):
 
 def start_backend(*args, name="backend", port=None, env=None):
     """Starts sdgate-backend --listen 127.0.0.1:<port, default a free one> ARGS
-    and waits until GET /internal/ping answers 200. Raises when it does not."""
-    return start_program(name, backend_path(), args, "/internal/ping", port, env=env)
+    and waits until GET /internal/ping answers 200. Raises when it does not.
+    With --registration-file F in ARGS, .registration_file is F (see
+    backend_token)."""
+    args = [str(a) for a in args]
+    reg = args[args.index("--registration-file") + 1] if "--registration-file" in args[:-1] else None
+
+    def setup(prog):
+        prog.registration_file = reg
+    return start_program(name, backend_path(), args, "/internal/ping", port, setup=setup, env=env)
 
 
 def gateway_path():
@@ -841,9 +848,34 @@ def board_entry(backends, **match):
     return None
 
 
+def read_registration(path):
+    """A backend's --registration-file as a dict, or None (absent, not JSON)."""
+    try:
+        with open(path, "rb") as f:
+            d = json.loads(f.read().decode("utf-8"))
+        return d if isinstance(d, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def backend_token(be):
+    """What a registered backend takes as the balancer's Bearer: its
+    .token when a test set one, else the backend_token in its
+    --registration-file as it is now (it changes when the backend registers
+    anew); None for a backend without either (open to all)."""
+    if getattr(be, "token", None):
+        return be.token
+    path = getattr(be, "registration_file", None)
+    reg = read_registration(path) if path else None
+    return reg.get("backend_token") if reg else None
+
+
 def backend_progress(be, timeout=10):
-    """A backend's own GET /sdapi/v1/progress (skip_current_image=true) JSON, or None."""
-    r = request("GET", be.url + "/sdapi/v1/progress?skip_current_image=true", timeout=timeout)
+    """A backend's own GET /sdapi/v1/progress (skip_current_image=true) JSON,
+    or None; as its balancer (backend_token) when it is registered."""
+    tok = backend_token(be)
+    hdrs = {"Authorization": "Bearer " + tok} if tok else None
+    r = request("GET", be.url + "/sdapi/v1/progress?skip_current_image=true", headers=hdrs, timeout=timeout)
     return r.json if r.status == 200 and isinstance(r.json, dict) else None
 
 

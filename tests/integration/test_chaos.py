@@ -19,6 +19,13 @@ way). Meanwhile:
   balancer   kill -9 once while jobs run, restarted on the same port and
              SQLite file
 
+The native backends keep their registration in a --registration-file (each
+its own folder), as operators run them: a victim restarted after kill -9
+takes its registration up again at once instead of waiting for the old one
+to expire (docs/operators.md "Restarts"). Their job routes answer only their
+balancer, so the test reads the balancer's token from that file to watch a
+victim's own progress.
+
 "In the middle of a job" is asserted, not hoped for: each signal is sent
 right after the victim's own /sdapi/v1/progress showed a job at step 1..6 of
 8 (so at least two steps, 60-80 ms, were left), and the balancer is killed
@@ -110,6 +117,7 @@ class Marketplace:
         self.bal = self.start_balancer("balancer")
         self.backends = {}
         self.ports = {}
+        self.reg_files = {}  # name → its --registration-file, kept across restarts
         for name, cls, pace in NATIVE:
             self.ports[name] = t.free_port()
             self.backends[name] = self.start_backend(name, name)
@@ -122,9 +130,11 @@ class Marketplace:
 
     def start_backend(self, name, label):
         cls, pace = next((c, p) for n, c, p in NATIVE if n == name)
+        if name not in self.reg_files:
+            self.reg_files[name] = os.path.join(t.tmpdir("chaos-reg-" + name), "registration.json")
         return t.start_backend("--provider", "Chaos " + name, "--location", "Lab " + name, "--gpu-class", cls,
                                "--pace-ms-per-step", pace, "--balancer", self.bal_url, "--token", PROVIDER,
-                               name=label, port=self.ports[name])
+                               "--registration-file", self.reg_files[name], name=label, port=self.ports[name])
 
 
 class Chaos:

@@ -161,6 +161,12 @@ def check_k8s():
         res = be["spec"]["template"]["spec"]["containers"][0]["resources"]
         t.check("k8s: backends request and limit one nvidia.com/gpu",
                 res["requests"].get("nvidia.com/gpu") == 1 and res["limits"].get("nvidia.com/gpu") == 1, res)
+        c = be["spec"]["template"]["spec"]["containers"][0]
+        reg = [e.get("value", "") for e in c.get("env", []) if e["name"] == "SDGATE_REGISTRATION_FILE"]
+        vols = {v["name"] for v in be["spec"]["template"]["spec"].get("volumes", [])}
+        mounts = [m["mountPath"] for m in c.get("volumeMounts", []) if m["name"] in vols]
+        t.check("k8s: the backend keeps its registration file on a pod volume (survives a container restart)",
+                len(reg) == 1 and any(reg[0].startswith(m.rstrip("/") + "/") for m in mounts), (reg, mounts))
     bal = deps.get("sdgate-balancer")
     if bal:
         vols = bal["spec"]["template"]["spec"].get("volumes", [])
@@ -187,6 +193,11 @@ def check_systemd():
     t.check("systemd: units for the three programs",
             {os.path.basename(u) for u in units} == {"sdgate-gateway.service", "sdgate-balancer.service",
                                                      "sdgate-backend.service"}, units)
+    backend = open(os.path.join(ROOT, "deploy", "systemd", "sdgate-backend.service")).read()
+    state = re.findall(r"^StateDirectory=(\S+)$", backend, re.M)
+    t.check("systemd: the backend keeps its registration file in its StateDirectory",
+            state and re.search(r"^Environment=SDGATE_REGISTRATION_FILE=/var/lib/%s/\S+$" % re.escape(state[0]),
+                                backend, re.M), state)
     dropin = os.path.join(ROOT, "deploy", "systemd", "sdgate-.service.d", "hardening.conf")
     text = open(dropin).read()
     for opt in ("DynamicUser=yes", "ProtectSystem=strict", "NoNewPrivileges=yes", "CapabilityBoundingSet=",
@@ -240,7 +251,9 @@ def check_entrypoint():
     prog.stop()
     # Tokens stay in the environment: the program reads them itself.
     token = "entrypoint-token-0123456789"
-    env = dict(env, SDGATE_TOKEN=token, SDGATE_BALANCER="http://127.0.0.1:%d" % t.free_port())
+    regfile = os.path.join(t.tmpdir("entry-reg"), "registration.json")
+    env = dict(env, SDGATE_TOKEN=token, SDGATE_BALANCER="http://127.0.0.1:%d" % t.free_port(),
+               SDGATE_REGISTRATION_FILE=regfile)
     os.environ.update(env)
     try:
         prog = t.Program("entrypoint-backend-token", ["sh", os.path.join(ROOT, "deploy", "docker",
@@ -253,6 +266,8 @@ def check_entrypoint():
         argv = f.read().decode("utf-8", "replace")
     t.check("sdgate-entrypoint passes SDGATE_TOKEN in the environment, not as a flag (not in /proc/<pid>/cmdline)",
             up and token not in argv and "--token" not in argv, argv)
+    t.check("sdgate-entrypoint passes SDGATE_REGISTRATION_FILE as --registration-file",
+            "--registration-file\0%s\0" % regfile in argv, argv)
     prog.stop()
     r = subprocess.run(["sh", os.path.join(ROOT, "deploy", "docker", "sdgate-entrypoint.sh"), "balancer"],
                        capture_output=True, text=True, timeout=30,

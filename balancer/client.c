@@ -1,5 +1,6 @@
 /* client.c — who is calling the balancer, and from where: reads the
- * request (peer, headers) and makes its client key with clientkey.h.
+ * request (peer, headers) and makes its client key with clientkey.h and
+ * netaddr.h (an address's key, the gateway's rule too).
  *
  * Identity (docs/security.md, "Who can do what"):
  *  - the gateway, with the admin token, names its end client
@@ -25,6 +26,7 @@
 
 #include "clientkey.h"
 #include "error.h"
+#include "netaddr.h"
 
 #include <ctype.h>
 #include <string.h>
@@ -33,14 +35,14 @@
 int bal_valid_address(const char *text)
 {
 	struct in6_addr a;
-	return text && clientkey_parse_addr(text, strlen(text), &a) == 0;
+	return text && netaddr_parse(text, strlen(text), &a) == 0;
 }
 
 static int is_trusted(struct balancer *b, const struct in6_addr *a)
 {
 	for (char **p = b->cfg.trusted_proxies; p && *p; p++) {
 		struct in6_addr t;
-		if (clientkey_parse_addr(*p, strlen(*p), &t) == 0 && memcmp(&t, a, sizeof t) == 0)
+		if (netaddr_parse(*p, strlen(*p), &t) == 0 && memcmp(&t, a, sizeof t) == 0)
 			return 1;
 	}
 	return 0;
@@ -53,7 +55,7 @@ static int client_addr(struct balancer *b, h2o_req_t *req, struct in6_addr *a)
 {
 	struct sockaddr_storage ss;
 	if (req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss) == 0 ||
-	    clientkey_from_sockaddr((struct sockaddr *)&ss, a) != 0)
+	    netaddr_from_sockaddr((struct sockaddr *)&ss, a) != 0)
 		return -1;
 	if (!is_trusted(b, a))
 		return 0;
@@ -64,7 +66,7 @@ static int client_addr(struct balancer *b, h2o_req_t *req, struct in6_addr *a)
 	size_t len = v.len;
 	clientkey_last_entry(&text, &len);
 	struct in6_addr named;
-	if (clientkey_parse_addr(text, len, &named) == 0)
+	if (netaddr_parse(text, len, &named) == 0)
 		*a = named;
 	return 0;
 }
@@ -74,8 +76,8 @@ enum bal_client_kind bal_client_of(struct balancer *b, h2o_req_t *req, char *out
 	h2o_iovec_t named = httpd_header(req, "x-sdgate-client");
 	if (named.len && named.len < len && bal_bearer_ok(req, b->cfg.admin_token)) {
 		struct in6_addr a; /* the gateway names browsers by address: IPv6 by its /64 here too */
-		if (clientkey_parse_addr(named.base, named.len, &a) == 0) {
-			clientkey_of_addr(&a, out, len);
+		if (netaddr_parse(named.base, named.len, &a) == 0) {
+			netaddr_key(&a, out, len);
 		} else {
 			memcpy(out, named.base, named.len);
 			out[named.len] = '\0';
@@ -88,7 +90,7 @@ enum bal_client_kind bal_client_of(struct balancer *b, h2o_req_t *req, char *out
 	struct in6_addr a;
 	out[0] = '\0';
 	if (client_addr(b, req, &a) == 0)
-		clientkey_of_addr(&a, out, len);
+		netaddr_key(&a, out, len);
 	return BAL_CLIENT_ADDRESS;
 }
 

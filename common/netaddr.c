@@ -1,11 +1,13 @@
-/* netaddr.c — see netaddr.h. Ranges: RFC 6890's special-purpose registries
- * (the ones that are not globally reachable) plus multicast. */
+/* netaddr.c — see netaddr.h. Private ranges: RFC 6890's special-purpose
+ * registries (the ones that are not globally reachable) plus multicast. */
 #include "netaddr.h"
 
 #include <arpa/inet.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+
+static const unsigned char v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff}; /* ::ffff:0:0/96 */
 
 static int v4_private(uint32_t a)
 {
@@ -37,9 +39,8 @@ static int v4_private(uint32_t a)
 static int v6_private(const unsigned char *a)
 {
 	static const unsigned char zero[16];
-	static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
 	static const unsigned char nat64[12] = {0, 0x64, 0xff, 0x9b};
-	if (!memcmp(a, mapped, 12) || !memcmp(a, nat64, 12) || !memcmp(a, zero, 12)) /* v4 inside */
+	if (!memcmp(a, v4mapped, 12) || !memcmp(a, nat64, 12) || !memcmp(a, zero, 12)) /* v4 inside */
 		return v4_private((uint32_t)a[12] << 24 | (uint32_t)a[13] << 16 | (uint32_t)a[14] << 8 | a[15]) ||
 		       !memcmp(a, zero, 12);
 	if ((a[0] & 0xfe) == 0xfc) /* fc00::/7 unique local */
@@ -77,4 +78,80 @@ int netaddr_is_private(const char *text)
 	if (inet_pton(AF_INET6, buf, v6) == 1)
 		return v6_private(v6) || zone != NULL;
 	return -1;
+}
+
+/* ---------------------------------------------------------------- client keys */
+
+static void map_v4(const void *v4, struct in6_addr *out)
+{
+	memcpy(out->s6_addr, v4mapped, sizeof v4mapped);
+	memcpy(&out->s6_addr[12], v4, 4);
+}
+
+int netaddr_parse(const char *text, size_t len, struct in6_addr *out)
+{
+	char buf[INET6_ADDRSTRLEN];
+	if (!text || len == 0 || len >= sizeof buf)
+		return -1;
+	memcpy(buf, text, len);
+	buf[len] = '\0';
+	struct in_addr v4;
+	if (inet_pton(AF_INET, buf, &v4) == 1) {
+		map_v4(&v4, out);
+		return 0;
+	}
+	return inet_pton(AF_INET6, buf, out) == 1 ? 0 : -1;
+}
+
+int netaddr_from_sockaddr(const struct sockaddr *sa, struct in6_addr *out)
+{
+	if (sa->sa_family == AF_INET) {
+		map_v4(&((const struct sockaddr_in *)sa)->sin_addr, out);
+		return 0;
+	}
+	if (sa->sa_family == AF_INET6) {
+		*out = ((const struct sockaddr_in6 *)sa)->sin6_addr;
+		return 0;
+	}
+	return -1;
+}
+
+/* a as text: IPv4-mapped as IPv4, else IPv6 compressed. */
+static void spell(const struct in6_addr *a, char *out, size_t len, const char *suffix)
+{
+	char text[INET6_ADDRSTRLEN];
+	if (memcmp(a->s6_addr, v4mapped, sizeof v4mapped) == 0)
+		inet_ntop(AF_INET, &a->s6_addr[12], text, sizeof text);
+	else
+		inet_ntop(AF_INET6, a, text, sizeof text);
+	snprintf(out, len, "%s%s", text, suffix);
+}
+
+void netaddr_key(const struct in6_addr *a, char *out, size_t len)
+{
+	if (memcmp(a->s6_addr, v4mapped, sizeof v4mapped) == 0) {
+		spell(a, out, len, "");
+		return;
+	}
+	struct in6_addr net = *a;
+	memset(&net.s6_addr[8], 0, 8);
+	spell(&net, out, len, "/64");
+}
+
+void netaddr_client_key(const char *addr, char *out, size_t len)
+{
+	struct in6_addr a;
+	if (netaddr_parse(addr, strlen(addr), &a) == 0)
+		netaddr_key(&a, out, len);
+	else
+		snprintf(out, len, "%s", addr);
+}
+
+void netaddr_canonical(const char *addr, char *out, size_t len)
+{
+	struct in6_addr a;
+	if (netaddr_parse(addr, strlen(addr), &a) == 0)
+		spell(&a, out, len, "");
+	else
+		snprintf(out, len, "%s", addr);
 }

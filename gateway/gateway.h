@@ -139,18 +139,13 @@ size_t outq_chunk(const struct outq *q, const char **text, int *first, int *last
 void outq_advance(struct outq *q, size_t n);
 void outq_clear(struct outq *q);
 
-/* ---------------------------------------------------------------- origin.c, addr.c */
+/* ---------------------------------------------------------------- origin.c */
 /* 1 when origin ("scheme://host[:port]") may open a websocket on a request
  * that reached the gateway as scheme://host: the same origin, or one in
  * allowed (NULL-terminated, may be NULL). No origin (NULL or "") passes. */
 int origin_allowed(const char *origin, const char *scheme, const char *host, char *const *allowed);
 /* 1 when s is an origin origin_allowed understands (for --allowed-origin). */
 int origin_valid(const char *s);
-/* The address as one spelling: IPv4-mapped IPv6 as IPv4, IPv6 compressed. */
-void addr_canonical(const char *addr, char *out, size_t len);
-/* What addr counts as for the per-address limits: IPv4 itself, IPv6 its /64
- * ("2001:db8:1:2::/64"), IPv4-mapped IPv6 the IPv4 address. */
-void addr_key(const char *addr, char *out, size_t len);
 
 /* ---------------------------------------------------------------- metrics.c */
 enum gw_counter {

@@ -7,7 +7,8 @@
  *
  * An upgrade is refused (an HTTP status the client can read) off /ws, from
  * a page of another origin (origin.c), past --max-connections or past
- * --max-connections-per-address (per addr.c's key: IPv6 by its /64).
+ * --max-connections-per-address (per common/netaddr.h's client key: IPv6 by
+ * its /64).
  *
  * A connection's output is bounded (outq.c: replies coalesce, a client that
  * sends without reading is closed), written in fragments of GW_OUT_CHUNK, and
@@ -21,6 +22,7 @@
 
 #include "json.h"
 #include "log.h"
+#include "netaddr.h"
 
 #include <errno.h>
 #include <libwebsockets.h>
@@ -36,7 +38,7 @@ struct conn {
 	uint64_t id;
 	int is_ws;
 	char addr[64]; /* as seen (logs) */
-	char key[64];  /* what the per-address limits count (addr.c) */
+	char key[64];  /* what the per-address limits count (netaddr_client_key) */
 	/* the message being received */
 	char *rx;
 	size_t rx_len;
@@ -518,9 +520,9 @@ static int peer_trusted(struct lws *wsi)
 {
 	char peer[64], canon[64], listed[64];
 	lws_get_peer_simple(wsi, peer, sizeof peer);
-	addr_canonical(peer, canon, sizeof canon);
+	netaddr_canonical(peer, canon, sizeof canon);
 	for (char **p = cfg->trusted_proxies; p && *p; p++) {
-		addr_canonical(*p, listed, sizeof listed);
+		netaddr_canonical(*p, listed, sizeof listed);
 		if (!strcmp(listed, canon))
 			return 1;
 	}
@@ -549,7 +551,7 @@ static void client_address(struct lws *wsi, char *addr, size_t len, char *key, s
 	}
 	if (!addr[0])
 		snprintf(addr, len, "unknown");
-	addr_key(addr, key, key_len);
+	netaddr_client_key(addr, key, key_len);
 }
 
 /* How the client reached the gateway: scheme and Host (from a trusted

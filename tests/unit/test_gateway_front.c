@@ -1,7 +1,7 @@
 /* Unit tests of the gateway's front-door rules: gateway/origin.c (which
- * pages may open a websocket), gateway/addr.c (what an address counts as for
- * the per-address limits: IPv6 by its /64) and gateway/outq.c (a
- * connection's bounded, coalescing output queue). */
+ * pages may open a websocket) and gateway/outq.c (a connection's bounded,
+ * coalescing output queue). What an address counts as for the per-address
+ * limits is common/netaddr's (test_common_netaddr). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -52,32 +52,6 @@ static void test_origin(void **state)
 	assert_false(origin_valid("sd.example.org"));
 	assert_false(origin_valid("https://sd.example.org/app"));
 	assert_false(origin_valid(NULL));
-}
-
-static const char *key(const char *addr)
-{
-	static char out[64];
-	addr_key(addr, out, sizeof out);
-	return out;
-}
-
-static void test_addr_key(void **state)
-{
-	(void)state;
-	assert_string_equal(key("203.0.113.7"), "203.0.113.7");
-	assert_string_equal(key("::ffff:203.0.113.7"), "203.0.113.7");
-	assert_string_equal(key("::FFFF:203.0.113.7"), "203.0.113.7");
-	/* two addresses of one /64 are one client; the next /64 is another */
-	assert_string_equal(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::/64");
-	assert_string_equal(key("2001:0db8:0001:0002:0000:0000:0000:0001"), "2001:db8:1:2::/64");
-	assert_string_equal(key("2001:db8:1:3::1"), "2001:db8:1:3::/64");
-	assert_string_equal(key("::1"), "::/64");
-	assert_string_equal(key("unknown"), "unknown");
-	char out[64];
-	addr_canonical("::ffff:127.0.0.1", out, sizeof out);
-	assert_string_equal(out, "127.0.0.1");
-	addr_canonical("2001:0db8::0001", out, sizeof out);
-	assert_string_equal(out, "2001:db8::1");
 }
 
 /* Drains q as ws.c does; returns the messages joined with '|'. */
@@ -182,7 +156,6 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_origin),
-		cmocka_unit_test(test_addr_key),
 		cmocka_unit_test(test_outq_coalesce),
 		cmocka_unit_test(test_outq_bounds),
 	};

@@ -16,8 +16,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sdtest as t  # noqa: E402
+from wsclient import WSClient  # noqa: E402
 
 TOKEN = "fastest-provider-token"
+ADMIN = "fastest-admin-token"
 # GPU class, price per hour, simulated ms per step: deploy/run-local.sh's pool.
 POOL = [("h100", 2.49, 15), ("a100", 1.29, 40), ("rtx3090", 0.39, 90)]
 JOBS = 12
@@ -49,8 +51,32 @@ def show(label, total, per):
     print("  %-28s total %.2f s; %s" % (label, total, "; ".join(parts)), flush=True)
 
 
+def websocket_prefer(bal):
+    """The websocket generate's "prefer", passed on by the gateway."""
+    gw = t.start_gateway("--balancer", bal.url, "--admin-token", ADMIN, wait_board=True)
+    ws = WSClient("127.0.0.1", gw.port, "/ws", timeout=30)
+    ws.send_json({"type": "hello"})
+    ws.wait_type("welcome", 20)
+    base = {"type": "generate", "prompt": "ws", "sampler_name": "Euler", "steps": STEPS, "cfg_scale": 7,
+            "width": 64, "height": 64, "seed": 5, "gpus": []}
+    for id, prefer, want in [("w1", "cheapest", "rtx3090"), ("w2", None, "h100")]:
+        msg = dict(base, id=id)
+        if prefer:
+            msg["prefer"] = prefer
+        ws.send_json(msg)
+        ws.wait_for(lambda m: isinstance(m, dict) and m.get("id") == id and m.get("type") in ("done", "error"), 60)
+        asg = next((m for m in ws.of_job(id) if m.get("type") == "assigned"), None)
+        t.check("websocket generate with prefer %s runs on the %s" % (prefer or "absent (fastest)", want),
+                (asg or {}).get("gpu") == want, ws.of_job(id))
+    ws.send_json(dict(base, id="w3", prefer="slowest"))
+    err = ws.wait_for(lambda m: isinstance(m, dict) and m.get("id") == "w3" and m.get("type") == "error", 20)
+    t.check("websocket generate with prefer \"slowest\": error invalid, field prefer",
+            isinstance(err, dict) and err.get("code") == "invalid" and err.get("field") == "prefer", err)
+    ws.close()
+
+
 def main():
-    bal = t.start_balancer("--provider-token", TOKEN, "--heartbeat-interval", 5)
+    bal = t.start_balancer("--provider-token", TOKEN, "--admin-token", ADMIN, "--heartbeat-interval", 5)
     for cls, price, pace in POOL:
         t.start_backend("--provider", "prov-" + cls, "--gpu-class", cls, "--price-per-hour", price,
                         "--pace-ms-per-step", pace, "--balancer", bal.url, "--token", TOKEN, name="backend-" + cls)
@@ -86,6 +112,7 @@ def main():
     t.check("façade with \"sdgate\": {\"prefer\": \"cheapest\"} runs on the rtx3090",
             r.status == 200 and isinstance(info, dict) and (info.get("sdgate") or {}).get("gpu") == "rtx3090",
             t.describe(r) if r.status != 200 else info.get("sdgate"))
+    websocket_prefer(bal)
     r = t.submit_job(bal.url, t.small_job(prompt="fast", steps=STEPS, sdgate={"prefer": "fastest"}))
     doc = t.wait_job(bal.url, r.json.get("id"), timeout=60) if r.status == 202 else None
     t.check("\"prefer\": \"fastest\" (the default, said) runs on the h100", (doc or {}).get("gpu") == "h100",

@@ -92,6 +92,7 @@ struct bk {
 	enum bk_state state;
 	double spp;       /* measured seconds per unit of work (router_learn); 0 = not yet */
 	double last_used; /* monotonic time it was last given a job (router.h: re-tries) */
+	long samples;     /* jobs measured since its estimate was last (re)calibrated */
 	long jobs_done, jobs_failed;
 	double inference_sum;
 	double last_heartbeat, next_check;

@@ -198,7 +198,7 @@ static void on_call(const struct fetch_result *r, void *user)
 			json_decref(a);
 			/* Checkpoint loading is counted apart (router_switch_s). */
 			double run = fmax(r->elapsed_s - j->switch_s, 0.5 * r->elapsed_s);
-			k->spp = router_learn(k->spp, k->jobs_done, run / fmax(j->work, 1));
+			k->spp = router_learn(k->spp, k->samples++, run / fmax(j->work, 1));
 			k->jobs_done++;
 			k->strikes = 0;
 			k->inference_sum += j->inference_s;
@@ -294,6 +294,10 @@ static void start(struct balancer *b, struct job *j, struct bk *k, double switch
 	json_decref(j->placed);
 	j->placed = json_pack("{s:s,s:s,s:s,s:s,s:s}", "backend", k->id, "provider", bk_str(k, "provider"), "location",
 			      bk_str(k, "location"), "gpu", bk_str(k, "gpu_class"), "gpu_name", bk_str(k, "gpu"));
+	/* A stale estimate (router.h) is measured afresh: this job's time is
+	 * taken as is, not clipped against what it was 30 s or more ago. */
+	if (k->running == 1 && now - k->last_used >= ROUTER_RETRY_S)
+		k->samples = 0;
 	k->last_used = now;
 	if (j->model) {
 		free(k->loaded_model);
@@ -341,7 +345,9 @@ static void fill_view(struct bk *k, struct router_bk *v, double now)
 	v->gpu_class = bk_str(k, "gpu_class");
 	v->price = bk_price(k);
 	v->spp = k->spp;
-	v->idle_s = now - k->last_used;
+	if (k->last_used <= 0)
+		k->last_used = now; /* first seen: a backend never tried is re-tried from here (router.h) */
+	v->idle_s = k->running ? 0 : now - k->last_used; /* a running job is a fresh try */
 	v->slots = k->slots;
 	v->loaded_model = k->loaded_model;
 	v->offers = offers_cb;

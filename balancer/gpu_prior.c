@@ -77,12 +77,16 @@ static const struct prior PRIORS[] = {
 	{"rtx6000ada", 1.0},
 	{"rtxa5000", 0.45},
 	{"a5000", 0.45},
+	{"rtxa4000", 0.3},
+	{"a4000", 0.3},
 	{"rtx8000", 0.35},
 	/* Cloud inference cards [SA][SP]: A10/A10G ~0.4, V100 ~0.45, T4 ~0.15. */
 	{"a10", 0.4},
 	{"a10g", 0.4},
 	{"v100", 0.45},
 	{"t4", 0.15},
+	/* Pascal, no tensor cores: below a T4 in FP16 (~, [SP] 21 TFLOPS FP16). */
+	{"p100", 0.12},
 	/* A CPU: about two orders of magnitude below a mid GPU (~[LB], which
 	 * also ran CPUs). */
 	{"cpu", 0.005},
@@ -125,4 +129,13 @@ double gpu_prior(const char *cls)
 		}
 	}
 	return best ? best->speed : GPU_PRIOR_UNKNOWN;
+}
+
+double gpu_prior_best(void)
+{
+	double best = 0;
+	for (size_t i = 0; i < sizeof PRIORS / sizeof PRIORS[0]; i++)
+		if (PRIORS[i].speed > best)
+			best = PRIORS[i].speed;
+	return best;
 }

@@ -4,10 +4,10 @@
 #ifndef SDGATE_GPU_PRIOR_H
 #define SDGATE_GPU_PRIOR_H
 
-/* An unknown class is assumed about as fast as an RTX 3090 / A6000: neither
+/* An unknown class is assumed a little slower than an RTX 3090: neither
  * first in line nor never tried (a mislabelled one is caught by the
  * router's re-tries, router.h). */
-#define GPU_PRIOR_UNKNOWN 0.55
+#define GPU_PRIOR_UNKNOWN 0.5
 
 /* Seconds per unit of work (step x pixel x image, one model call a step) of a
  * 1.0 GPU: an A100 running SD 1.5 at 512x512 does about 20-25 steps a second
@@ -22,5 +22,8 @@
  * longest known name that starts the class wins ("a100-80gb" is an a100,
  * "h100sxm" an h100); GPU_PRIOR_UNKNOWN when none does (or cls is NULL). */
 double gpu_prior(const char *cls);
+
+/* The highest prior in the table: the fastest class there is. */
+double gpu_prior_best(void);
 
 #endif

@@ -57,7 +57,7 @@ static int cmp_double(const void *a, const void *b)
 
 double router_base_spp(const struct router_bk *bks, int nb, int skip)
 {
-	double v[64];
+	double v[64]; /* the first 64 measured: plenty for a median */
 	int n = 0;
 	for (int i = 0; i < nb && n < (int)(sizeof v / sizeof v[0]); i++)
 		if (bks[i].spp > 0 && i != skip)
@@ -71,11 +71,11 @@ double router_base_spp(const struct router_bk *bks, int nb, int skip)
 double router_spp(const struct router_bk *k, double base)
 {
 	double prior = base / gpu_prior(k->gpu_class);
-	if (k->spp <= 0)
-		return prior;
-	if (k->idle_s >= ROUTER_RETRY_S)
+	if (k->idle_s < ROUTER_RETRY_S)
+		return k->spp > 0 ? k->spp : prior;
+	if (k->spp > 0)
 		return fmin(k->spp, prior);
-	return k->spp;
+	return base / gpu_prior_best(); /* never tried: once as the fastest class there is */
 }
 
 double router_switch_s(const struct router_bk *k, const struct router_job *j)

@@ -20,7 +20,10 @@
  * seconds. A measured backend not given a job for ROUTER_RETRY_S counts at
  * the better of its measured and its prior speed, so that one that got
  * faster, or was measured on a bad day, or mislabelled, is tried again now
- * and then (at most one job per ROUTER_RETRY_S while it stays slow). */
+ * and then (at most one job per ROUTER_RETRY_S while it stays slow); one
+ * never measured ROUTER_RETRY_S after the router first saw it counts once as
+ * the fastest class there is (gpu_prior_best), so that a fast card labelled
+ * as a slow one is found even in a pool that is never busy. */
 #ifndef SDGATE_ROUTER_H
 #define SDGATE_ROUTER_H
 
@@ -37,7 +40,7 @@ struct router_bk {
 	const char *gpu_class;
 	double price;                     /* per hour */
 	double spp;                       /* measured seconds per unit of work; 0 = not measured yet */
-	double idle_s;                    /* seconds since it was last given a job (measured ones) */
+	double idle_s;                    /* seconds since it was last given a job, or first seen; 0 while busy */
 	int slots;                        /* 1..ROUTER_MAX_SLOTS */
 	double free_in[ROUTER_MAX_SLOTS]; /* seconds until each slot is free; 0 = free now */
 	const char *loaded_model;         /* may be NULL */

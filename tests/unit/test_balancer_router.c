@@ -171,6 +171,13 @@ static void test_priors(void **state)
 	assert_true(gpu_prior("a10g") != gpu_prior("a100")); /* a10g is not an a100 */
 	assert_true(gpu_prior("A100 40GB") < gpu_prior("a100"));
 	assert_true(gpu_prior("H100 SXM5") > gpu_prior("H100 PCIe"));
+	/* Every class sdgate-backend detects (backend/identity.c) has its own. */
+	static const char *const DETECTED[] = {"h200",    "h100",    "gh200",   "a100",       "a10g",    "a10",
+					       "l40s",    "l40",     "l4",      "rtx6000ada", "a6000",   "a5000",
+					       "a4000",   "rtx5090", "rtx4090", "rtx4080",    "rtx3090", "rtx3080",
+					       "rtx8000", "v100",    "t4",      "p100",       "cpu"};
+	for (size_t i = 0; i < sizeof DETECTED / sizeof DETECTED[0]; i++)
+		assert_true(gpu_prior(DETECTED[i]) != GPU_PRIOR_UNKNOWN);
 	/* Unknown classes: the documented default. */
 	assert_true(gpu_prior("unknown") == GPU_PRIOR_UNKNOWN);
 	assert_true(gpu_prior("zz9000") == GPU_PRIOR_UNKNOWN);
@@ -270,6 +277,17 @@ static void test_stale_estimates_are_retried(void **state)
 	router_plan(k2, 2, j2, 2, a2);
 	assert_int_equal(a2[0], 1);
 	assert_int_equal(a2[1], 0);
+	/* A card labelled t4 but never tried is assumed slow at first, and
+	 * tried once as the fastest class there is after ROUTER_RETRY_S. */
+	struct router_bk k3[2] = {bk("a100", a100, 1.29), bk("t4", 0, 0.2)};
+	k3[1].idle_s = 1;
+	router_plan(k3, 2, &j, 1, &a);
+	assert_int_equal(a, 0);
+	k3[0].free_in[0] = 0;
+	k3[1].idle_s = ROUTER_RETRY_S + 1;
+	router_plan(k3, 2, &j, 1, &a);
+	assert_int_equal(a, 1);
+	assert_true(gpu_prior_best() >= gpu_prior("h100"));
 	/* A measured speed better than the prior is kept, stale or not. */
 	struct router_bk fast = bk("rtx3090", 1e-7, 0);
 	fast.idle_s = 1000;

@@ -48,6 +48,7 @@ struct bal_config {
 	long max_queue, max_queue_per_client, max_attempts;
 	long heartbeat_interval_s, health_interval_ms, progress_interval_ms;
 	double job_timeout_factor, min_job_timeout_s, max_job_timeout_s;
+	double retry_after_s; /* a backend unused this long is re-tried (router.h) */
 	long result_ttl_s;
 	long result_max_bytes, result_max_bytes_per_client; /* kept images, decoded bytes */
 	long max_connections;

@@ -295,8 +295,8 @@ static void start(struct balancer *b, struct job *j, struct bk *k, double switch
 	j->placed = json_pack("{s:s,s:s,s:s,s:s,s:s}", "backend", k->id, "provider", bk_str(k, "provider"), "location",
 			      bk_str(k, "location"), "gpu", bk_str(k, "gpu_class"), "gpu_name", bk_str(k, "gpu"));
 	/* A stale estimate (router.h) is measured afresh: this job's time is
-	 * taken as is, not clipped against what it was 30 s or more ago. */
-	if (k->running == 1 && now - k->last_used >= ROUTER_RETRY_S)
+	 * taken as is, not clipped against what it was --retry-after-s ago. */
+	if (k->running == 1 && now - k->last_used >= b->cfg.retry_after_s)
 		k->samples = 0;
 	k->last_used = now;
 	if (j->model) {
@@ -340,6 +340,7 @@ static double remaining_s(const struct router_bk *v, const struct job *j, double
 /* The router's view of k, but for free_in (fill_free_in). */
 static void fill_view(struct bk *k, struct router_bk *v, double now)
 {
+	const struct balancer *b = k->b;
 	memset(v, 0, sizeof *v);
 	v->usable = k->state == BK_UP && !k->draining;
 	v->gpu_class = bk_str(k, "gpu_class");
@@ -348,6 +349,7 @@ static void fill_view(struct bk *k, struct router_bk *v, double now)
 	if (k->last_used <= 0)
 		k->last_used = now; /* first seen: a backend never tried is re-tried from here (router.h) */
 	v->idle_s = k->running ? 0 : now - k->last_used; /* a running job is a fresh try */
+	v->retry_s = b->cfg.retry_after_s;
 	v->slots = k->slots;
 	v->loaded_model = k->loaded_model;
 	v->offers = offers_cb;

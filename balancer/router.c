@@ -68,10 +68,12 @@ double router_base_spp(const struct router_bk *bks, int nb, int skip)
 	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+static double retry_s(const struct router_bk *k) { return k->retry_s > 0 ? k->retry_s : ROUTER_RETRY_S; }
+
 double router_spp(const struct router_bk *k, double base)
 {
 	double prior = base / gpu_prior(k->gpu_class);
-	if (k->idle_s < ROUTER_RETRY_S)
+	if (k->idle_s < retry_s(k))
 		return k->spp > 0 ? k->spp : prior;
 	if (k->spp > 0)
 		return fmin(k->spp, prior);
@@ -136,7 +138,7 @@ static int better(const struct offer *o, const struct offer *best, enum router_p
 	return o->price < best->price;
 }
 
-static int stale(const struct router_bk *k) { return k->spp > 0 && k->idle_s >= ROUTER_RETRY_S; }
+static int stale(const struct router_bk *k) { return k->spp > 0 && k->idle_s >= retry_s(k); }
 
 void router_plan(struct router_bk *bks, int nb, const struct router_job *jobs, int nj, int *assign)
 {

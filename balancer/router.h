@@ -17,7 +17,7 @@
  * measured one once it ran a job (router_learn), before that its GPU class's
  * prior (gpu_prior.h) scaled by the backends already measured: if an A100
  * was measured at X, an H100 is assumed at X x prior(A100) / prior(H100)
- * seconds. A measured backend not given a job for ROUTER_RETRY_S counts at
+ * seconds. A measured backend not given a job for retry_s (ROUTER_RETRY_S) counts at
  * the better of its measured and its prior speed, so that one that got
  * faster, or was measured on a bad day, or mislabelled, is tried again now
  * and then (at most one job per ROUTER_RETRY_S while it stays slow); one
@@ -29,7 +29,7 @@
 
 #define ROUTER_MAX_SLOTS 8
 #define ROUTER_SWITCH_PENALTY_S 5.0 /* loading another checkpoint (A1111: seconds) */
-#define ROUTER_RETRY_S 30.0         /* a measured backend unused this long is re-tried at its prior */
+#define ROUTER_RETRY_S 30.0         /* default of router_bk.retry_s (--retry-after-s) */
 #define ROUTER_LEARN_ALPHA 0.3      /* EWMA weight of a new measurement, after the first ones */
 #define ROUTER_LEARN_CLIP 3.0       /* a measurement counts at most 3x away from the estimate */
 
@@ -41,6 +41,7 @@ struct router_bk {
 	double price;                     /* per hour */
 	double spp;                       /* measured seconds per unit of work; 0 = not measured yet */
 	double idle_s;                    /* seconds since it was last given a job, or first seen; 0 while busy */
+	double retry_s;                   /* re-tried once idle_s reaches it (see the top); 0 = ROUTER_RETRY_S */
 	int slots;                        /* 1..ROUTER_MAX_SLOTS */
 	double free_in[ROUTER_MAX_SLOTS]; /* seconds until each slot is free; 0 = free now */
 	const char *loaded_model;         /* may be NULL */

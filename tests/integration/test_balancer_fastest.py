@@ -28,12 +28,12 @@ RATIO_MAX = 1.2
 SLACK_S = 0.3  # added to the bound: scheduling noise on a loaded machine
 
 
-def run_sequence(bal, extra, label):
-    """Sends JOBS jobs one after another (each waits for the previous one);
+def run_sequence(bal, extra, label, n=JOBS):
+    """Sends n jobs one after another (each waits for the previous one);
     returns (total seconds, [gpu of each job], {gpu: [seconds]})."""
     gpus, per = [], {}
     t0 = time.monotonic()
-    for i in range(JOBS):
+    for i in range(n):
         body = t.small_job(prompt="%s %d" % (label, i), seed=100 + i, steps=STEPS, **extra)
         s = time.monotonic()
         r = t.submit_job(bal.url, body)
@@ -73,6 +73,28 @@ def websocket_prefer(bal):
     t.check("websocket generate with prefer \"slowest\": error invalid, field prefer",
             isinstance(err, dict) and err.get("code") == "invalid" and err.get("field") == "prefer", err)
     ws.close()
+
+
+def mislabelled_card_is_found():
+    """A card labelled t4 but as fast as an h100 (15 ms a step) next to an
+    a100 (40 ms): first the a100 (its class is faster), then, once the t4 was
+    never tried for --retry-after-s, one try, after which it takes the jobs."""
+    bal = t.start_balancer("--provider-token", TOKEN, "--heartbeat-interval", 5, "--retry-after-s", 1.5,
+                           name="balancer-retry")
+    for cls, pace in [("a100", 40), ("t4", 15)]:
+        t.start_backend("--provider", "retry-" + cls, "--gpu-class", cls, "--price-per-hour", 1,
+                        "--pace-ms-per-step", pace, "--balancer", bal.url, "--token", TOKEN,
+                        name="backend-retry-" + cls)
+    t.check("the a100 and the (mislabelled) t4 register", t.wait_idle_backends(bal.url, 2), t.board(bal.url))
+    total, gpus, per = run_sequence(bal, {}, "retry", n=12)
+    show("a100 + fast 't4', retry 1.5 s", total, per)
+    print("  order: %s" % " ".join(gpus), flush=True)
+    t.check("the first job goes to the a100 (the t4's prior is 0.15 of it)", gpus[:1] == ["a100"], gpus)
+    first = gpus.index("t4") if "t4" in gpus else len(gpus)
+    rest = gpus[first:]
+    # The a100 may get a re-try of its own once it was unused for 1.5 s (at most one per interval).
+    t.check("the never-tried t4 is tried and then runs most of the jobs after (>= 2/3 of %d)" % len(rest),
+            rest and rest.count("t4") * 3 >= 2 * len(rest) and first < len(gpus) - 3, gpus)
 
 
 def main():
@@ -117,6 +139,7 @@ def main():
     doc = t.wait_job(bal.url, r.json.get("id"), timeout=60) if r.status == 202 else None
     t.check("\"prefer\": \"fastest\" (the default, said) runs on the h100", (doc or {}).get("gpu") == "h100",
             doc or t.describe(r))
+    mislabelled_card_is_found()
     for bad in ["slowest", 3, ["cheapest"]]:
         r = t.submit_job(bal.url, t.small_job(sdgate={"prefer": bad}))
         t.check("\"prefer\": %r is refused: 422 invalid, field prefer" % (bad,),

@@ -48,6 +48,7 @@ struct bal_config {
 	long max_queue, max_queue_per_client, max_attempts;
 	long heartbeat_interval_s, health_interval_ms, progress_interval_ms;
 	double job_timeout_factor, min_job_timeout_s, max_job_timeout_s;
+	double retry_after_s; /* a backend unused this long is re-tried (router.h) */
 	long result_ttl_s;
 	long result_max_bytes, result_max_bytes_per_client; /* kept images, decoded bytes */
 	long max_connections;
@@ -90,7 +91,9 @@ struct bk {
 	int slots, running;
 	struct job *jobs[BAL_MAX_SLOTS];
 	enum bk_state state;
-	double spp; /* learned seconds per (step x pixel x image); 0 = unknown */
+	double spp;       /* measured seconds per unit of work (router_learn); 0 = not yet */
+	double last_used; /* monotonic time it was last given a job (router.h: re-tries) */
+	long samples;     /* jobs measured since its estimate was last (re)calibrated */
 	long jobs_done, jobs_failed;
 	double inference_sum;
 	double last_heartbeat, next_check;
@@ -119,7 +122,9 @@ struct job {
 	double max_price;  /* 0 = any */
 	const char *model; /* checkpoint asked for (in request), or NULL */
 	const char *refiner;
-	double work;     /* steps x width x height x images */
+	double work;     /* model calls x pixels of all its passes (router_work) */
+	double switch_s; /* checkpoint loading expected on its current backend */
+	int prefer;      /* enum router_prefer: "sdgate": {"prefer": "fastest" | "cheapest"} */
 	double pixels;   /* width x height x images */
 	double n_images; /* batch_size x n_iter */
 	long long seed;

@@ -25,18 +25,12 @@
 #define DRAIN_MAX_S 30.0
 #define SCHEDULE_EVERY_S 0.02
 
-static double expected_s(const struct bk *k, const struct job *j, double spp_default)
-{
-	double spp = k->spp > 0 ? k->spp : spp_default;
-	return spp * j->work;
-}
-
 /* F x the expected time, within [--min-job-timeout-s, --max-job-timeout-s]:
  * the largest job on a backend not measured yet would otherwise hold a slot
  * (and its client) for days when the backend never answers. */
 static double timeout_s(struct balancer *b, const struct bk *k, const struct job *j)
 {
-	double t = b->cfg.job_timeout_factor * expected_s(k, j, SPP_PRIOR);
+	double t = b->cfg.job_timeout_factor * (k->spp > 0 ? k->spp : SPP_PRIOR) * j->work;
 	return fmin(fmax(t, b->cfg.min_job_timeout_s), b->cfg.max_job_timeout_s);
 }
 
@@ -202,8 +196,9 @@ static void on_call(const struct fetch_result *r, void *user)
 		if (a) {
 			json_t *res = build_result(b, j, k, a, r->elapsed_s);
 			json_decref(a);
-			double observed = r->elapsed_s / fmax(j->work, 1);
-			k->spp = k->spp > 0 ? 0.7 * k->spp + 0.3 * observed : observed;
+			/* Checkpoint loading is counted apart (router_switch_s). */
+			double run = fmax(r->elapsed_s - j->switch_s, 0.5 * r->elapsed_s);
+			k->spp = router_learn(k->spp, k->samples++, run / fmax(j->work, 1));
 			k->jobs_done++;
 			k->strikes = 0;
 			k->inference_sum += j->inference_s;
@@ -270,7 +265,7 @@ static void on_poll(const struct fetch_result *r, void *user)
 	json_decref(p);
 }
 
-static void start(struct balancer *b, struct job *j, struct bk *k)
+static void start(struct balancer *b, struct job *j, struct bk *k, double switch_s)
 {
 	double now = bal_now();
 	jobs_dequeue(b, j);
@@ -287,6 +282,7 @@ static void start(struct balancer *b, struct job *j, struct bk *k)
 	j->attempt++;
 	j->started = now;
 	j->step = j->steps = 0;
+	j->switch_s = switch_s;
 	free(j->preview);
 	j->preview = NULL;
 	j->preview_type = NULL;
@@ -298,6 +294,11 @@ static void start(struct balancer *b, struct job *j, struct bk *k)
 	json_decref(j->placed);
 	j->placed = json_pack("{s:s,s:s,s:s,s:s,s:s}", "backend", k->id, "provider", bk_str(k, "provider"), "location",
 			      bk_str(k, "location"), "gpu", bk_str(k, "gpu_class"), "gpu_name", bk_str(k, "gpu"));
+	/* A stale estimate (router.h) is measured afresh: this job's time is
+	 * taken as is, not clipped against what it was --retry-after-s ago. */
+	if (k->running == 1 && now - k->last_used >= b->cfg.retry_after_s)
+		k->samples = 0;
+	k->last_used = now;
 	if (j->model) {
 		free(k->loaded_model);
 		k->loaded_model = strdup(j->model);
@@ -327,37 +328,38 @@ static int offers_cb(const void *ctx, const char *model) { return registry_offer
 /* Seconds until a busy slot frees up. A job past its expected time is
  * assumed to need about half as long again as it has overrun, so a stuck
  * backend stops attracting work. */
-static double remaining_s(const struct bk *k, const struct job *j, double now, double spp_default)
+static double remaining_s(const struct router_bk *v, const struct job *j, double now, double base)
 {
-	double expected = expected_s(k, j, spp_default);
+	double expected = router_spp(v, base) * j->work + j->switch_s;
 	double elapsed = now - j->started;
 	if (elapsed < expected)
 		return expected - elapsed;
 	return 0.5 * (elapsed - expected) + 0.05 * expected + 1e-3;
 }
 
-static double fastest_spp(struct balancer *b)
+/* The router's view of k, but for free_in (fill_free_in). */
+static void fill_view(struct bk *k, struct router_bk *v, double now)
 {
-	double best = 0;
-	for (struct bk *k = b->backends; k; k = k->next)
-		if (k->spp > 0 && (best == 0 || k->spp < best))
-			best = k->spp;
-	return best;
-}
-
-static void fill_view(struct balancer *b, struct bk *k, struct router_bk *v, double now, double spp0)
-{
+	const struct balancer *b = k->b;
 	memset(v, 0, sizeof *v);
 	v->usable = k->state == BK_UP && !k->draining;
 	v->gpu_class = bk_str(k, "gpu_class");
 	v->price = bk_price(k);
 	v->spp = k->spp;
+	if (k->last_used <= 0)
+		k->last_used = now; /* first seen: a backend never tried is re-tried from here (router.h) */
+	v->idle_s = k->running ? 0 : now - k->last_used; /* a running job is a fresh try */
+	v->retry_s = b->cfg.retry_after_s;
 	v->slots = k->slots;
 	v->loaded_model = k->loaded_model;
 	v->offers = offers_cb;
 	v->ctx = k;
+}
+
+static void fill_free_in(const struct bk *k, struct router_bk *v, double now, double base)
+{
 	for (int s = 0; s < k->slots; s++)
-		v->free_in[s] = k->jobs[s] ? remaining_s(k, k->jobs[s], now, spp0) : 0;
+		v->free_in[s] = k->jobs[s] ? remaining_s(v, k->jobs[s], now, base) : 0;
 }
 
 static void fill_job(const struct job *j, struct router_job *v, const char **gpus)
@@ -371,6 +373,7 @@ static void fill_job(const struct job *j, struct router_job *v, const char **gpu
 	v->model = j->model;
 	v->refiner = j->refiner;
 	v->work = j->work;
+	v->prefer = j->prefer;
 }
 
 int dispatch_reject_unservable(struct balancer *b, struct job *j)
@@ -378,10 +381,10 @@ int dispatch_reject_unservable(struct balancer *b, struct job *j)
 	struct router_job rj;
 	const char *gpus[BAL_MAX_GPUS];
 	fill_job(j, &rj, gpus);
-	double now = bal_now(), spp0 = fastest_spp(b);
+	double now = bal_now();
 	for (struct bk *k = b->backends; k; k = k->next) {
 		struct router_bk v;
-		fill_view(b, k, &v, now, spp0);
+		fill_view(k, &v, now);
 		if (k->state != BK_DOWN && router_eligible(&v, &rj))
 			return 0;
 	}
@@ -434,12 +437,16 @@ void dispatch_schedule(struct balancer *b)
 	int *assign = calloc((size_t)nj, sizeof *assign);
 	if (!views || !bks || !rjobs || !gpus || !jobs || !assign)
 		goto out;
-	double now = bal_now(), spp0 = fastest_spp(b);
+	double now = bal_now();
 	int i = 0;
 	for (struct bk *k = b->backends; k && i < nb; k = k->next, i++) {
 		bks[i] = k;
-		fill_view(b, k, &views[i], now, spp0);
+		fill_view(k, &views[i], now);
 	}
+	nb = i;
+	double base = router_base_spp(views, nb, -1);
+	for (i = 0; i < nb; i++)
+		fill_free_in(bks[i], &views[i], now, base);
 	i = 0;
 	for (struct job *j = b->qhead; j && i < nj; j = j->qnext, i++) {
 		jobs[i] = j;
@@ -450,7 +457,9 @@ void dispatch_schedule(struct balancer *b)
 		struct job *j = jobs[i];
 		if (assign[i] >= 0) {
 			j->deadline = 0;
-			start(b, j, bks[assign[i]]);
+			struct router_bk *v = &views[assign[i]];
+			v->loaded_model = bks[assign[i]]->loaded_model; /* an earlier start may have changed it */
+			start(b, j, bks[assign[i]], router_switch_s(v, &rjobs[i]));
 		} else if (assign[i] == ROUTER_NONE) {
 			if (!j->deadline)
 				j->deadline = now + NO_BACKEND_GRACE_S;

@@ -6,6 +6,7 @@
 #include "balancer.h"
 
 #include "forward.h"
+#include "router.h"
 #include "txt2img.h"
 
 #include <ctype.h>
@@ -58,9 +59,31 @@ static int add_gpu(json_t *gpus, const char *name, size_t len, struct intake_err
 	return 0;
 }
 
-/* Hints: "gpus"/"max_price" at the top level or in "sdgate", or the
+/* "prefer": "fastest" (the default: the client's earliest finish) or
+ * "cheapest" (the lowest expected cost), router.h. */
+static int take_prefer(json_t *body, json_t *sd, int *prefer, struct intake_error *e)
+{
+	json_t *v = json_object_get(body, "prefer");
+	if (!v)
+		v = json_object_get(sd, "prefer");
+	if (!v || json_is_null(v))
+		return 0;
+	const char *s = json_string_value(v);
+	if (s && !strcmp(s, "fastest")) {
+		*prefer = ROUTER_PREFER_FASTEST;
+	} else if (s && !strcmp(s, "cheapest")) {
+		*prefer = ROUTER_PREFER_CHEAPEST;
+	} else {
+		set_error(e, 422, "invalid", "prefer", "prefer: \"fastest\" (the default) or \"cheapest\"");
+		return -1;
+	}
+	return 0;
+}
+
+/* Hints: "gpus"/"max_price"/"prefer" at the top level or in "sdgate", or the
  * X-Sdgate-Gpus header. Removes them from the request sent to backends. */
-static int take_hints(h2o_req_t *req, json_t *body, json_t *gpus, double *max_price, struct intake_error *e)
+static int take_hints(h2o_req_t *req, json_t *body, json_t *gpus, double *max_price, int *prefer,
+		      struct intake_error *e)
 {
 	json_t *sd = json_object_get(body, "sdgate");
 	if (sd && !json_is_object(sd) && !json_is_null(sd)) {
@@ -112,7 +135,10 @@ static int take_hints(h2o_req_t *req, json_t *body, json_t *gpus, double *max_pr
 		}
 		*max_price = json_number_value(price);
 	}
+	if (take_prefer(body, sd, prefer, e))
+		return -1;
 	json_object_del(body, "gpus");
+	json_object_del(body, "prefer");
 	json_object_del(body, "max_price");
 	json_object_del(body, "sdgate");
 	return 0;
@@ -172,7 +198,8 @@ struct job *intake_job(struct balancer *b, h2o_req_t *req, int facade, struct in
 	txt2img_free(&t);
 	json_t *gpus = json_array();
 	double max_price = 0;
-	if (take_hints(req, body, gpus, &max_price, e)) {
+	int prefer = ROUTER_PREFER_FASTEST;
+	if (take_hints(req, body, gpus, &max_price, &prefer, e)) {
 		json_decref(body);
 		json_decref(gpus);
 		return NULL;
@@ -208,6 +235,7 @@ struct job *intake_job(struct balancer *b, h2o_req_t *req, int facade, struct in
 		set_error(e, 500, "internal", NULL, "Out of memory");
 		return NULL;
 	}
+	j->prefer = prefer;
 	b->m.accepted++;
 	return j;
 }

@@ -9,8 +9,10 @@
 #include "balancer.h"
 
 #include "log.h"
+#include "router.h"
 #include "utf8.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,16 +87,58 @@ static long long int_or(const json_t *o, const char *key, long long dflt)
 	return json_is_integer(v) ? json_integer_value(v) : dflt;
 }
 
+static double num_or(const json_t *o, const char *key, double dflt)
+{
+	json_t *v = json_object_get(o, key);
+	return json_is_number(v) ? json_number_value(v) : dflt;
+}
+
+#define HIRES_MAX_SIDE 16384.0
+#define HIRES_MAX_STEPS 1000.0
+
+/* A1111's hires fix: a second pass at hr_resize_x/y (or hr_scale x the size)
+ * of hr_second_pass_steps (0 = steps) x denoising_strength steps (img2img
+ * runs that share of its steps), with hr_sampler_name or the same sampler. */
+static void hires_work(const json_t *r, struct router_work_in *w)
+{
+	json_t *on = json_object_get(r, "enable_hr");
+	if (!json_is_true(on))
+		return;
+	double scale = num_or(r, "hr_scale", 2.0);
+	double x = num_or(r, "hr_resize_x", 0), y = num_or(r, "hr_resize_y", 0);
+	w->hr_width = x > 0 ? x : w->width * scale;
+	w->hr_height = y > 0 ? y : w->height * scale;
+	if (x > 0 && !(y > 0))
+		w->hr_height = w->height * x / w->width;
+	if (y > 0 && !(x > 0))
+		w->hr_width = w->width * y / w->height;
+	/* Bounded: these fields reach here unchecked (A1111 would refuse or clamp them). */
+	w->hr_width = fmin(fmax(w->hr_width, 0), HIRES_MAX_SIDE);
+	w->hr_height = fmin(fmax(w->hr_height, 0), HIRES_MAX_SIDE);
+	double steps = fmin(num_or(r, "hr_second_pass_steps", 0), HIRES_MAX_STEPS);
+	double denoise = num_or(r, "denoising_strength", 0.7);
+	w->hr_steps = (steps > 0 ? steps : w->steps) * fmin(fmax(denoise, 0.0), 1.0);
+	const char *sampler = json_string_value(json_object_get(r, "hr_sampler_name"));
+	w->hr_calls = sampler && *sampler ? router_sampler_calls(sampler) : w->calls_per_step;
+}
+
 /* What routing needs, read from the (validated) request. */
 static void derive(struct job *j)
 {
 	const json_t *r = j->request;
-	double steps = (double)int_or(r, "steps", 50);
-	double w = (double)int_or(r, "width", 512), h = (double)int_or(r, "height", 512);
-	double images = (double)int_or(r, "batch_size", 1) * (double)int_or(r, "n_iter", 1);
-	j->n_images = images;
-	j->pixels = w * h * images;
-	j->work = steps * j->pixels;
+	struct router_work_in w = {0};
+	w.steps = (double)int_or(r, "steps", 50);
+	w.width = (double)int_or(r, "width", 512);
+	w.height = (double)int_or(r, "height", 512);
+	w.n_images = (double)int_or(r, "batch_size", 1) * (double)int_or(r, "n_iter", 1);
+	const char *sampler = json_string_value(json_object_get(r, "sampler_name"));
+	if (!sampler || !*sampler)
+		sampler = json_string_value(json_object_get(r, "sampler_index"));
+	w.calls_per_step = router_sampler_calls(sampler);
+	hires_work(r, &w);
+	j->n_images = w.n_images;
+	j->pixels = w.width * w.height * w.n_images;
+	j->work = router_work(&w);
 	j->seed = int_or(r, "seed", -1);
 	j->model = json_string_value(json_object_get(json_object_get(r, "override_settings"), "sd_model_checkpoint"));
 	j->refiner = json_string_value(json_object_get(r, "refiner_checkpoint"));
@@ -273,6 +317,8 @@ json_t *jobs_doc(const struct job *j)
 			      "status", status_name(j->status), "attempt", j->attempt, "created", j->created,
 			      "queue_ms", (json_int_t)j->queue_ms, "inference_ms", (json_int_t)j->inference_ms,
 			      "inference_s", j->inference_s, "finished_unix", j->finished_unix);
+	if (j->prefer == ROUTER_PREFER_CHEAPEST)
+		json_object_set_new(d, "prefer", json_string("cheapest"));
 	if (j->idem_key[0]) {
 		json_object_set_new(d, "idempotency_key", json_string(j->idem_key));
 		json_object_set_new(d, "request_hash", json_string(j->idem_hash));
@@ -468,6 +514,8 @@ static void load_one(json_t *doc, int has_images, void *user)
 	json_t *gpus = json_object_get(doc, "gpus");
 	j->gpus = json_is_array(gpus) ? json_incref(gpus) : json_array();
 	j->max_price = json_number_value(json_object_get(doc, "max_price"));
+	const char *prefer = json_string_value(json_object_get(doc, "prefer"));
+	j->prefer = prefer && !strcmp(prefer, "cheapest") ? ROUTER_PREFER_CHEAPEST : ROUTER_PREFER_FASTEST;
 	j->attempt = (int)int_or(doc, "attempt", 0);
 	j->created = json_number_value(json_object_get(doc, "created"));
 	j->queue_ms = (long)int_or(doc, "queue_ms", 0);

@@ -9,6 +9,7 @@
 #include "forward.h"
 #include "image.h"
 #include "log.h"
+#include "router.h"
 
 #include <curl/curl.h>
 #include <openssl/crypto.h>
@@ -59,6 +60,8 @@ static const struct config_option OPTIONS[] = {
 	{"min-job-timeout-s", CONFIG_DOUBLE, &B.cfg.min_job_timeout_s, "S", "but never before S seconds", 0.1, 86400},
 	{"max-job-timeout-s", CONFIG_DOUBLE, &B.cfg.max_job_timeout_s, "S",
 	 "and never after S seconds, whatever the job's size (wins over --min-job-timeout-s)", 1, 604800},
+	{"retry-after-s", CONFIG_DOUBLE, &B.cfg.retry_after_s, "S",
+	 "a backend given no job for S seconds is tried again at its GPU class's speed if that is better", 0.1, 86400},
 	{"progress-interval-ms", CONFIG_INT, &B.cfg.progress_interval_ms, "N",
 	 "how often a running job's progress is polled", 50, 60000},
 	{"result-ttl", CONFIG_INT, &B.cfg.result_ttl_s, "S", "how long finished jobs and their images are kept", 1,
@@ -75,8 +78,8 @@ static const struct config_option OPTIONS[] = {
 _Static_assert(BAL_MAX_BODY == 1048576 && BAL_MAX_ANSWER == 268435456 && BAL_MAX_SMALL_ANSWER == 4194304 &&
 		       IMAGE_MAX_SIDE == 16384 && BAL_MAX_SLOTS == 8 && BAL_MAX_BACKENDS == 1024 &&
 		       BAL_MAX_GPUS == 16 && BAL_MAX_REGISTRATION == 16384 && BAL_MAX_PROVIDERS == 4096 &&
-		       BAL_MAX_URL == 512 && FORWARD_MAX_STRING == 8192 && FORWARD_MAX_STYLES == 64 && BAL_MAX_INFO == 65536 &&
-		       BAL_IMAGE_CHUNK == 262144,
+		       BAL_MAX_URL == 512 && FORWARD_MAX_STRING == 8192 && FORWARD_MAX_STYLES == 64 &&
+		       BAL_MAX_INFO == 65536 && BAL_IMAGE_CHUNK == 262144,
 	       "update the --help epilog");
 
 static const struct config_program PROGRAM = {
@@ -264,6 +267,7 @@ static void set_defaults(struct bal_config *c)
 	c->job_timeout_factor = 10;
 	c->min_job_timeout_s = 30;
 	c->max_job_timeout_s = 3600;
+	c->retry_after_s = ROUTER_RETRY_S;
 	c->progress_interval_ms = 500;
 	c->result_ttl_s = 3600;
 	c->result_max_bytes = 1LL << 30;

@@ -226,6 +226,22 @@ static int check_gpus(const json_t *msg, const json_t *known, const char *id, js
 	return 0;
 }
 
+/* prefer: absent = the balancer's default ("fastest", the earliest finish),
+ * else "fastest" or "cheapest"; passed on to the balancer as is. */
+static int check_prefer(const json_t *msg, const char *id, json_t *body, struct gw_error *err)
+{
+	json_t *v = json_object_get(msg, "prefer");
+	if (!v || json_is_null(v))
+		return 0;
+	const char *s = json_string_value(v);
+	if (!s || (strcmp(s, "fastest") && strcmp(s, "cheapest"))) {
+		validate_error_set(err, id, "invalid", "prefer", "prefer: \"fastest\" (the default) or \"cheapest\"");
+		return -1;
+	}
+	json_object_set(body, "prefer", v);
+	return 0;
+}
+
 /* Runs the backend's txt2img_parse on body; its first complaint becomes err. */
 static int check_txt2img(json_t *body, const char *id, struct gw_error *err, double *work)
 {
@@ -280,7 +296,8 @@ static int check_generate(const json_t *msg, const struct gw_config *cfg, const 
 		if (v && !json_is_null(v))
 			json_object_set(body, FORWARDED[i], v);
 	}
-	if (check_txt2img(body, id, err, &out->work) || check_gpus(msg, known_gpus, id, body, err)) {
+	if (check_txt2img(body, id, err, &out->work) || check_gpus(msg, known_gpus, id, body, err) ||
+	    check_prefer(msg, id, body, err)) {
 		json_decref(body);
 		return -1;
 	}

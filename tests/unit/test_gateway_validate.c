@@ -115,6 +115,11 @@ static void test_generate_errors(void **state)
 	expect(GEN(",\"gpus\":[\"A100\"]"), "invalid", "gpus");
 	expect(GEN(",\"gpus\":[\"h100\"]"), "unknown_gpu", "gpus");
 	expect(GEN(",\"gpus\":{}"), "invalid", "gpus");
+	expect(GEN(",\"prefer\":\"fastest\""), "", NULL);
+	expect(GEN(",\"prefer\":\"cheapest\""), "", NULL);
+	expect(GEN(",\"prefer\":null"), "", NULL);
+	expect(GEN(",\"prefer\":\"slowest\""), "invalid", "prefer");
+	expect(GEN(",\"prefer\":1"), "invalid", "prefer");
 	/* the id is echoed on field errors */
 	struct gw_request r;
 	struct gw_error e;
@@ -142,11 +147,16 @@ static void test_generate_body(void **state)
 	assert_string_equal(json_string_value(json_object_get(r.body, "prompt")), "a cat");
 	assert_int_equal(json_integer_value(json_object_get(r.body, "steps")), 20);
 	assert_string_equal(json_string_value(json_array_get(json_object_get(r.body, "gpus"), 0)), "a100");
+	assert_null(json_object_get(r.body, "prefer")); /* absent: the balancer's default */
 	/* only the protocol's fields reach the balancer */
 	assert_null(json_object_get(r.body, "evil"));
 	assert_null(json_object_get(r.body, "override_settings"));
 	assert_null(json_object_get(r.body, "type"));
 	assert_null(json_object_get(r.body, "id"));
+	validate_request_free(&r);
+	/* prefer is passed on as is */
+	assert_string_equal(check(GEN(",\"prefer\":\"cheapest\""), NULL, &r, &e), "");
+	assert_string_equal(json_string_value(json_object_get(r.body, "prefer")), "cheapest");
 	validate_request_free(&r);
 	/* defaults: A1111's 50 steps at 512x512 */
 	assert_string_equal(check("{\"type\":\"generate\",\"id\":\"j\",\"prompt\":\"p\"}", NULL, &r, &e), "");

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""The gateway's memory per idle websocket (issue 11, item 5), and the
-messages lws now hands it in pieces:
+"""What the gateway costs (issue 11, item 5): memory per idle websocket,
+the messages lws now hands it in pieces, connections per job:
 
 - 1,500 idle websockets (hello -> welcome, then nothing) cost the gateway at
   most 4 KiB of RSS each (24 KiB under ASan, whose allocator adds redzones
@@ -11,10 +11,17 @@ messages lws now hands it in pieces:
   is joined in is freed once the message is handled.
 - A message of exactly --max-message bytes passes, in one frame and in five
   fragments, with a two-byte character across every piece boundary; one
-  byte more is too_large, and the connection goes on."""
+  byte more is too_large, and the connection goes on.
+- 20 jobs one after another open fewer than 10 connections to the balancer
+  (counted by a pass-through TCP proxy between them): the event stream ends
+  on its own after the final event, so its connection serves the image
+  fetch and the next job. It was at least one per job while the gateway cut
+  every stream at its final event (the cut closes the connection)."""
 
 import os
+import socket
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -27,6 +34,7 @@ os.environ["ASAN_OPTIONS"] = (os.environ.get("ASAN_OPTIONS", "") + ":quarantine_
 
 IDLE = 1500
 TALKERS = 300
+JOBS = 20
 MAX_MESSAGE = 65536  # the gateway's default --max-message
 
 
@@ -69,6 +77,74 @@ def check_pieces(gw):
     ws.send_json({"type": "hello"})
     t.check("…and the connection goes on (hello → welcome)", ws.wait_type("welcome", 30, start=start) is not None)
     ws.close()
+
+
+class CountingProxy:
+    """A TCP pass-through on a free port to target_port that counts the
+    connections it accepts."""
+
+    def __init__(self, target_port):
+        self.target = target_port
+        self.accepted = 0
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.lsock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            try:
+                u = socket.create_connection(("127.0.0.1", self.target), timeout=10)
+            except OSError:
+                c.close()
+                continue
+            u.settimeout(None)
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def check_connections_per_job(bal):
+    proxy = CountingProxy(bal.port)
+    gw = t.start_gateway("--balancer", "http://127.0.0.1:%d" % proxy.port, "--board-interval-ms", "60000",
+                         name="gateway-proxied", wait_board=True)
+    ws = WSClient("127.0.0.1", gw.port, "/ws", timeout=30)
+    ws.send_json({"type": "hello"})
+    ws.wait_type("welcome", 30)
+    before, done = proxy.accepted, 0
+    for i in range(JOBS):
+        start = ws.count()
+        ws.send_json({"type": "generate", "id": "j%d" % i, "prompt": "a red circle", "negative_prompt": "",
+                      "sampler_name": "Euler", "steps": 1, "cfg_scale": 7, "width": 64, "height": 64, "seed": i,
+                      "gpus": []})
+        m = ws.wait_for(lambda m: m.get("id") == "j%d" % i and m.get("type") in ("done", "error"), 60, start=start)
+        done += bool(m) and m.get("type") == "done"
+    opened = proxy.accepted - before
+    print("# %d jobs through the gateway (%d done): %d new connections to the balancer" % (JOBS, done, opened))
+    t.check("%d jobs one after another are done" % JOBS, done == JOBS, done)
+    t.check("…and open fewer than %d connections to the balancer (%d)" % (JOBS // 2, opened), opened < JOBS // 2,
+            opened)
+    ws.close()
+    gw.stop()
 
 
 def main():
@@ -114,6 +190,8 @@ def main():
     t.check("the gateway still answers", h.status == 200, t.describe(h))
     for s in socks:
         s.close()
+    gw.stop()
+    check_connections_per_job(bal)
 
 
 if __name__ == "__main__":

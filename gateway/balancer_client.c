@@ -494,7 +494,6 @@ static void on_done_event(struct job *j, const json_t *d)
 	json_decref(info);
 }
 
-/* The balancer's SSE event → the client's message. */
 /* The stream got its final event: what follows is read and dropped while the
  * balancer ends it (end_stopped_streams). */
 static void stream_stop(struct xfer *x)
@@ -504,6 +503,7 @@ static void stream_stop(struct xfer *x)
 	x->stop = 1;
 }
 
+/* The balancer's SSE event → the client's message. */
 static void on_sse_event(struct xfer *x, const char *name, const char *data, size_t len)
 {
 	struct bc *bc = x->bc;

@@ -16,7 +16,8 @@ the messages lws now hands it in pieces, connections per job:
   (counted by a pass-through TCP proxy between them): the event stream ends
   on its own after the final event, so its connection serves the image
   fetch and the next job. It was at least one per job while the gateway cut
-  every stream at its final event (the cut closes the connection)."""
+  every stream at its final event (the cut closes the connection). A stream
+  whose end the proxy holds back is still cut soon after its done event."""
 
 import os
 import socket
@@ -81,10 +82,13 @@ def check_pieces(gw):
 
 class CountingProxy:
     """A TCP pass-through on a free port to target_port that counts the
-    connections it accepts."""
+    connections it accepts. hold_stream_end: a connection that carried a done
+    event passes nothing more (the end of the event stream is held back, as
+    from a balancer that does not end it)."""
 
-    def __init__(self, target_port):
+    def __init__(self, target_port, hold_stream_end=False):
         self.target = target_port
+        self.hold = hold_stream_end
         self.accepted = 0
         self.lsock = socket.create_server(("127.0.0.1", 0))
         self.port = self.lsock.getsockname()[1]
@@ -103,16 +107,23 @@ class CountingProxy:
                 c.close()
                 continue
             u.settimeout(None)
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, hold in ((c, u, False), (u, c, self.hold)):
+                threading.Thread(target=self._pipe, args=(a, b, hold), daemon=True).start()
 
     @staticmethod
-    def _pipe(src, dst):
+    def _pipe(src, dst, hold):
+        held = False
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                if held:
+                    continue
+                if hold and b"event: done" in data:
+                    held = True
+                    if data.endswith(b"\r\n0\r\n\r\n"):  # the chunked stream's end
+                        data = data[:-5]
                 dst.sendall(data)
         except OSError:
             pass
@@ -123,28 +134,40 @@ class CountingProxy:
                 pass
 
 
-def check_connections_per_job(bal):
-    proxy = CountingProxy(bal.port)
+def run_jobs(bal, n, hold_stream_end=False):
+    """n tiny jobs one after another through a gateway whose balancer is
+    behind a CountingProxy: (jobs done, connections opened, slowest in s)."""
+    proxy = CountingProxy(bal.port, hold_stream_end)
     gw = t.start_gateway("--balancer", "http://127.0.0.1:%d" % proxy.port, "--board-interval-ms", "60000",
-                         name="gateway-proxied", wait_board=True)
+                         name="gateway-held" if hold_stream_end else "gateway-proxied", wait_board=True)
     ws = WSClient("127.0.0.1", gw.port, "/ws", timeout=30)
     ws.send_json({"type": "hello"})
     ws.wait_type("welcome", 30)
-    before, done = proxy.accepted, 0
-    for i in range(JOBS):
-        start = ws.count()
+    before, done, slowest = proxy.accepted, 0, 0.0
+    for i in range(n):
+        start, t0 = ws.count(), time.monotonic()
         ws.send_json({"type": "generate", "id": "j%d" % i, "prompt": "a red circle", "negative_prompt": "",
                       "sampler_name": "Euler", "steps": 1, "cfg_scale": 7, "width": 64, "height": 64, "seed": i,
                       "gpus": []})
         m = ws.wait_for(lambda m: m.get("id") == "j%d" % i and m.get("type") in ("done", "error"), 60, start=start)
+        slowest = max(slowest, time.monotonic() - t0)
         done += bool(m) and m.get("type") == "done"
-    opened = proxy.accepted - before
+    ws.close()
+    gw.stop()
+    return done, proxy.accepted - before, slowest
+
+
+def check_connections_per_job(bal):
+    done, opened, _ = run_jobs(bal, JOBS)
     print("# %d jobs through the gateway (%d done): %d new connections to the balancer" % (JOBS, done, opened))
     t.check("%d jobs one after another are done" % JOBS, done == JOBS, done)
     t.check("…and open fewer than %d connections to the balancer (%d)" % (JOBS // 2, opened), opened < JOBS // 2,
             opened)
-    ws.close()
-    gw.stop()
+    done, opened, slowest = run_jobs(bal, 3, hold_stream_end=True)
+    print("# 3 jobs whose event stream is not ended after done: %d done, the slowest in %.2f s, %d connections"
+          % (done, slowest, opened))
+    t.check("a stream not ended after its done event is cut: 3 jobs done, each within 5 s (%.2f)" % slowest,
+            done == 3 and slowest < 5, (done, slowest))
 
 
 def main():

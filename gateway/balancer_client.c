@@ -103,7 +103,8 @@ struct xfer {
 	size_t resp_len, resp_cap, resp_max;
 	long status;
 	int overflow;
-	int stop; /* a stream that got its final event */
+	int stop;       /* a stream that got its final event */
+	double stop_at; /* when (now_s) */
 	struct sse_parser sse;
 	char err[CURL_ERROR_SIZE];
 };
@@ -251,15 +252,15 @@ static size_t on_write(char *p, size_t size, size_t nmemb, void *user)
 {
 	struct xfer *x = user;
 	size_t n = size * nmemb;
-	if (x->stop)
-		return 0;
+	if (x->stop) /* a stream after its final event: the rest (its end) is read, so its connection is kept */
+		return x->kind == X_STREAM ? n : 0;
 	if (x->kind == X_STREAM) {
 		if (!x->status)
 			curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
 		if (x->status == 200) {
 			if (sse_parser_feed(&x->sse, p, n) != 0 && x->sse.overflow)
 				x->overflow = 1;
-			return x->overflow || x->stop ? 0 : n;
+			return x->overflow ? 0 : n;
 		}
 	}
 	size_t max = x->kind == X_STREAM ? 65536 : x->resp_max;
@@ -493,6 +494,15 @@ static void on_done_event(struct job *j, const json_t *d)
 	json_decref(info);
 }
 
+/* The stream got its final event: what follows is read and dropped while the
+ * balancer ends it (end_stopped_streams). */
+static void stream_stop(struct xfer *x)
+{
+	if (!x->stop)
+		x->stop_at = now_s();
+	x->stop = 1;
+}
+
 /* The balancer's SSE event → the client's message. */
 static void on_sse_event(struct xfer *x, const char *name, const char *data, size_t len)
 {
@@ -522,7 +532,7 @@ static void on_sse_event(struct xfer *x, const char *name, const char *data, siz
 		emit_job(bc, j, m, BC_RUNNING, 1, 0);
 	} else if (!strcmp(name, "done")) {
 		on_done_event(j, d);
-		x->stop = 1; /* the stream ends here; the image is fetched once it has */
+		stream_stop(x); /* the stream ends here; the image is fetched once it has */
 	} else if (!strcmp(name, "failed")) {
 		json_t *e = json_object_get(d, "error");
 		emit_error(bc, j, str_or(e, "code", "failed"), str_or(e, "message", "the job failed"), NULL, 0);
@@ -531,7 +541,7 @@ static void on_sse_event(struct xfer *x, const char *name, const char *data, siz
 	}
 	json_decref(d);
 	if (j->final)
-		x->stop = 1; /* the stream ends here; don't wait for the server to close it */
+		stream_stop(x); /* the stream ends here */
 }
 
 static int transport_failed(CURLcode rc) { return rc != CURLE_OK; }
@@ -1003,6 +1013,26 @@ static void reap(struct bc *bc)
 	}
 }
 
+/* A stream that got its final event ends there, and the balancer ends it
+ * right after (in the same read, or the next): curl then finishes it and
+ * keeps its connection for the image fetch and the next job, instead of a
+ * new connection per job. One the balancer has not ended within
+ * GW_STREAM_END_WAIT_S is cut (its connection closed); *next: when to look
+ * again. */
+static void end_stopped_streams(struct bc *bc, double now, double *next)
+{
+	for (struct xfer *x = bc->xfers; x;) {
+		if (x->kind == X_STREAM && x->stop && now - x->stop_at >= GW_STREAM_END_WAIT_S) {
+			on_stream_done(bc, x, CURLE_OK); /* frees x */
+			x = bc->xfers;
+			continue;
+		}
+		if (x->kind == X_STREAM && x->stop && x->stop_at + GW_STREAM_END_WAIT_S < *next)
+			*next = x->stop_at + GW_STREAM_END_WAIT_S;
+		x = x->next;
+	}
+}
+
 static void resume_waiting(struct bc *bc, double now, double *next)
 {
 	for (struct job *j = bc->jobs; j; j = j->next) {
@@ -1064,6 +1094,7 @@ static void *bc_main(void *arg)
 		int running;
 		curl_multi_perform(bc->multi, &running);
 		reap(bc);
+		end_stopped_streams(bc, now_s(), &next);
 		publish(bc);
 		int wait_ms = (int)ceil((next - now_s()) * 1000);
 		if (wait_ms > 0)

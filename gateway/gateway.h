@@ -35,8 +35,14 @@
 #define GW_OUT_MAX (32u << 20)
 #define GW_OUT_CONTROL (64u << 10)   /* replies other than job messages, boards and welcomes */
 #define GW_OUT_CHUNK (64u << 10)     /* one websocket frame of a message: a longer one is sent in fragments */
+/* lws's rx buffer of a websocket (one per connection, so small): a longer
+ * message comes in pieces of this size, joined up to --max-message. */
+#define GW_RX_CHUNK 1024
 #define GW_SOCKET_SNDBUF (256 << 10) /* SO_SNDBUF of a websocket (Linux doubles it): 5 MB/s at 100 ms */
 #define GW_STREAM_BACKOFF_MAX_S 2.0  /* the longest wait between two re-opens */
+/* After a job's final event, how long its event stream may take to end
+ * (the balancer ends it at once) before the gateway cuts it. */
+#define GW_STREAM_END_WAIT_S 0.05
 
 struct gw_config {
 	char host[64];

@@ -39,9 +39,10 @@ struct conn {
 	int is_ws;
 	char addr[64]; /* as seen (logs) */
 	char key[64];  /* what the per-address limits count (netaddr_client_key) */
-	/* the message being received */
+	/* the message being received, when lws delivers it in pieces (NULL
+	 * between messages: an idle connection holds no buffer) */
 	char *rx;
-	size_t rx_len;
+	size_t rx_len, rx_cap;
 	int rx_started, rx_too_large, rx_binary;
 	/* what waits to be written; the stall timer runs while it is not empty */
 	struct outq out;
@@ -239,6 +240,10 @@ static void conn_job_remove(struct conn *c, const char *id)
 	c->n_jobs--;
 	if ((size_t)i != c->n_jobs)
 		memcpy(c->jobs[i], c->jobs[c->n_jobs], sizeof c->jobs[0]);
+	if (!c->n_jobs) { /* an idle connection holds no list */
+		free(c->jobs);
+		c->jobs = NULL;
+	}
 }
 
 static struct conn *conn_find(uint64_t id)
@@ -339,29 +344,62 @@ static void on_message(struct conn *c, const char *buf, size_t len)
 	validate_request_free(&r);
 }
 
+static void rx_release(struct conn *c)
+{
+	free(c->rx);
+	c->rx = NULL;
+	c->rx_len = c->rx_cap = 0;
+}
+
+/* Appends a piece of the message being received (grown as it comes, within
+ * --max-message: lws delivers a message in pieces of at most GW_RX_CHUNK). */
+static int rx_append(struct conn *c, const char *in, size_t len)
+{
+	size_t need = c->rx_len + len;
+	if (need > c->rx_cap) {
+		size_t cap = c->rx_cap ? c->rx_cap * 2 : 4 * GW_RX_CHUNK;
+		if (cap < need)
+			cap = need;
+		if (cap > (size_t)cfg->max_message)
+			cap = (size_t)cfg->max_message;
+		char *rx = realloc(c->rx, cap);
+		if (!rx)
+			return -1;
+		c->rx = rx;
+		c->rx_cap = cap;
+	}
+	memcpy(c->rx + c->rx_len, in, len);
+	c->rx_len = need;
+	return 0;
+}
+
+/* A piece of a message. One that comes whole (the usual case) is handled
+ * from lws's buffer; the pieces of a longer one are joined in c->rx, which
+ * is freed once the message is handled. */
 static void on_receive(struct conn *c, const char *in, size_t len)
 {
+	int last = lws_is_final_fragment(c->wsi) && !lws_remaining_packet_payload(c->wsi);
 	if (!c->rx_started) {
 		c->rx_started = 1;
 		c->rx_binary = lws_frame_is_binary(c->wsi);
-		c->rx_len = 0;
 		c->rx_too_large = 0;
+		if (last && !c->rx_binary && len <= (size_t)cfg->max_message) {
+			c->rx_started = 0;
+			on_message(c, in, len);
+			return;
+		}
 	}
 	if (!c->rx_too_large && !c->rx_binary) {
 		if (c->rx_len + len > (size_t)cfg->max_message) {
 			c->rx_too_large = 1; /* read and drop the rest, then say so */
-		} else {
-			if (!c->rx)
-				c->rx = malloc((size_t)cfg->max_message + 1);
-			if (!c->rx) {
-				conn_kill(c, "out of memory");
-				return;
-			}
-			memcpy(c->rx + c->rx_len, in, len);
-			c->rx_len += len;
+			rx_release(c);
+		} else if (rx_append(c, in, len) != 0) {
+			rx_release(c);
+			conn_kill(c, "out of memory");
+			return;
 		}
 	}
-	if (!lws_is_final_fragment(c->wsi) || lws_remaining_packet_payload(c->wsi))
+	if (!last)
 		return;
 	c->rx_started = 0;
 	struct gw_error e = {0};
@@ -372,6 +410,7 @@ static void on_receive(struct conn *c, const char *in, size_t len)
 				   cfg->max_message);
 	} else {
 		on_message(c, c->rx, c->rx_len);
+		rx_release(c);
 		return;
 	}
 	metrics_inc(GW_C_MESSAGES);
@@ -659,7 +698,7 @@ static void conn_close(struct conn *c)
 		 c->n_jobs ? ", cancelling its jobs" : "");
 	out_total -= c->out.bytes;
 	outq_clear(&c->out);
-	free(c->rx);
+	rx_release(c);
 	free(c->jobs);
 	free(c->http_body);
 	c->is_ws = 0;
@@ -719,7 +758,10 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 }
 
 static const struct lws_protocols PROTOCOLS[] = {
-	{"sdgate", callback, sizeof(struct conn), 65536, 0, NULL, 0},
+	/* lws allocates the rx buffer for every websocket (it is not shared):
+	 * GW_RX_CHUNK keeps an idle connection small; the send size is set on
+	 * its own (else lws would cut every write to the rx buffer's size). */
+	{"sdgate", callback, sizeof(struct conn), GW_RX_CHUNK, 0, NULL, GW_OUT_CHUNK},
 	{NULL, NULL, 0, 0, 0, NULL, 0},
 };
 

@@ -18,6 +18,7 @@ import base64
 import hashlib
 import json
 import os
+import selectors
 import socket
 import struct
 import threading
@@ -293,3 +294,77 @@ class WSClient:
     def count(self):
         with self._cv:
             return len(self.messages)
+
+
+# ---------------------------------------------------------------- many idle clients
+
+class _Idle:
+    __slots__ = ("sock", "state", "buf")
+
+
+def open_idle(port, n, batch=400, timeout=120.0, path="/ws"):
+    """Opens n websocket connections to 127.0.0.1:port, each saying hello and
+    reading its welcome, at most `batch` handshakes in flight, without a
+    thread per connection (for thousands). Returns (open sockets, seconds,
+    failures); the sockets are left idle: call drain_idle now and then."""
+    sel = selectors.DefaultSelector()
+    hello = frame(OP_TEXT, b'{"type":"hello"}')
+    req = ("GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n"
+           % (path, port, base64.b64encode(os.urandom(16)).decode())).encode()
+    done, failed, started, in_flight = [], 0, 0, 0
+    t0 = time.monotonic()
+    while (started < n or in_flight) and time.monotonic() - t0 < timeout:
+        while started < n and in_flight < batch:
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", port))
+            c = _Idle()
+            c.sock, c.state, c.buf = s, "connecting", b""
+            sel.register(s, selectors.EVENT_WRITE, c)
+            started += 1
+            in_flight += 1
+        for key, _ in sel.select(timeout=1.0):
+            c = key.data
+            try:
+                if c.state == "connecting":
+                    if c.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                        raise OSError("connect failed")
+                    c.sock.sendall(req)
+                    c.state = "upgrading"
+                    sel.modify(c.sock, selectors.EVENT_READ, c)
+                    continue
+                data = c.sock.recv(65536)
+                if not data:
+                    raise OSError("closed")
+                c.buf += data
+                if c.state == "upgrading" and b"\r\n\r\n" in c.buf:
+                    head, c.buf = c.buf.split(b"\r\n\r\n", 1)
+                    if not head.startswith(b"HTTP/1.1 101"):
+                        raise OSError("no upgrade")
+                    c.sock.sendall(hello)
+                    c.state = "hello"
+                if c.state == "hello" and b'"welcome"' in c.buf:
+                    sel.unregister(c.sock)
+                    c.buf = b""
+                    done.append(c.sock)
+                    in_flight -= 1
+            except OSError:
+                sel.unregister(c.sock)
+                c.sock.close()
+                failed += 1
+                in_flight -= 1
+    sel.close()
+    return done, time.monotonic() - t0, failed + (n - started)
+
+
+def drain_idle(socks):
+    """Reads whatever the server pushed to idle sockets (board updates), so
+    that no buffer fills."""
+    for s in socks:
+        try:
+            s.setblocking(False)
+            while s.recv(65536):
+                pass
+        except (BlockingIOError, OSError):
+            pass

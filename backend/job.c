@@ -89,6 +89,9 @@ static void on_step(void *user, const struct engine_progress *p)
 	struct job *j = user;
 	struct backend *b = j->b;
 	pace(j);
+	/* at debug level only: tests/bench/bench_progress.py times each step's
+	 * way to a websocket client from this line */
+	log_debug("job: step %d/%d of image %d/%d", p->step, p->steps, p->image + 1, p->images);
 	char *preview = NULL;
 	if (p->preview)
 		preview = png_encode_b64(p->preview, p->preview_width, p->preview_height, NULL);

@@ -237,6 +237,10 @@ static void on_call(const struct fetch_result *r, void *user)
 	backend_failed(b, j, why);
 }
 
+/* A poll's answer: an event for the subscribers when the step moved or a new
+ * preview came. The event carries the preview only when it is new (a client
+ * keeps the last one it got; one joining later gets it with the current
+ * state, sse.c), so that the many small step events stay small. */
 static void on_poll(const struct fetch_result *r, void *user)
 {
 	struct job *j = user;
@@ -256,11 +260,12 @@ static void on_poll(const struct fetch_result *r, void *user)
 			free(j->preview);
 			j->preview = strdup(preview);
 			j->preview_type = j->preview ? ap.preview_type : NULL;
+			j->next_preview = bal_now() + b->cfg.preview_interval_ms / 1000.0;
 		}
 		if (changed && j->subs) {
 			json_t *ev = json_pack("{s:i,s:i,s:f}", "step", ap.step, "steps", ap.steps, "progress",
 					       ap.progress);
-			if (j->preview) {
+			if (fresh && j->preview) {
 				json_object_set_new(ev, "preview", json_string(j->preview));
 				json_object_set_new(ev, "preview_type", json_string(j->preview_type));
 			}
@@ -303,6 +308,7 @@ static void start(struct balancer *b, struct job *j, struct bk *k)
 		k->loaded_model = strdup(j->model);
 	}
 	j->next_poll = now + b->cfg.progress_interval_ms / 1000.0;
+	j->next_preview = now;
 	/* The client's request, rebuilt with only what a provider needs (forward.h). */
 	json_t *sent = forward_request(j->request, json_is_true(json_object_get(k->identity, "allow_scripts")));
 	char *body = sent ? json_dumps(sent, JSON_COMPACT) : NULL;
@@ -491,6 +497,10 @@ void dispatch_backend_lost(struct balancer *b, struct bk *k, const char *why)
 	}
 }
 
+/* Every --progress-interval-ms, a cheap poll (skip_current_image=true: no
+ * image to encode, send, parse); the preview only when one is due
+ * (--preview-interval-ms after the last one that came), so that a fast poll
+ * costs the backend, the balancer and the clients little. */
 static void poll_progress(struct balancer *b, double now)
 {
 	for (struct bk *k = b->backends; k; k = k->next)
@@ -499,8 +509,11 @@ static void poll_progress(struct balancer *b, double now)
 			if (!j || j->poll || now < j->next_poll)
 				continue;
 			j->next_poll = now + b->cfg.progress_interval_ms / 1000.0;
-			j->poll = registry_call(b, k, "GET", "/sdapi/v1/progress?skip_current_image=false", NULL, 0,
-						5000, BAL_MAX_SMALL_ANSWER, on_poll, j);
+			int preview = b->cfg.preview_interval_ms > 0 && now >= j->next_preview;
+			j->poll = registry_call(b, k, "GET",
+						preview ? "/sdapi/v1/progress?skip_current_image=false"
+							: "/sdapi/v1/progress?skip_current_image=true",
+						NULL, 0, 5000, BAL_MAX_SMALL_ANSWER, on_poll, j);
 		}
 }
 

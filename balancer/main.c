@@ -60,7 +60,9 @@ static const struct config_option OPTIONS[] = {
 	{"max-job-timeout-s", CONFIG_DOUBLE, &B.cfg.max_job_timeout_s, "S",
 	 "and never after S seconds, whatever the job's size (wins over --min-job-timeout-s)", 1, 604800},
 	{"progress-interval-ms", CONFIG_INT, &B.cfg.progress_interval_ms, "N",
-	 "how often a running job's progress is polled", 50, 60000},
+	 "how often a running job's progress is polled (without its preview image)", 10, 60000},
+	{"preview-interval-ms", CONFIG_INT, &B.cfg.preview_interval_ms, "N",
+	 "a running job's preview is fetched at most this often; 0: never", 0, 3600000},
 	{"result-ttl", CONFIG_INT, &B.cfg.result_ttl_s, "S", "how long finished jobs and their images are kept", 1,
 	 31536000},
 	{"result-max-bytes", CONFIG_INT, &B.cfg.result_max_bytes, "N",
@@ -75,8 +77,8 @@ static const struct config_option OPTIONS[] = {
 _Static_assert(BAL_MAX_BODY == 1048576 && BAL_MAX_ANSWER == 268435456 && BAL_MAX_SMALL_ANSWER == 4194304 &&
 		       IMAGE_MAX_SIDE == 16384 && BAL_MAX_SLOTS == 8 && BAL_MAX_BACKENDS == 1024 &&
 		       BAL_MAX_GPUS == 16 && BAL_MAX_REGISTRATION == 16384 && BAL_MAX_PROVIDERS == 4096 &&
-		       BAL_MAX_URL == 512 && FORWARD_MAX_STRING == 8192 && FORWARD_MAX_STYLES == 64 && BAL_MAX_INFO == 65536 &&
-		       BAL_IMAGE_CHUNK == 262144,
+		       BAL_MAX_URL == 512 && FORWARD_MAX_STRING == 8192 && FORWARD_MAX_STYLES == 64 &&
+		       BAL_MAX_INFO == 65536 && BAL_IMAGE_CHUNK == 262144,
 	       "update the --help epilog");
 
 static const struct config_program PROGRAM = {
@@ -264,7 +266,8 @@ static void set_defaults(struct bal_config *c)
 	c->job_timeout_factor = 10;
 	c->min_job_timeout_s = 30;
 	c->max_job_timeout_s = 3600;
-	c->progress_interval_ms = 500;
+	c->progress_interval_ms = 50;
+	c->preview_interval_ms = 1000;
 	c->result_ttl_s = 3600;
 	c->result_max_bytes = 1LL << 30;
 	c->result_max_bytes_per_client = 256LL << 20;

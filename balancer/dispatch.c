@@ -503,18 +503,26 @@ void dispatch_backend_lost(struct balancer *b, struct bk *k, const char *why)
  * costs the backend, the balancer and the clients little. */
 static void poll_progress(struct balancer *b, double now)
 {
+	double next = now + 1.0; /* the next poll due, for the loop's wait */
 	for (struct bk *k = b->backends; k; k = k->next)
 		for (int s = 0; s < BAL_MAX_SLOTS; s++) {
 			struct job *j = k->jobs[s];
-			if (!j || j->poll || now < j->next_poll)
-				continue;
-			j->next_poll = now + b->cfg.progress_interval_ms / 1000.0;
-			int preview = b->cfg.preview_interval_ms > 0 && now >= j->next_preview;
-			j->poll = registry_call(b, k, "GET",
-						preview ? "/sdapi/v1/progress?skip_current_image=false"
-							: "/sdapi/v1/progress?skip_current_image=true",
-						NULL, 0, 5000, BAL_MAX_SMALL_ANSWER, on_poll, j);
+			if (!j || j->poll)
+				continue; /* a poll's answer wakes the loop */
+			if (now >= j->next_poll) {
+				j->next_poll = now + b->cfg.progress_interval_ms / 1000.0;
+				int preview = b->cfg.preview_interval_ms > 0 && now >= j->next_preview;
+				j->poll = registry_call(b, k, "GET",
+							preview ? "/sdapi/v1/progress?skip_current_image=false"
+								: "/sdapi/v1/progress?skip_current_image=true",
+							NULL, 0, 5000, BAL_MAX_SMALL_ANSWER, on_poll, j);
+			} else if (j->next_poll < next) {
+				next = j->next_poll;
+			}
 		}
+	/* on time, not at the loop's next 50 ms turn: that would add up to 50 ms
+	 * to each step's way to the clients */
+	httpd_tick_within(b->httpd, (int)ceil((next - now) * 1000.0));
 }
 
 void dispatch_tick(struct balancer *b, double now)

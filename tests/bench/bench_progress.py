@@ -102,7 +102,7 @@ def run_jobs(ws, be, steps, jobs, tag):
             msgs = [(ws.arrivals[k], m) for k, m in enumerate(ws.messages)
                     if k >= start and isinstance(m, dict) and m.get("id") == jid]
         # the steps of this job only: after it was sent, before the next
-        runs.append((msgs, [s for s in step_times(be.log_path, t0)]))
+        runs.append((msgs, step_times(be.log_path, t0)))
     return runs
 
 

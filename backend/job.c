@@ -15,6 +15,10 @@
 #include <string.h>
 #include <time.h>
 
+/* A preview PNG is encoded at most this often (the balancer asks for one about
+ * once a second, A1111 clients about as often); the steps between keep the last. */
+#define PREVIEW_EVERY_S 0.25
+
 struct job_guard {
 	struct job *job;
 };
@@ -26,7 +30,8 @@ struct job {
 	h2o_req_t *req; /* loop thread only */
 	struct job_guard *guard;
 	atomic_int abandoned;
-	double last_step; /* pacing, worker thread */
+	double last_step;    /* pacing, worker thread */
+	double last_preview; /* when the last preview was encoded, worker thread; 0: none yet */
 	int status;
 	char *body;
 	size_t body_len;
@@ -89,9 +94,15 @@ static void on_step(void *user, const struct engine_progress *p)
 	struct job *j = user;
 	struct backend *b = j->b;
 	pace(j);
+	/* at debug level only: tests/bench/bench_progress.py times each step's
+	 * way to a websocket client from this line */
+	log_debug("job: step %d/%d of image %d/%d", p->step, p->steps, p->image + 1, p->images);
 	char *preview = NULL;
-	if (p->preview)
+	double now = backend_now();
+	if (p->preview && (j->last_preview == 0 || now - j->last_preview >= PREVIEW_EVERY_S)) {
 		preview = png_encode_b64(p->preview, p->preview_width, p->preview_height, NULL);
+		j->last_preview = now;
+	}
 	pthread_mutex_lock(&b->progress.mu);
 	b->progress.job_no = p->image;
 	b->progress.job_count = p->images;
@@ -187,6 +198,7 @@ static void run_native(struct job *j)
 	char err[256] = "";
 	j->t.ep.preview_every = 1;
 	j->last_step = backend_now();
+	j->last_preview = 0;
 	double t0 = backend_now();
 	int rc = engine_generate(b->engine, &j->t.ep, on_step, j, &b->interrupt, &b->skip, &res, err, sizeof err);
 	double inference_s = backend_now() - t0;

@@ -46,7 +46,7 @@ struct bal_config {
 	const char *admin_token;
 	int allow_private_backends; /* registrations may point at loopback/private addresses */
 	long max_queue, max_queue_per_client, max_attempts;
-	long heartbeat_interval_s, health_interval_ms, progress_interval_ms;
+	long heartbeat_interval_s, health_interval_ms, progress_interval_ms, preview_interval_ms;
 	double job_timeout_factor, min_job_timeout_s, max_job_timeout_s;
 	double retry_after_s; /* a backend unused this long is re-tried (router.h) */
 	long result_ttl_s;
@@ -149,6 +149,7 @@ struct job {
 	const char *preview_type; /* its MIME type (static), NULL with it */
 	struct fetch *call, *poll;
 	double next_poll, deadline;
+	double next_preview; /* polls ask for a preview from then on (until one comes) */
 	struct sse *subs;
 	struct waiter *waiter;
 	struct job *qprev, *qnext; /* the queue */

@@ -232,6 +232,10 @@ static void on_call(const struct fetch_result *r, void *user)
 	backend_failed(b, j, why);
 }
 
+/* A poll's answer: an event for the subscribers when the step moved or a new
+ * preview came. The event carries the preview only when it is new (a client
+ * keeps the last one it got; one joining later gets it with the current
+ * state, sse.c), so that the many small step events stay small. */
 static void on_poll(const struct fetch_result *r, void *user)
 {
 	struct job *j = user;
@@ -251,11 +255,12 @@ static void on_poll(const struct fetch_result *r, void *user)
 			free(j->preview);
 			j->preview = strdup(preview);
 			j->preview_type = j->preview ? ap.preview_type : NULL;
+			j->next_preview = bal_now() + b->cfg.preview_interval_ms / 1000.0;
 		}
 		if (changed && j->subs) {
 			json_t *ev = json_pack("{s:i,s:i,s:f}", "step", ap.step, "steps", ap.steps, "progress",
 					       ap.progress);
-			if (j->preview) {
+			if (fresh && j->preview) {
 				json_object_set_new(ev, "preview", json_string(j->preview));
 				json_object_set_new(ev, "preview_type", json_string(j->preview_type));
 			}
@@ -304,6 +309,7 @@ static void start(struct balancer *b, struct job *j, struct bk *k, double switch
 		k->loaded_model = strdup(j->model);
 	}
 	j->next_poll = now + b->cfg.progress_interval_ms / 1000.0;
+	j->next_preview = now;
 	/* The client's request, rebuilt with only what a provider needs (forward.h). */
 	json_t *sent = forward_request(j->request, json_is_true(json_object_get(k->identity, "allow_scripts")));
 	char *body = sent ? json_dumps(sent, JSON_COMPACT) : NULL;
@@ -500,17 +506,32 @@ void dispatch_backend_lost(struct balancer *b, struct bk *k, const char *why)
 	}
 }
 
+/* Every --progress-interval-ms, a cheap poll (skip_current_image=true: no
+ * image to encode, send, parse); the preview only when one is due
+ * (--preview-interval-ms after the last one that came), so that a fast poll
+ * costs the backend, the balancer and the clients little. */
 static void poll_progress(struct balancer *b, double now)
 {
+	double next = now + 1.0; /* the next poll due, for the loop's wait */
 	for (struct bk *k = b->backends; k; k = k->next)
 		for (int s = 0; s < BAL_MAX_SLOTS; s++) {
 			struct job *j = k->jobs[s];
-			if (!j || j->poll || now < j->next_poll)
-				continue;
-			j->next_poll = now + b->cfg.progress_interval_ms / 1000.0;
-			j->poll = registry_call(b, k, "GET", "/sdapi/v1/progress?skip_current_image=false", NULL, 0,
-						5000, BAL_MAX_SMALL_ANSWER, on_poll, j);
+			if (!j || j->poll)
+				continue; /* a poll's answer wakes the loop */
+			if (now >= j->next_poll) {
+				j->next_poll = now + b->cfg.progress_interval_ms / 1000.0;
+				int preview = b->cfg.preview_interval_ms > 0 && now >= j->next_preview;
+				j->poll = registry_call(b, k, "GET",
+							preview ? "/sdapi/v1/progress?skip_current_image=false"
+								: "/sdapi/v1/progress?skip_current_image=true",
+							NULL, 0, 5000, BAL_MAX_SMALL_ANSWER, on_poll, j);
+			} else if (j->next_poll < next) {
+				next = j->next_poll;
+			}
 		}
+	/* on time, not at the loop's next 50 ms turn: that would add up to 50 ms
+	 * to each step's way to the clients */
+	httpd_tick_within(b->httpd, (int)ceil((next - now) * 1000.0));
 }
 
 void dispatch_tick(struct balancer *b, double now)

@@ -63,7 +63,9 @@ static const struct config_option OPTIONS[] = {
 	{"retry-after-s", CONFIG_DOUBLE, &B.cfg.retry_after_s, "S",
 	 "a backend given no job for S seconds is tried again at its GPU class's speed if that is better", 0.1, 86400},
 	{"progress-interval-ms", CONFIG_INT, &B.cfg.progress_interval_ms, "N",
-	 "how often a running job's progress is polled", 50, 60000},
+	 "how often a running job's progress is polled (without its preview image)", 10, 60000},
+	{"preview-interval-ms", CONFIG_INT, &B.cfg.preview_interval_ms, "N",
+	 "a running job's preview is fetched at most this often; 0: never", 0, 3600000},
 	{"result-ttl", CONFIG_INT, &B.cfg.result_ttl_s, "S", "how long finished jobs and their images are kept", 1,
 	 31536000},
 	{"result-max-bytes", CONFIG_INT, &B.cfg.result_max_bytes, "N",
@@ -268,7 +270,8 @@ static void set_defaults(struct bal_config *c)
 	c->min_job_timeout_s = 30;
 	c->max_job_timeout_s = 3600;
 	c->retry_after_s = ROUTER_RETRY_S;
-	c->progress_interval_ms = 500;
+	c->progress_interval_ms = 50;
+	c->preview_interval_ms = 1000;
 	c->result_ttl_s = 3600;
 	c->result_max_bytes = 1LL << 30;
 	c->result_max_bytes_per_client = 256LL << 20;

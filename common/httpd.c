@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #define ACCEPT_RETRY_MS 100 /* out of descriptors: pause accepting this long */
+#define TICK_MS 50          /* the tick comes at least this often */
 
 struct httpd_handler {
 	h2o_handler_t super;
@@ -35,6 +36,7 @@ struct httpd {
 	int port;
 	volatile sig_atomic_t stopping;
 	httpd_tick_fn tick;
+	int next_tick_ms; /* the loop's next wait when under TICK_MS; 0: TICK_MS */
 	int conns, max_conns;
 	int listening;            /* the listener is being read */
 	uint64_t accept_retry_at; /* ms (h2o_now); 0 = not paused for lack of descriptors */
@@ -309,6 +311,14 @@ h2o_evloop_t *httpd_loop(struct httpd *h) { return h->loop; }
 h2o_context_t *httpd_context(struct httpd *h) { return &h->ctx; }
 void httpd_set_tick(struct httpd *h, httpd_tick_fn fn) { h->tick = fn; }
 
+void httpd_tick_within(struct httpd *h, int ms)
+{
+	if (ms < 1)
+		ms = 1;
+	if (ms < TICK_MS && (h->next_tick_ms == 0 || ms < h->next_tick_ms))
+		h->next_tick_ms = ms;
+}
+
 void httpd_stop(struct httpd *h) { h->stopping = 1; }
 
 void httpd_run(struct httpd *h)
@@ -319,7 +329,9 @@ void httpd_run(struct httpd *h)
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 	while (!h->stopping && !signalled) {
-		if (h2o_evloop_run(h->loop, 50) != 0 && errno != EINTR) {
+		int wait = h->next_tick_ms ? h->next_tick_ms : TICK_MS;
+		h->next_tick_ms = 0;
+		if (h2o_evloop_run(h->loop, wait) != 0 && errno != EINTR) {
 			log_error("event loop: %s", strerror(errno));
 			break;
 		}

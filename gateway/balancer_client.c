@@ -529,7 +529,7 @@ static void on_sse_event(struct xfer *x, const char *name, const char *data, siz
 		json_t *m = json_pack("{s:s,s:O*,s:O*}", "type", "progress", "step", json_object_get(d, "step"),
 				      "steps", json_object_get(d, "steps"));
 		add_preview(m, d);
-		emit_job(bc, j, m, BC_RUNNING, 1, 0);
+		emit_job(bc, j, m, BC_RUNNING, json_object_get(m, "preview") ? 2 : 1, 0);
 	} else if (!strcmp(name, "done")) {
 		on_done_event(j, d);
 		stream_stop(x); /* the stream ends here; the image is fetched once it has */

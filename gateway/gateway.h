@@ -122,6 +122,9 @@ void ratelimit_refund(struct ratelimit *rl, const char *addr, double work, doubl
 enum outq_class {
 	OUTQ_JOB,      /* a job's own message */
 	OUTQ_PROGRESS, /* replaces the waiting progress of the same job */
+	OUTQ_PREVIEW,  /* a progress with a preview: supersedes the same job's waiting
+			* progress and preview, and waits at the end; a progress
+			* without one never replaces it */
 	OUTQ_BOARD,    /* replaces the waiting board */
 	OUTQ_WELCOME,  /* replaces the waiting welcome */
 	OUTQ_CONTROL   /* any other reply: GW_OUT_CONTROL bytes in all */
@@ -133,8 +136,8 @@ struct outq {
 	size_t bytes;   /* not yet written */
 	size_t control; /* of it, OUTQ_CONTROL */
 };
-/* Queues a copy of text (id: the job, for OUTQ_PROGRESS). OUTQ_OVER: a
- * bound is passed, nothing was queued (close the connection). */
+/* Queues a copy of text (id: the job, for OUTQ_PROGRESS and OUTQ_PREVIEW).
+ * OUTQ_OVER: a bound is passed, nothing was queued (close the connection). */
 enum outq_result outq_push(struct outq *q, const char *text, size_t len, enum outq_class cls, const char *id);
 /* 1 when a message of class cls waits (not started). */
 int outq_waiting(const struct outq *q, enum outq_class cls);
@@ -190,7 +193,7 @@ struct bc_event {
 	uint64_t conn;           /* BC_EV_JOB: the connection */
 	char id[GW_MAX_ID + 1];  /* the client's job id */
 	enum bc_outcome outcome; /* not BC_RUNNING: the job is over */
-	int droppable;           /* a progress message: may be dropped for a slow client */
+	int droppable;           /* a progress message: may be dropped for a slow client; 2: with a preview */
 	int rejected;            /* the balancer never accepted it: refund its work */
 	double work;
 	char addr[64];

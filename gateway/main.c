@@ -111,7 +111,8 @@ static const struct config_program PROGRAM = {
 	"  websocket upgrades: from pages of the gateway's own origin or an --allowed-origin, or without\n"
 	"        Origin (403 otherwise); --max-connections (503), --max-connections-per-address (429)\n"
 	"  output to one websocket: 32 MiB (one done with the largest image), of it 64 KiB of replies to\n"
-	"        its messages (boards and welcomes replace the waiting one; progress the same job's); past\n"
+	"        its messages (boards and welcomes replace the waiting one; progress the same job's, but\n"
+	"        one with a preview never by one without); past\n"
 	"        that, or none taken for --send-timeout-s, the connection is closed\n"
 	"Endpoints: / (web UI files), /ws (websocket), /healthz, /metrics (Prometheus).\n",
 };

@@ -6,7 +6,11 @@
  *    are bounded by the per-connection job cap, and in bytes by GW_OUT_MAX
  *    (one done message with the largest image fits);
  *  - progress replaces the waiting progress of the same job (only the
- *    latest step matters);
+ *    latest step matters); one with a preview (the balancer sends a preview
+ *    once, in the event where it is new) is not lost that way: it
+ *    supersedes the job's waiting progress and preview and waits at the
+ *    end, and a later progress without one waits behind it (so at most two
+ *    of a job wait, and their steps never go down);
  *  - a board or a welcome replaces the waiting one (a full snapshot each);
  *  - any other reply (an error answering a message) may wait up to
  *    GW_OUT_CONTROL bytes in all.
@@ -68,10 +72,43 @@ int outq_waiting(const struct outq *q, enum outq_class cls)
 	return 0;
 }
 
+/* A waiting message of job id that a new OUTQ_PREVIEW supersedes. */
+static int superseded(const struct outq_msg *m, const char *id)
+{
+	return m->off == 0 && (m->cls == OUTQ_PROGRESS || m->cls == OUTQ_PREVIEW) && !strcmp(m->id, id ? id : "");
+}
+
+/* Bytes of the waiting messages a new preview of job id supersedes; with
+ * drop, they are dropped. */
+static size_t supersede(struct outq *q, const char *id, int drop)
+{
+	size_t freed = 0;
+	struct outq_msg *prev = NULL;
+	for (struct outq_msg **pm = &q->head; *pm;) {
+		struct outq_msg *m = *pm;
+		if (!superseded(m, id)) {
+			prev = m;
+			pm = &m->next;
+			continue;
+		}
+		freed += m->len;
+		if (!drop) {
+			pm = &m->next;
+			continue;
+		}
+		*pm = m->next;
+		if (q->tail == m)
+			q->tail = prev;
+		q->bytes -= m->len;
+		free(m);
+	}
+	return freed;
+}
+
 enum outq_result outq_push(struct outq *q, const char *text, size_t len, enum outq_class cls, const char *id)
 {
 	struct outq_msg **old = replaceable(q, cls, id);
-	size_t freed = old ? (*old)->len : 0;
+	size_t freed = old ? (*old)->len : cls == OUTQ_PREVIEW ? supersede(q, id, 0) : 0;
 	if (q->bytes - freed + len > GW_OUT_MAX)
 		return OUTQ_OVER;
 	if (cls == OUTQ_CONTROL && q->control + len > GW_OUT_CONTROL)
@@ -88,6 +125,8 @@ enum outq_result outq_push(struct outq *q, const char *text, size_t len, enum ou
 		free(o);
 		q->bytes -= freed;
 	} else {
+		if (freed)
+			supersede(q, id, 1);
 		if (q->tail)
 			q->tail->next = m;
 		else
@@ -96,7 +135,7 @@ enum outq_result outq_push(struct outq *q, const char *text, size_t len, enum ou
 	}
 	q->bytes += len;
 	q->control += control_bytes(m);
-	return old ? OUTQ_REPLACED : OUTQ_QUEUED;
+	return freed ? OUTQ_REPLACED : OUTQ_QUEUED;
 }
 
 size_t outq_chunk(const struct outq *q, const char **text, int *first, int *last)

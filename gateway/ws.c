@@ -468,7 +468,11 @@ static void drain_events(void)
 			if (c) {
 				if (ev->outcome != BC_RUNNING)
 					conn_job_remove(c, ev->id);
-				conn_send(c, ev->text, ev->len, ev->droppable ? OUTQ_PROGRESS : OUTQ_JOB, ev->id);
+				conn_send(c, ev->text, ev->len,
+					  ev->droppable == 2 ? OUTQ_PREVIEW
+					  : ev->droppable    ? OUTQ_PROGRESS
+							     : OUTQ_JOB,
+					  ev->id);
 			}
 		}
 		bc_event_free(ev);

@@ -103,6 +103,34 @@ static void test_outq_coalesce(void **state)
 	outq_clear(&q);
 }
 
+/* A progress with a preview is never replaced by one without: the preview
+ * comes once (the balancer sends it only when new). A newer preview
+ * supersedes the waiting progress and preview of its job; steps never go
+ * down; other jobs' messages keep their places. */
+static void test_outq_preview(void **state)
+{
+	(void)state;
+	struct outq q = {0};
+	push(&q, "p1a", OUTQ_PROGRESS, "a", OUTQ_QUEUED);
+	push(&q, "v2a", OUTQ_PREVIEW, "a", OUTQ_REPLACED);
+	push(&q, "p1b", OUTQ_PROGRESS, "b", OUTQ_QUEUED);
+	push(&q, "p3a", OUTQ_PROGRESS, "a", OUTQ_QUEUED);
+	push(&q, "p4a", OUTQ_PROGRESS, "a", OUTQ_REPLACED);
+	assert_string_equal(drain(&q), "v2a|p1b|p4a");
+	push(&q, "v5a", OUTQ_PREVIEW, "a", OUTQ_QUEUED);
+	push(&q, "p6a", OUTQ_PROGRESS, "a", OUTQ_QUEUED);
+	push(&q, "p1b", OUTQ_PROGRESS, "b", OUTQ_QUEUED);
+	push(&q, "v7a", OUTQ_PREVIEW, "a", OUTQ_REPLACED);
+	push(&q, "done-a", OUTQ_JOB, "a", OUTQ_QUEUED);
+	assert_string_equal(drain(&q), "p1b|v7a|done-a");
+	/* a preview that has started is not superseded */
+	push(&q, "v8a", OUTQ_PREVIEW, "a", OUTQ_QUEUED);
+	outq_advance(&q, 1);
+	push(&q, "v9a", OUTQ_PREVIEW, "a", OUTQ_QUEUED);
+	assert_string_equal(drain(&q), "8a|v9a");
+	outq_clear(&q);
+}
+
 static void test_outq_bounds(void **state)
 {
 	(void)state;
@@ -157,6 +185,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_origin),
 		cmocka_unit_test(test_outq_coalesce),
+		cmocka_unit_test(test_outq_preview),
 		cmocka_unit_test(test_outq_bounds),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

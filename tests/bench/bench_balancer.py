@@ -81,15 +81,21 @@ def stop(prog, timeout=10.0):
     return rc
 
 
-def start_backends(specs):
-    """specs: list of (provider, gpu_class, pace_ms). Returns Programs."""
+def start_backends(specs, port=None):
+    """specs: list of (provider, gpu_class, pace_ms[, price_per_hour]); port
+    (one spec only): restart on that port. Returns Programs with .provider,
+    .gpu, .pace and .identity (the balancer's --backend fragment)."""
     out = []
-    for provider, gpu, pace in specs:
+    for spec in specs:
+        provider, gpu, pace = spec[:3]
         args = ["--provider", provider, "--gpu-class", gpu, "--log-level", "warn", "--cpu"]
         if pace:
             args += ["--pace-ms-per-step", str(pace)]
-        be = t.start_backend(*args, name="be-" + provider)
-        be.provider = provider
+        be = t.start_backend(*args, name="be-" + provider, port=port)
+        be.provider, be.gpu, be.pace = provider, gpu, pace
+        be.identity = {"provider": provider}
+        if len(spec) > 3:
+            be.identity["price_per_hour"] = spec[3]
         out.append(be)
     return out
 
@@ -97,7 +103,7 @@ def start_backends(specs):
 def start_balancer(backends, log_level, extra=()):
     args = ["--log-level", log_level, "--max-queue", "100000", "--max-queue-per-client", "100000"] + list(extra)
     for be in backends:
-        args += ["--backend", t.static_backend_arg(be.url, provider=be.provider)]
+        args += ["--backend", t.static_backend_arg(be.url, **be.identity)]
     bal = t.start_balancer(*args, name="balancer")
     # Wait until the balancer sees every backend idle (it probes /sdgate/v1/info).
     t.wait_until(lambda: (t.http("GET", bal.url + "/healthz", timeout=5)[1] or {}).get("backends", {}).get("idle")
@@ -112,11 +118,28 @@ class Nginx:
 
     def __init__(self, upstreams, workers="auto"):
         self.dir = t.tmpdir("nginx")
+        self.workers = workers
         self.urls = {}
+        for name, _, _ in upstreams:
+            self.urls[name] = "http://127.0.0.1:%d" % t.free_port()
+        self.conf = os.path.join(self.dir, "nginx.conf")
+        self._write_conf(upstreams)
+        d = self.dir
+        self.log = open(os.path.join(d, "stdout.log"), "wb")
+        self.proc = subprocess.Popen([NGINX, "-p", d + "/", "-c", self.conf, "-e", d + "/error.log",
+                                      "-g", "daemon off;"], stdout=self.log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        _nginxes.append(self)
+        for name, url in self.urls.items():
+            ok = t.wait_until(lambda: self.proc.poll() is None and
+                              t.http("GET", url + "/internal/ping", timeout=2)[0] == 200, timeout=20)
+            if not ok:
+                raise RuntimeError("nginx did not come up (%s); error.log:\n%s" % (url, self.error_log()))
+
+    def _write_conf(self, upstreams):
         ups, servers = [], []
         for name, policy, ports in upstreams:
-            port = t.free_port()
-            self.urls[name] = "http://127.0.0.1:%d" % port
+            port = int(self.urls[name].rsplit(":", 1)[1])
             ups.append("  upstream %s {\n%s    zone %s 64k;\n%s    keepalive 128;\n  }\n" % (
                 name, "    least_conn;\n" if policy == "least_conn" else "", name,
                 "".join("    server 127.0.0.1:%d max_fails=0;\n" % p for p in ports)))
@@ -148,20 +171,18 @@ class Nginx:
             "  uwsgi_temp_path %s/uwsgi;\n"
             "  scgi_temp_path %s/scgi;\n"
             "%s%s"
-            "}\n" % (workers, d, d, d, d, d, d, d, "".join(ups), "".join(servers)))
-        self.conf = os.path.join(d, "nginx.conf")
+            "}\n" % (self.workers, d, d, d, d, d, d, d, "".join(ups), "".join(servers)))
         with open(self.conf, "w") as f:
             f.write(conf)
-        self.log = open(os.path.join(d, "stdout.log"), "wb")
-        self.proc = subprocess.Popen([NGINX, "-p", d + "/", "-c", self.conf, "-e", d + "/error.log",
-                                      "-g", "daemon off;"], stdout=self.log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-        _nginxes.append(self)
-        for name, url in self.urls.items():
-            ok = t.wait_until(lambda: self.proc.poll() is None and
-                              t.http("GET", url + "/internal/ping", timeout=2)[0] == 200, timeout=20)
-            if not ok:
-                raise RuntimeError("nginx did not come up (%s); error.log:\n%s" % (url, self.error_log()))
+
+    def reload(self, upstreams):
+        """Rewrites the config (same names, same listen ports) and sends SIGHUP,
+        as an operator adds a server: old workers finish what they hold, new
+        ones take new connections. Waits until a new worker answers."""
+        self._write_conf(upstreams)
+        before = set(children_of(self.proc.pid))
+        self.proc.send_signal(signal.SIGHUP)
+        t.wait_until(lambda: set(children_of(self.proc.pid)) - before, timeout=10)
 
     def error_log(self):
         try:

@@ -54,7 +54,8 @@ void waiter_finish(struct balancer *b, struct job *j)
 	j->waiter = NULL;
 	w->job = NULL;
 	if (j->status == JOB_DONE) {
-		httpd_reply_json(w->req, 200, json_incref(j->result));
+		httpd_reply_json(w->req, 200, j->reply ? j->reply : json_incref(j->result));
+		j->reply = NULL; /* stolen by the reply */
 	} else if (j->status == JOB_CANCELLED) {
 		httpd_reply_detail(w->req, 409, "Interrupted");
 	} else {

@@ -140,6 +140,7 @@ struct job {
 	double inference_s;
 	json_t *result; /* when done: A1111's {"images", "parameters", "info"} until the images are handed to
 			   the store (results_keep), then {"parameters", "info"} */
+	json_t *reply;  /* a façade job's whole A1111 answer, held while its images are being stored */
 	json_t *images; /* once stored: [{type, bytes, width, height}] (results.c) */
 	int storing;    /* done, its images on their way to the store: readers see it running */
 	int gone;       /* its images were dropped (caps) or could not be stored: they answer 410 */

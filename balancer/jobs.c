@@ -209,6 +209,7 @@ static void free_job(struct job *j)
 	json_decref(j->gpus);
 	json_decref(j->placed);
 	json_decref(j->result);
+	json_decref(j->reply);
 	json_decref(j->images);
 	json_decref(j->error);
 	free(j->preview);
@@ -430,7 +431,8 @@ void jobs_announce_final(struct balancer *b, struct job *j)
 }
 
 /* Common tail of the three terminal transitions. A done job's façade client
- * gets its images now, from memory; its readers once they are stored. */
+ * gets its images from memory, and like its other readers once they are
+ * stored: then GET /v1/jobs/{id} already says done when the client asks. */
 static void finish(struct balancer *b, struct job *j, enum job_status status)
 {
 	jobs_dequeue(b, j);
@@ -440,12 +442,12 @@ static void finish(struct balancer *b, struct job *j, enum job_status status)
 	j->finished_unix = bal_unix_now();
 	if (!j->started)
 		j->queue_ms = (long)((j->finished - j->enqueued) * 1000.0);
-	waiter_finish(b, j);
 	b->reschedule = 1;
 	if (status == JOB_DONE) {
 		results_keep(b, j);
 		return;
 	}
+	waiter_finish(b, j);
 	jobs_announce_final(b, j);
 	jobs_save(b, j, NULL, NULL);
 }

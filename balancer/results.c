@@ -60,6 +60,9 @@ static void on_kept(void *user, const struct store_kept *k)
 		j->gone = 1;
 		log_error("job %s: its images could not be stored", j->id);
 	}
+	waiter_finish(b, j);
+	json_decref(j->reply); /* its client hung up meanwhile: not kept in memory */
+	j->reply = NULL;
 	jobs_announce_final(b, j);
 }
 
@@ -74,7 +77,9 @@ void results_keep(struct balancer *b, struct job *j)
 	json_t *images = json_object_get(j->result, "images");
 	images = json_is_array(images) ? json_incref(images) : json_array();
 	json_t *slim = slim_result(j);
-	json_decref(j->result); /* the façade's client has had it: the base64 now lives only in `images` */
+	if (j->waiter) /* the façade's client gets the whole answer once it is stored (on_kept) */
+		j->reply = json_incref(j->result);
+	json_decref(j->result); /* the base64 now lives only in `images` (and the façade's reply) */
 	j->result = slim;
 	j->storing = 1;
 	json_t *doc = jobs_doc(j);
@@ -95,6 +100,9 @@ void results_keep(struct balancer *b, struct job *j)
 		j->storing = 0;
 		j->gone = 1;
 		j->images = json_array();
+		waiter_finish(b, j);
+		json_decref(j->reply); /* its client hung up meanwhile: not kept in memory */
+		j->reply = NULL;
 		jobs_announce_final(b, j);
 		return;
 	}

@@ -86,21 +86,24 @@ def main():
     t.check("a malformed Idempotency-Key: 422 invalid, field Idempotency-Key",
             t.is_sdgate_error(r, 422, "invalid") and r.json["error"].get("field") == "Idempotency-Key", t.describe(r))
 
+    if manual_id:  # it sends no heartbeats of its own: keep it within its window up to the crash
+        t.request("POST", bal.url + "/v1/backends/%s/heartbeat" % manual_id,
+                  headers={"Authorization": "Bearer %s" % manual_secret}, timeout=10)
     bal.kill()
     print("# balancer-1 killed with SIGKILL; %d queued, statuses %s" % (len(queued), sorted(states.values())))
 
     bal2 = t.start_balancer(*common, name="balancer-2", db=db, port=port)
+    if manual_id:
+        hb = t.request("POST", bal2.url + "/v1/backends/%s/heartbeat" % manual_id,
+                       headers={"Authorization": "Bearer %s" % manual_secret}, timeout=10)
+        t.check("right after the restart the manual registration is still known (heartbeat 200 under its old id and "
+                "secret: registrations and their secrets' hashes are kept in the store)", hb.status == 200, t.describe(hb))
     r = t.submit_job(bal2.url, idem_body, headers=idem_hdr)
     t.check("after the crash and restart the retry with the same Idempotency-Key finds the same job",
             idem_id is not None and r.status == 200 and isinstance(r.json, dict) and r.json.get("id") == idem_id,
             t.describe(r))
     d = t.wait_job(bal2.url, idem_id, timeout=60) if idem_id else None
     t.check("…and that job finishes", d is not None and d.get("status") == "done", d and d.get("status"))
-    if manual_id:
-        hb = t.request("POST", bal2.url + "/v1/backends/%s/heartbeat" % manual_id,
-                       headers={"Authorization": "Bearer %s" % manual_secret}, timeout=10)
-        t.check("right after the restart the manual registration is still known (heartbeat 200 under its old id and "
-                "secret: registrations and their secrets' hashes are kept in the store)", hb.status == 200, t.describe(hb))
     docs = {jid: t.wait_job(bal2.url, jid, timeout=60) for jid in ids}
     missing = [j for j, d in docs.items() if d is None]
     t.check("after the restart on the same --db every accepted job is known (GET /v1/jobs/{id} 200)",

@@ -49,7 +49,7 @@ static const char *const SQL[N_STMTS] = {
 	[Q_INSERT_IMAGE] = "INSERT OR REPLACE INTO images (job_id, n, mime, bytes, client, finished, data)"
 			   " VALUES (?, ?, ?, ?, ?, ?, ?)",
 	[Q_TOTAL_BYTES] = "SELECT coalesce(sum(bytes), 0) FROM images",
-	[Q_CLIENT_BYTES] = "SELECT coalesce(sum(bytes), 0) FROM images WHERE client = ?",
+	[Q_CLIENT_BYTES] = "SELECT coalesce((SELECT bytes FROM client_bytes WHERE client = ?), 0)",
 	[Q_OLDEST] = "SELECT job_id FROM images ORDER BY finished, rowid LIMIT 1",
 	[Q_OLDEST_OF_CLIENT] = "SELECT job_id FROM images WHERE client = ? ORDER BY finished, rowid LIMIT 1",
 	[Q_JOB_BYTES] = "SELECT coalesce(sum(bytes), 0) FROM images WHERE job_id = ?",
@@ -94,6 +94,7 @@ static const char SCHEMA[] =
 	"PRAGMA journal_mode=WAL;"
 	"PRAGMA synchronous=NORMAL;"
 	"PRAGMA journal_size_limit=67108864;" /* the WAL shrinks back after a large result */
+	"PRAGMA recursive_triggers=ON;"       /* INSERT OR REPLACE's deletes fire images_drop */
 	"CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, status TEXT NOT NULL,"
 	" finished REAL NOT NULL DEFAULT 0, created INTEGER NOT NULL, doc TEXT NOT NULL);"
 	"CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(status, finished);"
@@ -103,7 +104,21 @@ static const char SCHEMA[] =
 	" bytes INTEGER NOT NULL, client TEXT NOT NULL, finished REAL NOT NULL, data BLOB NOT NULL,"
 	" PRIMARY KEY (job_id, n));"
 	"CREATE INDEX IF NOT EXISTS images_finished ON images(finished);"
-	"CREATE INDEX IF NOT EXISTS images_client ON images(client, finished, bytes);";
+	"CREATE INDEX IF NOT EXISTS images_client ON images(client, finished, bytes);"
+	/* Each client's kept bytes, kept up to date by the images' triggers: the
+	 * per-client cap reads one row instead of summing the client's images
+	 * (a scan per result that grew with the results kept). Rebuilt at open. */
+	"CREATE TABLE IF NOT EXISTS client_bytes (client TEXT PRIMARY KEY, bytes INTEGER NOT NULL);"
+	"CREATE TRIGGER IF NOT EXISTS images_add AFTER INSERT ON images BEGIN"
+	" INSERT INTO client_bytes (client, bytes) VALUES (new.client, new.bytes)"
+	" ON CONFLICT(client) DO UPDATE SET bytes = bytes + excluded.bytes; END;"
+	"CREATE TRIGGER IF NOT EXISTS images_drop AFTER DELETE ON images BEGIN"
+	" UPDATE client_bytes SET bytes = bytes - old.bytes WHERE client = old.client;"
+	" DELETE FROM client_bytes WHERE client = old.client AND bytes <= 0; END;"
+	"BEGIN IMMEDIATE;"
+	"DELETE FROM client_bytes;"
+	"INSERT INTO client_bytes (client, bytes) SELECT client, sum(bytes) FROM images GROUP BY client;"
+	"COMMIT;";
 
 /* The file and its -wal/-shm hold every client's prompts and images: they
  * are the balancer user's alone (SQLite gives -wal/-shm the file's mode). */

@@ -8,6 +8,8 @@
  * Pure functions; service thread. */
 #include "gateway.h"
 
+#include "utf8.h"
+
 #include "json.h"
 #include "txt2img.h"
 
@@ -39,34 +41,12 @@ void validate_error_set(struct gw_error *err, const char *id, const char *code, 
 
 int validate_utf8(const unsigned char *s, size_t len)
 {
-	size_t i = 0;
-	while (i < len) {
-		unsigned c = s[i];
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		size_t n;
-		unsigned cp, min;
-		if ((c & 0xe0) == 0xc0) {
-			n = 1, cp = c & 0x1f, min = 0x80;
-		} else if ((c & 0xf0) == 0xe0) {
-			n = 2, cp = c & 0x0f, min = 0x800;
-		} else if ((c & 0xf8) == 0xf0) {
-			n = 3, cp = c & 0x07, min = 0x10000;
-		} else {
+	/* common/utf8.c judges each character; a NUL is valid UTF-8 here (the
+	 * JSON parser refuses it where it matters). */
+	for (size_t i = 0, n; i < len; i += n) {
+		n = s[i] ? utf8_char_len(s + i, len - i) : 1;
+		if (!n)
 			return 0;
-		}
-		if (len - i <= n)
-			return 0;
-		for (size_t k = 1; k <= n; k++) {
-			if ((s[i + k] & 0xc0) != 0x80)
-				return 0;
-			cp = (cp << 6) | (s[i + k] & 0x3f);
-		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return 0;
-		i += n + 1;
 	}
 	return 1;
 }

@@ -36,6 +36,17 @@ static json_t *slim_result(const struct job *j)
 	return slim;
 }
 
+/* A done job's images are stored (or gone): its façade client gets its
+ * answer, and its readers the final event. */
+static void stored(struct balancer *b, struct job *j)
+{
+	j->storing = 0;
+	waiter_finish(b, j);
+	json_decref(j->reply); /* its client hung up meanwhile: not kept in memory */
+	j->reply = NULL;
+	jobs_announce_final(b, j);
+}
+
 static void on_kept(void *user, const struct store_kept *k)
 {
 	struct kept_ctx *c = user;
@@ -54,22 +65,12 @@ static void on_kept(void *user, const struct store_kept *k)
 	free(c);
 	if (!j || !j->storing)
 		return;
-	j->storing = 0;
 	j->images = json_incref(k->meta);
 	if (!k->ok) {
 		j->gone = 1;
 		log_error("job %s: its images could not be stored", j->id);
 	}
-	waiter_finish(b, j);
-	json_decref(j->reply); /* its client hung up meanwhile: not kept in memory */
-	j->reply = NULL;
-	jobs_announce_final(b, j);
-}
-
-static int int_field(const json_t *o, const char *key, int dflt)
-{
-	json_t *v = json_object_get(o, key);
-	return json_is_integer(v) ? (int)json_integer_value(v) : dflt;
+	stored(b, j);
 }
 
 void results_keep(struct balancer *b, struct job *j)
@@ -91,19 +92,13 @@ void results_keep(struct balancer *b, struct job *j)
 		.finished = j->finished_unix,
 		.images = images,
 		.doc = doc,
-		.fallback_w = int_field(j->request, "width", 0),
-		.fallback_h = int_field(j->request, "height", 0),
 	};
 	if (!c) {
 		json_decref(images);
 		json_decref(doc);
-		j->storing = 0;
 		j->gone = 1;
 		j->images = json_array();
-		waiter_finish(b, j);
-		json_decref(j->reply); /* its client hung up meanwhile: not kept in memory */
-		j->reply = NULL;
-		jobs_announce_final(b, j);
+		stored(b, j);
 		return;
 	}
 	c->b = b;

@@ -80,7 +80,6 @@ struct store_task {
 	/* PUT_RESULT */
 	char client[64];
 	json_t *images, *meta, *evicted;
-	int fallback_w, fallback_h;
 	store_kept_fn kept;
 	/* READ_IMAGE */
 	int n;
@@ -343,8 +342,7 @@ static int put_image(struct store *s, struct store_task *t, int n, const json_t 
 		return 1;
 	}
 	json_array_append_new(t->meta, json_pack("{s:s,s:I,s:i,s:i}", "type", mime, "bytes", (json_int_t)size, "width",
-						 f.width ? f.width : t->fallback_w, "height",
-						 f.height ? f.height : t->fallback_h));
+						 f.width, "height", f.height));
 	sqlite3_stmt *st = stmt(s, Q_INSERT_IMAGE);
 	int ok = 0;
 	if (st) {
@@ -560,8 +558,6 @@ void store_put_result(struct store *s, const struct store_result *r, store_kept_
 	t->when = r->finished;
 	t->images = r->images;
 	t->doc = r->doc;
-	t->fallback_w = r->fallback_w;
-	t->fallback_h = r->fallback_h;
 	t->kept = done;
 	t->user = user;
 	lane_submit(s->lane, &t->base);

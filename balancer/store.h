@@ -59,10 +59,9 @@ void store_expire_jobs(struct store *s, double before);
  * metadata. */
 struct store_result {
 	const char *job_id, *client;
-	double finished;            /* unix seconds */
-	json_t *images;             /* stolen: array of base64 strings (a data: prefix is skipped) */
-	json_t *doc;                /* stolen: the job's document; doc.result must be its own object */
-	int fallback_w, fallback_h; /* reported when the image header gives no size */
+	double finished; /* unix seconds */
+	json_t *images;  /* stolen: array of base64 strings (a data: prefix is skipped) */
+	json_t *doc;     /* stolen: the job's document; doc.result must be its own object */
 };
 struct store_kept {
 	int ok;          /* the images are stored (0: none is, the job's images are gone) */

@@ -11,6 +11,7 @@
 
 #include "fetch.h"
 #include "httpd.h"
+#include "router.h"
 #include "store.h"
 
 #include <jansson.h>
@@ -146,8 +147,9 @@ struct job {
 	int gone;       /* its images were dropped (caps) or could not be stored: they answer 410 */
 	json_t *error;  /* {"code", "message"} when failed */
 	int step, steps;
-	char *preview;            /* the latest preview: bare base64 of an image checked by image_check */
-	const char *preview_type; /* its MIME type (static), NULL with it */
+	double progress, progress_at; /* the backend's last progress (0..1) and when it was read (router) */
+	char *preview;                /* the latest preview: bare base64 of an image checked by image_check */
+	const char *preview_type;     /* its MIME type (static), NULL with it */
 	struct fetch *call, *poll;
 	double next_poll, deadline;
 	double next_preview; /* polls ask for a preview from then on (until one comes) */
@@ -188,7 +190,8 @@ struct balancer {
 	int n_jobs;
 	struct bal_metrics m;
 	int reschedule;
-	int stopping; /* shutting down: hung-up clients no longer cancel jobs */
+	struct router_rate arrivals; /* new jobs a second (the router's look-ahead) */
+	int stopping;                /* shutting down: hung-up clients no longer cancel jobs */
 	double next_slow_tick, last_schedule;
 	char instance[BAL_ID_LEN + 1];  /* random per process: X-Sdgate-Instance on every answer */
 	struct provider_token *ptokens; /* --provider-tokens */

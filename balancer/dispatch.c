@@ -24,6 +24,7 @@
 #define DRAIN_POLL_S 0.2
 #define DRAIN_MAX_S 30.0
 #define SCHEDULE_EVERY_S 0.02
+#define PACE_FROM 0.25 /* the share of a job done from which its backend's pace predicts the rest */
 
 /* F x the expected time, within [--min-job-timeout-s, --max-job-timeout-s]:
  * the largest job on a backend not measured yet would otherwise hold a slot
@@ -212,6 +213,15 @@ static void on_call(const struct fetch_result *r, void *user)
 		backend_failed(b, j, "malformed txt2img answer");
 		return;
 	}
+	if (r->status == 401 || r->status == 403) {
+		/* Not the request's fault: the backend does not take jobs from this
+		 * balancer (yet: one that has just registered may not have stored
+		 * its token when the first job comes). Another backend runs it. */
+		backend_failed(b, j,
+			       r->status == 401 ? "txt2img answered HTTP 401: not authenticated by the backend"
+						: "txt2img answered HTTP 403: refused by the backend");
+		return;
+	}
 	if (r->status >= 400 && r->status < 500 && r->status != 408 && r->status != 409 && r->status != 429) {
 		/* The request itself is wrong for this backend; retrying elsewhere
 		 * would only repeat it. */
@@ -251,6 +261,8 @@ static void on_poll(const struct fetch_result *r, void *user)
 		int changed = ap.step != j->step || ap.steps != j->steps || fresh;
 		j->step = ap.step;
 		j->steps = ap.steps;
+		j->progress = ap.progress;
+		j->progress_at = bal_now();
 		if (fresh) {
 			free(j->preview);
 			j->preview = strdup(preview);
@@ -287,6 +299,7 @@ static void start(struct balancer *b, struct job *j, struct bk *k, double switch
 	j->attempt++;
 	j->started = now;
 	j->step = j->steps = 0;
+	j->progress = j->progress_at = 0;
 	j->switch_s = switch_s;
 	free(j->preview);
 	j->preview = NULL;
@@ -331,11 +344,17 @@ static void start(struct balancer *b, struct job *j, struct bk *k, double switch
 
 static int offers_cb(const void *ctx, const char *model) { return registry_offers(ctx, model); }
 
-/* Seconds until a busy slot frees up. A job past its expected time is
- * assumed to need about half as long again as it has overrun, so a stuck
- * backend stops attracting work. */
+/* Seconds until a busy slot frees up. Once the backend has reported a
+ * quarter of the job done, its own pace says it (a backend that slowed down
+ * is seen during the job, not only after it); before, the estimate does,
+ * and a job past its expected time is assumed to need about half as long
+ * again as it has overrun, so a stuck backend stops attracting work. */
 static double remaining_s(const struct router_bk *v, const struct job *j, double now, double base)
 {
+	if (j->progress >= PACE_FROM && j->progress < 1) {
+		double pace = (j->progress_at - j->started) / j->progress;
+		return fmax(pace * (1 - j->progress) - (now - j->progress_at), 1e-3);
+	}
 	double expected = router_spp(v, base) * j->work + j->switch_s;
 	double elapsed = now - j->started;
 	if (elapsed < expected)
@@ -458,7 +477,7 @@ void dispatch_schedule(struct balancer *b)
 		jobs[i] = j;
 		fill_job(j, &rjobs[i], gpus + (size_t)i * BAL_MAX_GPUS);
 	}
-	router_plan(views, nb, rjobs, nj, assign);
+	router_plan_load(views, nb, rjobs, nj, router_rate_get(&b->arrivals, now), assign);
 	for (i = 0; i < nj; i++) {
 		struct job *j = jobs[i];
 		if (assign[i] >= 0) {

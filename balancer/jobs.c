@@ -258,6 +258,7 @@ void jobs_enqueue(struct balancer *b, struct job *j, int front)
 			b->qtail = j;
 		b->qhead = j;
 	} else {
+		router_rate_add(&b->arrivals, bal_now());
 		j->qprev = b->qtail;
 		if (b->qtail)
 			b->qtail->qnext = j;

@@ -140,25 +140,125 @@ static int better(const struct offer *o, const struct offer *best, enum router_p
 
 static int stale(const struct router_bk *k) { return k->spp > 0 && k->idle_s >= retry_s(k); }
 
+/* The planner's view of the pool while it plans: the slots' times (a copy
+ * of free_in that a look-ahead may change) and the speeds the plan uses. */
+struct plan {
+	struct router_bk *bks;
+	int nb;
+	const double *base; /* per backend: the base spp its estimate uses */
+};
+
+static double run_s(const struct plan *p, int k, const struct router_job *j)
+{
+	return router_estimate(&p->bks[k], j, p->base[k]);
+}
+
+/* Where job j, arriving at `at` seconds from now, would finish earliest on
+ * the slots `free` (nb x ROUTER_MAX_SLOTS); takes that slot and returns the
+ * finish, or -1 when no usable backend is eligible. */
+static double take_earliest(const struct plan *p, double *slots, const struct router_job *j, double at)
+{
+	int bk = -1, bs = 0;
+	double bf = 0;
+	for (int k = 0; k < p->nb; k++) {
+		const struct router_bk *v = &p->bks[k];
+		if (!v->usable || !router_eligible(v, j))
+			continue;
+		double *f = slots + (size_t)k * ROUTER_MAX_SLOTS;
+		int s = 0;
+		for (int x = 1; x < v->slots; x++)
+			if (f[x] < f[s])
+				s = x;
+		double finish = fmax(f[s], at) + run_s(p, k, j);
+		if (bk < 0 || finish < bf) {
+			bk = k;
+			bs = s;
+			bf = finish;
+		}
+	}
+	if (bk < 0)
+		return -1;
+	slots[(size_t)bk * ROUTER_MAX_SLOTS + bs] = bf;
+	return bf;
+}
+
+/* The sum of the latencies, from now, of the jobs behind jobs[i] in the
+ * queue (at most ROUTER_LOOKAHEAD_JOBS) and of the arrivals expected over
+ * the next `horizon` seconds (like jobs[i], at the measured rate), each
+ * planned at its earliest finish on `slots`. */
+static double lookahead(const struct plan *p, double *slots, const struct router_job *jobs, int i, int nj, double rate,
+			double horizon)
+{
+	double sum = 0;
+	for (int x = i + 1; x < nj && x <= i + ROUTER_LOOKAHEAD_JOBS; x++) {
+		if (jobs[x].prefer != ROUTER_PREFER_FASTEST)
+			continue;
+		double f = take_earliest(p, slots, &jobs[x], 0);
+		if (f >= 0)
+			sum += f;
+	}
+	int expected = rate > 0 ? (int)fmin(rate * horizon, ROUTER_LOOKAHEAD_JOBS) : 0;
+	for (int x = 1; x <= expected; x++) {
+		double at = x / rate, f = take_earliest(p, slots, &jobs[i], at);
+		if (f >= 0)
+			sum += f - at;
+	}
+	return sum;
+}
+
+/* Should jobs[i], whose earliest finish is on a busy backend (`wait`),
+ * start now on an idle one (`now`) instead? Yes when that lowers the sum of
+ * the latencies of this job, the jobs behind it and the arrivals expected
+ * while the idle backend would run it: waiting for the fast backend delays
+ * everyone who would have had it next. */
+static int start_now_instead(const struct plan *p, double *scratch, const struct router_job *jobs, int i, int nj,
+			     double rate, int wait_k, int wait_slot, double wait_finish, int now_k, int now_slot,
+			     double now_finish)
+{
+	size_t n = (size_t)p->nb * ROUTER_MAX_SLOTS;
+	double *slots = scratch, *orig = scratch + n;
+	for (int k = 0; k < p->nb; k++)
+		memcpy(orig + (size_t)k * ROUTER_MAX_SLOTS, p->bks[k].free_in, sizeof p->bks[k].free_in);
+	double horizon = 2 * now_finish;
+	memcpy(slots, orig, n * sizeof *slots);
+	slots[(size_t)wait_k * ROUTER_MAX_SLOTS + wait_slot] = wait_finish;
+	double cost_wait = wait_finish + lookahead(p, slots, jobs, i, nj, rate, horizon);
+	memcpy(slots, orig, n * sizeof *slots);
+	slots[(size_t)now_k * ROUTER_MAX_SLOTS + now_slot] = now_finish;
+	double cost_now = now_finish + lookahead(p, slots, jobs, i, nj, rate, horizon);
+	return cost_now < cost_wait;
+}
+
 void router_plan(struct router_bk *bks, int nb, const struct router_job *jobs, int nj, int *assign)
 {
-	double base = router_base_spp(bks, nb, -1);
+	router_plan_load(bks, nb, jobs, nj, 0, assign);
+}
+
+void router_plan_load(struct router_bk *bks, int nb, const struct router_job *jobs, int nj, double rate, int *assign)
+{
+	double b0 = router_base_spp(bks, nb, -1);
 	/* A stale backend is re-tried at the prior the others imply: its own
 	 * slow measurement must not pull its prior down with it. */
-	double *own = NULL;
-	for (int k = 0; k < nb && !own; k++)
-		if (stale(&bks[k]))
-			own = malloc((size_t)nb * sizeof *own);
-	for (int k = 0; own && k < nb; k++)
-		own[k] = stale(&bks[k]) ? router_base_spp(bks, nb, k) : base;
+	double *base = malloc((size_t)nb * sizeof *base);
+	double *scratch = malloc(2 * (size_t)nb * ROUTER_MAX_SLOTS * sizeof *scratch);
+	if (!base) {
+		for (int i = 0; i < nj; i++)
+			assign[i] = ROUTER_WAIT; /* planned again at the next turn */
+		free(scratch);
+		return;
+	}
+	for (int k = 0; k < nb; k++)
+		base[k] = stale(&bks[k]) ? router_base_spp(bks, nb, k) : b0;
+	struct plan p = {bks, nb, base};
+	double budget = ROUTER_LOOKAHEAD_WORK;
 	for (int i = 0; i < nj; i++) {
 		const struct router_job *j = &jobs[i];
-		struct offer best = {.k = -1};
+		struct offer best = {.k = -1}, idle = {.k = -1};
 		for (int k = 0; k < nb; k++) {
 			if (!bks[k].usable || !router_eligible(&bks[k], j))
 				continue;
 			int s = earliest_slot(&bks[k]);
-			double run = router_estimate(&bks[k], j, own ? own[k] : base);
+			double run = run_s(&p, k, j);
 			struct offer o = {.k = k,
 					  .slot = s,
 					  .free_now = bks[k].free_in[s] <= 0,
@@ -167,15 +267,43 @@ void router_plan(struct router_bk *bks, int nb, const struct router_job *jobs, i
 					  .price = bks[k].price};
 			if (better(&o, &best, j->prefer))
 				best = o;
+			if (o.free_now && better(&o, &idle, j->prefer))
+				idle = o;
 		}
 		if (best.k < 0) {
 			assign[i] = ROUTER_NONE;
 			continue;
+		}
+		if (!best.free_now && idle.k >= 0 && j->prefer == ROUTER_PREFER_FASTEST && scratch) {
+			/* backends visited by the look-ahead, both ways */
+			double work = 2.0 * nb *
+				      (fmin(nj - i - 1, ROUTER_LOOKAHEAD_JOBS) +
+				       fmin(rate * 2 * idle.finish, ROUTER_LOOKAHEAD_JOBS));
+			if (work <= budget) {
+				budget -= work;
+				if (start_now_instead(&p, scratch, jobs, i, nj, rate, best.k, best.slot, best.finish,
+						      idle.k, idle.slot, idle.finish))
+					best = idle;
+			}
 		}
 		struct router_bk *k = &bks[best.k];
 		assign[i] = best.free_now ? best.k : ROUTER_WAIT;
 		k->free_in[best.slot] = fmax(best.finish, 1e-6); /* taken, even by a job of unknown length */
 		k->idle_s = 0;                                   /* one re-try per plan, not one per slot */
 	}
-	free(own);
+	free(base);
+	free(scratch);
+}
+
+void router_rate_add(struct router_rate *r, double now)
+{
+	r->count = router_rate_get(r, now) * ROUTER_RATE_TAU_S + 1;
+	r->at = now;
+}
+
+double router_rate_get(const struct router_rate *r, double now)
+{
+	if (r->count <= 0)
+		return 0;
+	return r->count * exp(-fmax(now - r->at, 0) / ROUTER_RATE_TAU_S) / ROUTER_RATE_TAU_S;
 }

@@ -8,6 +8,15 @@
  * that backend has a free slot now, the job is dispatched; otherwise the job
  * waits and reserves the slot's time, so later jobs plan around it (no
  * head-of-line blocking: a job that must wait never stops the ones behind it).
+ * One exception to "earliest finish for this job" (router_plan_load): when
+ * the job's earliest finish is on a busy backend and another eligible one is
+ * idle, the planner looks ahead — it plans the jobs behind this one (up to
+ * ROUTER_LOOKAHEAD_JOBS) and the arrivals expected at the measured rate
+ * (router_rate) over twice the idle backend's run, both ways — and starts
+ * the job on the idle backend now when that lowers the sum of everyone's
+ * latency: the job that waits for the fast GPU delays each job that would
+ * have had it next. With nobody behind and nobody arriving it is earliest
+ * finish. (balancer/README.md "Routing" has the measured effect.)
  * Price decides only true ties (within 1 ms or 2 %: then a slot free now,
  * then the cheaper backend), unless the job asks for the cheapest
  * (ROUTER_PREFER_CHEAPEST): then the lowest expected cost of running it
@@ -32,6 +41,9 @@
 #define ROUTER_RETRY_S 30.0         /* default of router_bk.retry_s (--retry-after-s) */
 #define ROUTER_LEARN_ALPHA 0.3      /* EWMA weight of a new measurement, after the first ones */
 #define ROUTER_LEARN_CLIP 3.0       /* a measurement counts at most 3x away from the estimate */
+#define ROUTER_LOOKAHEAD_JOBS 64    /* jobs behind, and arrivals expected, a look-ahead plans */
+#define ROUTER_LOOKAHEAD_WORK 5e4   /* backends a router_plan_load's look-aheads may visit in all */
+#define ROUTER_RATE_TAU_S 5.0       /* router_rate's memory (seconds) */
 
 enum router_prefer { ROUTER_PREFER_FASTEST = 0, ROUTER_PREFER_CHEAPEST = 1 };
 
@@ -101,7 +113,18 @@ double router_learn(double spp, long measured, double observed);
 
 /* For each job (in queue order) writes to assign[i] the index of the backend
  * to dispatch it to now, ROUTER_WAIT, or ROUTER_NONE (no usable backend is
- * eligible). Modifies bks[].free_in and idle_s as its plan goes. */
+ * eligible). Modifies bks[].free_in and idle_s as its plan goes. rate: jobs
+ * arriving per second (router_rate_get), for the look-ahead (see the top). */
+void router_plan_load(struct router_bk *bks, int nb, const struct router_job *jobs, int nj, double rate, int *assign);
+/* router_plan_load with no arrivals expected. */
 void router_plan(struct router_bk *bks, int nb, const struct router_job *jobs, int nj, int *assign);
+
+/* The arrival rate, an exponentially decaying count (memory ROUTER_RATE_TAU_S):
+ * router_rate_add at each new job, router_rate_get for jobs per second. */
+struct router_rate {
+	double count, at;
+};
+void router_rate_add(struct router_rate *r, double now);
+double router_rate_get(const struct router_rate *r, double now);
 
 #endif

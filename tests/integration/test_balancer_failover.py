@@ -4,7 +4,10 @@ the other backend with the same (balancer-fixed) seed, so the image is
 byte-identical to the same request run directly on a backend. The job's
 events show the second assignment; metrics count the retry and the failure.
 Then a backend that answers 500 to every txt2img: with --max-attempts 2 the
-job fails with backend_failed after two attempts, never hangs.
+job fails with backend_failed after two attempts, never hangs. A backend that
+answers 401 (it does not take this balancer's jobs: e.g. one that registered
+a moment ago and has not stored its token yet) costs the job an attempt, not
+the job itself: it runs on the other backend.
 Contract: ../../balancer/README.md, ../../../shared/DESIGN.md "Balancer"."""
 
 import os
@@ -160,6 +163,25 @@ def check_always_failing():
     bal.stop()
 
 
+def check_unauthorized():
+    fake = t.FakeBackend(gpu_class="h100", provider="fake-401", txt2img_status=401,
+                         txt2img_body={"detail": "Not authenticated: this backend takes jobs only from its balancer"})
+    real = t.start_backend("--provider", "real-t4", name="backend-t4")
+    bal = t.start_balancer("--health-interval-ms", 100, "--backend",
+                           t.static_backend_arg(fake.url, provider="fake-401", gpu_class="h100"), "--backend",
+                           t.static_backend_arg(real.url, provider="real-t4", gpu_class="t4"), name="balancer-401")
+    t.check("both backends come up idle", t.wait_idle_backends(bal.url, 2), t.board(bal.url))
+    r = t.submit_job(bal.url, t.small_job(seed=5))
+    d = t.wait_job(bal.url, r.json["id"], timeout=60) if r.status == 202 else None
+    t.check("a job first sent to a backend answering 401 (the h100, the fastest class) is done on the other one, "
+            "attempt 2, not failed as rejected",
+            d is not None and d.get("status") == "done" and d.get("provider") == "real-t4" and d.get("attempt") == 2
+            and fake.txt2img_calls == 1,
+            d and ({k: v for k, v in d.items() if k != "result"}, fake.txt2img_calls))
+    bal.stop()
+    real.stop()
+
+
 def check_backoff():
     """A backend that answers its pings but fails every job (here: 200 with an
     HTML page): each failure in a row doubles the wait before its next health
@@ -190,6 +212,7 @@ def check_backoff():
 def main():
     check_kill_mid_job()
     check_always_failing()
+    check_unauthorized()
     check_backoff()
 
 

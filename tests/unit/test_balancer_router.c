@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <math.h>
 #include <string.h>
 #include <strings.h>
 
@@ -59,6 +60,46 @@ static void test_waits_for_a_fast_backend_about_to_free(void **state)
 	k[1].free_in[0] = 5;
 	router_plan(k, 2, &j, 1, &a);
 	assert_int_equal(a, 0);
+}
+
+/* The look-ahead: the same job that waits for the fast backend when nobody
+ * else is coming starts on the idle slow one when arrivals are expected that
+ * would otherwise queue behind it; a job queued behind counts the same way. */
+static void test_lookahead_starts_on_idle_when_others_come(void **state)
+{
+	struct router_bk k[2] = {bk("rtx3090", 2e-3, 0), bk("h100", 1e-3, 0)};
+	k[1].free_in[0] = 0.08; /* h100: 0.18 s; rtx3090 idle: 0.2 s */
+	struct router_job j = job(100);
+	int a;
+	router_plan_load(k, 2, &j, 1, 0, &a);
+	assert_int_equal(a, ROUTER_WAIT);
+	k[1].free_in[0] = 0.08;
+	router_plan_load(k, 2, &j, 1, 20, &a); /* one new job every 50 ms */
+	assert_int_equal(a, 0);
+	/* Preferring the cheapest is the client's choice: no look-ahead. */
+	k[0].free_in[0] = 0;
+	k[1].free_in[0] = 0.08;
+	k[0].price = 0.4;
+	k[1].price = 2.5;
+	j.prefer = ROUTER_PREFER_CHEAPEST;
+	router_plan_load(k, 2, &j, 1, 20, &a);
+	assert_int_equal(a, 0);
+	k[0].price = 9;
+	k[0].free_in[0] = 0;
+	k[1].free_in[0] = 0.08;
+	router_plan_load(k, 2, &j, 1, 20, &a);
+	assert_int_equal(a, ROUTER_WAIT);
+}
+
+static void test_arrival_rate(void **state)
+{
+	struct router_rate r = {0};
+	assert_true(router_rate_get(&r, 100) == 0);
+	for (int i = 0; i < 50; i++)
+		router_rate_add(&r, 100 + i * 0.1); /* 10 a second for 5 s */
+	double now = router_rate_get(&r, 105);
+	assert_true(now > 5 && now < 7); /* (1 - 1/e) of 10 a second, the count's memory being 5 s */
+	assert_true(fabs(router_rate_get(&r, 110) - now / M_E) < 1e-9);
 }
 
 static void test_gpu_filter_and_none(void **state)
@@ -373,6 +414,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_fastest_idle_wins),
 		cmocka_unit_test(test_waits_for_a_fast_backend_about_to_free),
+		cmocka_unit_test(test_lookahead_starts_on_idle_when_others_come),
+		cmocka_unit_test(test_arrival_rate),
 		cmocka_unit_test(test_gpu_filter_and_none),
 		cmocka_unit_test(test_no_head_of_line_blocking),
 		cmocka_unit_test(test_price_and_ties),

@@ -119,16 +119,21 @@ static void reject(struct checker *c, const char *field, const char *type, const
 	sd_validation_add(c->errors, field, type, msg, input);
 }
 
-/* Python's str.strip() for the ASCII whitespace clients send. */
-static void trimmed(const char *s, const char **start, size_t *len)
+/* v's text without the ASCII whitespace around it (Python's int() and
+ * float() strip it), NUL-terminated in buf; 0 when empty or too long. */
+static int stripped(const json_t *v, char *buf, size_t size)
 {
+	const char *s = json_string_value(v);
 	size_t n = strlen(s);
 	while (n && strchr(" \t\r\n", s[n - 1]))
 		n--;
 	while (n && strchr(" \t\r\n", *s))
 		s++, n--;
-	*start = s;
-	*len = n;
+	if (n == 0 || n >= size)
+		return 0;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+	return 1;
 }
 
 /* pydantic v1's int: an integer, a boolean, a number (truncated, as int()
@@ -147,19 +152,10 @@ static int to_int(struct checker *c, const char *name, json_t *v, long long *out
 		}
 		*out = (long long)d;
 	} else if (json_is_string(v)) {
-		const char *s;
-		size_t n;
-		trimmed(json_string_value(v), &s, &n);
-		char buf[32], *end;
-		if (n == 0 || n >= sizeof buf) {
-			reject(c, name, "int_parsing",
-			       "Input should be a valid integer, unable to parse string as an integer", v);
-			return 0;
-		}
-		memcpy(buf, s, n);
-		buf[n] = '\0';
+		char buf[32] = "", *end = buf;
 		errno = 0;
-		*out = strtoll(buf, &end, 10);
+		if (stripped(v, buf, sizeof buf))
+			*out = strtoll(buf, &end, 10);
 		if (errno || *end || end == buf) {
 			reject(c, name, "int_parsing",
 			       "Input should be a valid integer, unable to parse string as an integer", v);
@@ -179,19 +175,9 @@ static int to_number(struct checker *c, const char *name, json_t *v, double *out
 	} else if (json_is_boolean(v)) {
 		*out = json_is_true(v);
 	} else if (json_is_string(v)) {
-		const char *s;
-		size_t n;
-		trimmed(json_string_value(v), &s, &n);
-		char buf[64], *end;
-		if (n == 0 || n >= sizeof buf) {
-			reject(c, name, "float_parsing",
-			       "Input should be a valid number, unable to parse string as a number", v);
-			return 0;
-		}
-		memcpy(buf, s, n);
-		buf[n] = '\0';
-		errno = 0;
-		*out = strtod(buf, &end);
+		char buf[64] = "", *end = buf;
+		if (stripped(v, buf, sizeof buf))
+			*out = strtod(buf, &end);
 		if (*end || end == buf) {
 			reject(c, name, "float_parsing",
 			       "Input should be a valid number, unable to parse string as a number", v);

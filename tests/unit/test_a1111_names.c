@@ -54,7 +54,7 @@ static void test_runnable(void **state)
 	assert_int_equal(a1111_resolve_sampler("Euler", "beta", NULL, &s, &k), 0);
 	assert_int_equal(a1111_resolve_sampler("Euler", "beta", &A1111_NATIVE, &s, &k), -2);
 	static const char *const ONLY[] = {"UniPC", NULL};
-	struct a1111_runnable run = {ONLY, NULL, NULL};
+	struct a1111_runnable run = {ONLY, NULL, NULL, 0};
 	assert_int_equal(a1111_resolve_sampler("Euler", NULL, &run, &s, &k), -1);
 	assert_int_equal(a1111_resolve_sampler("unipc", "kl_optimal", &run, &s, &k), 0);
 	int n = 0;

@@ -158,8 +158,17 @@ static void test_body_has_no_unknown_keys(void **state)
 static void test_422_shapes(void **state)
 {
 	(void)state;
+	static const char *const NOT_OBJECTS[] = {"[1, 2]", "\"a cat\"", "42", "null"};
+	for (size_t i = 0; i < 4; i++)
+		json_decref(expect_422(NOT_OBJECTS[i], NULL, "model_attributes_type"));
 	json_decref(expect_422("{\"steps\": ", NULL, "json_invalid"));
-	json_decref(expect_422("[1]", NULL, "model_attributes_type"));
+	json_decref(expect_422("{\"prompt\": \"a\\u0000b\"}", NULL, "json_invalid")); /* jansson refuses NUL */
+	json_decref(expect_422("{\"steps\": 1e300}", "steps", "int_from_float"));
+	json_decref(expect_422("{\"cfg_scale\": 31}", "cfg_scale", "less_than_equal"));
+	json_decref(expect_422("{\"height\": 4096}", "height", "less_than_equal"));
+	json_decref(expect_422("{\"width\": 32}", "width", "greater_than_equal"));
+	json_decref(expect_422("{\"batch_size\": 9}", "batch_size", "less_than_equal"));
+	json_decref(expect_422("{\"n_iter\": 17}", "n_iter", "less_than_equal"));
 	json_decref(expect_422("{\"steps\": \"abc\"}", "steps", "int_parsing"));
 	json_decref(expect_422("{\"steps\": [1]}", "steps", "int_type"));
 	json_decref(expect_422("{\"steps\": 0}", "steps", "greater_than_equal"));
@@ -177,6 +186,12 @@ static void test_422_shapes(void **state)
 	json_decref(expect_422("{\"scheduler\": \"beta\"}", "scheduler", "scheduler_not_found")); /* not native */
 	json_decref(expect_422("{\"batch_size\": 8, \"n_iter\": 16, \"width\": 2048, \"height\": 2048}", "batch_size",
 			       "too_many_pixels"));
+	char *big = malloc(A1111_MAX_PROMPT + 32);
+	strcpy(big, "{\"prompt\": \"");
+	memset(big + 12, 'a', A1111_MAX_PROMPT + 1);
+	strcpy(big + 12 + A1111_MAX_PROMPT + 1, "\"}");
+	json_decref(expect_422(big, "prompt", "string_too_long"));
+	free(big);
 	/* every problem at once, in one list */
 	json_t *all = expect_422("{\"steps\": 0, \"width\": 7, \"cfg_scale\": \"x\", \"sampler_name\": \"Nope\"}",
 				 "steps", "greater_than_equal");

@@ -143,7 +143,7 @@ struct a1111_request {
 	struct a1111_init_image init_images[A1111_MAX_INIT_IMAGES];
 	double denoising_strength;
 	int resize_mode; /* 0 just resize, 1 crop and resize, 2 resize and fill, 3 latent upscale */
-	int has_mask;    /* a mask was sent: accepted here; inpainting is not supported yet */
+	int has_mask;    /* a mask was sent: accepted here; inpainting is not supported yet (a1111_unsupported) */
 	int include_init_images;
 };
 
@@ -154,6 +154,11 @@ struct a1111_request {
 enum a1111_result a1111_parse(enum a1111_kind kind, const char *body, size_t len, const struct a1111_runnable *runnable,
 			      struct a1111_request *out, int *status, json_t **reply);
 void a1111_request_free(struct a1111_request *r);
+
+/* What a parsed request asks that sdgate cannot do yet, as A1111's 422
+ * ({"detail": [{"type": "unsupported", "loc": ["body", field], "msg"}]}),
+ * or NULL. Today: img2img's mask (inpainting). New reference. */
+json_t *a1111_unsupported(const struct a1111_request *r);
 
 /* Draws concrete seeds for -1 (A1111: random.randrange(4294967294)), once:
  * updates the typed fields, `set` and `parameters`. */

@@ -28,7 +28,7 @@ struct field {
 	enum ftype type;
 	unsigned kinds;
 	double lo, hi;   /* numbers: bounds; strings: hi is the most bytes */
-	const char *def; /* A1111's default, as JSON text */
+	const char *def; /* A1111's default, as JSON text: null, true, false, [], {}, "text" or a number */
 };
 
 #define NAME A1111_MAX_NAME
@@ -341,6 +341,29 @@ static json_t *coerce(struct checker *c, const struct field *f, json_t *v, struc
 	return NULL;
 }
 
+/* f's default as a value, without running the JSON parser on it (this is
+ * on every request's path). */
+static json_t *default_of(const struct field *f)
+{
+	const char *d = f->def;
+	switch (d[0]) {
+	case 'n':
+		return json_null();
+	case 't':
+		return json_true();
+	case 'f':
+		return json_false();
+	case '[':
+		return json_array();
+	case '{':
+		return json_object();
+	case '"':
+		return json_stringn(d + 1, strlen(d) - 2);
+	default:
+		return f->type == F_INT ? json_integer(strtoll(d, NULL, 10)) : json_real(strtod(d, NULL));
+	}
+}
+
 static long long int_of(const json_t *o, const char *key) { return json_integer_value(json_object_get(o, key)); }
 
 static double num_of(const json_t *o, const char *key)
@@ -470,7 +493,7 @@ enum a1111_result a1111_parse(enum a1111_kind kind, const char *body, size_t len
 		const struct field *f = &FIELDS[i];
 		if (!(f->kinds & (1u << kind)))
 			continue;
-		json_object_set_new(out->parameters, f->name, json_loads(f->def, JSON_DECODE_ANY, NULL));
+		json_object_set_new(out->parameters, f->name, default_of(f));
 		json_t *v = json_object_get(req, f->name);
 		json_t *coerced = v && !json_is_null(v) ? coerce(&c, f, v, out) : NULL;
 		if (coerced) {
@@ -515,6 +538,14 @@ void a1111_request_free(struct a1111_request *r)
 	json_decref(r->set);
 	json_decref(r->parameters);
 	memset(r, 0, sizeof *r);
+}
+
+json_t *a1111_unsupported(const struct a1111_request *r)
+{
+	if (r->has_mask)
+		return a1111_error_422("mask", "unsupported",
+				       "Inpainting (a mask) is not supported yet; send img2img without a mask", NULL);
+	return NULL;
 }
 
 static long long random_seed(void)

@@ -2,7 +2,7 @@
  * init_images as base64 with or without a data: URL prefix, PNG/JPEG/WebP
  * told by their magic bytes, non-image base64, bad base64, too many images,
  * too large decoded, missing init_images (A1111's 404), denoising_strength,
- * resize_mode and mask. */
+ * resize_mode and mask (accepted, and reported unsupported). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -87,6 +87,7 @@ static void test_image_types(void **state)
 	assert_int_equal(r.resize_mode, 1);
 	assert_false(r.has_mask);
 	assert_false(r.include_init_images);
+	assert_null(a1111_unsupported(&r));
 	/* the serialised body keeps the images; the defaults are img2img's */
 	json_t *out = a1111_request_body(&r);
 	assert_int_equal(json_array_size(json_object_get(out, "init_images")), 4);
@@ -102,6 +103,11 @@ static void test_image_types(void **state)
 	assert_true(r.denoising_strength == 0.75);
 	assert_true(r.has_mask);
 	assert_true(r.include_init_images);
+	json_t *unsupported = a1111_unsupported(&r);
+	json_t *item = json_array_get(json_object_get(unsupported, "detail"), 0);
+	assert_string_equal(json_string_value(json_object_get(item, "type")), "unsupported");
+	assert_string_equal(json_string_value(json_array_get(json_object_get(item, "loc"), 1)), "mask");
+	json_decref(unsupported);
 	a1111_request_free(&r);
 	free(body);
 	free(png);

@@ -83,14 +83,14 @@ static int on_progress(struct httpd *h, h2o_req_t *req, const char *rest)
 		if (progress > 0.01)
 			eta = elapsed / progress - elapsed;
 	}
-	struct txt2img_progress v = {progress,          eta,
-				     p->active,         p->job_count,
-				     p->job_no,         p->sampling_step,
-				     p->sampling_steps, p->job_timestamp,
-				     p->interrupted,    p->skipped};
+	struct a1111_progress v = {progress,          eta,
+				   p->active,         p->job_count,
+				   p->job_no,         p->sampling_step,
+				   p->sampling_steps, p->job_timestamp,
+				   p->interrupted,    p->skipped};
 	json_t *image = !skip_image && p->active && p->preview_b64 ? json_string(p->preview_b64) : json_null();
 	pthread_mutex_unlock(&p->mu);
-	return reply_json(req, txt2img_progress_json(&v, image));
+	return reply_json(req, a1111_progress_json(&v, image));
 }
 
 static int stop_job(struct httpd *h, h2o_req_t *req, int skip)
@@ -119,14 +119,14 @@ static int on_samplers(struct httpd *h, h2o_req_t *req, const char *rest)
 {
 	if (forward_if_upstream(backend_of(h), req))
 		return 0;
-	return reply_json(req, txt2img_samplers_json());
+	return reply_json(req, a1111_samplers_json(&A1111_NATIVE));
 }
 
 static int on_schedulers(struct httpd *h, h2o_req_t *req, const char *rest)
 {
 	if (forward_if_upstream(backend_of(h), req))
 		return 0;
-	return reply_json(req, txt2img_schedulers_json());
+	return reply_json(req, a1111_schedulers_json(&A1111_NATIVE));
 }
 
 static int on_sd_models(struct httpd *h, h2o_req_t *req, const char *rest)

@@ -7,7 +7,7 @@
 #include "balancer.h"
 
 #include "log.h"
-#include "txt2img.h"
+#include "a1111.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -147,7 +147,7 @@ static int on_progress(struct httpd *h, h2o_req_t *req, const char *rest)
 {
 	struct balancer *b = bal(h);
 	struct job *j = client_job(b, req);
-	struct txt2img_progress p = {0};
+	struct a1111_progress p = {0};
 	json_t *image = NULL;
 	if (j && j->status == JOB_RUNNING) {
 		p.active = 1;
@@ -166,7 +166,7 @@ static int on_progress(struct httpd *h, h2o_req_t *req, const char *rest)
 		p.active = 1; /* queued: A1111 reports a job with no step yet */
 		p.job_count = 1;
 	}
-	httpd_reply_json(req, 200, txt2img_progress_json(&p, image));
+	httpd_reply_json(req, 200, a1111_progress_json(&p, image));
 	return 0;
 }
 
@@ -191,13 +191,13 @@ static int on_skip(struct httpd *h, h2o_req_t *req, const char *rest)
 
 static int on_samplers(struct httpd *h, h2o_req_t *req, const char *rest)
 {
-	httpd_reply_json(req, 200, txt2img_samplers_json());
+	httpd_reply_json(req, 200, a1111_samplers_json(&A1111_NATIVE));
 	return 0;
 }
 
 static int on_schedulers(struct httpd *h, h2o_req_t *req, const char *rest)
 {
-	httpd_reply_json(req, 200, txt2img_schedulers_json());
+	httpd_reply_json(req, 200, a1111_schedulers_json(&A1111_NATIVE));
 	return 0;
 }
 

@@ -1,13 +1,15 @@
 /* intake.c — turns a txt2img request (the façade's or POST /v1/jobs') into
- * a job: validation with the backend's own rules (backend/txt2img.c), the
- * routing hints, concrete seeds, the allow-listed fields (forward.h), the
- * queue limits per client (client.c), and the early "no backend could ever
- * serve this" answer. Loop thread. */
+ * a job: parsed once by the A1111 request model (a1111.h) against the native
+ * engine's names, the routing hints, concrete seeds fixed once from the
+ * parsed values, the job's request serialised from the parsed request and
+ * allow-listed (forward.h), the queue limits per client (client.c), and the
+ * early "no backend could ever serve this" answer. The raw JSON is never
+ * read again. Loop thread. */
 #include "balancer.h"
 
 #include "forward.h"
 #include "router.h"
-#include "txt2img.h"
+#include "a1111.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -81,7 +83,8 @@ static int take_prefer(json_t *body, json_t *sd, int *prefer, struct intake_erro
 }
 
 /* Hints: "gpus"/"max_price"/"prefer" at the top level or in "sdgate", or the
- * X-Sdgate-Gpus header. Removes them from the request sent to backends. */
+ * X-Sdgate-Gpus header. They are not A1111 fields: the request sent to
+ * backends never holds them. */
 static int take_hints(h2o_req_t *req, json_t *body, json_t *gpus, double *max_price, int *prefer,
 		      struct intake_error *e)
 {
@@ -137,29 +140,10 @@ static int take_hints(h2o_req_t *req, json_t *body, json_t *gpus, double *max_pr
 	}
 	if (take_prefer(body, sd, prefer, e))
 		return -1;
-	json_object_del(body, "gpus");
-	json_object_del(body, "prefer");
-	json_object_del(body, "max_price");
-	json_object_del(body, "sdgate");
 	return 0;
 }
 
-/* A1111 draws a random seed for -1 before sampling; we draw it before the
- * first dispatch, so that a retry on another backend makes the same image. */
-static void fix_seed(json_t *body, const char *key)
-{
-	json_t *v = json_object_get(body, key);
-	if (!v || json_is_null(v) || (json_is_integer(v) && json_integer_value(v) == -1) ||
-	    (json_is_real(v) && json_real_value(v) == -1.0)) {
-		unsigned r;
-		char id[BAL_ID_LEN + 1];
-		bal_random_id(id);
-		sscanf(id, "%8x", &r);
-		json_object_set_new(body, key, json_integer((json_int_t)(r % 4294967294u)));
-	}
-}
-
-/* The 422/404 from txt2img_parse, in sdgate's shape. */
+/* The 422/404 from a1111_parse, in sdgate's shape. */
 static void from_a1111(struct intake_error *e, int status, json_t *reply)
 {
 	json_t *detail = json_object_get(reply, "detail");
@@ -180,38 +164,44 @@ static void from_a1111(struct intake_error *e, int status, json_t *reply)
 		  e->field_buf[0] ? e->field_buf : NULL, text);
 }
 
+/* What the balancer accepts until backends declare capabilities (issue 12
+ * item 2): the native engine's samplers and schedulers; checkpoints are the
+ * backends' business (the router matches them). */
+static const struct a1111_runnable *runnable(struct balancer *b) { return &A1111_NATIVE; }
+
 struct job *intake_job(struct balancer *b, h2o_req_t *req, int facade, struct intake_error *e)
 {
 	memset(e, 0, sizeof *e);
-	struct txt2img t;
+	struct a1111_request r;
 	int status;
 	json_t *reply = NULL;
-	/* Samplers are checked against A1111's names; checkpoints are the
-	 * backends' business (the router matches them). */
-	if (txt2img_parse(req->entity.base, req->entity.len, 0, TXT2IMG_CHECK_SAMPLERS, &t, &status, &reply) !=
-	    TXT2IMG_OK) {
+	if (a1111_parse(A1111_TXT2IMG, req->entity.base, req->entity.len, runnable(b), &r, &status, &reply) !=
+	    A1111_OK) {
 		from_a1111(e, status, reply);
 		e->a1111 = reply;
 		return NULL;
 	}
-	json_t *body = json_deep_copy(t.request);
-	txt2img_free(&t);
 	json_t *gpus = json_array();
 	double max_price = 0;
 	int prefer = ROUTER_PREFER_FASTEST;
-	if (take_hints(req, body, gpus, &max_price, &prefer, e)) {
-		json_decref(body);
+	/* The hints are sdgate's own keys beside A1111's: read from the parsed object. */
+	if (take_hints(req, r.body, gpus, &max_price, &prefer, e)) {
+		a1111_request_free(&r);
 		json_decref(gpus);
 		return NULL;
 	}
-	fix_seed(body, "seed");
-	fix_seed(body, "subseed");
-	/* The job keeps only what a provider may ever be sent (forward.h, scripts
-	 * included for the backends that allow them): a client's credentials and
-	 * unknown keys reach neither a provider nor the SQLite file. */
-	json_t *kept = forward_request(body, 1);
-	json_decref(body);
-	body = kept;
+	/* A1111 draws a random seed for -1 before sampling; we draw it once,
+	 * here, so that a retry on another backend makes the same image. */
+	a1111_fix_seeds(&r);
+	/* The job keeps the parsed request serialised (coerced values, canonical
+	 * sampler names, concrete seeds, never unknown keys), cut to what a
+	 * provider may ever be sent (forward.h, scripts included for the backends
+	 * that allow them): a client's credentials reach neither a provider nor
+	 * the SQLite file. */
+	json_t *parsed = a1111_request_body(&r);
+	a1111_request_free(&r);
+	json_t *body = parsed ? forward_request(parsed, 1) : NULL;
+	json_decref(parsed);
 	if (!body) {
 		json_decref(gpus);
 		set_error(e, 500, "internal", NULL, "Out of memory");

@@ -8,7 +8,7 @@
 
 #include "config.h"
 #include "log.h"
-#include "txt2img.h"
+#include "a1111.h"
 
 #include <curl/curl.h>
 #include <libwebsockets.h>
@@ -91,7 +91,7 @@ static const struct config_option OPTIONS[] = {
 	{"log-level", CONFIG_STRING, &log_level, "LEVEL", "debug, info, warn or error", 0, 0},
 };
 
-_Static_assert(TXT2IMG_MAX_STEPS == 150 && TXT2IMG_MAX_SIZE == 2048 && TXT2IMG_MIN_SIZE == 64 && GW_MAX_ID == 64 &&
+_Static_assert(A1111_MAX_STEPS == 150 && A1111_MAX_SIZE == 2048 && A1111_MIN_SIZE == 64 && GW_MAX_ID == 64 &&
 		       GW_MAX_GPUS == 16,
 	       "update the --help epilog");
 _Static_assert(GW_OUT_MAX == 32u << 20 && GW_OUT_CONTROL == 64u << 10, "update the --help epilog");

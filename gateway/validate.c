@@ -1,7 +1,8 @@
 /* validate.c — every websocket message is checked here before anything else
  * sees it: UTF-8, size, a JSON object, a known type, and for generate the
  * request itself. The txt2img rules are not repeated: the request is run
- * through the backend's own txt2img_parse (as the balancer does), so the
+ * through the A1111 request model (a1111.h, as the balancer and the
+ * backend do), so the
  * limits agree everywhere; this file adds what only the gateway knows (ids,
  * prompt length in code points, GPU classes the balancer lists) and turns
  * FastAPI-shaped answers into one clear error {code, message, field}.
@@ -10,8 +11,8 @@
 
 #include "utf8.h"
 
+#include "a1111.h"
 #include "json.h"
-#include "txt2img.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -113,15 +114,21 @@ static int check_prompt(const json_t *msg, const char *field, long max, int requ
 	return 0;
 }
 
-/* The protocol sends numbers as JSON numbers: "20" is refused here even
- * though A1111 would coerce it, so that a UI bug shows up. */
+/* The protocol sends numbers as JSON numbers, whole ones where A1111 has an
+ * int: "20" and 2.5 steps are refused here even though A1111 (pydantic v1)
+ * would coerce them, so that a UI bug shows up. */
 static int check_number_types(const json_t *msg, const char *id, struct gw_error *err)
 {
-	static const char *const NUMBERS[] = {"steps", "cfg_scale", "width", "height", "seed", "refiner_switch_at"};
+	static const char *const NUMBERS[] = {"steps", "width", "height", "seed", "cfg_scale", "refiner_switch_at"};
 	for (size_t i = 0; i < sizeof NUMBERS / sizeof NUMBERS[0]; i++) {
 		json_t *v = json_object_get(msg, NUMBERS[i]);
 		if (v && !json_is_null(v) && !json_is_number(v)) {
 			validate_error_set(err, id, "invalid", NUMBERS[i], "%s: must be a number", NUMBERS[i]);
+			return -1;
+		}
+		double d = json_number_value(v);
+		if (i < 4 && json_is_real(v) && d != floor(d)) {
+			validate_error_set(err, id, "invalid", NUMBERS[i], "%s: must be a whole number", NUMBERS[i]);
 			return -1;
 		}
 	}
@@ -222,7 +229,8 @@ static int check_prefer(const json_t *msg, const char *id, json_t *body, struct 
 	return 0;
 }
 
-/* Runs the backend's txt2img_parse on body; its first complaint becomes err. */
+/* Runs the A1111 request model (a1111.h) on body, with the native engine's
+ * names as the balancer does; its first complaint becomes err. */
 static int check_txt2img(json_t *body, const char *id, struct gw_error *err, double *work)
 {
 	size_t len;
@@ -231,14 +239,14 @@ static int check_txt2img(json_t *body, const char *id, struct gw_error *err, dou
 		validate_error_set(err, id, "internal", NULL, "out of memory");
 		return -1;
 	}
-	struct txt2img t;
+	struct a1111_request t;
 	int status = 0;
 	json_t *reply = NULL;
-	enum txt2img_result r = txt2img_parse(text, len, 0, TXT2IMG_CHECK_SAMPLERS, &t, &status, &reply);
+	enum a1111_result r = a1111_parse(A1111_TXT2IMG, text, len, &A1111_NATIVE, &t, &status, &reply);
 	free(text);
-	if (r == TXT2IMG_OK) {
-		*work = (double)t.ep.steps * t.ep.width * t.ep.height * t.ep.batch_size * t.ep.n_iter / 1e6;
-		txt2img_free(&t);
+	if (r == A1111_OK) {
+		*work = (double)t.steps * t.width * t.height * t.batch_size * t.n_iter / 1e6;
+		a1111_request_free(&t);
 		return 0;
 	}
 	json_t *detail = json_object_get(reply, "detail");
@@ -372,14 +380,14 @@ json_t *validate_sampler_names(const json_t *balancer_samplers)
 			add_name(base, name);
 	}
 	if (json_array_size(base) == 0) {
-		json_t *local = txt2img_samplers_json();
+		json_t *local = a1111_samplers_json(&A1111_NATIVE);
 		json_array_foreach(local, i, v) { add_name(base, json_string_value(json_object_get(v, "name"))); }
 		json_decref(local);
 	}
 	/* A1111's combined names, which the web UI sends: the ones A1111's own
 	 * list had ("DPM++ SDE Karras", "LMS Karras", "DPM++ 2M SDE Exponential");
 	 * any other combination is accepted too, just not offered. */
-	static const enum engine_schedule COMBINED[] = {ENGINE_SCHEDULE_KARRAS, ENGINE_SCHEDULE_EXPONENTIAL};
+	static const char *const COMBINED[] = {"Karras", "Exponential"};
 	json_t *names = json_array();
 	json_array_foreach(base, i, v)
 	{
@@ -391,11 +399,10 @@ json_t *validate_sampler_names(const json_t *balancer_samplers)
 			if (!(k == 0 ? karras : exponential))
 				continue;
 			char combined[128];
-			enum engine_sampler s;
-			enum engine_schedule sch;
-			snprintf(combined, sizeof combined, "%s %s", name, engine_schedule_label(COMBINED[k]));
-			if (engine_resolve_sampler(combined, NULL, &s, &sch) == 0 && sch == COMBINED[k] &&
-			    !strcmp(engine_sampler_name(s), name))
+			int s, sch;
+			snprintf(combined, sizeof combined, "%s %s", name, COMBINED[k]);
+			if (a1111_resolve_sampler(combined, NULL, &A1111_NATIVE, &s, &sch) == 0 &&
+			    !strcmp(A1111_SCHEDULERS[sch].label, COMBINED[k]) && !strcmp(A1111_SAMPLERS[s].name, name))
 				add_name(names, combined);
 		}
 	}
@@ -405,12 +412,11 @@ json_t *validate_sampler_names(const json_t *balancer_samplers)
 
 json_t *validate_limits_json(const struct gw_config *cfg)
 {
-	return json_pack("{s:i,s:i,s:f,s:f,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:s}", "min_steps",
-			 TXT2IMG_MIN_STEPS, "max_steps", TXT2IMG_MAX_STEPS, "min_cfg", TXT2IMG_MIN_CFG, "max_cfg",
-			 TXT2IMG_MAX_CFG, "min_size", TXT2IMG_MIN_SIZE, "max_width", TXT2IMG_MAX_SIZE, "max_height",
-			 TXT2IMG_MAX_SIZE, "size_multiple", 8, "max_prompt", (json_int_t)cfg->max_prompt, "max_message",
-			 (json_int_t)cfg->max_message, "max_jobs_per_connection",
-			 (json_int_t)cfg->max_jobs_per_connection, "max_gpus", GW_MAX_GPUS, "rate_burst",
-			 cfg->rate_burst, "rate_refill_per_s", cfg->rate_refill, "work_unit",
+	return json_pack("{s:i,s:i,s:f,s:f,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:s}", "min_steps", A1111_MIN_STEPS,
+			 "max_steps", A1111_MAX_STEPS, "min_cfg", A1111_MIN_CFG, "max_cfg", A1111_MAX_CFG, "min_size",
+			 A1111_MIN_SIZE, "max_width", A1111_MAX_SIZE, "max_height", A1111_MAX_SIZE, "size_multiple", 8,
+			 "max_prompt", (json_int_t)cfg->max_prompt, "max_message", (json_int_t)cfg->max_message,
+			 "max_jobs_per_connection", (json_int_t)cfg->max_jobs_per_connection, "max_gpus", GW_MAX_GPUS,
+			 "rate_burst", cfg->rate_burst, "rate_refill_per_s", cfg->rate_refill, "work_unit",
 			 "megapixel-steps (steps x width x height / 1e6)");
 }

@@ -1,118 +1,52 @@
-/* names.c — sampler and scheduler names as A1111 spells them, their aliases,
- * the resolver for both naming styles, and the built-in checkpoints table.
- * Pure data and pure functions: thread-safe. */
+/* names.c — the engine's sampler and scheduler names, which are A1111's
+ * (a1111/names.c holds the one list: A1111_NATIVE_SAMPLERS and
+ * A1111_NATIVE_SCHEDULERS follow enum engine_sampler and enum
+ * engine_schedule), the resolver onto the enums, and the built-in
+ * checkpoints table. Pure data and pure functions: thread-safe. */
 #include "engine.h"
+
+#include "a1111.h"
 
 #include <stddef.h>
 #include <string.h>
 #include <strings.h>
 
-static const char *const ALIAS_EULER[] = {"k_euler", NULL};
-static const char *const ALIAS_EULER_A[] = {"k_euler_a", "k_euler_ancestral", NULL};
-static const char *const ALIAS_HEUN[] = {"k_heun", NULL};
-static const char *const ALIAS_LMS[] = {"k_lms", NULL};
-static const char *const ALIAS_2M[] = {"k_dpmpp_2m", NULL};
-static const char *const ALIAS_SDE[] = {"k_dpmpp_sde", NULL};
-static const char *const ALIAS_2M_SDE[] = {"k_dpmpp_2m_sde", NULL};
-static const char *const ALIAS_DDIM[] = {"ddim", NULL};
-
-static const struct {
-	const char *name;
-	const char *const *aliases;
-} SAMPLERS[ENGINE_SAMPLER_COUNT] = {
-	[ENGINE_SAMPLER_EULER] = {"Euler", ALIAS_EULER},
-	[ENGINE_SAMPLER_EULER_A] = {"Euler a", ALIAS_EULER_A},
-	[ENGINE_SAMPLER_HEUN] = {"Heun", ALIAS_HEUN},
-	[ENGINE_SAMPLER_LMS] = {"LMS", ALIAS_LMS},
-	[ENGINE_SAMPLER_DPMPP_2M] = {"DPM++ 2M", ALIAS_2M},
-	[ENGINE_SAMPLER_DPMPP_SDE] = {"DPM++ SDE", ALIAS_SDE},
-	[ENGINE_SAMPLER_DPMPP_2M_SDE] = {"DPM++ 2M SDE", ALIAS_2M_SDE},
-	[ENGINE_SAMPLER_DDIM] = {"DDIM", ALIAS_DDIM},
-};
-
-static const struct {
-	const char *name, *label;
-} SCHEDULES[ENGINE_SCHEDULE_COUNT] = {
-	[ENGINE_SCHEDULE_AUTOMATIC] = {"automatic", "Automatic"},
-	[ENGINE_SCHEDULE_UNIFORM] = {"uniform", "Uniform"},
-	[ENGINE_SCHEDULE_KARRAS] = {"karras", "Karras"},
-	[ENGINE_SCHEDULE_EXPONENTIAL] = {"exponential", "Exponential"},
-	[ENGINE_SCHEDULE_SGM_UNIFORM] = {"sgm_uniform", "SGM Uniform"},
-	[ENGINE_SCHEDULE_NORMAL] = {"normal", "Normal"},
-};
+_Static_assert(A1111_NATIVE_SAMPLER_COUNT == ENGINE_SAMPLER_COUNT &&
+		       A1111_NATIVE_SCHEDULER_COUNT == ENGINE_SCHEDULE_COUNT,
+	       "one A1111 name per engine sampler and schedule");
 
 const char *engine_sampler_name(enum engine_sampler s)
 {
-	return (int)s >= 0 && s < ENGINE_SAMPLER_COUNT ? SAMPLERS[s].name : NULL;
+	return (int)s >= 0 && s < ENGINE_SAMPLER_COUNT ? A1111_NATIVE_SAMPLERS[s] : NULL;
 }
 
 const char *const *engine_sampler_aliases(enum engine_sampler s)
 {
-	return (int)s >= 0 && s < ENGINE_SAMPLER_COUNT ? SAMPLERS[s].aliases : NULL;
+	const char *name = engine_sampler_name(s);
+	return name ? A1111_SAMPLERS[a1111_sampler_find(name, strlen(name))].aliases : NULL;
 }
 
 const char *engine_schedule_name(enum engine_schedule s)
 {
-	return (int)s >= 0 && s < ENGINE_SCHEDULE_COUNT ? SCHEDULES[s].name : NULL;
+	return (int)s >= 0 && s < ENGINE_SCHEDULE_COUNT ? A1111_NATIVE_SCHEDULERS[s] : NULL;
 }
 
 const char *engine_schedule_label(enum engine_schedule s)
 {
-	return (int)s >= 0 && s < ENGINE_SCHEDULE_COUNT ? SCHEDULES[s].label : NULL;
-}
-
-/* Name or alias, the first len bytes of s, case-insensitive; -1 if none. */
-static int find_sampler(const char *s, size_t len)
-{
-	for (int i = 0; i < ENGINE_SAMPLER_COUNT; i++) {
-		if (strlen(SAMPLERS[i].name) == len && strncasecmp(s, SAMPLERS[i].name, len) == 0)
-			return i;
-		for (const char *const *a = SAMPLERS[i].aliases; *a; a++)
-			if (strlen(*a) == len && strncasecmp(s, *a, len) == 0)
-				return i;
-	}
-	return -1;
-}
-
-static int find_schedule(const char *s)
-{
-	for (int i = 0; i < ENGINE_SCHEDULE_COUNT; i++)
-		if (strcasecmp(s, SCHEDULES[i].name) == 0 || strcasecmp(s, SCHEDULES[i].label) == 0)
-			return i;
-	return -1;
+	const char *name = engine_schedule_name(s);
+	return name ? A1111_SCHEDULERS[a1111_scheduler_find(name)].label : NULL;
 }
 
 int engine_resolve_sampler(const char *sampler_name, const char *scheduler, enum engine_sampler *sampler_out,
 			   enum engine_schedule *schedule_out)
 {
-	int sampler = ENGINE_SAMPLER_EULER, named = ENGINE_SCHEDULE_AUTOMATIC, explicit_ = ENGINE_SCHEDULE_AUTOMATIC;
-	if (sampler_name && *sampler_name) {
-		size_t len = strlen(sampler_name);
-		sampler = find_sampler(sampler_name, len);
-		/* "DPM++ 2M Karras", "LMS Karras", "DPM++ 2M SDE Exponential",
-		 * and the old "k_dpmpp_2m_ka" / "k_lms_ka" aliases. */
-		for (int s = 1; sampler < 0 && s < ENGINE_SCHEDULE_COUNT; s++) {
-			size_t l = strlen(SCHEDULES[s].label);
-			if (len > l + 1 && sampler_name[len - l - 1] == ' ' &&
-			    strcasecmp(sampler_name + len - l, SCHEDULES[s].label) == 0) {
-				sampler = find_sampler(sampler_name, len - l - 1);
-				named = s;
-			}
-		}
-		if (sampler < 0 && len > 3 && strcasecmp(sampler_name + len - 3, "_ka") == 0) {
-			sampler = find_sampler(sampler_name, len - 3);
-			named = ENGINE_SCHEDULE_KARRAS;
-		}
-		if (sampler < 0)
-			return -1;
-	}
-	if (scheduler && *scheduler) {
-		explicit_ = find_schedule(scheduler);
-		if (explicit_ < 0)
-			return -2;
-	}
-	*sampler_out = (enum engine_sampler)sampler;
-	*schedule_out = (enum engine_schedule)(explicit_ != ENGINE_SCHEDULE_AUTOMATIC ? explicit_ : named);
+	int sampler, schedule;
+	int rc = a1111_resolve_sampler(sampler_name, scheduler, &A1111_NATIVE, &sampler, &schedule);
+	if (rc)
+		return rc;
+	*sampler_out = (enum engine_sampler)a1111_name_index(A1111_NATIVE_SAMPLERS, A1111_SAMPLERS[sampler].name);
+	*schedule_out = (enum engine_schedule)a1111_name_index(A1111_NATIVE_SCHEDULERS,
+							       A1111_SCHEDULERS[schedule].name);
 	return 0;
 }
 

@@ -30,9 +30,9 @@ def check_jobs_422(bal):
         r = post_jobs_raw(bal, raw)
         t.check("POST /v1/jobs with %s: 422 in sdgate's error shape" % what, t.is_sdgate_error(r, 422),
                 t.describe(r))
-    for field, value in [("steps", 0), ("steps", 151), ("steps", "ten"), ("steps", 2.5), ("width", 63),
+    for field, value in [("steps", 0), ("steps", 151), ("steps", "ten"), ("steps", "2.5"), ("width", 63),
                          ("height", 4096), ("cfg_scale", 99), ("batch_size", 100), ("n_iter", 0),
-                         ("prompt", 5)]:
+                         ("prompt", [5])]:
         r = t.submit_job(bal.url, t.small_job(**{field: value}), timeout=15)
         ok = t.is_sdgate_error(r, 422)
         t.check("POST /v1/jobs with %s=%r: 422 in sdgate's shape naming field %s" % (field, value, field),

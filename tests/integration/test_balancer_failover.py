@@ -2,6 +2,9 @@
 a job: the balancer marks it down, queues the job again and finishes it on
 the other backend with the same (balancer-fixed) seed, so the image is
 byte-identical to the same request run directly on a backend. The job's
+seed and subseed are sent as the strings "-1" (as some clients send them):
+the balancer fixes them once from the parsed values (issue 12), and the
+result reports the concrete seed. The job's
 events show the second assignment; metrics count the retry and the failure.
 Then a backend that answers 500 to every txt2img: with --max-attempts 2 the
 job fails with backend_failed after two attempts, never hangs. A backend that
@@ -32,9 +35,9 @@ def check_kill_mid_job():
     bal = t.start_balancer("--health-interval-ms", 200, "--progress-interval-ms", 100, *args, name="balancer")
     t.check("both backends come up idle", t.wait_idle_backends(bal.url, 2), t.board(bal.url))
 
-    body = t.small_job(prompt="a red house by a lake", seed=-1, steps=STEPS, sampler_name="Euler a")
+    body = t.small_job(prompt="a red house by a lake", seed="-1", subseed="-1", steps=STEPS, sampler_name="Euler a")
     r = t.submit_job(bal.url, body)
-    ok = t.check("POST /v1/jobs (seed -1) answers 202 with an id",
+    ok = t.check("POST /v1/jobs (seed and subseed \"-1\" as strings) answers 202 with an id",
                  r.status == 202 and isinstance(r.json, dict) and t.is_hex_id(r.json.get("id")), t.describe(r))
     if not ok:
         return
@@ -68,6 +71,11 @@ def check_kill_mid_job():
             (d.get("provider"), d.get("attempt")))
     t.check("the job's seed is unchanged by the retry", d.get("seed") == seed, (seed, d.get("seed")))
     info = t.job_info(d)
+    print("# seed \"-1\" fixed to %s at intake; info.seed %s, info.subseed %s" %
+          (seed, info and info.get("seed"), info and info.get("subseed")))
+    t.check("the result's info reports the concrete seed (not -1) and a concrete subseed",
+            isinstance(info, dict) and t.is_int(info.get("seed")) and info.get("seed") >= 0
+            and t.is_int(info.get("subseed")) and info.get("subseed") >= 0, info and info.get("subseed"))
     t.check("the result's info has the same seed and names the second backend (sdgate.attempt 2)",
             isinstance(info, dict) and info.get("seed") == seed
             and isinstance(info.get("sdgate"), dict) and info["sdgate"].get("provider") == "prov-" + other

@@ -176,6 +176,28 @@ def check_forwarding(url, bal, plain_rec, scripted_rec):
             stored and not any(x in stored for x in (b"alice:secret", b"sk-123", b"/tmp/pwned")),
             "job %s stored: %s" % (job_id, bool(stored)))
 
+    # The provider's body is serialised from the parsed request (issue 12):
+    # coerced values, canonical sampler names, the seed fixed once.
+    lax = t.small_job(prompt="parsed, not forwarded", steps="2", seed="-1", cfg_scale="6.5",
+                      sampler_name="", sampler_index="DPM++ 2M Karras", gpus=["plain"], auth="bob:pw")
+    n0 = len(plain_rec.calls)
+    r = t.request("POST", url + "/sdapi/v1/txt2img", json_body=lax, timeout=60)
+    sent = plain_rec.calls[n0]["request"] if len(plain_rec.calls) > n0 else None
+    info = t.info_of(r) or {}
+    print("# lax request %s -> provider got %s; info.seed %s" % (
+        {k: lax[k] for k in ("steps", "seed", "cfg_scale", "sampler_index")},
+        sent and {k: sent.get(k) for k in ("steps", "seed", "cfg_scale", "sampler_name", "scheduler")},
+        info.get("seed")))
+    t.check("[forward] a lax request (steps \"2\", seed \"-1\", cfg \"6.5\", sampler_index \"DPM++ 2M Karras\") "
+            "is served (200)", r.status == 200, t.describe(r))
+    t.check("[forward] …the provider gets the parsed request: steps 2, cfg_scale 6.5, a concrete integer seed, "
+            "sampler_name \"DPM++ 2M\" + scheduler \"karras\", no sampler_index, no auth",
+            isinstance(sent, dict) and sent.get("steps") == 2 and sent.get("cfg_scale") == 6.5
+            and t.is_int(sent.get("seed")) and sent.get("seed") >= 0 and sent.get("sampler_name") == "DPM++ 2M"
+            and sent.get("scheduler") == "karras" and "sampler_index" not in sent and "auth" not in sent, sent)
+    t.check("[forward] …and the answer's info reports that seed", isinstance(sent, dict)
+            and info.get("seed") == sent.get("seed"), (info.get("seed"), sent and sent.get("seed")))
+
     n0 = len(scripted_rec.calls)
     hostile["gpus"] = ["scripted"]
     r = t.request("POST", url + "/sdapi/v1/txt2img", json_body=hostile, timeout=60)

@@ -312,8 +312,8 @@ static json_t *to_images(struct checker *c, const char *name, json_t *v, struct 
 /* Coerces and checks one present, non-null value; its coerced value or NULL. */
 static json_t *coerce(struct checker *c, const struct field *f, json_t *v, struct a1111_request *r)
 {
-	long long i;
-	double d;
+	long long i = 0;
+	double d = 0;
 	switch (f->type) {
 	case F_INT:
 		return to_int(c, f->name, v, &i) && in_range(c, f, v, (double)i) ? json_integer(i) : NULL;

@@ -50,6 +50,7 @@ struct bal_config {
 	long heartbeat_interval_s, health_interval_ms, progress_interval_ms, preview_interval_ms;
 	double job_timeout_factor, min_job_timeout_s, max_job_timeout_s;
 	double retry_after_s; /* a backend unused this long is re-tried (router.h) */
+	long prefetch_ms;     /* a job planned on a busy slot that frees within this is sent now, behind */
 	long result_ttl_s;
 	long result_max_bytes, result_max_bytes_per_client; /* kept images, decoded bytes */
 	long max_connections;
@@ -90,7 +91,8 @@ struct bk {
 	json_t *titles;     /* the titles alone, for GET /sdapi/v1/sd-models */
 	char *loaded_model; /* the checkpoint it last ran, or NULL */
 	int slots, running;
-	struct job *jobs[BAL_MAX_SLOTS];
+	struct job *jobs[BAL_MAX_SLOTS]; /* running in each slot */
+	struct job *behind[BAL_MAX_SLOTS]; /* sent behind it, waiting in the backend's own queue (--prefetch-ms) */
 	enum bk_state state;
 	double spp;       /* measured seconds per unit of work (router_learn); 0 = not yet */
 	double last_used; /* monotonic time it was last given a job (router.h: re-tries) */

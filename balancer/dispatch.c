@@ -49,14 +49,29 @@ static size_t answer_cap(const struct job *j, size_t request_len)
 	return cap < BAL_MAX_ANSWER ? (size_t)cap : BAL_MAX_ANSWER;
 }
 
-static void release_slot(struct balancer *b, struct job *j)
+static void promote(struct balancer *b, struct bk *k, int slot);
+static void requeue_behind(struct balancer *b, struct bk *k, int slot);
+
+/* j leaves its backend. A job sent behind it (prefetch) then runs there when
+ * j ended as the backend meant (done, or refused by it: `ok`); otherwise it
+ * goes back to the front of the queue, so that no interrupt or failure meant
+ * for j reaches it. */
+static void release_slot(struct balancer *b, struct job *j, int ok)
 {
 	struct bk *k = j->bk;
 	if (!k)
 		return;
-	for (int s = 0; s < BAL_MAX_SLOTS; s++)
-		if (k->jobs[s] == j)
+	for (int s = 0; s < BAL_MAX_SLOTS; s++) {
+		if (k->behind[s] == j)
+			k->behind[s] = NULL;
+		if (k->jobs[s] == j) {
 			k->jobs[s] = NULL;
+			if (k->behind[s] && ok)
+				promote(b, k, s);
+			else if (k->behind[s])
+				requeue_behind(b, k, s);
+		}
+	}
 	k->running--;
 	b->running--;
 	j->bk = NULL;
@@ -122,9 +137,18 @@ static void interrupt_backend(struct balancer *b, struct bk *k)
 
 /* A failed dispatch: the job goes back to the front of the queue, or fails
  * once it has used its attempts. */
+static void queue_again(struct balancer *b, struct job *j)
+{
+	jobs_enqueue(b, j, 1);
+	j->last_position = jobs_position(b, j);
+	jobs_emit(b, j, "queued", json_pack("{s:i}", "position", j->last_position));
+	if (!j->facade)
+		jobs_save(b, j, NULL, NULL);
+}
+
 static void retry_or_fail(struct balancer *b, struct job *j, const char *why)
 {
-	release_slot(b, j);
+	release_slot(b, j, 0);
 	if (j->attempt >= b->cfg.max_attempts) {
 		char msg[512];
 		snprintf(msg, sizeof msg, "All %d attempts failed; the last: %s", j->attempt, why);
@@ -133,11 +157,24 @@ static void retry_or_fail(struct balancer *b, struct job *j, const char *why)
 	}
 	b->m.retries++;
 	log_info("job %s: attempt %d failed (%s); queued again", j->id, j->attempt, why);
-	jobs_enqueue(b, j, 1);
-	j->last_position = jobs_position(b, j);
-	jobs_emit(b, j, "queued", json_pack("{s:i}", "position", j->last_position));
-	if (!j->facade)
-		jobs_save(b, j, NULL, NULL);
+	queue_again(b, j);
+}
+
+/* The job behind k's slot never started: it goes back to the front of the
+ * queue, its attempt not counted; its call is dropped (a native backend then
+ * skips it; an A1111 runs it for nobody, as for any client that hangs up). */
+static void requeue_behind(struct balancer *b, struct bk *k, int slot)
+{
+	struct job *j = k->behind[slot];
+	k->behind[slot] = NULL;
+	k->running--;
+	b->running--;
+	j->bk = NULL;
+	fetch_cancel(j->call);
+	j->call = NULL;
+	j->attempt--;
+	log_info("job %s: taken back from behind the job on %s", j->id, k->id);
+	queue_again(b, j);
 }
 
 static void backend_failed(struct balancer *b, struct job *j, const char *why)
@@ -195,16 +232,18 @@ static void on_call(const struct fetch_result *r, void *user)
 	if (r->status == 200) {
 		json_t *a = answer_parse_txt2img(r->body, r->len);
 		if (a) {
-			json_t *res = build_result(b, j, k, a, r->elapsed_s);
+			/* from its start: a job sent behind another waited in the call */
+			double took = fmin(r->elapsed_s, bal_now() - j->started);
+			json_t *res = build_result(b, j, k, a, took);
 			json_decref(a);
 			/* Checkpoint loading is counted apart (router_switch_s). */
-			double run = fmax(r->elapsed_s - j->switch_s, 0.5 * r->elapsed_s);
+			double run = fmax(took - j->switch_s, 0.5 * took);
 			k->spp = router_learn(k->spp, k->samples++, run / fmax(j->work, 1));
 			k->jobs_done++;
 			k->strikes = 0;
 			k->inference_sum += j->inference_s;
 			learn_class(b, bk_str(k, "gpu_class"), j->inference_s);
-			release_slot(b, j);
+			release_slot(b, j, 1);
 			log_info("job %s done on %s (%s) in %.3f s, attempt %d", j->id, k->id, bk_str(k, "provider"),
 				 r->elapsed_s, j->attempt);
 			jobs_finish_done(b, j, res);
@@ -228,7 +267,7 @@ static void on_call(const struct fetch_result *r, void *user)
 		char said[401], msg[600];
 		utf8_copy(said, sizeof said, r->body, r->len); /* whole characters: it becomes JSON */
 		snprintf(msg, sizeof msg, "The backend refused the request (HTTP %ld): %s", r->status, said);
-		release_slot(b, j);
+		release_slot(b, j, 1);
 		jobs_finish_failed(b, j, "rejected", msg);
 		return;
 	}
@@ -282,33 +321,61 @@ static void on_poll(const struct fetch_result *r, void *user)
 	json_decref(p);
 }
 
-static void start(struct balancer *b, struct job *j, struct bk *k, double switch_s)
+/* j starts running on its backend (now, or when the job it was sent behind
+ * ends): its times and progress polls count from here. */
+static void began(struct balancer *b, struct job *j, double now)
 {
-	double now = bal_now();
-	jobs_dequeue(b, j);
-	int slot = 0;
-	while (slot < BAL_MAX_SLOTS && k->jobs[slot])
-		slot++;
-	if (slot >= BAL_MAX_SLOTS)
-		return; /* cannot happen: the router checked slots */
-	k->jobs[slot] = j;
-	k->running++;
-	b->running++;
-	j->bk = k;
-	j->status = JOB_RUNNING;
-	j->attempt++;
 	j->started = now;
 	j->step = j->steps = 0;
 	j->progress = j->progress_at = 0;
-	j->switch_s = switch_s;
-	free(j->preview);
-	j->preview = NULL;
-	j->preview_type = NULL;
 	j->queue_ms = (long)((now - j->enqueued) * 1000.0);
 	if (j->attempt == 1) {
 		b->m.dispatch_latency_sum += now - j->enqueued;
 		b->m.dispatch_latency_count++;
 	}
+	j->next_poll = now + b->cfg.progress_interval_ms / 1000.0;
+	j->next_preview = now;
+}
+
+static void promote(struct balancer *b, struct bk *k, int slot)
+{
+	struct job *j = k->behind[slot];
+	k->behind[slot] = NULL;
+	k->jobs[slot] = j;
+	began(b, j, bal_now());
+}
+
+/* Sends j to k: into a free slot, or (behind >= 0) behind the job running in
+ * slot `behind`, where the backend's own queue holds it until that job ends
+ * (--prefetch-ms: the round trip from one job's answer to the next job's
+ * start is then not lost on a busy backend). */
+static void start(struct balancer *b, struct job *j, struct bk *k, double switch_s, int behind)
+{
+	double now = bal_now();
+	int slot = 0;
+	if (behind >= 0) {
+		if (behind >= BAL_MAX_SLOTS || !k->jobs[behind] || k->behind[behind])
+			return; /* cannot happen: the caller checked */
+		k->behind[behind] = j;
+	} else {
+		while (slot < BAL_MAX_SLOTS && k->jobs[slot])
+			slot++;
+		if (slot >= BAL_MAX_SLOTS)
+			return; /* cannot happen: the router checked slots */
+		k->jobs[slot] = j;
+	}
+	jobs_dequeue(b, j);
+	k->running++;
+	b->running++;
+	j->bk = k;
+	j->status = JOB_RUNNING;
+	j->attempt++;
+	j->switch_s = switch_s;
+	free(j->preview);
+	j->preview = NULL;
+	j->preview_type = NULL;
+	if (behind < 0)
+		began(b, j, now); /* else when it leaves its place behind (promote) */
 	json_decref(j->placed);
 	j->placed = json_pack("{s:s,s:s,s:s,s:s,s:s}", "backend", k->id, "provider", bk_str(k, "provider"), "location",
 			      bk_str(k, "location"), "gpu", bk_str(k, "gpu_class"), "gpu_name", bk_str(k, "gpu"));
@@ -321,16 +388,16 @@ static void start(struct balancer *b, struct job *j, struct bk *k, double switch
 		free(k->loaded_model);
 		k->loaded_model = strdup(j->model);
 	}
-	j->next_poll = now + b->cfg.progress_interval_ms / 1000.0;
-	j->next_preview = now;
 	/* The client's request, rebuilt with only what a provider needs (forward.h). */
 	json_t *sent = forward_request(j->request, json_is_true(json_object_get(k->identity, "allow_scripts")));
 	char *body = sent ? json_dumps(sent, JSON_COMPACT) : NULL;
 	json_decref(sent);
 	size_t body_len = body ? strlen(body) : 0, cap = answer_cap(j, body_len);
 	double timeout = timeout_s(b, k, j);
-	log_info("job %s: attempt %d on %s, timeout %.1f s, answer up to %zu bytes", j->id, j->attempt, k->id, timeout,
-		 cap);
+	if (behind >= 0) /* its wait behind the running job counts too */
+		timeout = fmin(timeout + timeout_s(b, k, k->jobs[behind]), b->cfg.max_job_timeout_s);
+	log_info("job %s: attempt %d on %s%s, timeout %.1f s, answer up to %zu bytes", j->id, j->attempt, k->id,
+		 behind >= 0 ? " (behind its running job)" : "", timeout, cap);
 	j->call = registry_call(b, k, "POST", "/sdapi/v1/txt2img", body, body_len, (long)(timeout * 1000.0), cap,
 				on_call, j);
 	jobs_emit(b, j, "assigned",
@@ -383,8 +450,11 @@ static void fill_view(struct bk *k, struct router_bk *v, double now)
 
 static void fill_free_in(const struct bk *k, struct router_bk *v, double now, double base)
 {
-	for (int s = 0; s < k->slots; s++)
+	for (int s = 0; s < k->slots; s++) {
 		v->free_in[s] = k->jobs[s] ? remaining_s(v, k->jobs[s], now, base) : 0;
+		if (k->behind[s])
+			v->free_in[s] += router_spp(v, base) * k->behind[s]->work + k->behind[s]->switch_s;
+	}
 }
 
 static void fill_job(const struct job *j, struct router_job *v, const char **gpus)
@@ -460,7 +530,8 @@ void dispatch_schedule(struct balancer *b)
 	const char **gpus = calloc((size_t)nj * BAL_MAX_GPUS, sizeof *gpus);
 	struct job **jobs = calloc((size_t)nj, sizeof *jobs);
 	int *assign = calloc((size_t)nj, sizeof *assign);
-	if (!views || !bks || !rjobs || !gpus || !jobs || !assign)
+	struct router_pick *picks = calloc((size_t)nj, sizeof *picks);
+	if (!views || !bks || !rjobs || !gpus || !jobs || !assign || !picks)
 		goto out;
 	double now = bal_now();
 	int i = 0;
@@ -477,14 +548,23 @@ void dispatch_schedule(struct balancer *b)
 		jobs[i] = j;
 		fill_job(j, &rjobs[i], gpus + (size_t)i * BAL_MAX_GPUS);
 	}
-	router_plan_load(views, nb, rjobs, nj, router_rate_get(&b->arrivals, now), assign);
+	router_plan_load(views, nb, rjobs, nj, router_rate_get(&b->arrivals, now), assign, picks);
+	double lead = b->cfg.prefetch_ms / 1000.0, wake = INFINITY;
 	for (i = 0; i < nj; i++) {
 		struct job *j = jobs[i];
-		if (assign[i] >= 0) {
+		const struct router_pick *p = &picks[i];
+		struct bk *pk = p->k >= 0 ? bks[p->k] : NULL;
+		/* only behind a backend whose speed was measured: a guessed one
+		 * (its class's prior) could hold the job behind a long run */
+		int can_behind = lead > 0 && assign[i] == ROUTER_WAIT && pk && pk->spp > 0 && pk->jobs[p->slot] &&
+				 !pk->behind[p->slot] && !pk->draining;
+		if (can_behind && p->start_in > lead)
+			wake = fmin(wake, p->start_in - lead); /* plan again then, not at the loop's next turn */
+		if (assign[i] >= 0 || (can_behind && p->start_in <= lead)) {
 			j->deadline = 0;
-			struct router_bk *v = &views[assign[i]];
-			v->loaded_model = bks[assign[i]]->loaded_model; /* an earlier start may have changed it */
-			start(b, j, bks[assign[i]], router_switch_s(v, &rjobs[i]));
+			struct router_bk *v = &views[p->k];
+			v->loaded_model = pk->loaded_model; /* an earlier start may have changed it */
+			start(b, j, pk, router_switch_s(v, &rjobs[i]), assign[i] >= 0 ? -1 : p->slot);
 		} else if (assign[i] == ROUTER_NONE) {
 			if (!j->deadline)
 				j->deadline = now + NO_BACKEND_GRACE_S;
@@ -495,6 +575,8 @@ void dispatch_schedule(struct balancer *b)
 		}
 	}
 	send_positions(b);
+	if (wake < 1)
+		httpd_tick_within(b->httpd, (int)ceil(wake * 1000.0));
 out:
 	free(views);
 	free(bks);
@@ -502,6 +584,7 @@ out:
 	free(gpus);
 	free(jobs);
 	free(assign);
+	free(picks);
 }
 
 void dispatch_cancel(struct balancer *b, struct job *j)
@@ -510,8 +593,12 @@ void dispatch_cancel(struct balancer *b, struct job *j)
 		return;
 	struct bk *k = j->bk;
 	if (k) {
-		release_slot(b, j);
-		interrupt_backend(b, k);
+		int running = 0; /* not one waiting behind another: that one must not be interrupted */
+		for (int s = 0; s < BAL_MAX_SLOTS; s++)
+			running |= k->jobs[s] == j;
+		release_slot(b, j, 0);
+		if (running)
+			interrupt_backend(b, k);
 	}
 	jobs_finish_cancelled(b, j);
 }

@@ -62,6 +62,10 @@ static const struct config_option OPTIONS[] = {
 	 "and never after S seconds, whatever the job's size (wins over --min-job-timeout-s)", 1, 604800},
 	{"retry-after-s", CONFIG_DOUBLE, &B.cfg.retry_after_s, "S",
 	 "a backend given no job for S seconds is tried again at its GPU class's speed if that is better", 0.1, 86400},
+	{"prefetch-ms", CONFIG_INT, &B.cfg.prefetch_ms, "N",
+	 "a job planned on a busy backend that frees within N ms is sent at once, to wait in the backend's own "
+	 "queue behind the running job (hides the round trip between jobs); 0: never",
+	 0, 60000},
 	{"progress-interval-ms", CONFIG_INT, &B.cfg.progress_interval_ms, "N",
 	 "how often a running job's progress is polled (without its preview image)", 10, 60000},
 	{"preview-interval-ms", CONFIG_INT, &B.cfg.preview_interval_ms, "N",
@@ -271,6 +275,7 @@ static void set_defaults(struct bal_config *c)
 	c->max_job_timeout_s = 3600;
 	c->retry_after_s = ROUTER_RETRY_S;
 	c->progress_interval_ms = 50;
+	c->prefetch_ms = 30;
 	c->preview_interval_ms = 1000;
 	c->result_ttl_s = 3600;
 	c->result_max_bytes = 1LL << 30;

@@ -231,11 +231,14 @@ static int start_now_instead(const struct plan *p, double *scratch, const struct
 
 void router_plan(struct router_bk *bks, int nb, const struct router_job *jobs, int nj, int *assign)
 {
-	router_plan_load(bks, nb, jobs, nj, 0, assign);
+	router_plan_load(bks, nb, jobs, nj, 0, assign, NULL);
 }
 
-void router_plan_load(struct router_bk *bks, int nb, const struct router_job *jobs, int nj, double rate, int *assign)
+void router_plan_load(struct router_bk *bks, int nb, const struct router_job *jobs, int nj, double rate, int *assign,
+		      struct router_pick *picks)
 {
+	for (int i = 0; picks && i < nj; i++)
+		picks[i] = (struct router_pick){.k = -1};
 	double b0 = router_base_spp(bks, nb, -1);
 	/* A stale backend is re-tried at the prior the others imply: its own
 	 * slow measurement must not pull its prior down with it. */
@@ -288,6 +291,8 @@ void router_plan_load(struct router_bk *bks, int nb, const struct router_job *jo
 		}
 		struct router_bk *k = &bks[best.k];
 		assign[i] = best.free_now ? best.k : ROUTER_WAIT;
+		if (picks)
+			picks[i] = (struct router_pick){best.k, best.slot, fmax(k->free_in[best.slot], 0)};
 		k->free_in[best.slot] = fmax(best.finish, 1e-6); /* taken, even by a job of unknown length */
 		k->idle_s = 0;                                   /* one re-try per plan, not one per slot */
 	}

@@ -115,8 +115,15 @@ double router_learn(double spp, long measured, double observed);
  * to dispatch it to now, ROUTER_WAIT, or ROUTER_NONE (no usable backend is
  * eligible). Modifies bks[].free_in and idle_s as its plan goes. rate: jobs
  * arriving per second (router_rate_get), for the look-ahead (see the top). */
-void router_plan_load(struct router_bk *bks, int nb, const struct router_job *jobs, int nj, double rate, int *assign);
-/* router_plan_load with no arrivals expected. */
+struct router_pick {
+	int k, slot;     /* the backend and slot the plan gives the job; k -1: none */
+	double start_in; /* seconds until it would start there (0: now) */
+};
+/* picks (NULL: not wanted) gets, for each job, where and when the plan puts
+ * it: a waiting job's backend and slot, and how soon that slot frees. */
+void router_plan_load(struct router_bk *bks, int nb, const struct router_job *jobs, int nj, double rate, int *assign,
+		      struct router_pick *picks);
+/* router_plan_load with no arrivals expected, no picks. */
 void router_plan(struct router_bk *bks, int nb, const struct router_job *jobs, int nj, int *assign);
 
 /* The arrival rate, an exponentially decaying count (memory ROUTER_RATE_TAU_S):

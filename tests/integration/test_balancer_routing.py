@@ -29,7 +29,9 @@ def main():
         bes[name], proxies[name] = be, px
         args += ["--backend", t.static_backend_arg(px.url, provider="prov-" + name, location="Loc " + name,
                                                    gpu_class=cls)]
-    bal = t.start_balancer(*args)
+    # --prefetch-ms 0: the slot contract alone (with it, each slot may also
+    # hold one job waiting behind: test_balancer_prefetch.py)
+    bal = t.start_balancer("--prefetch-ms", 0, *args)
     t.check("the three static backends come up idle on GET /v1/backends",
             t.wait_idle_backends(bal.url, 3), t.board(bal.url))
     brd = t.board(bal.url) or []
@@ -138,7 +140,8 @@ def check_slots():
     be = t.start_backend("--pace-ms-per-step", 50, "--provider", "two-slots", "--gpu-class", "a100",
                          name="backend-2slots")
     px = t.RecordingProxy(be.url)
-    bal = t.start_balancer("--backend", t.static_backend_arg(px.url, provider="two-slots", gpu_class="a100", slots=2),
+    bal = t.start_balancer("--prefetch-ms", 0, "--backend",
+                           t.static_backend_arg(px.url, provider="two-slots", gpu_class="a100", slots=2),
                            name="balancer-slots")
     brd = t.wait_board(bal.url, lambda bs: any(x.get("state") == "idle" for x in bs), 30)
     t.check("[slots 2] the board shows the backend idle with slots 2",

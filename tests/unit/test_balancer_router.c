@@ -71,10 +71,10 @@ static void test_lookahead_starts_on_idle_when_others_come(void **state)
 	k[1].free_in[0] = 0.08; /* h100: 0.18 s; rtx3090 idle: 0.2 s */
 	struct router_job j = job(100);
 	int a;
-	router_plan_load(k, 2, &j, 1, 0, &a);
+	router_plan_load(k, 2, &j, 1, 0, &a, NULL);
 	assert_int_equal(a, ROUTER_WAIT);
 	k[1].free_in[0] = 0.08;
-	router_plan_load(k, 2, &j, 1, 20, &a); /* one new job every 50 ms */
+	router_plan_load(k, 2, &j, 1, 20, &a, NULL); /* one new job every 50 ms */
 	assert_int_equal(a, 0);
 	/* Preferring the cheapest is the client's choice: no look-ahead. */
 	k[0].free_in[0] = 0;
@@ -82,12 +82,12 @@ static void test_lookahead_starts_on_idle_when_others_come(void **state)
 	k[0].price = 0.4;
 	k[1].price = 2.5;
 	j.prefer = ROUTER_PREFER_CHEAPEST;
-	router_plan_load(k, 2, &j, 1, 20, &a);
+	router_plan_load(k, 2, &j, 1, 20, &a, NULL);
 	assert_int_equal(a, 0);
 	k[0].price = 9;
 	k[0].free_in[0] = 0;
 	k[1].free_in[0] = 0.08;
-	router_plan_load(k, 2, &j, 1, 20, &a);
+	router_plan_load(k, 2, &j, 1, 20, &a, NULL);
 	assert_int_equal(a, ROUTER_WAIT);
 }
 

@@ -172,9 +172,11 @@ static int read_request(struct balancer *b, h2o_req_t *req, json_t *body, struct
 		}
 	}
 
-	/* OpenAI's default: b64_json for the gpt-image models, else url. */
+	/* The default: url where OpenAI's is url (DALL-E, its default model),
+	 * else b64_json (gpt-image, and a checkpoint: a client that names one
+	 * reads what gpt-image answers, as LibreChat's gpt-image-1 tool does). */
 	const char *m = json_string_value(json_object_get(body, "model"));
-	o->format = m && !strncasecmp(m, "gpt-image", 9) ? OAI_B64_JSON : OAI_URL;
+	o->format = !m || !*m || !strncasecmp(m, "dall-e", 6) ? OAI_URL : OAI_B64_JSON;
 	v = json_object_get(body, "response_format");
 	if (v && !json_is_null(v)) {
 		const char *f = json_string_value(v);

@@ -9,7 +9,9 @@ picks a checkpoint; bad input at every field gets OpenAI's error shape
 a 429; every job ends done in the jobs API and the metrics; nothing crashes.
 Contract: ../../docs/openai.md."""
 
+import json
 import os
+import socket
 import sys
 import time
 
@@ -198,13 +200,40 @@ def check_urls(bal):
     urls = [d.get("url") for d in (r.json or {}).get("data", [])] if r.status == 200 else []
     t.check("a Host that is not host[:port]: relative URLs (%s)" % urls[:1],
             urls and urls[0].startswith("/v1/jobs/") and urls[0].endswith("/images/0.png"), t.describe(r))
-    proxied = t.start_balancer("--trusted-proxy", "127.0.0.1", "--backend", bal.fast_url, name="balancer-proxied")
-    t.wait_idle_backends(proxied.url, 1)
+    proxied = t.start_balancer("--trusted-proxy", "127.0.0.1", "--backend", bal.fast_url, "--backend",
+                               t.static_backend_arg(bal.slow_url, gpu_class="rtx3090"), name="balancer-proxied")
+    t.wait_idle_backends(proxied.url, 2)
     r, _ = generate(proxied, body, dict(OPEN_WEBUI_HEADERS, **fwd))
     urls = [d.get("url") for d in (r.json or {}).get("data", [])] if r.status == 200 else []
     t.check("behind a --trusted-proxy: https://images.example.com/v1/jobs/... (%s)" % urls[:1],
             urls and urls[0].startswith("https://images.example.com/v1/jobs/"), t.describe(r))
+    # Shut down while a client waits: it gets OpenAI's 503, not a cut connection.
+    waiting = t.Background(generate, proxied, body, dict(OPEN_WEBUI_HEADERS, **{"X-Sdgate-Gpus": "rtx3090"}))
+    t.wait_until(lambda: t.metric(t.metrics(proxied.url), "sdgate_jobs_running", 0) >= 1, timeout=20)
     proxied.stop()
+    res, err, _ = waiting.join()
+    t.check("a client waiting while the balancer shuts down: 503 server_error in OpenAI's shape",
+            res is not None and openai_error(res[0], 503) and res[0].json["error"]["type"] == "server_error",
+            (err, res and t.describe(res[0])))
+
+
+def check_hangup(bal):
+    """A client that hangs up cancels its job, which stops on the backend."""
+    body = json.dumps({"prompt": PROMPT, "size": "64x64"}).encode()
+    m0 = t.metrics(bal.url)
+    s = socket.create_connection(("127.0.0.1", bal.port), timeout=10)
+    s.sendall(b"POST /v1/images/generations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              b"Authorization: Bearer sk-hangup\r\nX-Sdgate-Gpus: rtx3090\r\nContent-Length: %d\r\n\r\n%s"
+              % (len(body), body))
+    running = t.wait_until(lambda: t.metric(t.metrics(bal.url), "sdgate_jobs_running", 0) >= 1, timeout=20)
+    s.close()
+    t0 = time.monotonic()
+    c0 = t.metric(m0, "sdgate_jobs_total", 0, outcome="cancelled")
+    cancelled = t.wait_until(lambda: t.metric(t.metrics(bal.url), "sdgate_jobs_total", 0, outcome="cancelled") > c0,
+                             timeout=20)
+    t.check("a client that hangs up mid-job: its job is cancelled (%.2f s after)" % (time.monotonic() - t0),
+            running and cancelled)
+    t.check("and the slow backend is idle again", t.wait_idle_backends(bal.url, 2, timeout=20), t.board(bal.url))
 
 
 def check_queue_limit(bal):
@@ -230,7 +259,7 @@ def main():
                            name="backend-slow")
     bal = t.start_balancer("--max-queue-per-client", 1, "--backend", t.static_backend_arg(fast.url, gpu_class="a100"),
                            "--backend", t.static_backend_arg(slow.url, gpu_class="rtx3090"))
-    bal.fast_url = fast.url
+    bal.fast_url, bal.slow_url = fast.url, slow.url
     t.check("two backends come up idle", t.wait_idle_backends(bal.url, 2), t.board(bal.url))
     m0 = t.metrics(bal.url)
     check_open_webui(bal)
@@ -240,15 +269,17 @@ def main():
     check_identity(bal)
     check_urls(bal)
     check_queue_limit(bal)
+    check_hangup(bal)
     m1 = t.metrics(bal.url)
     acc = t.metric(m1, "sdgate_jobs_accepted_total", 0) - t.metric(m0, "sdgate_jobs_accepted_total", 0)
     done = t.metric(m1, "sdgate_jobs_total", 0, outcome="done") - t.metric(m0, "sdgate_jobs_total", 0,
                                                                               outcome="done")
-    lost = sum(t.metric(m1, "sdgate_jobs_total", 0, outcome=o) for o in ("failed", "cancelled"))
-    print("# jobs accepted %d, done %d, failed or cancelled %d" % (acc, done, lost))
-    t.check("no job lost: every accepted job is done (10), none failed or cancelled, none left running",
-            acc == done == 10 and lost == 0 and t.metric(m1, "sdgate_jobs_running", 0) == 0
-            and t.metric(m1, "sdgate_queue_depth", 0) == 0, (acc, done, lost))
+    failed = t.metric(m1, "sdgate_jobs_total", 0, outcome="failed")
+    cancelled = t.metric(m1, "sdgate_jobs_total", 0, outcome="cancelled")
+    print("# jobs accepted %d, done %d, failed %d, cancelled %d" % (acc, done, failed, cancelled))
+    t.check("no job lost: of 11 accepted, 10 done and the hung-up client's cancelled, none failed, none left running",
+            acc == 11 and done == 10 and cancelled == 1 and failed == 0 and t.metric(m1, "sdgate_jobs_running", 0) == 0
+            and t.metric(m1, "sdgate_queue_depth", 0) == 0, (acc, done, failed, cancelled))
     r = t.request("GET", bal.url + "/healthz", timeout=10)
     t.check("the balancer still serves after all that (GET /healthz 200)", r.status == 200, t.describe(r))
 

@@ -212,10 +212,10 @@ static void reply_intake_error(h2o_req_t *req, const struct intake_error *e)
 	const char *code = e->status == 404 ? sd_error_code(SDE_INVALID) : e->code;
 	const char *param = param_of(e->field);
 	char msg[sizeof e->message + 16];
-	snprintf(msg, sizeof msg, "%s%s%s", param && strcmp(param, e->field) ? param : "",
-		 param && strcmp(param, e->field) ? " (" : "", e->message);
 	if (param && strcmp(param, e->field)) /* "size (width: Input should be ...)" */
-		snprintf(msg + strlen(msg), sizeof msg - strlen(msg), ")");
+		snprintf(msg, sizeof msg, "%s (%s)", param, e->message);
+	else
+		snprintf(msg, sizeof msg, "%s", e->message);
 	reply_error(req, status, code, msg, param);
 }
 
@@ -238,7 +238,7 @@ static const char *public_base(struct balancer *b, h2o_req_t *req)
 	if (!host.len || host.len > OAI_MAX_AUTHORITY)
 		return "";
 	for (size_t i = 0; i < host.len; i++)
-		if (!isalnum((unsigned char)host.base[i]) && !strchr(".-:[]", host.base[i]))
+		if (!isalnum((unsigned char)host.base[i]) && (!host.base[i] || !strchr(".-:[]", host.base[i])))
 			return "";
 	size_t len = scheme.len + 3 + host.len + 1;
 	char *out = h2o_mem_alloc_pool(&req->pool, len);

@@ -84,6 +84,13 @@ def check_open_webui(bal):
     images = b64_images(r)
     t.check("Open WebUI (model dall-e-2, 512x512, b64_json): 200 with one decodable 512x512 PNG (%.2f s)" % s,
             r.status == 200 and sized(images, 1, 512, 512), t.describe(r))
+    # With a gpt-image model Open WebUI sends no response_format (its IMAGE_URL_RESPONSE_MODELS_REGEX_PATTERN,
+    # "^gpt-image") and reads a url or b64_json.
+    body = {"model": "gpt-image-1", "prompt": PROMPT, "n": 1, "size": "512x512"}
+    r, s = generate(bal, body)
+    images = b64_images(r)
+    t.check("Open WebUI (model gpt-image-1, no response_format): one 512x512 PNG as b64_json (%.2f s)" % s,
+            r.status == 200 and sized(images, 1, 512, 512), t.describe(r))
     body = {"model": BASE, "prompt": PROMPT, "n": 2, "size": "256x256", "response_format": "b64_json"}
     r, s = generate(bal, body)
     images = b64_images(r)
@@ -277,8 +284,8 @@ def main():
     failed = t.metric(m1, "sdgate_jobs_total", 0, outcome="failed")
     cancelled = t.metric(m1, "sdgate_jobs_total", 0, outcome="cancelled")
     print("# jobs accepted %d, done %d, failed %d, cancelled %d" % (acc, done, failed, cancelled))
-    t.check("no job lost: of 11 accepted, 10 done and the hung-up client's cancelled, none failed, none left running",
-            acc == 11 and done == 10 and cancelled == 1 and failed == 0 and t.metric(m1, "sdgate_jobs_running", 0) == 0
+    t.check("no job lost: of 12 accepted, 11 done and the hung-up client's cancelled, none failed, none left running",
+            acc == 12 and done == 11 and cancelled == 1 and failed == 0 and t.metric(m1, "sdgate_jobs_running", 0) == 0
             and t.metric(m1, "sdgate_queue_depth", 0) == 0, (acc, done, failed, cancelled))
     r = t.request("GET", bal.url + "/healthz", timeout=10)
     t.check("the balancer still serves after all that (GET /healthz 200)", r.status == 200, t.describe(r))

@@ -17,7 +17,8 @@
 struct waiter {
 	struct balancer *b;
 	h2o_req_t *req;
-	struct job *job; /* NULL once answered */
+	struct job *job;         /* NULL once answered */
+	waiter_answer_fn answer; /* NULL: A1111's txt2img answer */
 };
 
 static struct balancer *bal(struct httpd *h) { return httpd_user(h); }
@@ -53,7 +54,9 @@ void waiter_finish(struct balancer *b, struct job *j)
 		return;
 	j->waiter = NULL;
 	w->job = NULL;
-	if (j->status == JOB_DONE) {
+	if (w->answer) {
+		w->answer(b, w->req, j);
+	} else if (j->status == JOB_DONE) {
 		httpd_reply_json(w->req, 200, j->reply ? j->reply : json_incref(j->result));
 		j->reply = NULL; /* stolen by the reply */
 	} else if (j->status == JOB_CANCELLED) {
@@ -72,7 +75,10 @@ void waiter_shutdown(struct job *j)
 		return;
 	j->waiter = NULL;
 	w->job = NULL;
-	httpd_reply_detail(w->req, 503, "The balancer is shutting down");
+	if (w->answer)
+		w->answer(w->b, w->req, j); /* j is not final: the balancer is shutting down */
+	else
+		httpd_reply_detail(w->req, 503, "The balancer is shutting down");
 }
 
 /* HTTP/1: h2o 2.2.5 stops reading a connection while its request is being
@@ -103,6 +109,22 @@ void waiters_check(struct balancer *b)
 	}
 }
 
+void waiter_submit(struct balancer *b, h2o_req_t *req, struct job *j, waiter_answer_fn answer)
+{
+	struct waiter *w = httpd_alloc_guarded(req, sizeof *w, waiter_dispose);
+	w->b = b;
+	w->req = req;
+	w->job = j;
+	w->answer = answer;
+	j->waiter = w;
+	/* Not stored until it ends: its client waits on this connection, which
+	 * a restart would cut anyway, so only the job log needs the record. */
+	if (!dispatch_reject_unservable(b, j)) {
+		jobs_enqueue(b, j, 0);
+		dispatch_schedule(b);
+	}
+}
+
 static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest)
 {
 	struct balancer *b = bal(h);
@@ -113,17 +135,7 @@ static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest)
 		intake_error_free(&e);
 		return 0;
 	}
-	struct waiter *w = httpd_alloc_guarded(req, sizeof *w, waiter_dispose);
-	w->b = b;
-	w->req = req;
-	w->job = j;
-	j->waiter = w;
-	/* Not stored until it ends: its client waits on this connection, which
-	 * a restart would cut anyway, so only the job log needs the record. */
-	if (!dispatch_reject_unservable(b, j)) {
-		jobs_enqueue(b, j, 0);
-		dispatch_schedule(b);
-	}
+	waiter_submit(b, req, j, NULL);
 	return 0;
 }
 

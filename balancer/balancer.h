@@ -236,6 +236,8 @@ enum bal_client_kind {
 enum bal_client_kind bal_client_of(struct balancer *b, h2o_req_t *req, char *out, size_t len);
 /* 1 if text is an IPv4 or IPv6 address (for --trusted-proxy). */
 int bal_valid_address(const char *text);
+/* 1 if the request comes straight from a --trusted-proxy. */
+int bal_from_trusted_proxy(struct balancer *b, h2o_req_t *req);
 /* httpd's guard: answers 401 (X-Sdgate-Client with a wrong admin token),
  * 403 (foreign Origin) or 415 (a form or text/plain body) and returns 0, or
  * returns -1 to let the request through. */
@@ -322,8 +324,11 @@ void results_keep(struct balancer *b, struct job *j);
 json_t *results_view(const struct job *j);
 /* Restart: j's result and image metadata from its stored document. */
 void results_load(struct job *j, const json_t *result, int has_images);
-/* GET /v1/jobs/{id}/images/{n}: index is the text after "images/". */
+/* GET /v1/jobs/{id}/images/{n}: index is the text after "images/" ("n", or
+ * "n" + the extension of its type, "0.png"). */
 void results_serve(struct balancer *b, h2o_req_t *req, struct job *j, const char *index);
+/* ".png", ".jpg" or ".webp" for a kept image's MIME type; "" for another. */
+const char *results_extension(const char *mime);
 
 /* sse.c: a Server-Sent Events stream bound to a job. */
 void sse_open(struct balancer *b, h2o_req_t *req, struct job *j);
@@ -342,6 +347,9 @@ struct intake_error {
 	json_t *a1111; /* A1111's own reply (422 list, 404 detail), when there is one */
 };
 struct job *intake_job(struct balancer *b, h2o_req_t *req, int facade, struct intake_error *e);
+/* The same for a body built by the balancer (the OpenAI endpoint's A1111 request). */
+struct job *intake_job_from(struct balancer *b, h2o_req_t *req, const char *body, size_t len, int facade,
+			    struct intake_error *e);
 void intake_reply_error(h2o_req_t *req, const struct intake_error *e, int a1111_shape);
 void intake_error_free(struct intake_error *e);
 
@@ -354,8 +362,17 @@ extern const struct httpd_route API_BACKENDS_ROUTES[];
 extern const size_t API_BACKENDS_N;
 extern const struct httpd_route API_OPS_ROUTES[];
 extern const size_t API_OPS_N;
+extern const struct httpd_route API_OPENAI_ROUTES[];
+extern const size_t API_OPENAI_N;
 
 /* api_a1111.c: the façade's waiting request. */
+/* How a waiting client is answered once its job ends, or (the job not
+ * final) when the balancer shuts down. */
+typedef void (*waiter_answer_fn)(struct balancer *b, h2o_req_t *req, struct job *j);
+/* req waits for j (a façade job from intake_job): j is queued, or failed at
+ * once when no live backend could serve it; answer (NULL: A1111's txt2img
+ * answer) replies when it ends. A client that hangs up cancels j. */
+void waiter_submit(struct balancer *b, h2o_req_t *req, struct job *j, waiter_answer_fn answer);
 void waiter_finish(struct balancer *b, struct job *j);
 /* Shutdown: answers a waiting façade client with 503 (the job stays in the file). */
 void waiter_shutdown(struct job *j);

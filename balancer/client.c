@@ -71,6 +71,14 @@ static int client_addr(struct balancer *b, h2o_req_t *req, struct in6_addr *a)
 	return 0;
 }
 
+int bal_from_trusted_proxy(struct balancer *b, h2o_req_t *req)
+{
+	struct sockaddr_storage ss;
+	struct in6_addr a;
+	return req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss) != 0 &&
+	       netaddr_from_sockaddr((struct sockaddr *)&ss, &a) == 0 && is_trusted(b, &a);
+}
+
 enum bal_client_kind bal_client_of(struct balancer *b, h2o_req_t *req, char *out, size_t len)
 {
 	h2o_iovec_t named = httpd_header(req, "x-sdgate-client");

@@ -171,12 +171,17 @@ static const struct a1111_runnable *runnable(struct balancer *b) { return &A1111
 
 struct job *intake_job(struct balancer *b, h2o_req_t *req, int facade, struct intake_error *e)
 {
+	return intake_job_from(b, req, req->entity.base, req->entity.len, facade, e);
+}
+
+struct job *intake_job_from(struct balancer *b, h2o_req_t *req, const char *text, size_t len, int facade,
+			    struct intake_error *e)
+{
 	memset(e, 0, sizeof *e);
 	struct a1111_request r;
 	int status;
 	json_t *reply = NULL;
-	if (a1111_parse(A1111_TXT2IMG, req->entity.base, req->entity.len, runnable(b), &r, &status, &reply) !=
-	    A1111_OK) {
+	if (a1111_parse(A1111_TXT2IMG, text, len, runnable(b), &r, &status, &reply) != A1111_OK) {
 		from_a1111(e, status, reply);
 		e->a1111 = reply;
 		return NULL;

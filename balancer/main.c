@@ -328,7 +328,8 @@ int main(int argc, char **argv)
 	} tables[] = {{API_A1111_ROUTES, API_A1111_N},
 		      {API_JOBS_ROUTES, API_JOBS_N},
 		      {API_BACKENDS_ROUTES, API_BACKENDS_N},
-		      {API_OPS_ROUTES, API_OPS_N}};
+		      {API_OPS_ROUTES, API_OPS_N},
+		      {API_OPENAI_ROUTES, API_OPENAI_N}};
 	for (size_t t = 0; t < sizeof tables / sizeof tables[0]; t++)
 		for (size_t i = 0; i < tables[t].n && n < sizeof routes / sizeof routes[0]; i++)
 			routes[n++] = tables[t].r[i];

@@ -242,13 +242,32 @@ static void stream_read(struct image_stream *st)
 	store_read_image(st->b->store, st->id, st->n, st->sent, st->buf, sizeof st->buf, on_chunk, st);
 }
 
-/* "0".."N-1" without sign, spaces or leading zeros; -1 otherwise. */
-static int parse_index(const char *s, size_t count)
+/* The file extension of a kept image's type (".png"), or "". */
+const char *results_extension(const char *mime)
 {
-	if (!*s || strlen(s) > 6 || s[strspn(s, "0123456789")] || (s[0] == '0' && s[1]))
+	if (mime && !strcmp(mime, "image/png"))
+		return ".png";
+	if (mime && !strcmp(mime, "image/jpeg"))
+		return ".jpg";
+	return mime && !strcmp(mime, "image/webp") ? ".webp" : "";
+}
+
+/* "0".."N-1" without sign, spaces or leading zeros, optionally followed by
+ * the extension of that image's type ("0.png": for clients that take a
+ * file's type from its URL); -1 otherwise. */
+static int parse_index(const struct job *j, const char *s, size_t count)
+{
+	size_t digits = strspn(s, "0123456789");
+	if (!digits || digits > 6 || (s[0] == '0' && digits > 1))
 		return -1;
 	long n = strtol(s, NULL, 10);
-	return (size_t)n < count ? (int)n : -1;
+	if ((size_t)n >= count)
+		return -1;
+	const char *ext = s + digits;
+	const char *type = json_string_value(json_object_get(json_array_get(j->images, (size_t)n), "type"));
+	if (*ext && strcmp(ext, results_extension(type)))
+		return -1;
+	return (int)n;
 }
 
 void results_serve(struct balancer *b, h2o_req_t *req, struct job *j, const char *index)
@@ -261,7 +280,7 @@ void results_serve(struct balancer *b, h2o_req_t *req, struct job *j, const char
 		reply_code(req, SDE_NOT_FOUND, "The job ended without images");
 		return;
 	}
-	int n = parse_index(index, json_array_size(j->images));
+	int n = parse_index(j, index, json_array_size(j->images));
 	if (n < 0) {
 		reply_code(req, SDE_NOT_FOUND, "No such image");
 		return;

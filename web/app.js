@@ -60,7 +60,7 @@
   const el = {
     form: $('#gen-form'), prompt: $('#prompt'), negative: $('#negative-prompt'),
     sampler: $('#sampler'), steps: $('#steps'), cfg: $('#cfg'), width: $('#width'),
-    height: $('#height'), seed: $('#seed'), refiner: $('#refiner-switch'),
+    height: $('#height'), seed: $('#seed'), refiner: $('#refiner-switch'), prefer: $('#prefer'),
     refinerValue: $('#refiner-value'), gpuToggles: $('#gpu-toggles'), generate: $('#generate'),
     status: $('#status'), conn: $('#connection'), connText: $('#connection-text'),
     reconnect: $('#reconnect'), jobs: $('#jobs'), jobsEmpty: $('#jobs-empty'),
@@ -337,6 +337,7 @@
       gpus: [],
     };
     if (refiner > 0) p.refiner_switch_at = Math.min(1, refiner);
+    if (el.prefer.value === 'cheapest') p.prefer = 'cheapest';   // else the balancer's default: the earliest finish
     const { all, chosen } = chosenGpus();
     p.gpus = chosen.length === all.length ? [] : chosen;   // every class ticked = any GPU
     return { p, noGpu: all.length > 0 && chosen.length === 0 };

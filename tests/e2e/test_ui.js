@@ -227,7 +227,7 @@ async function main() {
     });
     // the same request straight to the backend that ran it, with the seed it used
     const direct = Object.assign({}, gen || {});
-    for (const k of ['type', 'id', 'gpus', 'max_price']) delete direct[k];
+    for (const k of ['type', 'id', 'gpus', 'max_price', 'prefer']) delete direct[k];
     if (done && done.seed != null) direct.seed = done.seed;
     const ran = { 'Acme GPUs': be1, 'Beta Compute': be2 }[done && done.provider] || be1;
     const r = await postJson(ran.url + '/sdapi/v1/txt2img', direct);
@@ -270,8 +270,13 @@ async function main() {
     await page.selectOption('#width', '1024');
     await page.selectOption('#height', '1024');
     await page.check('.gpu-toggle input[value=rtx3090]');
+    await page.selectOption('#prefer', 'cheapest');
     await page.click('#generate');
     await page.waitForSelector('[data-testid=job-card][data-state=error]', { timeout: 15000 });
+    const gens = framesSent.filter((m) => m && m.type === 'generate');
+    check('"the cheapest" sends prefer: "cheapest" (the first job, with the default, sent none)',
+      gens.length >= 2 && gens[gens.length - 1].prefer === 'cheapest' && !('prefer' in gens[0]),
+      gens.map((m) => m.prefer));
     const errText = await page.locator('[data-testid=job-card][data-state=error] [data-testid=job-error]').first().textContent();
     check('the gateway\'s refusal is shown on the card (rate limit in megapixel-steps)',
       /megapixel-steps/.test(errText || ''), errText);

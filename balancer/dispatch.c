@@ -125,6 +125,10 @@ static void interrupt_backend(struct balancer *b, struct bk *k)
 static void retry_or_fail(struct balancer *b, struct job *j, const char *why)
 {
 	release_slot(b, j);
+	if (j->interrupted) { /* its client stopped it: nothing to run again */
+		jobs_finish_cancelled(b, j);
+		return;
+	}
 	if (j->attempt >= b->cfg.max_attempts) {
 		char msg[512];
 		snprintf(msg, sizeof msg, "All %d attempts failed; the last: %s", j->attempt, why);
@@ -514,6 +518,34 @@ void dispatch_cancel(struct balancer *b, struct job *j)
 		interrupt_backend(b, k);
 	}
 	jobs_finish_cancelled(b, j);
+}
+
+static void stop_answer(const struct fetch_result *r, void *user)
+{
+	(void)r;
+	(void)user;
+}
+
+/* A1111's interrupt ends the running job early and its txt2img answers with
+ * what was made; skip ends the current image and goes on. So the backend is
+ * told, and the job's own call brings the answer (on_call: done as any). A
+ * queued job ends with nothing made (its waiting client gets that). A backend
+ * running other jobs too would stop them as well: there the job is cancelled
+ * as the jobs API cancels (and a skip does nothing). */
+void dispatch_interrupt(struct balancer *b, struct job *j, int skip)
+{
+	if (jobs_is_final(j) || j->interrupted)
+		return;
+	struct bk *k = j->bk;
+	if (!k || k->running > 1) {
+		if (!skip)
+			dispatch_cancel(b, j);
+		return;
+	}
+	if (!skip)
+		j->interrupted = 1;
+	registry_call(b, k, "POST", skip ? "/sdapi/v1/skip" : "/sdapi/v1/interrupt", NULL, 0, INTERRUPT_TIMEOUT_MS,
+		      BAL_MAX_SMALL_ANSWER, stop_answer, NULL);
 }
 
 void dispatch_backend_lost(struct balancer *b, struct bk *k, const char *why)

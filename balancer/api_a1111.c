@@ -8,6 +8,7 @@
 
 #include "a1111.h"
 #include "log.h"
+#include "pnginfo.h"
 #include "prefs.h"
 
 #include <errno.h>
@@ -337,17 +338,51 @@ static int on_set_options(struct httpd *h, h2o_req_t *req, const char *rest)
 	return 0;
 }
 
+/* POST /sdapi/v1/png-info {"image": base64}: the PNG's text chunks, read
+ * here (pnginfo.h); no backend is involved. */
+static int on_png_info(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	json_t *o = json_loadb(req->entity.base, req->entity.len, 0, NULL);
+	json_t *image = json_object_get(o, "image");
+	const char *why = NULL;
+	json_t *res = json_is_string(image) ? pnginfo_json(json_string_value(image), json_string_length(image), &why)
+					    : NULL;
+	if (res)
+		httpd_reply_json(req, 200, res);
+	else if (!json_is_object(o))
+		httpd_reply_json(req, 422,
+				 a1111_error_422(NULL, o ? "dict_type" : "json_invalid",
+						 o ? "Input should be a valid dictionary" : "JSON decode error", NULL));
+	else
+		httpd_reply_json(req, 422,
+				 a1111_error_422("image", image ? "value_error" : "missing",
+						 why     ? why
+						 : image ? "Input should be a valid string"
+							 : "Field required",
+						 NULL));
+	json_decref(o);
+	return 0;
+}
+
 static int on_ping(struct httpd *h, h2o_req_t *req, const char *rest)
 {
 	httpd_reply_json(req, 200, json_object());
 	return 0;
 }
 
+/* clang-format off: one route a line */
 const struct httpd_route API_A1111_ROUTES[] = {
-	{"POST", "/sdapi/v1/txt2img", on_txt2img},     {"GET", "/sdapi/v1/progress", on_progress},
-	{"POST", "/sdapi/v1/interrupt", on_interrupt}, {"POST", "/sdapi/v1/skip", on_skip},
-	{"GET", "/sdapi/v1/samplers", on_samplers},    {"GET", "/sdapi/v1/schedulers", on_schedulers},
-	{"GET", "/sdapi/v1/sd-models", on_sd_models},  {"GET", "/sdapi/v1/options", on_options},
-	{"POST", "/sdapi/v1/options", on_set_options}, {"GET", "/internal/ping", on_ping},
+	{"POST", "/sdapi/v1/txt2img", on_txt2img},
+	{"GET", "/sdapi/v1/progress", on_progress},
+	{"POST", "/sdapi/v1/interrupt", on_interrupt},
+	{"POST", "/sdapi/v1/skip", on_skip},
+	{"GET", "/sdapi/v1/samplers", on_samplers},
+	{"GET", "/sdapi/v1/schedulers", on_schedulers},
+	{"GET", "/sdapi/v1/sd-models", on_sd_models},
+	{"GET", "/sdapi/v1/options", on_options},
+	{"POST", "/sdapi/v1/options", on_set_options},
+	{"POST", "/sdapi/v1/png-info", on_png_info},
+	{"GET", "/internal/ping", on_ping},
 };
+/* clang-format on */
 const size_t API_A1111_N = sizeof API_A1111_ROUTES / sizeof API_A1111_ROUTES[0];

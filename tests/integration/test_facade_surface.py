@@ -13,6 +13,9 @@ A1111 1.10 (a1111_standin.py):
   with what was made (A1111's behaviour; it was 409), its queued one 200 with
   no image; DELETE /v1/jobs/{id} keeps its contract (200 {id, status:
   cancelled}, the job cancelled); /skip answers 200;
+- POST /sdapi/v1/png-info reads a façade image's infotext back (info,
+  items, parameters as A1111's parse_generation_parameters), bare or as a
+  data: URL; non-images, URLs (never fetched) and wrong types get 422;
 - a text/plain body still gets 415;
 - --api-auth (from a file): every /sdapi route answers 401 with
   WWW-Authenticate: Basic and A1111's detail without the credentials or with
@@ -181,6 +184,38 @@ def check_jobs_cancel(bal):
             t.get_job(bal.url, jid))
 
 
+def check_png_info(bal):
+    r = t.request("POST", bal.url + "/sdapi/v1/txt2img", json_body=t.small_job(prompt="png info", seed=31, steps=2),
+                  headers={"X-Sdgate-Gpus": "a100"})
+    img = ((r.json or {}).get("images") or [""])[0]
+    infotext = ((t.info_of(r) or {}).get("infotexts") or [""])[0]
+    for prefix, what in (("data:image/png;base64,", "a data: URL (webuiapi)"), ("", "bare base64")):
+        r = t.request("POST", bal.url + "/sdapi/v1/png-info", json_body={"image": prefix + img})
+        j = r.json if isinstance(r.json, dict) else {}
+        t.check("POST /sdapi/v1/png-info with %s: 200 {info, items, parameters}" % what,
+                r.status == 200 and set(j) == {"info", "items", "parameters"}, t.describe(r))
+        t.check("... info is the image's infotext (the txt2img's infotexts[0])", j.get("info") == infotext,
+                (j.get("info"), infotext))
+        p = j.get("parameters") or {}
+        t.check("... parameters parsed as A1111's (Prompt, Seed 31 as a string, Size-1 64, Clip skip 1)",
+                p.get("Prompt") == "png info" and p.get("Seed") == "31" and p.get("Size-1") == "64"
+                and p.get("Clip skip") == "1", p)
+    r = t.request("POST", bal.url + "/sdapi/v1/png-info", json_body={"image": ""})
+    t.check("png-info of an empty image: 200 with info \"\"", r.status == 200 and (r.json or {}).get("info") == "",
+            t.describe(r))
+    bad = [({"image": base64.b64encode(b"<html>not an image</html>").decode()}, "non-image base64"),
+           ({"image": "not base64 at all!"}, "text that is not base64"),
+           ({"image": "http://169.254.169.254/latest/meta-data"}, "a URL (never fetched)"),
+           ({"image": 5}, "a number"), ({}, "no image"), ([1], "a list")]
+    for body, what in bad:
+        r = t.request("POST", bal.url + "/sdapi/v1/png-info", json_body=body)
+        d = (r.json or {}).get("detail") if isinstance(r.json, dict) else None
+        t.check("png-info with %s: 422 with a detail list" % what, r.status == 422 and isinstance(d, list),
+                t.describe(r))
+    r = t.request("POST", bal.url + "/sdapi/v1/png-info", raw_body=b'{"image": "' + b"A" * (2 << 20) + b'"}')
+    t.check("png-info with a 2 MiB body: 413", r.status == 413, t.describe(r))
+
+
 def check_api_auth(be_url, tmp):
     path = os.path.join(tmp, "api-auth")
     with open(path, "w") as f:
@@ -229,6 +264,7 @@ def main():
     t.check("the native backend and the stand-in A1111 come up", t.wait_idle_backends(bal.url, 2), t.board(bal.url))
     check_options(bal, record)
     check_interrupt(bal)
+    check_png_info(bal)
     check_jobs_cancel(bal)
     bal.stop()
     check_api_auth(be.url, tmp)

@@ -201,7 +201,7 @@ def open_webui(bal):
     c, base = "open-webui", bal.url + "/sdapi/v1"
     hdr = {"authorization": ""}  # get_automatic1111_api_auth() with no auth set
     call(c, "GET", base + "/options", headers=hdr, what="verify_url")
-    models = call(c, "GET", base + "/sd-models", headers=hdr, ok=lambda r: r.status == 200 and all(
+    call(c, "GET", base + "/sd-models", headers=hdr, ok=lambda r: r.status == 200 and all(
         "title" in m and "model_name" in m for m in r.json), what="get_models: title, model_name")
     r = call(c, "GET", base + "/options", headers=hdr, what="set_image_model: current options",
              ok=lambda r: r.status == 200 and "sd_model_checkpoint" in r.json)
@@ -209,7 +209,6 @@ def open_webui(bal):
     call(c, "POST", base + "/options", whole, headers=hdr, what="set_image_model: the whole object back")
     call(c, "GET", base + "/options", headers=hdr, what="get_image_model",
          ok=lambda r: r.status == 200 and r.json.get("sd_model_checkpoint") == NATIVE)
-    del models
     data = {"prompt": "a lighthouse", "batch_size": 2, "width": 128, "height": 128, "steps": 2,
             "negative_prompt": "fog"}
 
@@ -302,14 +301,7 @@ def akash_options():
 
 
 def main():
-    tmp = t.tmpdir("replays")
-    record = os.path.join(tmp, "a1111.jsonl")
-    a1111 = a1111_standin.serve(0, step_ms=5, load_ms=100, record=record)
-    a_url = "http://127.0.0.1:%d" % a1111.server_address[1]
-    be = t.start_backend("--pace-ms-per-step", 20, "--provider", "native", "--gpu-class", "a100")
-    bal = t.start_balancer("--progress-interval-ms", 50, "--backend", be.url + "#provider=native&gpu_class=a100",
-                           "--backend", a_url + "#provider=a1111&gpu_class=rtx4090")
-    t.check("the native backend and the stand-in A1111 come up", t.wait_idle_backends(bal.url, 2), t.board(bal.url))
+    a1111, record, _, bal = t.start_native_and_a1111("replays", 20)
     t0 = time.monotonic()
     for name, fn in (("dify", lambda: dify(bal)), ("sillytavern", lambda: sillytavern(bal, record)),
                      ("open-webui", lambda: open_webui(bal)), ("webuiapi", lambda: webuiapi(bal)),

@@ -253,15 +253,8 @@ def check_api_auth(be_url, tmp):
 
 
 def main():
-    tmp = t.tmpdir("surface")
-    record = os.path.join(tmp, "a1111.jsonl")
-    a1111 = a1111_standin.serve(0, step_ms=5, load_ms=50, record=record)
-    a_url = "http://127.0.0.1:%d" % a1111.server_address[1]
-    be = t.start_backend("--pace-ms-per-step", 100, "--provider", "native", "--gpu-class", "a100")
-    bal = t.start_balancer("--progress-interval-ms", 50,
-                           "--backend", be.url + "#provider=native&gpu_class=a100",
-                           "--backend", a_url + "#provider=a1111&gpu_class=rtx4090")
-    t.check("the native backend and the stand-in A1111 come up", t.wait_idle_backends(bal.url, 2), t.board(bal.url))
+    a1111, record, be, bal = t.start_native_and_a1111("surface", 100, load_ms=50)
+    tmp = t.tmpdir("surface-auth")
     check_options(bal, record)
     check_interrupt(bal)
     check_png_info(bal)

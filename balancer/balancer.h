@@ -156,7 +156,8 @@ struct job {
 	double next_preview; /* polls ask for a preview from then on (until one comes) */
 	struct sse *subs;
 	struct waiter *waiter;
-	int interrupted; /* its façade client interrupted it while it ran: the backend's answer is what was made */
+	int interrupted;           /* its façade client interrupted it while it ran (1 + the step it was at then): the
+				      backend's answer is what was made */
 	struct job *qprev, *qnext; /* the queue */
 	int in_queue;
 	struct job *hnext;                          /* the id table */

@@ -214,6 +214,11 @@ static void on_call(const struct fetch_result *r, void *user)
 			jobs_finish_done(b, j, res);
 			return;
 		}
+		if (j->interrupted) { /* stopped before an image was made: nothing is wrong with the backend */
+			release_slot(b, j);
+			jobs_finish_cancelled(b, j);
+			return;
+		}
 		backend_failed(b, j, "malformed txt2img answer");
 		return;
 	}
@@ -246,6 +251,47 @@ static void on_call(const struct fetch_result *r, void *user)
 	backend_failed(b, j, why);
 }
 
+static void stop_answer(const struct fetch_result *r, void *user)
+{
+	(void)r;
+	(void)user;
+}
+
+/* A1111's interrupt ends the running job early and its txt2img answers with
+ * what was made; skip ends the current image and goes on. So the backend is
+ * told, and the job's own call brings the answer (on_call: done as any). A
+ * queued job ends with nothing made (its waiting client gets that). A backend
+ * running other jobs too would stop them as well: there the job is cancelled
+ * as the jobs API cancels (and a skip does nothing). */
+void dispatch_interrupt(struct balancer *b, struct job *j, int skip)
+{
+	if (jobs_is_final(j) || j->interrupted)
+		return;
+	struct bk *k = j->bk;
+	if (!k || k->running > 1) {
+		if (!skip)
+			dispatch_cancel(b, j);
+		return;
+	}
+	if (!skip)
+		j->interrupted = 1 + j->step;
+	registry_call(b, k, "POST", skip ? "/sdapi/v1/skip" : "/sdapi/v1/interrupt", NULL, 0, INTERRUPT_TIMEOUT_MS,
+		      BAL_MAX_SMALL_ANSWER, stop_answer, NULL);
+}
+
+/* An interrupt that reached the backend before the job had started there
+ * is lost (A1111 and sdgate's backend only stop a running job): while the
+ * job still moves on two steps past it, it is sent again. The job is the
+ * only one on that backend (dispatch_interrupt), so it stops no other. */
+static void interrupt_again(struct balancer *b, struct job *j, int step)
+{
+	if (!j->interrupted || step <= j->interrupted || j->bk->running != 1)
+		return;
+	j->interrupted = 1 + step;
+	registry_call(b, j->bk, "POST", "/sdapi/v1/interrupt", NULL, 0, INTERRUPT_TIMEOUT_MS, BAL_MAX_SMALL_ANSWER,
+		      stop_answer, NULL);
+}
+
 /* A poll's answer: an event for the subscribers when the step moved or a new
  * preview came. The event carries the preview only when it is new (a client
  * keeps the last one it got; one joining later gets it with the current
@@ -260,6 +306,7 @@ static void on_poll(const struct fetch_result *r, void *user)
 	struct answer_progress ap;
 	json_t *p = answer_parse_progress(r->body, r->len, &ap);
 	if (ap.valid) {
+		interrupt_again(b, j, ap.step);
 		const char *preview = ap.preview; /* checked by answer.c, or NULL */
 		int fresh = preview && (!j->preview || strcmp(preview, j->preview));
 		int changed = ap.step != j->step || ap.steps != j->steps || fresh;
@@ -518,34 +565,6 @@ void dispatch_cancel(struct balancer *b, struct job *j)
 		interrupt_backend(b, k);
 	}
 	jobs_finish_cancelled(b, j);
-}
-
-static void stop_answer(const struct fetch_result *r, void *user)
-{
-	(void)r;
-	(void)user;
-}
-
-/* A1111's interrupt ends the running job early and its txt2img answers with
- * what was made; skip ends the current image and goes on. So the backend is
- * told, and the job's own call brings the answer (on_call: done as any). A
- * queued job ends with nothing made (its waiting client gets that). A backend
- * running other jobs too would stop them as well: there the job is cancelled
- * as the jobs API cancels (and a skip does nothing). */
-void dispatch_interrupt(struct balancer *b, struct job *j, int skip)
-{
-	if (jobs_is_final(j) || j->interrupted)
-		return;
-	struct bk *k = j->bk;
-	if (!k || k->running > 1) {
-		if (!skip)
-			dispatch_cancel(b, j);
-		return;
-	}
-	if (!skip)
-		j->interrupted = 1;
-	registry_call(b, k, "POST", skip ? "/sdapi/v1/skip" : "/sdapi/v1/interrupt", NULL, 0, INTERRUPT_TIMEOUT_MS,
-		      BAL_MAX_SMALL_ANSWER, stop_answer, NULL);
 }
 
 void dispatch_backend_lost(struct balancer *b, struct bk *k, const char *why)

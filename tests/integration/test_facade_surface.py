@@ -163,6 +163,21 @@ def check_interrupt(bal):
             res is not None and res.status == 200 and (res.json or {}).get("images") == [],
             err or t.describe(res))
 
+    # Interrupted as soon as it is dispatched: the interrupt may reach the
+    # backend before the job has started there; it is sent again.
+    job = t.Background(t.request, "POST", bal.url + "/sdapi/v1/txt2img", json_body=dict(slow, seed=14), headers=hdr)
+    t.wait_until(lambda: t.request("GET", bal.url + "/sdapi/v1/progress", headers=KEY_C, timeout=5).json
+                 ["state"]["job_count"] == 1, 20, 0.01)
+    t0 = time.monotonic()
+    t.request("POST", bal.url + "/sdapi/v1/interrupt", headers=KEY_C)
+    res, err, _ = job.join(30)
+    waited = time.monotonic() - t0
+    info = t.info_of(res) if res is not None else None
+    print("# interrupted right after dispatch: answered %.2f s later, %s" % (waited, info and info.get("infotexts")))
+    t.check("a txt2img interrupted right after dispatch answers 200 early (%.2f s; an image if it had started, "
+            "none if still queued)" % waited, res is not None and res.status == 200
+            and len(t.images_of(res) or []) in (0, 1) and waited < 3.5, err or t.describe(res))
+
     job = t.Background(t.request, "POST", bal.url + "/sdapi/v1/txt2img", json_body=dict(slow, seed=13), headers=hdr)
     wait_running(bal, KEY_C, 1)
     r = t.request("POST", bal.url + "/sdapi/v1/skip", headers=KEY_C)

@@ -307,9 +307,11 @@ json_t *pnginfo_parameters(const char *infotext)
 			break;
 		line = stop + 1;
 	}
-	json_t *res = json_object();
-	json_object_set_new(res, "Prompt", json_string(prompt ? prompt : ""));
-	json_object_set_new(res, "Negative prompt", json_string(negative ? negative : ""));
+	json_t *res = json_object(), *pr = json_string(prompt ? prompt : ""),
+	       *ng = json_string(negative ? negative : "");
+	/* (not UTF-8, which a PNG's text never is here: "") */
+	json_object_set_new(res, "Prompt", pr ? pr : json_string(""));
+	json_object_set_new(res, "Negative prompt", ng ? ng : json_string(""));
 	free(prompt);
 	free(negative);
 	struct param m;

@@ -22,7 +22,9 @@
  * well-formed PNG, JPEG or WebP (why: a static message). A JPEG or WebP
  * has no PNG text: its answer is empty. New reference. */
 json_t *pnginfo_json(const char *image, size_t len, const char **why);
-/* A1111's parse_generation_parameters(infotext). New reference. */
+/* A1111's parse_generation_parameters(infotext: UTF-8, as a PNG's text is
+ * once read; other bytes give an empty prompt, never invalid JSON). New
+ * reference. */
 json_t *pnginfo_parameters(const char *infotext);
 
 #endif

@@ -271,11 +271,22 @@ static const char *offered_title(struct balancer *b, const char *name)
 			continue;
 		size_t i;
 		json_t *t;
-		json_array_foreach(k->titles, i,
-				   t) if (names_title(json_string_value(t), name)) return json_string_value(t);
+		json_array_foreach(k->titles, i, t)
+		{
+			if (names_title(json_string_value(t), name))
+				return json_string_value(t);
+		}
 		return name; /* offered under a name its sd-models did not list */
 	}
 	return NULL;
+}
+
+/* FastAPI's 422 for a body that is not a JSON object (o: what it parsed to, or NULL). */
+static void reply_not_object(h2o_req_t *req, const json_t *o)
+{
+	httpd_reply_json(req, 422,
+			 a1111_error_422(NULL, o ? "dict_type" : "json_invalid",
+					 o ? "Input should be a valid dictionary" : "JSON decode error", NULL));
 }
 
 /* GET /sdapi/v1/options: what A1111 clients read of it. sd_model_checkpoint
@@ -307,13 +318,10 @@ static int on_options(struct httpd *h, h2o_req_t *req, const char *rest)
 static int on_set_options(struct httpd *h, h2o_req_t *req, const char *rest)
 {
 	struct balancer *b = bal(h);
-	json_error_t err;
-	json_t *o = json_loadb(req->entity.base, req->entity.len, 0, &err);
+	json_t *o = json_loadb(req->entity.base, req->entity.len, 0, NULL);
 	if (!json_is_object(o)) {
+		reply_not_object(req, o);
 		json_decref(o);
-		httpd_reply_json(req, 422,
-				 a1111_error_422(NULL, o ? "dict_type" : "json_invalid",
-						 o ? "Input should be a valid dictionary" : "JSON decode error", NULL));
 		return 0;
 	}
 	json_t *ck = json_object_get(o, "sd_model_checkpoint");
@@ -350,16 +358,13 @@ static int on_png_info(struct httpd *h, h2o_req_t *req, const char *rest)
 	if (res)
 		httpd_reply_json(req, 200, res);
 	else if (!json_is_object(o))
-		httpd_reply_json(req, 422,
-				 a1111_error_422(NULL, o ? "dict_type" : "json_invalid",
-						 o ? "Input should be a valid dictionary" : "JSON decode error", NULL));
+		reply_not_object(req, o);
+	else if (!image)
+		httpd_reply_json(req, 422, a1111_error_422("image", "missing", "Field required", NULL));
 	else
-		httpd_reply_json(req, 422,
-				 a1111_error_422("image", image ? "value_error" : "missing",
-						 why     ? why
-						 : image ? "Input should be a valid string"
-							 : "Field required",
-						 NULL));
+		httpd_reply_json(
+			req, 422,
+			a1111_error_422("image", "value_error", why ? why : "Input should be a valid string", NULL));
 	json_decref(o);
 	return 0;
 }

@@ -6,12 +6,15 @@
  * (client.c). Loop thread. */
 #include "balancer.h"
 
-#include "log.h"
 #include "a1111.h"
+#include "log.h"
+#include "pnginfo.h"
+#include "prefs.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 struct waiter {
@@ -60,7 +63,11 @@ void waiter_finish(struct balancer *b, struct job *j)
 		httpd_reply_json(w->req, 200, j->reply ? j->reply : json_incref(j->result));
 		j->reply = NULL; /* stolen by the reply */
 	} else if (j->status == JOB_CANCELLED) {
-		httpd_reply_detail(w->req, 409, "Interrupted");
+		/* Stopped before the backend made anything (an interrupt while
+		 * queued, or a cancel through the jobs API): A1111 answers an
+		 * interrupted txt2img with what was made, here nothing. */
+		httpd_reply_json(w->req, 200,
+				 json_pack("{s:[],s:O,s:s}", "images", "parameters", j->request, "info", "{}"));
 	} else {
 		const char *code = json_string_value(json_object_get(j->error, "code"));
 		const char *msg = json_string_value(json_object_get(j->error, "message"));
@@ -182,24 +189,27 @@ static int on_progress(struct httpd *h, h2o_req_t *req, const char *rest)
 	return 0;
 }
 
-static int on_interrupt(struct httpd *h, h2o_req_t *req, const char *rest)
+/* POST /sdapi/v1/interrupt and /skip: the caller's façade jobs (only a
+ * caller with an identity of its own has any, see client_job). An
+ * interrupted job's waiting txt2img answers 200 with what was made, as
+ * A1111's does (dispatch_interrupt). */
+static int stop_own_jobs(struct httpd *h, h2o_req_t *req, int skip)
 {
 	struct balancer *b = bal(h);
-	struct job *j;
-	while ((j = client_job(b, req)))
-		dispatch_cancel(b, j);
+	char client[64];
+	if (bal_client_of(b, req, client, sizeof client) != BAL_CLIENT_ADDRESS)
+		for (struct job *j = b->active, *next; j; j = next) {
+			next = j->act_next;
+			if (j->facade && !strcmp(j->client, client))
+				dispatch_interrupt(b, j, skip);
+		}
 	httpd_reply_json(req, 200, json_object());
 	return 0;
 }
 
-/* A1111 skips the current image of a batch and goes on; a façade job is one
- * dispatch, so there is nothing to skip: accepted, for clients that call it
- * (webuiapi's skip()), and touches nothing. */
-static int on_skip(struct httpd *h, h2o_req_t *req, const char *rest)
-{
-	httpd_reply_json(req, 200, json_object());
-	return 0;
-}
+static int on_interrupt(struct httpd *h, h2o_req_t *req, const char *rest) { return stop_own_jobs(h, req, 0); }
+
+static int on_skip(struct httpd *h, h2o_req_t *req, const char *rest) { return stop_own_jobs(h, req, 1); }
 
 static int on_samplers(struct httpd *h, h2o_req_t *req, const char *rest)
 {
@@ -252,14 +262,122 @@ static int on_sd_models(struct httpd *h, h2o_req_t *req, const char *rest)
 	return 0;
 }
 
+/* 1 when a client's name for a checkpoint is this title: the title itself,
+ * its file name (before " [hash]") or that without its extension (A1111's
+ * model_name), case-insensitive. */
+static int names_title(const char *title, const char *name)
+{
+	const char *br = strstr(title, " [");
+	size_t file = br ? (size_t)(br - title) : strlen(title), len = strlen(name);
+	const char *dot = memrchr(title, '.', file);
+	size_t stem = dot ? (size_t)(dot - title) : file;
+	return !strcasecmp(title, name) || ((len == file || len == stem) && !strncasecmp(title, name, len));
+}
+
+/* A live backend's title for a checkpoint a client named (names_title), or
+ * NULL. Borrowed. */
+static const char *offered_title(struct balancer *b, const char *name)
+{
+	for (struct bk *k = b->backends; k; k = k->next) {
+		if (k->state != BK_UP || !registry_offers(k, name))
+			continue;
+		size_t i;
+		json_t *t;
+		json_array_foreach(k->titles, i, t)
+		{
+			if (names_title(json_string_value(t), name))
+				return json_string_value(t);
+		}
+		return name; /* offered under a name its sd-models did not list */
+	}
+	return NULL;
+}
+
+/* FastAPI's 422 for a body that is not a JSON object (o: what it parsed to, or NULL). */
+static void reply_not_object(h2o_req_t *req, const json_t *o)
+{
+	httpd_reply_json(req, 422,
+			 a1111_error_422(NULL, o ? "dict_type" : "json_invalid",
+					 o ? "Input should be a valid dictionary" : "JSON decode error", NULL));
+}
+
+/* GET /sdapi/v1/options: what A1111 clients read of it. sd_model_checkpoint
+ * is the caller's own choice (POST below) while a live backend offers it,
+ * else the first checkpoint a live backend offers. */
 static int on_options(struct httpd *h, h2o_req_t *req, const char *rest)
 {
-	json_t *titles = live_titles(bal(h));
-	const char *first = json_string_value(json_array_get(titles, 0));
-	json_t *o = json_pack("{s:s,s:i,s:s,s:b}", "sd_model_checkpoint", first ? first : "", "sd_checkpoints_limit", 1,
-			      "samples_format", "png", "enable_pnginfo", 1);
+	struct balancer *b = bal(h);
+	char client[64];
+	bal_client_of(b, req, client, sizeof client);
+	const char *mine = prefs_checkpoint(b->prefs, client, bal_now());
+	json_t *titles = live_titles(b);
+	const char *current = mine ? offered_title(b, mine) : NULL;
+	if (!current)
+		current = json_string_value(json_array_get(titles, 0));
+	json_t *o = json_pack("{s:s,s:i,s:s,s:b,s:s,s:i,s:b}", "sd_model_checkpoint", current ? current : "",
+			      "sd_checkpoints_limit", 1, "samples_format", "png", "enable_pnginfo", 1, "sd_vae",
+			      "Automatic", "CLIP_stop_at_last_layers", 1, "samples_save", 0);
 	json_decref(titles);
 	httpd_reply_json(req, 200, o);
+	return 0;
+}
+
+/* POST /sdapi/v1/options: A1111 answers 200 null. sd_model_checkpoint
+ * becomes the caller's default checkpoint (prefs.h): a later façade txt2img
+ * that names none is routed as if it named it. The other keys are accepted
+ * and go nowhere: a provider's settings are its own. A checkpoint no live
+ * backend offers gets 422 naming the field (A1111: "model ... not found"). */
+static int on_set_options(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	struct balancer *b = bal(h);
+	json_t *o = json_loadb(req->entity.base, req->entity.len, 0, NULL);
+	if (!json_is_object(o)) {
+		reply_not_object(req, o);
+		json_decref(o);
+		return 0;
+	}
+	json_t *ck = json_object_get(o, "sd_model_checkpoint");
+	const char *name = json_string_value(ck);
+	if (ck && !json_is_null(ck) && (!name || json_string_length(ck) > A1111_MAX_NAME)) {
+		httpd_reply_json(req, 422,
+				 a1111_error_422("sd_model_checkpoint", "string_type",
+						 "Input should be a valid string of at most 256 bytes", NULL));
+	} else if (name && !offered_title(b, name)) {
+		char msg[A1111_MAX_NAME + 32];
+		snprintf(msg, sizeof msg, "model '%s' not found", name);
+		httpd_reply_json(req, 422, a1111_error_422("sd_model_checkpoint", "checkpoint_not_found", msg, NULL));
+	} else {
+		char client[64];
+		bal_client_of(b, req, client, sizeof client);
+		if (name && prefs_set_checkpoint(b->prefs, client, name, bal_now()) != 0)
+			httpd_reply_detail(req, 500, "Out of memory");
+		else
+			httpd_reply_json(req, 200, json_null());
+	}
+	json_decref(o);
+	return 0;
+}
+
+/* POST /sdapi/v1/png-info {"image": base64}: the PNG's text chunks, read
+ * here (pnginfo.h); no backend is involved. */
+static int on_png_info(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	json_t *o = json_loadb(req->entity.base, req->entity.len, 0, NULL);
+	json_t *image = json_object_get(o, "image");
+	const char *why = NULL;
+	json_t *res = json_is_string(image) ? pnginfo_json(json_string_value(image), json_string_length(image), &why)
+					    : NULL;
+	if (res)
+		httpd_reply_json(req, 200, res);
+	else if (!json_is_object(o))
+		reply_not_object(req, o);
+	else if (!image)
+		httpd_reply_json(req, 422, a1111_error_422("image", "missing", "Field required", NULL));
+	else
+		httpd_reply_json(
+			req, 422,
+			a1111_error_422("image", "value_error", why ? why : "Input should be a valid string", NULL));
+	json_decref(o);
 	return 0;
 }
 
@@ -269,6 +387,7 @@ static int on_ping(struct httpd *h, h2o_req_t *req, const char *rest)
 	return 0;
 }
 
+/* clang-format off: one route a line */
 const struct httpd_route API_A1111_ROUTES[] = {
 	{"POST", "/sdapi/v1/txt2img", on_txt2img},
 	{"GET", "/sdapi/v1/progress", on_progress},
@@ -278,6 +397,9 @@ const struct httpd_route API_A1111_ROUTES[] = {
 	{"GET", "/sdapi/v1/schedulers", on_schedulers},
 	{"GET", "/sdapi/v1/sd-models", on_sd_models},
 	{"GET", "/sdapi/v1/options", on_options},
+	{"POST", "/sdapi/v1/options", on_set_options},
+	{"POST", "/sdapi/v1/png-info", on_png_info},
 	{"GET", "/internal/ping", on_ping},
 };
+/* clang-format on */
 const size_t API_A1111_N = sizeof API_A1111_ROUTES / sizeof API_A1111_ROUTES[0];

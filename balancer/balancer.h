@@ -45,6 +45,7 @@ struct bal_config {
 	const char *provider_token;  /* shared: a name is held by the live registration that took it */
 	const char *provider_tokens; /* FILE of "<name>\t<token>" lines: each token bound to its name */
 	const char *admin_token;
+	const char *api_auth;       /* "user:pass[,user2:pass2]": Basic auth on the façade (A1111's --api-auth) */
 	int allow_private_backends; /* registrations may point at loopback/private addresses */
 	long max_queue, max_queue_per_client, max_attempts;
 	long heartbeat_interval_s, health_interval_ms, progress_interval_ms, preview_interval_ms;
@@ -157,6 +158,8 @@ struct job {
 	double next_preview; /* polls ask for a preview from then on (until one comes) */
 	struct sse *subs;
 	struct waiter *waiter;
+	int interrupted;           /* its façade client interrupted it while it ran (1 + the step it was at then): the
+				      backend's answer is what was made */
 	struct job *qprev, *qnext; /* the queue */
 	int in_queue;
 	struct job *hnext;                          /* the id table */
@@ -198,6 +201,8 @@ struct balancer {
 	char instance[BAL_ID_LEN + 1];  /* random per process: X-Sdgate-Instance on every answer */
 	struct provider_token *ptokens; /* --provider-tokens */
 	size_t n_ptokens;
+	struct prefs *prefs;      /* façade clients' options (prefs.h) */
+	struct apiauth *api_auth; /* --api-auth, or NULL (apiauth.h) */
 };
 
 struct balancer *balancer_of(struct httpd *h);
@@ -307,6 +312,8 @@ int jobs_is_final(const struct job *j);
 /* dispatch.c */
 void dispatch_schedule(struct balancer *b);
 void dispatch_cancel(struct balancer *b, struct job *j);
+/* A façade client's interrupt (skip 0) or skip (1), as A1111's: see dispatch.c. */
+void dispatch_interrupt(struct balancer *b, struct job *j, int skip);
 void dispatch_tick(struct balancer *b, double now);
 /* Fails at once a job that no live backend could ever serve; returns 1 if so. */
 int dispatch_reject_unservable(struct balancer *b, struct job *j);

@@ -24,6 +24,7 @@
  * providers send no Origin. Loop thread. */
 #include "balancer.h"
 
+#include "apiauth.h"
 #include "clientkey.h"
 #include "error.h"
 #include "netaddr.h"
@@ -121,13 +122,27 @@ static int origin_allowed(struct balancer *b, h2o_iovec_t origin)
 	return 0;
 }
 
+/* --api-auth covers the A1111 façade, as A1111's covers its API. */
+static int needs_api_auth(struct balancer *b, h2o_req_t *req)
+{
+	static const char prefix[] = "/sdapi/";
+	return b->api_auth && req->path_normalized.len >= sizeof prefix - 1 &&
+	       memcmp(req->path_normalized.base, prefix, sizeof prefix - 1) == 0;
+}
+
 int bal_guard(struct httpd *h, h2o_req_t *req, const char *rest)
 {
 	(void)rest;
 	struct balancer *b = httpd_user(h);
+	h2o_iovec_t auth = httpd_header(req, "authorization");
+	if (needs_api_auth(b, req) && !apiauth_check(b->api_auth, auth.base, auth.len)) {
+		/* A1111's answer, word for word (modules/api/api.py, auth) */
+		h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL, H2O_STRLIT("Basic"));
+		httpd_reply_detail(req, 401, "Incorrect username or password");
+		return 0;
+	}
 	/* Naming a client is the admin's: a Bearer token that is not the admin
 	 * token would otherwise be taken as an API key, a client of its own. */
-	h2o_iovec_t auth = httpd_header(req, "authorization");
 	if (httpd_header(req, "x-sdgate-client").len && auth.len > 7 && strncasecmp(auth.base, "Bearer ", 7) == 0 &&
 	    !bal_bearer_ok(req, b->cfg.admin_token)) {
 		bal_reply_error(req, sd_error_status(SDE_UNAUTHORIZED), sd_error_code(SDE_UNAUTHORIZED),

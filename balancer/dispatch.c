@@ -149,6 +149,10 @@ static void queue_again(struct balancer *b, struct job *j)
 static void retry_or_fail(struct balancer *b, struct job *j, const char *why)
 {
 	release_slot(b, j, 0);
+	if (j->interrupted) { /* its client stopped it: nothing to run again */
+		jobs_finish_cancelled(b, j);
+		return;
+	}
 	if (j->attempt >= b->cfg.max_attempts) {
 		char msg[512];
 		snprintf(msg, sizeof msg, "All %d attempts failed; the last: %s", j->attempt, why);
@@ -249,6 +253,11 @@ static void on_call(const struct fetch_result *r, void *user)
 			jobs_finish_done(b, j, res);
 			return;
 		}
+		if (j->interrupted) { /* stopped before an image was made: nothing is wrong with the backend */
+			release_slot(b, j, 1);
+			jobs_finish_cancelled(b, j);
+			return;
+		}
 		backend_failed(b, j, "malformed txt2img answer");
 		return;
 	}
@@ -281,6 +290,55 @@ static void on_call(const struct fetch_result *r, void *user)
 	backend_failed(b, j, why);
 }
 
+static void stop_answer(const struct fetch_result *r, void *user)
+{
+	(void)r;
+	(void)user;
+}
+
+/* A1111's interrupt ends the running job early and its txt2img answers with
+ * what was made; skip ends the current image and goes on. So the backend is
+ * told, and the job's own call brings the answer (on_call: done as any). A
+ * queued job ends with nothing made (its waiting client gets that). A backend
+ * running other jobs too would stop them as well: there the job is cancelled
+ * as the jobs API cancels (and a skip does nothing). */
+void dispatch_interrupt(struct balancer *b, struct job *j, int skip)
+{
+	if (jobs_is_final(j) || j->interrupted)
+		return;
+	struct bk *k = j->bk;
+	int busy = 0, slot = -1; /* slots running a job; j's */
+	for (int s = 0; k && s < BAL_MAX_SLOTS; s++) {
+		busy += k->jobs[s] != NULL;
+		if (k->jobs[s] == j)
+			slot = s;
+	}
+	if (!k || busy > 1 || slot < 0) { /* queued, sent behind another, or not alone */
+		if (!skip)
+			dispatch_cancel(b, j);
+		return;
+	}
+	if (k->behind[slot]) /* it must not meet this interrupt when j ends first */
+		requeue_behind(b, k, slot);
+	if (!skip)
+		j->interrupted = 1 + j->step;
+	registry_call(b, k, "POST", skip ? "/sdapi/v1/skip" : "/sdapi/v1/interrupt", NULL, 0, INTERRUPT_TIMEOUT_MS,
+		      BAL_MAX_SMALL_ANSWER, stop_answer, NULL);
+}
+
+/* An interrupt that reached the backend before the job had started there
+ * is lost (A1111 and sdgate's backend only stop a running job): while the
+ * job still moves on two steps past it, it is sent again. The job is the
+ * only one on that backend (dispatch_interrupt), so it stops no other. */
+static void interrupt_again(struct balancer *b, struct job *j, int step)
+{
+	if (!j->interrupted || step <= j->interrupted || j->bk->running != 1)
+		return;
+	j->interrupted = 1 + step;
+	registry_call(b, j->bk, "POST", "/sdapi/v1/interrupt", NULL, 0, INTERRUPT_TIMEOUT_MS, BAL_MAX_SMALL_ANSWER,
+		      stop_answer, NULL);
+}
+
 /* A poll's answer: an event for the subscribers when the step moved or a new
  * preview came. The event carries the preview only when it is new (a client
  * keeps the last one it got; one joining later gets it with the current
@@ -295,6 +353,7 @@ static void on_poll(const struct fetch_result *r, void *user)
 	struct answer_progress ap;
 	json_t *p = answer_parse_progress(r->body, r->len, &ap);
 	if (ap.valid) {
+		interrupt_again(b, j, ap.step);
 		const char *preview = ap.preview; /* checked by answer.c, or NULL */
 		int fresh = preview && (!j->preview || strcmp(preview, j->preview));
 		int changed = ap.step != j->step || ap.steps != j->steps || fresh;
@@ -557,7 +616,7 @@ void dispatch_schedule(struct balancer *b)
 		/* only behind a backend whose speed was measured: a guessed one
 		 * (its class's prior) could hold the job behind a long run */
 		int can_behind = lead > 0 && assign[i] == ROUTER_WAIT && pk && pk->spp > 0 && pk->jobs[p->slot] &&
-				 !pk->behind[p->slot] && !pk->draining;
+				 !pk->jobs[p->slot]->interrupted && !pk->behind[p->slot] && !pk->draining;
 		if (can_behind && p->start_in > lead)
 			wake = fmin(wake, p->start_in - lead); /* plan again then, not at the loop's next turn */
 		if (assign[i] >= 0 || (can_behind && p->start_in <= lead)) {

@@ -8,6 +8,7 @@
 #include "balancer.h"
 
 #include "forward.h"
+#include "prefs.h"
 #include "router.h"
 #include "a1111.h"
 
@@ -169,6 +170,25 @@ static void from_a1111(struct intake_error *e, int status, json_t *reply)
  * backends' business (the router matches them). */
 static const struct a1111_runnable *runnable(struct balancer *b) { return &A1111_NATIVE; }
 
+/* A façade txt2img that names no checkpoint runs on the one its client
+ * chose with POST /sdapi/v1/options (prefs.h), as A1111 runs on its
+ * current one: the job then routes, and reaches its backend, as if it had
+ * named it. */
+static void use_default_checkpoint(struct balancer *b, const char *client, json_t *body)
+{
+	json_t *over = json_object_get(body, "override_settings");
+	if (json_string_length(json_object_get(over, "sd_model_checkpoint")))
+		return;
+	const char *mine = prefs_checkpoint(b->prefs, client, bal_now());
+	if (!mine)
+		return;
+	if (!json_is_object(over)) {
+		over = json_object();
+		json_object_set_new(body, "override_settings", over);
+	}
+	json_object_set_new(over, "sd_model_checkpoint", json_string(mine));
+}
+
 struct job *intake_job(struct balancer *b, h2o_req_t *req, int facade, struct intake_error *e)
 {
 	return intake_job_from(b, req, req->entity.base, req->entity.len, facade, e);
@@ -215,6 +235,8 @@ struct job *intake_job_from(struct balancer *b, h2o_req_t *req, const char *text
 
 	char client[64];
 	bal_client_of(b, req, client, sizeof client);
+	if (facade)
+		use_default_checkpoint(b, client, body);
 	if (b->queued >= b->cfg.max_queue) {
 		set_error(e, 429, "queue_full", NULL, "The queue is full; try again later");
 	} else if (jobs_count_client(b, client) >= b->cfg.max_queue_per_client) {

@@ -5,10 +5,12 @@
  * start. */
 #include "balancer.h"
 
+#include "apiauth.h"
 #include "config.h"
 #include "forward.h"
 #include "image.h"
 #include "log.h"
+#include "prefs.h"
 #include "router.h"
 
 #include <curl/curl.h>
@@ -40,6 +42,10 @@ static const struct config_option OPTIONS[] = {
 	 "let registrations point at loopback, private and link-local addresses (tests, private clusters)", 0, 0},
 	{"admin-token", CONFIG_SECRET, &B.cfg.admin_token, "T",
 	 "Bearer token of the gateway/admin (lets it name end clients with X-Sdgate-Client)", 0, 0},
+	{"api-auth", CONFIG_SECRET, &B.cfg.api_auth, "USER:PASS[,USER2:PASS2]",
+	 "HTTP Basic auth on the A1111 façade (/sdapi/*), as A1111's --api-auth: 401 without one of these "
+	 "credentials; passwords of at least 8 bytes",
+	 0, 0},
 	{"trusted-proxy", CONFIG_LIST, &B.cfg.trusted_proxies, "ADDR",
 	 "a reverse proxy (e.g. NGINX) whose X-Real-IP / last X-Forwarded-For names the client (repeatable; by IP)", 0,
 	 0},
@@ -312,6 +318,17 @@ int main(int argc, char **argv)
 		config_free(&PROGRAM);
 		return 2;
 	}
+	if (b->cfg.api_auth) {
+		const char *why = NULL;
+		b->api_auth = apiauth_new(b->cfg.api_auth, &why);
+		if (!b->api_auth) {
+			log_error("--api-auth: %s", why);
+			free_provider_tokens(b);
+			config_free(&PROGRAM);
+			return 2;
+		}
+	}
+	b->prefs = prefs_new();
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	bal_random_id(b->instance);
 	b->m.inference_by_class = json_object();
@@ -393,6 +410,8 @@ out:
 	registry_free_all(b);
 	jobs_free_all(b);
 	free_provider_tokens(b);
+	apiauth_free(b->api_auth);
+	prefs_free(b->prefs);
 	json_decref(b->m.inference_by_class);
 	curl_global_cleanup();
 	config_free(&PROGRAM);

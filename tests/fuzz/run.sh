@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${SDGATE_FUZZ_BUILD:-build-fuzz}
 SECS=${SDGATE_FUZZ_SECONDS:-20}
-TARGETS=(txt2img gateway_message sse prompt config balancer_answer image)
+TARGETS=(txt2img gateway_message sse prompt config balancer_answer image pnginfo)
 
 CC=clang cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSDGATE_FUZZ=ON -DSDGATE_SANITIZE=ON \
   -DWITH_CUDA=OFF >/dev/null

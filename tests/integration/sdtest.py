@@ -1318,3 +1318,20 @@ class Nginx:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+def start_native_and_a1111(name, pace_ms, load_ms=100):
+    """A native backend (provider "native", a100, --pace-ms-per-step
+    pace_ms), the stand-in plain A1111 1.10 in this process (provider
+    "a1111", rtx4090; a1111_standin.py, recording the bodies it receives)
+    and a balancer over both, up. Returns (a1111 server, record file,
+    backend, balancer)."""
+    import a1111_standin
+    record = os.path.join(tmpdir(name), "a1111.jsonl")
+    a1111 = a1111_standin.serve(0, step_ms=5, load_ms=load_ms, record=record)
+    a_url = "http://127.0.0.1:%d" % a1111.server_address[1]
+    be = start_backend("--pace-ms-per-step", pace_ms, "--provider", "native", "--gpu-class", "a100")
+    bal = start_balancer("--progress-interval-ms", 50, "--backend", be.url + "#provider=native&gpu_class=a100",
+                         "--backend", a_url + "#provider=a1111&gpu_class=rtx4090")
+    check("the native backend and the stand-in A1111 come up", wait_idle_backends(bal.url, 2), board(bal.url))
+    return a1111, record, be, bal

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sdtest as t  # noqa: E402
 
 FLAGS = ["--listen", "--db", "--backend", "--provider-token", "--provider-tokens", "--allow-private-backends",
-         "--admin-token", "--max-queue",
+         "--admin-token", "--api-auth", "--max-queue",
          "--max-queue-per-client", "--max-attempts", "--heartbeat-interval", "--health-interval-ms",
          "--job-timeout-factor", "--min-job-timeout-s", "--progress-interval-ms", "--result-ttl", "--log-level",
          "--config", "--help", "--version"]

@@ -1,6 +1,8 @@
 /* Unit tests of balancer/clientkey.c: the last X-Forwarded-For entry; API
  * keys from Bearer and Basic headers, hashed, none from empty credentials or
- * other schemes. (An address's key is common/netaddr's: test_common_netaddr.) */
+ * other schemes. (An address's key is common/netaddr's: test_common_netaddr.)
+ * And balancer/apiauth.c: --api-auth lists, and the Basic headers they let
+ * through. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "apiauth.h"
 #include "clientkey.h"
 
 static void test_last_entry(void **state)
@@ -67,11 +70,49 @@ static void test_api_keys(void **state)
 	assert_int_equal(clientkey_of_authorization("Bearer x", 8, small, sizeof small), -1);
 }
 
+static int check(const struct apiauth *a, const char *header) { return apiauth_check(a, header, strlen(header)); }
+
+static void test_api_auth(void **state)
+{
+	(void)state;
+	const char *why = NULL;
+	const char *bad[] = {"alice", ":password1", "alice:short", "alice:password1,", "alice:password1,bob"};
+	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+		assert_null(apiauth_new(bad[i], &why));
+		printf("--api-auth \"%s\" refused: %s\n", bad[i], why);
+		assert_non_null(why);
+	}
+	struct apiauth *a = apiauth_new("alice:password1,bob:b:with:colons", &why);
+	assert_non_null(a);
+	assert_true(check(a, "Basic YWxpY2U6cGFzc3dvcmQx"));      /* alice:password1 */
+	assert_true(check(a, "basic  YWxpY2U6cGFzc3dvcmQx "));    /* scheme case, blanks */
+	assert_true(check(a, "Basic Ym9iOmI6d2l0aDpjb2xvbnM="));  /* bob:b:with:colons */
+	assert_false(check(a, "Basic YWxpY2U6cGFzc3dvcmQy"));     /* alice:password2 */
+	assert_false(check(a, "Basic YWxpY2U6cGFzc3dvcmQxMQ==")); /* alice:password11 */
+	assert_false(check(a, "Bearer YWxpY2U6cGFzc3dvcmQx"));    /* another scheme */
+	assert_false(check(a, "Basic "));
+	assert_false(check(a, "Basic !!!!"));
+	assert_false(check(a, "Basic YWxpY2U6cGFzc3dvcmQx=")); /* not padded base64 */
+	assert_false(apiauth_check(a, NULL, 0));
+	assert_false(apiauth_check(NULL, "Basic YWxpY2U6cGFzc3dvcmQx", 26));
+	apiauth_free(a);
+	/* 64 pairs at most */
+	char many[65 * 16 + 1] = "";
+	for (int i = 0; i < 65; i++)
+		snprintf(many + strlen(many), sizeof many - strlen(many), "%su%02d:password", i ? "," : "", i);
+	assert_null(apiauth_new(many, &why));
+	many[64 * 13 - 1] = '\0'; /* the first 64 */
+	a = apiauth_new(many, &why);
+	assert_non_null(a);
+	apiauth_free(a);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_last_entry),
 		cmocka_unit_test(test_api_keys),
+		cmocka_unit_test(test_api_auth),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

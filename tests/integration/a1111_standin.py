@@ -216,6 +216,25 @@ def validate(body, kinds):
     return model
 
 
+def decode_image(encoding):
+    """api.py's decode_base64_to_image, without PIL: a data: URL or bare base64 of a
+    PNG, JPEG or WebP file, else 500 "Invalid encoded image"."""
+    if not isinstance(encoding, str):
+        raise HTTPError(500, "Invalid encoded image")
+    if encoding.startswith(("http://", "https://")):
+        raise HTTPError(500, "Requests not allowed")  # opts.api_enable_requests is off by default
+    if encoding.startswith("data:image/"):
+        encoding = encoding.split(";")[1].split(",")[1]
+    try:
+        data = base64.b64decode(encoding)
+    except ValueError:
+        data = b""
+    if not (data.startswith(b"\x89PNG\r\n\x1a\n") or data.startswith(b"\xff\xd8\xff")
+            or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")):
+        raise HTTPError(500, "Invalid encoded image")
+    return data
+
+
 def png(width, height, rgb, text):
     """A valid RGB PNG of one colour with a tEXt "parameters" chunk."""
     def chunk(kind, data):
@@ -329,6 +348,8 @@ class A1111:
             raise HTTPError(404, "Sampler not found")
         if kinds == II and req["init_images"] is None:
             raise HTTPError(404, "Init image not found")
+        for enc in (req["init_images"] or []) + ([req["mask"]] if kinds == II and req["mask"] else []):
+            decode_image(enc)
         if req["scheduler"] is not None and req["scheduler"] not in [x for s in SCHEDULERS for x in (s[0], s[1])]:
             req["scheduler"] = "automatic"
         over = req["override_settings"] or {}

@@ -141,8 +141,8 @@ static void start_check(struct balancer *b, struct bk *k);
 
 /* The probe's steps, in order. A native backend declares its capabilities in
  * /sdgate/v1/info and is up once its checkpoints are read; any other (a plain
- * A1111) once its listings are read too (samplers and schedulers required,
- * the others optional), so that the façade's unions hold it at once. */
+ * A1111) once its listings are read too (each optional), so that the
+ * façade's unions hold it at once. */
 enum {
 	STEP_PING,
 	STEP_INFO,
@@ -181,6 +181,7 @@ static void check_failed(struct balancer *b, struct bk *k, const char *what, con
 			log_warn("backend %s (%s): capabilities not refreshed: %s", k->id, k->key, why);
 			return;
 		}
+		k->probe_step = STEP_PING; /* the health checks start over */
 	}
 	if (k->state != BK_DOWN)
 		log_warn("backend %s (%s) is down: %s", k->id, k->key, why);
@@ -257,30 +258,29 @@ static int on_models(struct balancer *b, struct bk *k, const struct fetch_result
 	return 0;
 }
 
-/* A1111's listings: samplers and schedulers are required to come up (an
- * A1111 before 1.9 has no /schedulers: only "automatic" then); the others
- * are optional (404: none). A refresh that fails keeps the last good one. */
+/* A1111's listings, all optional: 404 means none (an A1111 before 1.9 has no
+ * /schedulers: "automatic" only), another answer of the wrong shape keeps
+ * the last good one; samplers or schedulers never read leave the backend
+ * unjudged on them (caps.h: known). A call that fails marks it down. */
 static int on_listing(struct balancer *b, struct bk *k, int step, const struct fetch_result *r, json_t *j)
 {
-	int ok;
-	if (r->status == 404 && step != STEP_SAMPLERS) {
-		json_t *none = json_array();
-		ok = step == STEP_SCHEDULERS ? caps_take_schedulers(&k->caps, none) == 0 : 1;
-		if (step >= STEP_LISTS)
-			caps_take_none(&k->caps, (enum caps_list)(step - STEP_LISTS + 1));
-		json_decref(none);
-	} else if (r->status != 200) {
-		ok = 0;
-	} else if (step == STEP_SAMPLERS) {
-		ok = caps_take_samplers(&k->caps, j) == 0;
-	} else if (step == STEP_SCHEDULERS) {
-		ok = caps_take_schedulers(&k->caps, j) == 0;
-	} else {
-		ok = caps_take_list(&k->caps, (enum caps_list)(step - STEP_LISTS + 1), j) == 0;
-	}
-	if (!ok && step < STEP_LISTS && !k->refreshing && k->caps.known != 3) {
+	if (r->status == 0) {
 		check_failed(b, k, step_path(step), r);
 		return -1;
+	}
+	if (r->status == 404) {
+		json_t *none = json_array();
+		if (step == STEP_SCHEDULERS)
+			caps_take_schedulers(&k->caps, none);
+		else if (step >= STEP_LISTS)
+			caps_take_none(&k->caps, (enum caps_list)(step - STEP_LISTS + 1));
+		json_decref(none);
+	} else if (r->status == 200 && step == STEP_SAMPLERS) {
+		caps_take_samplers(&k->caps, j);
+	} else if (r->status == 200 && step == STEP_SCHEDULERS) {
+		caps_take_schedulers(&k->caps, j);
+	} else if (r->status == 200) {
+		caps_take_list(&k->caps, (enum caps_list)(step - STEP_LISTS + 1), j);
 	}
 	return 0;
 }

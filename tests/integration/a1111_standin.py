@@ -348,8 +348,9 @@ class A1111:
             raise HTTPError(404, "Sampler not found")
         if kinds == II and req["init_images"] is None:
             raise HTTPError(404, "Init image not found")
-        for enc in (req["init_images"] or []) + ([req["mask"]] if kinds == II and req["mask"] else []):
-            decode_image(enc)
+        if kinds == II:
+            for enc in req["init_images"] + ([req["mask"]] if req["mask"] else []):
+                decode_image(enc)
         if req["scheduler"] is not None and req["scheduler"] not in [x for s in SCHEDULERS for x in (s[0], s[1])]:
             req["scheduler"] = "automatic"
         over = req["override_settings"] or {}
@@ -515,6 +516,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(200, fn(body) if method == "POST" else fn())
         except HTTPError as e:
             return self.send_json(e.status, e.body)
+        except Exception as e:  # A1111's exception handler: 500 with the exception's name
+            return self.send_json(500, {"error": type(e).__name__, "detail": "", "body": "", "errors": str(e)})
 
     def do_GET(self):
         self.route("GET")

@@ -313,22 +313,23 @@ int caps_take_declared(struct caps *c, const json_t *d)
 
 void caps_apply_fixed(struct caps *c, const json_t *fixed) { take_limits(c, fixed); }
 
-void caps_sampler_names(unsigned mask, const char **out)
+static const char *sampler_name(int i) { return A1111_SAMPLERS[i].name; }
+static const char *scheduler_name(int i) { return A1111_SCHEDULERS[i].name; }
+
+static void names_in(unsigned mask, int count, const char *(*name)(int), const char **out)
 {
 	int n = 0;
-	for (int i = 0; i < A1111_SAMPLER_COUNT; i++)
+	for (int i = 0; i < count; i++)
 		if (mask & (1u << i))
-			out[n++] = A1111_SAMPLERS[i].name;
+			out[n++] = name(i);
 	out[n] = NULL;
 }
 
+void caps_sampler_names(unsigned mask, const char **out) { names_in(mask, A1111_SAMPLER_COUNT, sampler_name, out); }
+
 void caps_scheduler_names(unsigned mask, const char **out)
 {
-	int n = 0;
-	for (int i = 0; i < A1111_SCHEDULER_COUNT; i++)
-		if (mask & (1u << i))
-			out[n++] = A1111_SCHEDULERS[i].name;
-	out[n] = NULL;
+	names_in(mask, A1111_SCHEDULER_COUNT, scheduler_name, out);
 }
 
 /* ---- needs ------------------------------------------------------------ */

@@ -1,7 +1,8 @@
 """test_balancer_caps.py — routing by capability (issue 12 item 2): a
 balancer over one native sdgate backend (it declares its capabilities in
 /sdgate/v1/info) and a plain AUTOMATIC1111 1.10 (the stand-in,
-a1111_standin.py, whose /sdapi/v1/* listings the balancer reads itself).
+a1111_standin.py, whose /sdapi/v1/* listings the balancer reads itself; also
+through an sdgate backend in --upstream mode, which passes them through).
 
 The façade's listings are the union of the two; a job only the A1111 can run
 (UniPC, the SDXL refiner, hires fix, a side past the native backend's
@@ -130,6 +131,24 @@ def main():
             t.is_sdgate_error(r, 422, "not_runnable") and (r.json.get("error") or {}).get("field") == "hr_upscaler",
             t.describe(r))
     t.check("none of these reached the A1111", len(standin_jobs(record)) == before)
+
+    # An sdgate backend in --upstream mode in front of the A1111 declares
+    # nothing: the balancer reads the A1111's listings through it.
+    up = t.start_backend("--upstream", a1111.url, "--provider", "upstream-prov", name="backend-upstream")
+    bal2 = t.start_balancer("--backend", t.static_backend_arg(up.url, provider="upstream"), name="balancer-2")
+    t.wait_board(bal2.url, lambda b: len(b) == 1 and b[0].get("state") == "idle")
+    samplers = names(t.request("GET", bal2.url + "/sdapi/v1/samplers", timeout=30))
+    loras = names(t.request("GET", bal2.url + "/sdapi/v1/loras", timeout=30))
+    r, took = t.txt2img(bal2.url, t.small_job(sampler_name="UniPC", refiner_checkpoint=REFINER), timeout=60)
+    bodies = standin_jobs(record)
+    t.check("through an --upstream backend: the A1111's 20 samplers and its LoRAs are listed, and a UniPC + "
+            "refiner job reaches the A1111 (%.2f s)" % took,
+            samplers and len(samplers) == 20 and loras == a1111_standin.LORAS and r.status == 200
+            and provider_of(r) == "upstream" and len(bodies) == before + 1
+            and bodies[-1].get("sampler_name") == "UniPC", (samplers, loras, t.describe(r)))
+    before = len(bodies)
+    bal2.stop()
+    up.stop()
 
     # The A1111 goes away: its names leave the union, its jobs are refused.
     a1111.stop()

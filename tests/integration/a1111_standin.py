@@ -23,11 +23,16 @@ request ({"method", "path", "body"}) appended to FILE; read_records(FILE)
 reads them back.
 
     python3 tests/integration/a1111_standin.py --port 7860 [--record F]
-        [--step-ms 5] [--load-ms 300] [--no-refiner] [--listen HOST:PORT]
+        [--step-ms 5] [--load-ms 300] [--no-refiner] [--models-dir D] [--listen HOST:PORT]
+
+Test knobs: --models-dir D adds D's *.safetensors as checkpoints (A1111
+rescans them on POST /sdapi/v1/refresh-checkpoints, as here); SIGUSR1
+toggles a broken install whose listings answer 500.
 """
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import random
@@ -249,9 +254,12 @@ def png(width, height, rgb, text):
 class A1111:
     """The server's state: settings, the loaded model, the one job running."""
 
-    def __init__(self, step_ms, load_ms, record, refiner=True):
+    def __init__(self, step_ms, load_ms, record, refiner=True, models_dir=None):
         self.step_ms, self.load_ms, self.record_path = step_ms, load_ms, record
-        self.checkpoints = CHECKPOINTS if refiner else CHECKPOINTS[:1]
+        self.builtin = CHECKPOINTS if refiner else CHECKPOINTS[:1]
+        self.models_dir = models_dir
+        self.listings_fail = False  # SIGUSR1 toggles it: the listings answer 500 (a broken install)
+        self.checkpoints = self.scan()
         self.lock = threading.Lock()       # state
         self.queue_lock = threading.Lock()  # A1111's: one job (or model load) at a time
         self.record_lock = threading.Lock()
@@ -296,6 +304,22 @@ class A1111:
                 self.options["sd_checkpoint_hash"] = ck[2]
 
     # ---- routes
+
+    def scan(self):
+        """The checkpoints: the SDXL pair, and the *.safetensors of --models-dir
+        (A1111 rescans on start and on POST /sdapi/v1/refresh-checkpoints)."""
+        found = list(self.builtin)
+        if self.models_dir:
+            for f in sorted(os.listdir(self.models_dir)):
+                if f.endswith(".safetensors"):
+                    sha = hashlib.sha256(f.encode()).hexdigest()
+                    found.append((f[:-len(".safetensors")], sha[:10], sha))
+        return found
+
+    def refresh_checkpoints(self, body):
+        with self.lock:
+            self.checkpoints = self.scan()
+        return None
 
     def sd_models(self):
         return [{"title": self.title(ck), "model_name": ck[0], "hash": ck[1], "sha256": ck[2],
@@ -457,7 +481,12 @@ class A1111:
             "/sdapi/v1/progress": self.progress,
             "/sdapi/v1/cmd-flags": lambda: {"api": True, "listen": True, "nowebui": True},
         }
-        return routes.get(path)
+        fn = routes.get(path)
+        if fn and self.listings_fail and path not in ("/sdapi/v1/progress", "/sdapi/v1/options"):
+            def broken():
+                raise HTTPError(500, error="RuntimeError", errors="listing unavailable")
+            return broken
+        return fn
 
     def post(self, path):
         return {
@@ -466,6 +495,7 @@ class A1111:
             "/sdapi/v1/img2img": lambda b: self.generate(b, II),
             "/sdapi/v1/interrupt": lambda b: (self.flag("interrupted"), {})[1],
             "/sdapi/v1/skip": lambda b: self.flag("skipped"),
+            "/sdapi/v1/refresh-checkpoints": self.refresh_checkpoints,
         }.get(path)
 
 
@@ -509,7 +539,7 @@ class Handler(BaseHTTPRequestHandler):
                                                         "msg": "Expecting value", "type": "value_error.jsondecode",
                                                         "ctx": {"msg": str(e)}}]})
             app.record(method, path, body)
-            if body is None and path not in ("/sdapi/v1/interrupt", "/sdapi/v1/skip"):
+            if body is None and path not in ("/sdapi/v1/interrupt", "/sdapi/v1/skip", "/sdapi/v1/refresh-checkpoints"):
                 return self.send_json(422, {"detail": [{"loc": ["body"], "msg": "field required",
                                                         "type": "value_error.missing"}]})
         try:
@@ -526,11 +556,11 @@ class Handler(BaseHTTPRequestHandler):
         self.route("POST")
 
 
-def serve(port, host="127.0.0.1", step_ms=5, load_ms=300, record=None, refiner=True):
+def serve(port, host="127.0.0.1", step_ms=5, load_ms=300, record=None, refiner=True, models_dir=None):
     """A started server (in its own thread): .server_address, .shutdown()."""
     srv = ThreadingHTTPServer((host, port), Handler)
     srv.daemon_threads = True
-    srv.app = A1111(step_ms, load_ms, record, refiner)
+    srv.app = A1111(step_ms, load_ms, record, refiner, models_dir)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv
 
@@ -543,16 +573,18 @@ def main(argv=None):
     ap.add_argument("--step-ms", type=float, default=5.0, help="time per sampling step")
     ap.add_argument("--load-ms", type=float, default=300.0, help="time to switch the loaded checkpoint")
     ap.add_argument("--no-refiner", action="store_true", help="only the SDXL base checkpoint")
+    ap.add_argument("--models-dir", help="more checkpoints: its *.safetensors (rescanned by refresh-checkpoints)")
     a = ap.parse_args(argv)
     host, port = "127.0.0.1", a.port
     if a.listen:
         host, _, p = a.listen.rpartition(":")
         port = int(p)
-    srv = serve(port, host or "127.0.0.1", a.step_ms, a.load_ms, a.record, not a.no_refiner)
+    srv = serve(port, host or "127.0.0.1", a.step_ms, a.load_ms, a.record, not a.no_refiner, a.models_dir)
     sys.stderr.write("a1111-standin: listening on %s:%d\n" % srv.server_address[:2])
     sys.stderr.flush()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGUSR1, lambda *_: setattr(srv.app, "listings_fail", not srv.app.listings_fail))
     try:
         done.wait()
     except KeyboardInterrupt:

@@ -13,6 +13,8 @@ once the A1111 is gone, its names leave the union. Docs: balancer/README.md
 "Routing by capability", docs/a1111-facade.md "Listings"."""
 
 import os
+import re
+import signal
 import sys
 import time
 
@@ -40,8 +42,9 @@ def standin_jobs(record):
 
 def main():
     record = os.path.join(t.tmpdir("standin"), "bodies.jsonl")
-    a1111 = t.start_program("a1111-standin", STANDIN, ["--record", record, "--step-ms", "2", "--load-ms", "50"],
-                            "/sdapi/v1/progress")
+    models_dir = t.tmpdir("standin-models")
+    a1111 = t.start_program("a1111-standin", STANDIN, ["--record", record, "--step-ms", "2", "--load-ms", "50",
+                                                        "--models-dir", models_dir], "/sdapi/v1/progress")
     native = t.start_backend("--provider", "native-prov", name="backend-native")
     r = t.request("GET", native.url + "/sdapi/v1/sd-models", timeout=30)
     native_models = names(r, "title") or []
@@ -131,6 +134,41 @@ def main():
             t.is_sdgate_error(r, 422, "not_runnable") and (r.json.get("error") or {}).get("field") == "hr_upscaler",
             t.describe(r))
     t.check("none of these reached the A1111", len(standin_jobs(record)) == before)
+
+    # Refreshed: a checkpoint the A1111 finds later is listed and runs; a
+    # broken listing keeps the last good one.
+    open(os.path.join(models_dir, "sd_xl_turbo_1.0.safetensors"), "wb").close()
+    t.request("POST", a1111.url + "/sdapi/v1/refresh-checkpoints", timeout=30)
+    t0 = time.monotonic()
+    turbo = t.wait_until(lambda: [x for x in names(t.request("GET", bal.url + "/sdapi/v1/sd-models", timeout=30),
+                                                   "title") or [] if x.startswith("sd_xl_turbo_1.0.safetensors [")],
+                         15)
+    took = time.monotonic() - t0
+    r, _ = t.txt2img(bal.url, t.small_job(override_settings={"sd_model_checkpoint": "sd_xl_turbo_1.0"}), timeout=60)
+    bodies = standin_jobs(record)
+    t.check("a checkpoint the A1111 found later is listed within %.1f s (refresh: 10 health intervals, 2 s) and "
+            "its job reaches the A1111" % took,
+            turbo and r.status == 200 and provider_of(r) == "a1111" and len(bodies) == before + 1, (turbo, t.describe(r)))
+    before = len(bodies)
+
+    def failed_listings():  # the balancer's refresh met the broken install
+        with open(a1111.log_path, "rb") as f:
+            return len(re.findall(rb'"GET /sdapi/v1/[a-z-]+ HTTP/1.1" 500', f.read()))
+    a1111.signal(signal.SIGUSR1)  # its listings answer 500 from now on
+    t0 = time.monotonic()
+    t.wait_until(lambda: failed_listings() >= 1, 15)
+    took = time.monotonic() - t0
+    loras = names(t.request("GET", bal.url + "/sdapi/v1/loras", timeout=30))
+    samplers = names(t.request("GET", bal.url + "/sdapi/v1/samplers", timeout=30))
+    board = t.board(bal.url)
+    r, _ = t.txt2img(bal.url, t.small_job(sampler_name="UniPC"), timeout=60)
+    t.check("its listings answering 500 (a refresh %.1f s later): the last good ones stay, it stays up and runs "
+            "UniPC" % took,
+            failed_listings() >= 1 and loras == a1111_standin.LORAS and len(samplers or []) == 20
+            and (t.board_entry(board, provider="a1111") or {}).get("state") == "idle" and r.status == 200
+            and provider_of(r) == "a1111", (loras, samplers, t.describe(r)))
+    a1111.signal(signal.SIGUSR1)
+    before = len(standin_jobs(record))
 
     # An sdgate backend in --upstream mode in front of the A1111 declares
     # nothing: the balancer reads the A1111's listings through it.

@@ -48,27 +48,31 @@ static void add_bare_titles(struct balancer *b, json_t *list)
 	json_decref(seen);
 }
 
+/* /samplers or /schedulers: A1111's entries of the names some live backend runs. */
+static json_t *names_union(const struct caps *const *cs, size_t n, int schedulers)
+{
+	unsigned mask = 0;
+	for (size_t i = 0; i < n; i++)
+		mask |= schedulers ? cs[i]->schedulers : cs[i]->samplers;
+	const char *names[A1111_SAMPLER_COUNT > A1111_SCHEDULER_COUNT ? A1111_SAMPLER_COUNT + 1
+								      : A1111_SCHEDULER_COUNT + 1];
+	if (schedulers) {
+		caps_scheduler_names(mask, names);
+		return a1111_schedulers_json(&(struct a1111_runnable){NULL, names, NULL, 0});
+	}
+	caps_sampler_names(mask, names);
+	return a1111_samplers_json(&(struct a1111_runnable){names, NULL, NULL, 0});
+}
+
 int listings_get(struct httpd *h, h2o_req_t *req, const char *rest)
 {
 	struct balancer *b = httpd_user(h);
-	static const char *const last[] = {"samplers", "schedulers"};
 	const char *path = h2o_strdup(&req->pool, req->path_normalized.base, req->path_normalized.len).base;
-	const char *name = strrchr(path, '/') + 1;
 	const struct caps *cs[BAL_MAX_BACKENDS];
 	size_t n = live_caps(b, cs, BAL_MAX_BACKENDS);
 	json_t *answer = NULL;
-	if (!strcmp(name, last[0]) || !strcmp(name, last[1])) {
-		unsigned samplers = 0, schedulers = 0;
-		for (size_t i = 0; i < n; i++) {
-			samplers |= cs[i]->samplers;
-			schedulers |= cs[i]->schedulers;
-		}
-		const char *sn[A1111_SAMPLER_COUNT + 1], *kn[A1111_SCHEDULER_COUNT + 1];
-		caps_sampler_names(samplers, sn);
-		caps_scheduler_names(schedulers, kn);
-		struct a1111_runnable run = {sn, kn, NULL, 0};
-		answer = !strcmp(name, last[0]) ? a1111_samplers_json(&run) : a1111_schedulers_json(&run);
-	}
+	if (!strcmp(path, "/sdapi/v1/samplers") || !strcmp(path, "/sdapi/v1/schedulers"))
+		answer = names_union(cs, n, !strcmp(path, "/sdapi/v1/schedulers"));
 	for (int l = 0; !answer && l < CAPS_N_LISTS; l++)
 		if (!strcmp(path, caps_path((enum caps_list)l))) {
 			answer = caps_union(cs, n, (enum caps_list)l);

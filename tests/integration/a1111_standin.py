@@ -137,6 +137,8 @@ FIELDS = {
     "script_args": (L, [], TI), "send_images": (B, True, TI), "save_images": (B, False, TI),
     "alwayson_scripts": (D, {}, TI), "infotext": (S, None, TI), "include_init_images": (B, False, II),
 }
+TRUTHY = ("1", "on", "t", "true", "y", "yes")  # pydantic v1's strings for booleans
+FALSY = ("0", "off", "f", "false", "n", "no")
 PYDANTIC = {  # type -> (msg, type) of pydantic v1's errors
     I: ("value is not a valid integer", "type_error.integer"), F: ("value is not a valid float", "type_error.float"),
     B: ("value could not be parsed to a boolean", "type_error.bool"), S: ("str type expected", "type_error.str"),
@@ -185,8 +187,8 @@ def coerce(name, kind, v):
             return v
         if v in (0, 1):
             return bool(v)
-        if isinstance(v, str) and v.lower() in ("0", "off", "f", "false", "n", "no", "1", "on", "t", "true", "y", "yes"):
-            return v.lower() in ("1", "on", "t", "true", "y", "yes")
+        if isinstance(v, str) and v.lower() in FALSY + TRUTHY:
+            return v.lower() in TRUTHY
     elif kind == S:
         if isinstance(v, str):
             return v
@@ -247,8 +249,9 @@ def png(width, height, rgb, text):
     row = b"\x00" + bytes(rgb) * width
     raw = zlib.compress(row * height, 6)
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"tEXt", b"parameters\x00" + text.encode("latin-1", "replace"))
-            + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+    meta = b"parameters\x00" + text.encode("latin-1", "replace")
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"tEXt", meta) + chunk(b"IDAT", raw)
+            + chunk(b"IEND", b""))
 
 
 class A1111:

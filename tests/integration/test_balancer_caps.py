@@ -91,7 +91,8 @@ def main():
             {p: got[p].json for p in ("latent-upscale-modes", "loras", "sd-vae", "face-restorers")})
     t.check("/scripts and /embeddings: A1111's objects",
             "x/y/z plot" in ((got["scripts"].json or {}).get("txt2img") or [])
-            and set(got["embeddings"].json or {}) == {"loaded", "skipped"}, (got["scripts"].json, got["embeddings"].json))
+            and set(got["embeddings"].json or {}) == {"loaded", "skipped"},
+            (got["scripts"].json, got["embeddings"].json))
 
     # Jobs only the A1111 can run reach it.
     before = len(standin_jobs(record))
@@ -148,7 +149,8 @@ def main():
     bodies = standin_jobs(record)
     t.check("a checkpoint the A1111 found later is listed within %.1f s (refresh: 10 health intervals, 2 s) and "
             "its job reaches the A1111" % took,
-            turbo and r.status == 200 and provider_of(r) == "a1111" and len(bodies) == before + 1, (turbo, t.describe(r)))
+            turbo and r.status == 200 and provider_of(r) == "a1111" and len(bodies) == before + 1,
+            (turbo, t.describe(r)))
     before = len(bodies)
 
     def failed_listings():  # the balancer's refresh met the broken install

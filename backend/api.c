@@ -129,10 +129,9 @@ static int on_schedulers(struct httpd *h, h2o_req_t *req, const char *rest)
 	return reply_json(req, a1111_schedulers_json(&A1111_NATIVE));
 }
 
-static int on_sd_models(struct httpd *h, h2o_req_t *req, const char *rest)
+/* The engine's checkpoints as A1111's /sdapi/v1/sd-models lists them. */
+static json_t *sd_models_json(void)
 {
-	if (forward_if_upstream(backend_of(h), req))
-		return 0;
 	json_t *list = json_array();
 	for (int i = 0; i < engine_model_count(); i++) {
 		const struct engine_model_info *m = engine_model_get(i);
@@ -140,7 +139,14 @@ static int on_sd_models(struct httpd *h, h2o_req_t *req, const char *rest)
 						      m->model_name, "hash", m->hash, "sha256", m->sha256, "filename",
 						      m->filename, "config"));
 	}
-	return reply_json(req, list);
+	return list;
+}
+
+static int on_sd_models(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	if (forward_if_upstream(backend_of(h), req))
+		return 0;
+	return reply_json(req, sd_models_json());
 }
 
 static json_t *options_json(struct backend *b)
@@ -218,6 +224,13 @@ static int on_upscalers(struct httpd *h, h2o_req_t *req, const char *rest)
 					 "model_url", "scale"));
 }
 
+static int on_scripts(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	if (forward_if_upstream(backend_of(h), req))
+		return 0;
+	return reply_json(req, json_pack("{s:[],s:[]}", "txt2img", "img2img"));
+}
+
 static int on_embeddings(struct httpd *h, h2o_req_t *req, const char *rest)
 {
 	if (forward_if_upstream(backend_of(h), req))
@@ -252,6 +265,28 @@ static int on_cmd_flags(struct httpd *h, h2o_req_t *req, const char *rest)
 
 static int on_ping(struct httpd *h, h2o_req_t *req, const char *rest) { return reply_json(req, json_object()); }
 
+static json_t *names_json(const char *const *names)
+{
+	json_t *list = json_array();
+	for (; *names; names++)
+		json_array_append_new(list, json_string(*names));
+	return list;
+}
+
+/* What the native engine can run (balancer/caps.h reads it; the façade's
+ * listings are their union): its samplers and schedulers, its checkpoints
+ * (none usable as a refiner), the "None" upscaler, the largest side and
+ * step count, and the features it does not have yet. In upstream mode
+ * there is no declaration: the balancer reads the A1111's own listings
+ * through this backend (forwarded), as it reads a plain A1111's. */
+static json_t *capabilities_json(void)
+{
+	return json_pack("{s:o,s:o,s:o,s:[{s:s}],s:[],s:i,s:i,s:{s:b,s:b}}", "samplers",
+			 names_json(A1111_NATIVE_SAMPLERS), "schedulers", names_json(A1111_NATIVE_SCHEDULERS),
+			 "sd-models", sd_models_json(), "upscalers", "name", "None", "refiners", "max_size",
+			 A1111_MAX_SIZE, "max_steps", A1111_MAX_STEPS, "features", "img2img", 0, "hires_fix", 0);
+}
+
 static int on_info(struct httpd *h, h2o_req_t *req, const char *rest)
 {
 	struct backend *b = backend_of(h);
@@ -270,6 +305,8 @@ static int on_info(struct httpd *h, h2o_req_t *req, const char *rest)
 	json_object_set_new(info, "queued", json_integer(lane_queued(b->jobs)));
 	if (b->upstream_url)
 		json_object_set_new(info, "upstream", json_string(b->upstream_url));
+	else
+		json_object_set_new(info, "capabilities", capabilities_json());
 	return reply_json(req, info);
 }
 
@@ -288,6 +325,10 @@ const struct httpd_route API_ROUTES[] = {
 	{"GET", "/sdapi/v1/hypernetworks", on_empty_list},
 	{"GET", "/sdapi/v1/upscalers", on_upscalers},
 	{"GET", "/sdapi/v1/embeddings", on_embeddings},
+	{"GET", "/sdapi/v1/latent-upscale-modes", on_empty_list},
+	{"GET", "/sdapi/v1/scripts", on_scripts},
+	{"GET", "/sdapi/v1/prompt-styles", on_empty_list},
+	{"GET", "/sdapi/v1/face-restorers", on_empty_list},
 	{"GET", "/sdapi/v1/memory", on_memory},
 	{"GET", "/sdapi/v1/cmd-flags", on_cmd_flags},
 	{"GET", "/internal/ping", on_ping},

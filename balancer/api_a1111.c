@@ -211,18 +211,6 @@ static int on_interrupt(struct httpd *h, h2o_req_t *req, const char *rest) { ret
 
 static int on_skip(struct httpd *h, h2o_req_t *req, const char *rest) { return stop_own_jobs(h, req, 1); }
 
-static int on_samplers(struct httpd *h, h2o_req_t *req, const char *rest)
-{
-	httpd_reply_json(req, 200, a1111_samplers_json(&A1111_NATIVE));
-	return 0;
-}
-
-static int on_schedulers(struct httpd *h, h2o_req_t *req, const char *rest)
-{
-	httpd_reply_json(req, 200, a1111_schedulers_json(&A1111_NATIVE));
-	return 0;
-}
-
 /* Every checkpoint title a live backend offers, once. */
 static json_t *live_titles(struct balancer *b)
 {
@@ -242,24 +230,6 @@ static json_t *live_titles(struct balancer *b)
 	}
 	json_decref(seen);
 	return list;
-}
-
-static int on_sd_models(struct httpd *h, h2o_req_t *req, const char *rest)
-{
-	json_t *titles = live_titles(bal(h)), *list = json_array();
-	size_t i;
-	json_t *t;
-	json_array_foreach(titles, i, t)
-	{
-		const char *title = json_string_value(t);
-		const char *br = strstr(title, " [");
-		json_t *name = br ? json_stringn(title, (size_t)(br - title)) : json_string(title);
-		json_array_append_new(list, json_pack("{s:O,s:o,s:n,s:n,s:s,s:n}", "title", t, "model_name", name,
-						      "hash", "sha256", "filename", "", "config"));
-	}
-	json_decref(titles);
-	httpd_reply_json(req, 200, list);
-	return 0;
 }
 
 /* 1 when a client's name for a checkpoint is this title: the title itself,
@@ -393,9 +363,17 @@ const struct httpd_route API_A1111_ROUTES[] = {
 	{"GET", "/sdapi/v1/progress", on_progress},
 	{"POST", "/sdapi/v1/interrupt", on_interrupt},
 	{"POST", "/sdapi/v1/skip", on_skip},
-	{"GET", "/sdapi/v1/samplers", on_samplers},
-	{"GET", "/sdapi/v1/schedulers", on_schedulers},
-	{"GET", "/sdapi/v1/sd-models", on_sd_models},
+	{"GET", "/sdapi/v1/samplers", listings_get},
+	{"GET", "/sdapi/v1/schedulers", listings_get},
+	{"GET", "/sdapi/v1/sd-models", listings_get},
+	{"GET", "/sdapi/v1/sd-vae", listings_get},
+	{"GET", "/sdapi/v1/upscalers", listings_get},
+	{"GET", "/sdapi/v1/latent-upscale-modes", listings_get},
+	{"GET", "/sdapi/v1/loras", listings_get},
+	{"GET", "/sdapi/v1/embeddings", listings_get},
+	{"GET", "/sdapi/v1/scripts", listings_get},
+	{"GET", "/sdapi/v1/prompt-styles", listings_get},
+	{"GET", "/sdapi/v1/face-restorers", listings_get},
 	{"GET", "/sdapi/v1/options", on_options},
 	{"POST", "/sdapi/v1/options", on_set_options},
 	{"POST", "/sdapi/v1/png-info", on_png_info},

@@ -9,6 +9,7 @@
 #ifndef SDGATE_BALANCER_H
 #define SDGATE_BALANCER_H
 
+#include "caps.h"
 #include "fetch.h"
 #include "httpd.h"
 #include "router.h"
@@ -35,6 +36,7 @@
 #define BAL_SECRET_HEX 64                /* hex chars of a registration's secret and call token */
 #define BAL_MAX_INFO (64u << 10)         /* a kept result's info (JSON text) and parameters */
 #define BAL_IMAGE_CHUNK (256u << 10)     /* GET /v1/jobs/{id}/images/{n}: bytes read from the store at a time */
+#define BAL_CAPS_REFRESH_MIN_S 2.0       /* an up backend's capabilities are read again: 10 health intervals, >= this */
 
 struct bal_config {
 	const char *listen;
@@ -109,6 +111,9 @@ struct bk {
 	double drain_next, drain_deadline;
 	struct fetch *drain_call;
 	int probe_step;
+	struct caps caps; /* what it can run (caps.h), read by the probe and refreshed */
+	int refreshing;   /* the probe is re-reading an up backend's capabilities */
+	double next_refresh;
 	struct bk *next;
 };
 
@@ -126,11 +131,12 @@ struct job {
 	double max_price;  /* 0 = any */
 	const char *model; /* checkpoint asked for (in request), or NULL */
 	const char *refiner;
-	double work;     /* model calls x pixels of all its passes (router_work) */
-	double switch_s; /* checkpoint loading expected on its current backend */
-	int prefer;      /* enum router_prefer: "sdgate": {"prefer": "fastest" | "cheapest"} */
-	double pixels;   /* width x height x images */
-	double n_images; /* batch_size x n_iter */
+	struct caps_need need; /* what a backend must be able to run (caps.h) */
+	double work;           /* model calls x pixels of all its passes (router_work) */
+	double switch_s;       /* checkpoint loading expected on its current backend */
+	int prefer;            /* enum router_prefer: "sdgate": {"prefer": "fastest" | "cheapest"} */
+	double pixels;         /* width x height x images */
+	double n_images;       /* batch_size x n_iter */
 	long long seed;
 	enum job_status status;
 	int attempt;
@@ -371,6 +377,10 @@ extern const struct httpd_route API_OPS_ROUTES[];
 extern const size_t API_OPS_N;
 extern const struct httpd_route API_OPENAI_ROUTES[];
 extern const size_t API_OPENAI_N;
+
+/* listings.c: GET /sdapi/v1/samplers, /sd-models, ... (the route table's
+ * lines in api_a1111.c): the union over the live backends' capabilities. */
+int listings_get(struct httpd *h, h2o_req_t *req, const char *rest);
 
 /* api_a1111.c: the façade's waiting request. */
 /* How a waiting client is answered once its job ends, or (the job not

@@ -470,6 +470,11 @@ static void start(struct balancer *b, struct job *j, struct bk *k, double switch
 
 static int offers_cb(const void *ctx, const char *model) { return registry_offers(ctx, model); }
 
+static int can_run_cb(const void *ctx, const void *need)
+{
+	return caps_cannot(&((const struct bk *)ctx)->caps, need) == NULL;
+}
+
 /* Seconds until a busy slot frees up. Once the backend has reported a
  * quarter of the job done, its own pace says it (a backend that slowed down
  * is seen during the job, not only after it); before, the estimate does,
@@ -504,6 +509,7 @@ static void fill_view(struct bk *k, struct router_bk *v, double now)
 	v->slots = k->slots;
 	v->loaded_model = k->loaded_model;
 	v->offers = offers_cb;
+	v->can_run = can_run_cb;
 	v->ctx = k;
 }
 
@@ -526,6 +532,7 @@ static void fill_job(const struct job *j, struct router_job *v, const char **gpu
 	v->max_price = j->max_price;
 	v->model = j->model;
 	v->refiner = j->refiner;
+	v->need = &j->need;
 	v->work = j->work;
 	v->prefer = j->prefer;
 }

@@ -7,10 +7,11 @@
  * read again. Loop thread. */
 #include "balancer.h"
 
+#include "a1111.h"
+#include "error.h"
 #include "forward.h"
 #include "prefs.h"
 #include "router.h"
-#include "a1111.h"
 
 #include <ctype.h>
 #include <stdlib.h>
@@ -165,10 +166,66 @@ static void from_a1111(struct intake_error *e, int status, json_t *reply)
 		  e->field_buf[0] ? e->field_buf : NULL, text);
 }
 
-/* What the balancer accepts until backends declare capabilities (issue 12
- * item 2): the native engine's samplers and schedulers; checkpoints are the
- * backends' business (the router matches them). */
-static const struct a1111_runnable *runnable(struct balancer *b) { return &A1111_NATIVE; }
+/* The names some live backend runs: the union of the up backends' samplers
+ * and schedulers (caps.h). */
+struct live_names {
+	struct a1111_runnable run;
+	const char *samplers[A1111_SAMPLER_COUNT + 1];
+	const char *schedulers[A1111_SCHEDULER_COUNT + 1];
+};
+
+static int live(const struct bk *k) { return k->state == BK_UP && k->caps.known == 3; }
+
+/* What the balancer accepts: a sampler and a scheduler that some live
+ * backend runs. With no backend live at all, every A1111 name: the job
+ * queues for a backend to come (its grace period, dispatch.c), as before
+ * capabilities. Checkpoints are the router's business (503 no_backend). */
+static const struct a1111_runnable *runnable(struct balancer *b, struct live_names *out)
+{
+	unsigned samplers = 0, schedulers = 0;
+	int n = 0;
+	for (const struct bk *k = b->backends; k; k = k->next)
+		if (live(k)) {
+			samplers |= k->caps.samplers;
+			schedulers |= k->caps.schedulers;
+			n++;
+		}
+	if (!n)
+		return NULL;
+	caps_sampler_names(samplers, out->samplers);
+	caps_scheduler_names(schedulers, out->schedulers);
+	out->run = (struct a1111_runnable){out->samplers, out->schedulers, NULL, 0};
+	return &out->run;
+}
+
+/* 0 when some live backend can run what the request needs (or none is live:
+ * see runnable), else the 422 naming the field that the backend which came
+ * closest cannot run (caps_cannot checks in CAPS_FIELDS' order). */
+static int capable(struct balancer *b, const json_t *request, struct intake_error *e)
+{
+	struct caps_need need;
+	caps_need_of(request, 0, &need);
+	int best = -1;
+	for (const struct bk *k = b->backends; k; k = k->next) {
+		if (!live(k))
+			continue;
+		const char *field = caps_cannot(&k->caps, &need);
+		if (!field)
+			return 0;
+		int rank = caps_field_rank(field);
+		if (rank > best)
+			best = rank;
+	}
+	if (best < 0)
+		return 0;
+	const char *field = CAPS_FIELDS[best];
+	snprintf(e->field_buf, sizeof e->field_buf, "%s", field);
+	char msg[256];
+	snprintf(msg, sizeof msg, "%s: no live backend can run this value (the /sdapi/v1 listings say what they run)",
+		 field);
+	set_error(e, sd_error_status(SDE_NOT_RUNNABLE), sd_error_code(SDE_NOT_RUNNABLE), e->field_buf, msg);
+	return -1;
+}
 
 /* A façade txt2img that names no checkpoint runs on the one its client
  * chose with POST /sdapi/v1/options (prefs.h), as A1111 runs on its
@@ -199,9 +256,10 @@ struct job *intake_job_from(struct balancer *b, h2o_req_t *req, const char *text
 {
 	memset(e, 0, sizeof *e);
 	struct a1111_request r;
+	struct live_names names;
 	int status;
 	json_t *reply = NULL;
-	if (a1111_parse(A1111_TXT2IMG, text, len, runnable(b), &r, &status, &reply) != A1111_OK) {
+	if (a1111_parse(A1111_TXT2IMG, text, len, runnable(b, &names), &r, &status, &reply) != A1111_OK) {
 		from_a1111(e, status, reply);
 		e->a1111 = reply;
 		return NULL;
@@ -230,6 +288,11 @@ struct job *intake_job_from(struct balancer *b, h2o_req_t *req, const char *text
 	if (!body) {
 		json_decref(gpus);
 		set_error(e, 500, "internal", NULL, "Out of memory");
+		return NULL;
+	}
+	if (capable(b, body, e)) {
+		json_decref(body);
+		json_decref(gpus);
 		return NULL;
 	}
 

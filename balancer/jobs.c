@@ -146,6 +146,7 @@ static void derive(struct job *j)
 		j->model = NULL;
 	if (j->refiner && !*j->refiner)
 		j->refiner = NULL;
+	caps_need_of(r, 0, &j->need);
 }
 
 static void link_job(struct balancer *b, struct job *j)

@@ -47,6 +47,8 @@ const char *registry_state_name(const struct bk *k)
  * model_name, or by title without the hash; so do we. */
 int registry_offers(const struct bk *k, const char *model)
 {
+	if (caps_has_checkpoint(&k->caps, model)) /* its short hash, sha256 or file name too */
+		return 1;
 	size_t i;
 	json_t *v;
 	size_t mlen = strlen(model);
@@ -137,6 +139,34 @@ static void add_title(struct bk *k, json_t *title)
 
 static void start_check(struct balancer *b, struct bk *k);
 
+/* The probe's steps, in order. A native backend declares its capabilities in
+ * /sdgate/v1/info and is up once its checkpoints are read; any other (a plain
+ * A1111) once its listings are read too (each optional), so that the
+ * façade's unions hold it at once. */
+enum {
+	STEP_PING,
+	STEP_INFO,
+	STEP_MODELS,
+	STEP_SAMPLERS,
+	STEP_SCHEDULERS,
+	STEP_LISTS,                              /* + (caps_list - 1): sd-models is STEP_MODELS */
+	STEP_END = STEP_LISTS + CAPS_N_LISTS - 2 /* the last listing */
+};
+
+static const char *step_path(int step)
+{
+	static const char *const paths[] = {"/internal/ping", "/sdgate/v1/info", "/sdapi/v1/sd-models",
+					    "/sdapi/v1/samplers", "/sdapi/v1/schedulers"};
+	return step < STEP_LISTS ? paths[step] : caps_path((enum caps_list)(step - STEP_LISTS + 1));
+}
+
+/* Capabilities are read again this often while a backend is up: ten
+ * health-check intervals, at least BAL_CAPS_REFRESH_MIN_S. */
+static double refresh_s(const struct balancer *b)
+{
+	return fmax(BAL_CAPS_REFRESH_MIN_S, 10.0 * (double)b->cfg.health_interval_ms / 1000.0);
+}
+
 static void check_failed(struct balancer *b, struct bk *k, const char *what, const struct fetch_result *r)
 {
 	char why[320];
@@ -144,10 +174,115 @@ static void check_failed(struct balancer *b, struct bk *k, const char *what, con
 		snprintf(why, sizeof why, "%s answered HTTP %ld", what, r->status);
 	else
 		snprintf(why, sizeof why, "%s: %s", what, r->error);
+	if (k->refreshing) { /* a listing that fails keeps the last good one; a call that fails marks it down */
+		k->refreshing = 0;
+		k->next_refresh = bal_now() + refresh_s(b);
+		if (r->status) {
+			log_warn("backend %s (%s): capabilities not refreshed: %s", k->id, k->key, why);
+			return;
+		}
+		k->probe_step = STEP_PING; /* the health checks start over */
+	}
 	if (k->state != BK_DOWN)
 		log_warn("backend %s (%s) is down: %s", k->id, k->key, why);
 	k->state = BK_DOWN;
 	k->next_check = bal_now() + b->cfg.health_interval_ms / 1000.0;
+}
+
+static void mark_up(struct balancer *b, struct bk *k)
+{
+	caps_apply_fixed(&k->caps, k->fixed);
+	if (k->refreshing)
+		return;
+	if (k->state != BK_UP)
+		log_info("backend %s up: %s, %s, gpu %s, %zu checkpoint name(s), %d slot(s), %s capabilities", k->id,
+			 bk_str(k, "provider"), k->key, bk_str(k, "gpu_class"), json_array_size(k->models), k->slots,
+			 k->caps.declared ? "declared" : "listed");
+	k->state = BK_UP;
+	b->reschedule = 1;
+}
+
+static void clear_models(struct bk *k)
+{
+	json_array_clear(k->models);
+	json_array_clear(k->titles);
+}
+
+/* GET /sdgate/v1/info: optional (a plain A1111 has none). 0 to go on. */
+static int on_info(struct balancer *b, struct bk *k, const struct fetch_result *r, json_t *j)
+{
+	if (r->status == 200 && json_is_object(j)) {
+		rebuild_identity(k, j);
+		json_t *slots = json_object_get(j, "slots");
+		if (!json_object_get(k->fixed, "slots") && json_is_integer(slots))
+			k->slots = (int)fmin(fmax((double)json_integer_value(slots), 1), BAL_MAX_SLOTS);
+		clear_models(k);
+		size_t i;
+		json_t *m;
+		json_array_foreach(json_object_get(j, "models"), i, m)
+		{
+			add_model(k, m);
+			add_title(k, m);
+		}
+		if (caps_take_declared(&k->caps, json_object_get(j, "capabilities")))
+			k->caps.declared = 0;
+	} else if (r->status == 0) {
+		check_failed(b, k, "GET /sdgate/v1/info", r);
+		return -1;
+	} else if (!k->refreshing) {
+		rebuild_identity(k, NULL);
+		clear_models(k);
+		k->caps.declared = 0;
+	}
+	return 0;
+}
+
+/* GET /sdapi/v1/sd-models: required. 0 to go on. */
+static int on_models(struct balancer *b, struct bk *k, const struct fetch_result *r, json_t *j)
+{
+	if (r->status != 200 || !json_is_array(j)) {
+		check_failed(b, k, "GET /sdapi/v1/sd-models", r);
+		return -1;
+	}
+	if (k->refreshing && !k->caps.declared)
+		clear_models(k);
+	size_t i;
+	json_t *m;
+	json_array_foreach(j, i, m)
+	{
+		add_model(k, json_object_get(m, "title"));
+		add_model(k, json_object_get(m, "model_name"));
+		add_title(k, json_object_get(m, "title"));
+	}
+	caps_take_list(&k->caps, CAPS_SD_MODELS, j);
+	return 0;
+}
+
+/* A1111's listings, all optional: 404 means none (an A1111 before 1.9 has no
+ * /schedulers: "automatic" only), another answer of the wrong shape keeps
+ * the last good one; samplers or schedulers never read leave the backend
+ * unjudged on them (caps.h: known). A call that fails marks it down. */
+static int on_listing(struct balancer *b, struct bk *k, int step, const struct fetch_result *r, json_t *j)
+{
+	if (r->status == 0) {
+		check_failed(b, k, step_path(step), r);
+		return -1;
+	}
+	if (r->status == 404) {
+		json_t *none = json_array();
+		if (step == STEP_SCHEDULERS)
+			caps_take_schedulers(&k->caps, none);
+		else if (step >= STEP_LISTS)
+			caps_take_none(&k->caps, (enum caps_list)(step - STEP_LISTS + 1));
+		json_decref(none);
+	} else if (r->status == 200 && step == STEP_SAMPLERS) {
+		caps_take_samplers(&k->caps, j);
+	} else if (r->status == 200 && step == STEP_SCHEDULERS) {
+		caps_take_schedulers(&k->caps, j);
+	} else if (r->status == 200) {
+		caps_take_list(&k->caps, (enum caps_list)(step - STEP_LISTS + 1), j);
+	}
+	return 0;
 }
 
 static void on_check(const struct fetch_result *r, void *user)
@@ -161,63 +296,32 @@ static void on_check(const struct fetch_result *r, void *user)
 	}
 	json_error_t err;
 	json_t *j = r->status == 200 ? json_loadb(r->body, r->len, 0, &err) : NULL;
-	switch (k->probe_step) {
-	case 0: /* ping of a down backend */
-		if (r->status == 200) {
-			k->probe_step = 1;
-			start_check(b, k);
-		} else {
+	int step = k->probe_step, next = step + 1;
+	int go_on;
+	if (step == STEP_PING) { /* a down backend; a plain A1111 has no /internal/ping: any answer but 5xx is life */
+		go_on = r->status >= 200 && r->status < 500 ? 0 : -1;
+		if (go_on)
 			check_failed(b, k, "ping", r);
-		}
-		break;
-	case 1: /* /sdgate/v1/info: optional */
-		if (r->status == 200 && json_is_object(j)) {
-			rebuild_identity(k, j);
-			json_t *slots = json_object_get(j, "slots");
-			if (!json_object_get(k->fixed, "slots") && json_is_integer(slots))
-				k->slots = (int)fmin(fmax((double)json_integer_value(slots), 1), BAL_MAX_SLOTS);
-			json_array_clear(k->models);
-			json_array_clear(k->titles);
-			size_t i;
-			json_t *m;
-			json_array_foreach(json_object_get(j, "models"), i, m)
-			{
-				add_model(k, m);
-				add_title(k, m);
-			}
-		} else if (r->status == 0) {
-			check_failed(b, k, "GET /sdgate/v1/info", r);
-			break;
-		} else {
-			rebuild_identity(k, NULL);
-			json_array_clear(k->models);
-			json_array_clear(k->titles);
-		}
-		k->probe_step = 2;
-		start_check(b, k);
-		break;
-	case 2: /* /sdapi/v1/sd-models: required */
-		if (r->status == 200 && json_is_array(j)) {
-			size_t i;
-			json_t *m;
-			json_array_foreach(j, i, m)
-			{
-				add_model(k, json_object_get(m, "title"));
-				add_model(k, json_object_get(m, "model_name"));
-				add_title(k, json_object_get(m, "title"));
-			}
-			if (k->state != BK_UP)
-				log_info("backend %s up: %s, %s, gpu %s, %zu checkpoint name(s), %d slot(s)", k->id,
-					 bk_str(k, "provider"), k->key, bk_str(k, "gpu_class"),
-					 json_array_size(k->models), k->slots);
-			k->state = BK_UP;
-			b->reschedule = 1;
-		} else {
-			check_failed(b, k, "GET /sdapi/v1/sd-models", r);
-		}
-		break;
+	} else if (step == STEP_INFO) {
+		go_on = on_info(b, k, r, j);
+	} else if (step == STEP_MODELS) {
+		go_on = on_models(b, k, r, j);
+		if (!go_on && k->caps.declared)
+			next = STEP_END + 1;
+	} else {
+		go_on = on_listing(b, k, step, r, j);
 	}
 	json_decref(j);
+	if (go_on)
+		return;
+	if (next > STEP_END) {
+		mark_up(b, k);
+		k->refreshing = 0;
+		k->next_refresh = bal_now() + refresh_s(b);
+		return;
+	}
+	k->probe_step = next;
+	start_check(b, k);
 }
 
 struct fetch *registry_call(struct balancer *b, const struct bk *k, const char *method, const char *path, char *body,
@@ -233,9 +337,8 @@ struct fetch *registry_call(struct balancer *b, const struct bk *k, const char *
 
 static void start_check(struct balancer *b, struct bk *k)
 {
-	static const char *const paths[] = {"/internal/ping", "/sdgate/v1/info", "/sdapi/v1/sd-models"};
-	k->check = registry_call(b, k, "GET", paths[k->probe_step], NULL, 0,
-				 k->probe_step == 0 ? PING_TIMEOUT_MS : PROBE_TIMEOUT_MS, BAL_MAX_SMALL_ANSWER,
+	k->check = registry_call(b, k, "GET", step_path(k->probe_step), NULL, 0,
+				 k->probe_step == STEP_PING ? PING_TIMEOUT_MS : PROBE_TIMEOUT_MS, BAL_MAX_SMALL_ANSWER,
 				 on_check, k);
 }
 
@@ -274,8 +377,9 @@ struct bk *registry_add(struct balancer *b, const char *url, json_t *fixed, cons
 		add_title(k, m);
 	}
 	rebuild_identity(k, NULL);
+	caps_init(&k->caps);
 	k->state = BK_PROBING;
-	k->probe_step = 1;
+	k->probe_step = STEP_INFO;
 	k->last_heartbeat = bal_now();
 	k->next = b->backends;
 	b->backends = k;
@@ -326,8 +430,13 @@ void registry_mark_down(struct balancer *b, struct bk *k, const char *why)
 	if (k->state != BK_DOWN)
 		log_warn("backend %s (%s) is down: %s (failure %d in a row; next check in %.1f s)", k->id, k->key, why,
 			 k->strikes, wait);
+	if (k->refreshing) { /* the health checks take over */
+		fetch_cancel(k->check);
+		k->check = NULL;
+		k->refreshing = 0;
+	}
 	k->state = BK_DOWN;
-	k->probe_step = 0;
+	k->probe_step = STEP_PING;
 	k->next_check = bal_now() + wait;
 }
 
@@ -337,6 +446,7 @@ static void free_bk(struct bk *k)
 	json_decref(k->fixed);
 	json_decref(k->models);
 	json_decref(k->titles);
+	caps_free(&k->caps);
 	free(k->loaded_model);
 	free(k->url);
 	free(k->key);
@@ -380,8 +490,13 @@ void registry_tick(struct balancer *b, double now)
 			registry_remove(b, k, "missed its heartbeats");
 			continue;
 		}
-		if (k->state != BK_UP && !k->check && now >= k->next_check)
+		if (k->state != BK_UP && !k->check && now >= k->next_check) {
 			start_check(b, k);
+		} else if (k->state == BK_UP && !k->check && now >= k->next_refresh) {
+			k->refreshing = 1; /* what it runs may have changed (bounded: refresh_s) */
+			k->probe_step = k->caps.declared ? STEP_INFO : STEP_MODELS;
+			start_check(b, k);
+		}
 	}
 }
 

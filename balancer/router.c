@@ -46,6 +46,8 @@ int router_eligible(const struct router_bk *k, const struct router_job *j)
 		return 0;
 	if (j->refiner && !(k->offers && k->offers(k->ctx, j->refiner)))
 		return 0;
+	if (j->need && k->can_run && !k->can_run(k->ctx, j->need))
+		return 0;
 	return 1;
 }
 

@@ -59,6 +59,8 @@ struct router_bk {
 	const char *loaded_model;         /* may be NULL */
 	/* Does it offer this checkpoint? (model is never NULL) */
 	int (*offers)(const void *ctx, const char *model);
+	/* Can it run what the job needs (router_job.need, never NULL)? NULL: yes. */
+	int (*can_run)(const void *ctx, const void *need);
 	const void *ctx;
 };
 
@@ -67,6 +69,7 @@ struct router_job {
 	int n_gpus;
 	double max_price;            /* 0 = any */
 	const char *model, *refiner; /* NULL = any */
+	const void *need;            /* capabilities it needs (the caller's, see can_run); NULL = none */
 	double work;                 /* router_work() */
 	enum router_prefer prefer;
 };

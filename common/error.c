@@ -30,6 +30,7 @@ static const struct {
 	[SDE_FORBIDDEN_ORIGIN] = {"forbidden_origin", 403, "Requests from this web origin are not allowed"},
 	[SDE_NOT_READY] = {"not_ready", 409, "The job has not finished yet"},
 	[SDE_RESULT_GONE] = {"result_gone", 410, "The result is no longer kept"},
+	[SDE_NOT_RUNNABLE] = {"not_runnable", 422, "No live backend can run this"},
 };
 
 const char *sd_error_code(enum sd_error e) { return e < SDE_COUNT ? ERRORS[e].code : "internal"; }

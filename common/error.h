@@ -34,6 +34,7 @@ enum sd_error {
 	SDE_FORBIDDEN_ORIGIN,  /* 403 a browser request from an Origin not in --allowed-origin */
 	SDE_NOT_READY,         /* 409 the job has not finished: its result is not there yet */
 	SDE_RESULT_GONE,       /* 410 a finished job's images are no longer kept (caps, or a failed write) */
+	SDE_NOT_RUNNABLE,      /* 422 no live backend can run this field's value (size, steps, hires fix, ...) */
 	SDE_COUNT
 };
 

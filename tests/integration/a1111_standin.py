@@ -23,11 +23,16 @@ request ({"method", "path", "body"}) appended to FILE; read_records(FILE)
 reads them back.
 
     python3 tests/integration/a1111_standin.py --port 7860 [--record F]
-        [--step-ms 5] [--load-ms 300] [--no-refiner] [--listen HOST:PORT]
+        [--step-ms 5] [--load-ms 300] [--no-refiner] [--models-dir D] [--listen HOST:PORT]
+
+Test knobs: --models-dir D adds D's *.safetensors as checkpoints (A1111
+rescans them on POST /sdapi/v1/refresh-checkpoints, as here); SIGUSR1
+toggles a broken install whose listings answer 500.
 """
 
 import argparse
 import base64
+import hashlib
 import json
 import os
 import random
@@ -132,6 +137,8 @@ FIELDS = {
     "script_args": (L, [], TI), "send_images": (B, True, TI), "save_images": (B, False, TI),
     "alwayson_scripts": (D, {}, TI), "infotext": (S, None, TI), "include_init_images": (B, False, II),
 }
+TRUTHY = ("1", "on", "t", "true", "y", "yes")  # pydantic v1's strings for booleans
+FALSY = ("0", "off", "f", "false", "n", "no")
 PYDANTIC = {  # type -> (msg, type) of pydantic v1's errors
     I: ("value is not a valid integer", "type_error.integer"), F: ("value is not a valid float", "type_error.float"),
     B: ("value could not be parsed to a boolean", "type_error.bool"), S: ("str type expected", "type_error.str"),
@@ -180,8 +187,8 @@ def coerce(name, kind, v):
             return v
         if v in (0, 1):
             return bool(v)
-        if isinstance(v, str) and v.lower() in ("0", "off", "f", "false", "n", "no", "1", "on", "t", "true", "y", "yes"):
-            return v.lower() in ("1", "on", "t", "true", "y", "yes")
+        if isinstance(v, str) and v.lower() in FALSY + TRUTHY:
+            return v.lower() in TRUTHY
     elif kind == S:
         if isinstance(v, str):
             return v
@@ -216,6 +223,25 @@ def validate(body, kinds):
     return model
 
 
+def decode_image(encoding):
+    """api.py's decode_base64_to_image, without PIL: a data: URL or bare base64 of a
+    PNG, JPEG or WebP file, else 500 "Invalid encoded image"."""
+    if not isinstance(encoding, str):
+        raise HTTPError(500, "Invalid encoded image")
+    if encoding.startswith(("http://", "https://")):
+        raise HTTPError(500, "Requests not allowed")  # opts.api_enable_requests is off by default
+    if encoding.startswith("data:image/"):
+        encoding = encoding.split(";")[1].split(",")[1]
+    try:
+        data = base64.b64decode(encoding)
+    except ValueError:
+        data = b""
+    if not (data.startswith(b"\x89PNG\r\n\x1a\n") or data.startswith(b"\xff\xd8\xff")
+            or (data[:4] == b"RIFF" and data[8:12] == b"WEBP")):
+        raise HTTPError(500, "Invalid encoded image")
+    return data
+
+
 def png(width, height, rgb, text):
     """A valid RGB PNG of one colour with a tEXt "parameters" chunk."""
     def chunk(kind, data):
@@ -223,16 +249,20 @@ def png(width, height, rgb, text):
     row = b"\x00" + bytes(rgb) * width
     raw = zlib.compress(row * height, 6)
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"tEXt", b"parameters\x00" + text.encode("latin-1", "replace"))
-            + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+    meta = b"parameters\x00" + text.encode("latin-1", "replace")
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"tEXt", meta) + chunk(b"IDAT", raw)
+            + chunk(b"IEND", b""))
 
 
 class A1111:
     """The server's state: settings, the loaded model, the one job running."""
 
-    def __init__(self, step_ms, load_ms, record, refiner=True):
+    def __init__(self, step_ms, load_ms, record, refiner=True, models_dir=None):
         self.step_ms, self.load_ms, self.record_path = step_ms, load_ms, record
-        self.checkpoints = CHECKPOINTS if refiner else CHECKPOINTS[:1]
+        self.builtin = CHECKPOINTS if refiner else CHECKPOINTS[:1]
+        self.models_dir = models_dir
+        self.listings_fail = False  # SIGUSR1 toggles it: the listings answer 500 (a broken install)
+        self.checkpoints = self.scan()
         self.lock = threading.Lock()       # state
         self.queue_lock = threading.Lock()  # A1111's: one job (or model load) at a time
         self.record_lock = threading.Lock()
@@ -277,6 +307,22 @@ class A1111:
                 self.options["sd_checkpoint_hash"] = ck[2]
 
     # ---- routes
+
+    def scan(self):
+        """The checkpoints: the SDXL pair, and the *.safetensors of --models-dir
+        (A1111 rescans on start and on POST /sdapi/v1/refresh-checkpoints)."""
+        found = list(self.builtin)
+        if self.models_dir:
+            for f in sorted(os.listdir(self.models_dir)):
+                if f.endswith(".safetensors"):
+                    sha = hashlib.sha256(f.encode()).hexdigest()
+                    found.append((f[:-len(".safetensors")], sha[:10], sha))
+        return found
+
+    def refresh_checkpoints(self, body):
+        with self.lock:
+            self.checkpoints = self.scan()
+        return None
 
     def sd_models(self):
         return [{"title": self.title(ck), "model_name": ck[0], "hash": ck[1], "sha256": ck[2],
@@ -329,6 +375,9 @@ class A1111:
             raise HTTPError(404, "Sampler not found")
         if kinds == II and req["init_images"] is None:
             raise HTTPError(404, "Init image not found")
+        if kinds == II:
+            for enc in req["init_images"] + ([req["mask"]] if req["mask"] else []):
+                decode_image(enc)
         if req["scheduler"] is not None and req["scheduler"] not in [x for s in SCHEDULERS for x in (s[0], s[1])]:
             req["scheduler"] = "automatic"
         over = req["override_settings"] or {}
@@ -435,7 +484,12 @@ class A1111:
             "/sdapi/v1/progress": self.progress,
             "/sdapi/v1/cmd-flags": lambda: {"api": True, "listen": True, "nowebui": True},
         }
-        return routes.get(path)
+        fn = routes.get(path)
+        if fn and self.listings_fail and path not in ("/sdapi/v1/progress", "/sdapi/v1/options"):
+            def broken():
+                raise HTTPError(500, error="RuntimeError", errors="listing unavailable")
+            return broken
+        return fn
 
     def post(self, path):
         return {
@@ -444,6 +498,7 @@ class A1111:
             "/sdapi/v1/img2img": lambda b: self.generate(b, II),
             "/sdapi/v1/interrupt": lambda b: (self.flag("interrupted"), {})[1],
             "/sdapi/v1/skip": lambda b: self.flag("skipped"),
+            "/sdapi/v1/refresh-checkpoints": self.refresh_checkpoints,
         }.get(path)
 
 
@@ -487,13 +542,15 @@ class Handler(BaseHTTPRequestHandler):
                                                         "msg": "Expecting value", "type": "value_error.jsondecode",
                                                         "ctx": {"msg": str(e)}}]})
             app.record(method, path, body)
-            if body is None and path not in ("/sdapi/v1/interrupt", "/sdapi/v1/skip"):
+            if body is None and path not in ("/sdapi/v1/interrupt", "/sdapi/v1/skip", "/sdapi/v1/refresh-checkpoints"):
                 return self.send_json(422, {"detail": [{"loc": ["body"], "msg": "field required",
                                                         "type": "value_error.missing"}]})
         try:
             return self.send_json(200, fn(body) if method == "POST" else fn())
         except HTTPError as e:
             return self.send_json(e.status, e.body)
+        except Exception as e:  # A1111's exception handler: 500 with the exception's name
+            return self.send_json(500, {"error": type(e).__name__, "detail": "", "body": "", "errors": str(e)})
 
     def do_GET(self):
         self.route("GET")
@@ -502,11 +559,11 @@ class Handler(BaseHTTPRequestHandler):
         self.route("POST")
 
 
-def serve(port, host="127.0.0.1", step_ms=5, load_ms=300, record=None, refiner=True):
+def serve(port, host="127.0.0.1", step_ms=5, load_ms=300, record=None, refiner=True, models_dir=None):
     """A started server (in its own thread): .server_address, .shutdown()."""
     srv = ThreadingHTTPServer((host, port), Handler)
     srv.daemon_threads = True
-    srv.app = A1111(step_ms, load_ms, record, refiner)
+    srv.app = A1111(step_ms, load_ms, record, refiner, models_dir)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv
 
@@ -519,16 +576,18 @@ def main(argv=None):
     ap.add_argument("--step-ms", type=float, default=5.0, help="time per sampling step")
     ap.add_argument("--load-ms", type=float, default=300.0, help="time to switch the loaded checkpoint")
     ap.add_argument("--no-refiner", action="store_true", help="only the SDXL base checkpoint")
+    ap.add_argument("--models-dir", help="more checkpoints: its *.safetensors (rescanned by refresh-checkpoints)")
     a = ap.parse_args(argv)
     host, port = "127.0.0.1", a.port
     if a.listen:
         host, _, p = a.listen.rpartition(":")
         port = int(p)
-    srv = serve(port, host or "127.0.0.1", a.step_ms, a.load_ms, a.record, not a.no_refiner)
+    srv = serve(port, host or "127.0.0.1", a.step_ms, a.load_ms, a.record, not a.no_refiner, a.models_dir)
     sys.stderr.write("a1111-standin: listening on %s:%d\n" % srv.server_address[:2])
     sys.stderr.flush()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGUSR1, lambda *_: setattr(srv.app, "listings_fail", not srv.app.listings_fail))
     try:
         done.wait()
     except KeyboardInterrupt:

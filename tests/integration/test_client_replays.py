@@ -65,7 +65,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import a1111_standin  # noqa: E402
 import sdtest as t  # noqa: E402
 
-CAPS_MERGED = False  # set once branch caps (capabilities, union listings) is in main
+CAPS_MERGED = True  # set once branch caps (capabilities, union listings) is in main
 NATIVE = "sdgate-procedural-base-v1.builtin [9917535daf]"
 NATIVE_NAME = "sdgate-procedural-base-v1"
 SDXL = "sd_xl_base_1.0.safetensors [31e35c80fc]"
@@ -264,6 +264,9 @@ def webuiapi(bal):
     print("# webuiapi: the interrupted txt2img answered after %.2f s" % (secs or 0))
     t.check("[webuiapi] the interrupted txt2img returned (200 checked above)", res is not None, repr(err))
 
+    # UniPC with the native checkpoint chosen above: no backend has both (the balancer answers 503
+    # no_backend); a user of the A1111's sampler picks one of its checkpoints first, as here.
+    call(c, "POST", base + "/options", {"sd_model_checkpoint": SDXL}, headers=auth, what="util_set_model (SDXL)")
     r = t.request("POST", base + "/txt2img", json_body=payload(sampler_name="UniPC", sampler_index="UniPC"),
                   headers=auth, timeout=60)
     caps_check("[webuiapi] a UniPC txt2img (only the A1111 has it) runs there",

@@ -180,6 +180,40 @@ static void test_checkpoints_and_switching(void **state)
 	assert_int_equal(a, ROUTER_NONE);
 }
 
+/* The capability check: the caller's can_run (balancer/caps.h) decides;
+ * here a need is a required "feature" bit a backend's ctx holds. */
+static int can_run_bits(const void *ctx, const void *need)
+{
+	unsigned have = *(const unsigned *)ctx, want = *(const unsigned *)need;
+	return (have & want) == want;
+}
+
+static void test_capabilities(void **state)
+{
+	struct router_bk k[2] = {bk("h100", 1e-3, 0), bk("t4", 8e-3, 0)};
+	unsigned fast_has = 1, slow_has = 3, need = 2;
+	k[0].can_run = k[1].can_run = can_run_bits;
+	k[0].ctx = &fast_has;
+	k[1].ctx = &slow_has;
+	struct router_job j = job(100);
+	int a;
+	router_plan(k, 2, &j, 1, &a);
+	assert_int_equal(a, 0); /* no need: the fastest */
+	k[0].free_in[0] = 0;
+	j.need = &need;
+	assert_false(router_eligible(&k[0], &j));
+	assert_true(router_eligible(&k[1], &j));
+	router_plan(k, 2, &j, 1, &a);
+	assert_int_equal(a, 1); /* only the slow one can run it */
+	slow_has = 1;
+	router_plan(k, 2, &j, 1, &a);
+	assert_int_equal(a, ROUTER_NONE);
+	k[1].can_run = NULL; /* a backend with no check is not judged */
+	k[1].free_in[0] = 0; /* the plan above reserved its slot */
+	router_plan(k, 2, &j, 1, &a);
+	assert_int_equal(a, 1);
+}
+
 static void test_slots(void **state)
 {
 	struct router_bk k = bk("a100", 1e-3, 0);
@@ -421,6 +455,7 @@ int main(void)
 		cmocka_unit_test(test_price_and_ties),
 		cmocka_unit_test(test_unknown_speeds_spread),
 		cmocka_unit_test(test_checkpoints_and_switching),
+		cmocka_unit_test(test_capabilities),
 		cmocka_unit_test(test_slots),
 		cmocka_unit_test(test_priors),
 		cmocka_unit_test(test_fresh_pool_prefers_the_fastest_class),

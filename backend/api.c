@@ -46,7 +46,8 @@ static int forward_if_upstream(struct backend *b, h2o_req_t *req)
 	return 1;
 }
 
-static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest)
+/* txt2img and img2img: parsed here, run on the jobs lane (job.c). */
+static int submit(struct httpd *h, h2o_req_t *req, enum a1111_kind kind)
 {
 	struct backend *b = backend_of(h);
 	struct txt2img t;
@@ -54,14 +55,20 @@ static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest)
 	if (!from_balancer(b, req))
 		return 0;
 	json_t *reply;
-	if (txt2img_parse(req->entity.base, req->entity.len, atomic_load(&b->default_model),
-			  b->upstream_url ? 0 : TXT2IMG_CHECK_ALL, &t, &status, &reply) != TXT2IMG_OK) {
+	enum txt2img_result rc = (kind == A1111_IMG2IMG ? img2img_parse : txt2img_parse)(
+		req->entity.base, req->entity.len, atomic_load(&b->default_model),
+		b->upstream_url ? 0 : TXT2IMG_CHECK_ALL, &t, &status, &reply);
+	if (rc != TXT2IMG_OK) {
 		httpd_reply_json(req, status, reply);
 		return 0;
 	}
 	job_submit(b, req, &t);
 	return 0;
 }
+
+static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest) { return submit(h, req, A1111_TXT2IMG); }
+
+static int on_img2img(struct httpd *h, h2o_req_t *req, const char *rest) { return submit(h, req, A1111_IMG2IMG); }
 
 static int on_progress(struct httpd *h, h2o_req_t *req, const char *rest)
 {
@@ -268,6 +275,9 @@ static int on_info(struct httpd *h, h2o_req_t *req, const char *rest)
 	json_object_set_new(info, "backend", json_string(b->id.url));
 	json_object_set_new(info, "jobs_done", json_integer(atomic_load(&b->jobs_done)));
 	json_object_set_new(info, "queued", json_integer(lane_queued(b->jobs)));
+	/* What this backend runs besides txt2img (issue 12 item 2's capabilities
+	 * will carry these; in upstream mode the A1111 behind has both). */
+	json_object_set_new(info, "features", json_pack("{s:b,s:b}", "img2img", 1, "hires_fix", 1));
 	if (b->upstream_url)
 		json_object_set_new(info, "upstream", json_string(b->upstream_url));
 	return reply_json(req, info);
@@ -275,6 +285,7 @@ static int on_info(struct httpd *h, h2o_req_t *req, const char *rest)
 
 const struct httpd_route API_ROUTES[] = {
 	{"POST", "/sdapi/v1/txt2img", on_txt2img},
+	{"POST", "/sdapi/v1/img2img", on_img2img},
 	{"GET", "/sdapi/v1/progress", on_progress},
 	{"POST", "/sdapi/v1/interrupt", on_interrupt},
 	{"POST", "/sdapi/v1/skip", on_skip},
@@ -294,3 +305,4 @@ const struct httpd_route API_ROUTES[] = {
 	{"GET", "/sdgate/v1/info", on_info},
 };
 const size_t API_N_ROUTES = sizeof API_ROUTES / sizeof API_ROUTES[0];
+const char *const API_LARGE_BODIES[] = {"/sdapi/v1/img2img", NULL};

@@ -132,6 +132,8 @@ int main(int argc, char **argv)
 	struct httpd_config hc = {.host = host,
 				  .port = port,
 				  .max_body = TXT2IMG_MAX_BODY,
+				  .large_body_paths = API_LARGE_BODIES,
+				  .large_body_max = A1111_MAX_IMG2IMG_BODY,
 				  .routes = API_ROUTES,
 				  .n_routes = API_N_ROUTES,
 				  .user = &b,

@@ -152,6 +152,12 @@ static char *build_answer(const struct job *j, char **images, int count, json_t 
 		fail |= text_add(&out, images[i], strlen(images[i]));
 		fail |= text_add(&out, "\"", 1);
 	}
+	/* As A1111's img2img API: the init images and the mask are not echoed
+	 * back unless include_init_images asks for them. */
+	if (j->t.a.kind == A1111_IMG2IMG && !j->t.a.include_init_images) {
+		json_object_set_new(j->t.parameters, "init_images", json_null());
+		json_object_set_new(j->t.parameters, "mask", json_null());
+	}
 	char *params = json_dumps(j->t.parameters, JSON_COMPACT);
 	char *info_text = json_dumps(info, JSON_COMPACT);
 	json_t *info_str = json_string(info_text ? info_text : "{}");

@@ -169,15 +169,30 @@ static void from_a1111(struct intake_error *e, int status, json_t *reply)
  * backends' business (the router matches them). */
 static const struct a1111_runnable *runnable(struct balancer *b) { return &A1111_NATIVE; }
 
-struct job *intake_job(struct balancer *b, h2o_req_t *req, int facade, struct intake_error *e)
+int job_is_img2img(const struct job *j) { return json_object_get(j->request, "init_images") != NULL; }
+
+static int img2img_count(const struct balancer *b)
+{
+	int n = 0;
+	for (const struct job *j = b->active; j; j = j->act_next)
+		n += job_is_img2img(j);
+	return n;
+}
+
+static struct job *intake(struct balancer *b, h2o_req_t *req, enum a1111_kind kind, int facade, struct intake_error *e)
 {
 	memset(e, 0, sizeof *e);
 	struct a1111_request r;
 	int status;
 	json_t *reply = NULL;
-	if (a1111_parse(A1111_TXT2IMG, req->entity.base, req->entity.len, runnable(b), &r, &status, &reply) !=
-	    A1111_OK) {
+	if (a1111_parse(kind, req->entity.base, req->entity.len, runnable(b), &r, &status, &reply) != A1111_OK) {
 		from_a1111(e, status, reply);
+		e->a1111 = reply;
+		return NULL;
+	}
+	if ((reply = a1111_unsupported(&r))) {
+		a1111_request_free(&r);
+		from_a1111(e, 422, reply);
 		e->a1111 = reply;
 		return NULL;
 	}
@@ -202,6 +217,10 @@ struct job *intake_job(struct balancer *b, h2o_req_t *req, int facade, struct in
 	a1111_request_free(&r);
 	json_t *body = parsed ? forward_request(parsed, 1) : NULL;
 	json_decref(parsed);
+	if (body && kind == A1111_IMG2IMG && !json_object_get(body, "init_images")) {
+		json_decref(body);
+		body = NULL;
+	}
 	if (!body) {
 		json_decref(gpus);
 		set_error(e, 500, "internal", NULL, "Out of memory");
@@ -214,6 +233,8 @@ struct job *intake_job(struct balancer *b, h2o_req_t *req, int facade, struct in
 		set_error(e, 429, "queue_full", NULL, "The queue is full; try again later");
 	} else if (jobs_count_client(b, client) >= b->cfg.max_queue_per_client) {
 		set_error(e, 429, "client_queue_full", NULL, "Too many unfinished jobs from this client");
+	} else if (kind == A1111_IMG2IMG && img2img_count(b) >= BAL_MAX_IMG2IMG_JOBS) {
+		set_error(e, 429, "img2img_queue_full", NULL, "Too many unfinished img2img jobs; try again later");
 	}
 	if (e->status) {
 		json_decref(body);
@@ -228,6 +249,16 @@ struct job *intake_job(struct balancer *b, h2o_req_t *req, int facade, struct in
 	j->prefer = prefer;
 	b->m.accepted++;
 	return j;
+}
+
+struct job *intake_job(struct balancer *b, h2o_req_t *req, int facade, struct intake_error *e)
+{
+	return intake(b, req, A1111_TXT2IMG, facade, e);
+}
+
+struct job *intake_img2img(struct balancer *b, h2o_req_t *req, struct intake_error *e)
+{
+	return intake(b, req, A1111_IMG2IMG, 1, e);
 }
 
 void intake_reply_error(h2o_req_t *req, const struct intake_error *e, int a1111_shape)

@@ -9,6 +9,7 @@
 #include "forward.h"
 #include "image.h"
 #include "log.h"
+#include "a1111.h"
 #include "router.h"
 
 #include <curl/curl.h>
@@ -330,6 +331,8 @@ int main(int argc, char **argv)
 	struct httpd_config hc = {.host = host,
 				  .port = port,
 				  .max_body = BAL_MAX_BODY,
+				  .large_body_paths = API_A1111_LARGE_BODIES,
+				  .large_body_max = A1111_MAX_IMG2IMG_BODY,
 				  .routes = routes,
 				  .n_routes = n,
 				  .user = b,

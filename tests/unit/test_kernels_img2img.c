@@ -9,25 +9,11 @@
 #include <cmocka.h>
 
 #include "engine.h"
+#include "kernels_fixture.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static struct engine *E;
-
-static int setup(void **state)
-{
-	struct engine_config cfg = {.force_cpu = 1};
-	E = engine_create(&cfg, NULL, 0);
-	return E ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-	engine_destroy(E);
-	return 0;
-}
 
 static void params(struct engine_params *p, const char *prompt)
 {
@@ -37,21 +23,6 @@ static void params(struct engine_params *p, const char *prompt)
 	p->steps = 12;
 	p->seed = 4321;
 	p->subseed = 7;
-}
-
-static int gen_rc(const struct engine_params *p, struct engine_result *r)
-{
-	char err[256] = "";
-	int rc = engine_generate(E, p, NULL, NULL, NULL, NULL, r, err, sizeof err);
-	if (rc)
-		printf("# engine_generate: %s\n", err);
-	return rc;
-}
-
-static void gen(const struct engine_params *p, struct engine_result *r)
-{
-	assert_int_equal(gen_rc(p, r), ENGINE_OK);
-	assert_int_equal(r->count, p->batch_size * p->n_iter);
 }
 
 static double mad(const uint8_t *a, const uint8_t *b, size_t n)

@@ -82,8 +82,7 @@ static json_t *hires_of(struct txt2img *t)
 	p->hr_height = (int)h;
 	p->hr_steps = (int)json_integer_value(json_object_get(set, "hr_second_pass_steps"));
 	p->hr_upscale = upscaler_of(json_string_value(json_object_get(set, "hr_upscaler")));
-	p->denoising_strength = (float)(isnan(a->denoising_strength) ? TXT2IMG_HR_DEFAULT_STRENGTH
-								     : a->denoising_strength);
+	p->denoising_strength = (float)a1111_denoising_strength(a);
 	return NULL;
 }
 

@@ -40,10 +40,6 @@ struct txt2img {
 	uint8_t *init_rgb;          /* img2img: the decoded init image (owned), after txt2img_load_init */
 };
 
-/* Hires fix's defaults where the request leaves them null (A1111 1.10's
- * Txt2Img dataclass and its "Latent" upscaler default). */
-#define TXT2IMG_HR_DEFAULT_STRENGTH 0.75
-
 enum txt2img_result { TXT2IMG_OK = 0, TXT2IMG_REJECTED = -1 };
 enum { TXT2IMG_CHECK_SAMPLERS = 1, TXT2IMG_CHECK_MODELS = 2, TXT2IMG_CHECK_ALL = 3 };
 

@@ -81,6 +81,9 @@ def main():
         inf = t.info_of(a)
         t.check("img2img info reports its denoising_strength", inf and inf.get("denoising_strength") == 0.5,
                 inf and inf.get("denoising_strength"))
+        it = (inf or {}).get("infotexts", [""])[0]
+        t.check("img2img infotext: Denoising strength: 0.5, Size: 128x96", "Denoising strength: 0.5," in it
+                and "Size: 128x96," in it, it)
         print("# img2img 128x96, 12 steps at 0.5 (7 run): %.2f s" % sec)
 
     # ---- the two ends of denoising_strength
@@ -127,6 +130,11 @@ def main():
         t.check("hires fix 64 -> x2 gives 128x128", (i1.width, i1.height) == (128, 128), (i1.width, i1.height))
         t.check("hires fix: same seed, same image", i1.pixels == i2.pixels)
         print("# hires fix 64->128, 12 + 4 steps: %.2f s" % sec)
+        inf = t.info_of(h1) or {}
+        it = (inf.get("infotexts") or [""])[0]
+        t.check("hires infotext as A1111's: Size: 64x64, Denoising strength: 0.5, Hires upscale: 2, Hires steps: 4, "
+                "Hires upscaler: Latent", "Size: 64x64," in it and "Denoising strength: 0.5, Hires upscale: 2, "
+                "Hires steps: 4, Hires upscaler: Latent," in it and inf.get("denoising_strength") == 0.5, it)
     else:
         t.check("hires fix answers 200", False, t.describe(h1))
     h3, _ = post(url, "/sdapi/v1/txt2img", dict(hr, hr_resize_x=96, hr_upscaler="Latent (nearest)"))

@@ -99,6 +99,12 @@ def main():
         t.check("façade img2img, %s: %d%s" % (name, status, " naming " + field if field else ""),
                 r.status == status and (field is None or loc(r) == field) and r.is_json and "detail" in r.json,
                 t.describe(r))
+    # PNG magic bytes pass intake; the backend's decoder refuses the rest
+    r = t.request("POST", bal.url + "/sdapi/v1/img2img",
+                  json_body=dict(good, init_images=[b64(init_png[:len(init_png) // 2])]))
+    t.check("façade img2img, a truncated PNG: the backend's 422 passed on, naming init_images.0",
+            r.status == 422 and r.is_json and "init_images.0" in str(r.json.get("detail")), t.describe(r))
+    print("# truncated PNG through the façade: %d %s" % (r.status, t.short(r.json, 300)))
     r = t.request("POST", bal.url + "/sdapi/v1/img2img", raw_body=b"{\"prompt\": \"" + b"a" * (48 << 20) + b"\"}")
     t.check("façade img2img, a body just over 48 MiB: JSON 413", r.status == 413 and r.is_json, t.describe(r))
     r = t.request("POST", bal.url + "/sdapi/v1/txt2img", raw_body=b"{\"prompt\": \"" + b"a" * (2 << 20) + b"\"}")

@@ -1,9 +1,10 @@
 /* initimage.h — an img2img init image (base64 PNG or JPEG, as A1111's
  * decode_base64_to_image takes it) decoded to RGB8 for the engine, with
- * libpng and libjpeg-turbo (not stb_image: see initimage.c). The request model (a1111/) has already checked the base64, the
- * decoded size and the magic bytes; this checks the dimensions from the
- * header before decoding anything else. Called on the jobs lane, never on
- * the event loop (a large PNG takes tens of milliseconds). Thread-safe. */
+ * libpng and libjpeg-turbo (not stb_image: see initimage.c). The request
+ * model (a1111/) has already checked the base64, the decoded size and the
+ * magic bytes; this checks the dimensions from the header before decoding
+ * anything else. Called on the jobs lane, never on the event loop (a large
+ * PNG takes tens of milliseconds). Thread-safe. */
 #ifndef SDGATE_INITIMAGE_H
 #define SDGATE_INITIMAGE_H
 

@@ -90,7 +90,8 @@ static const struct config_program PROGRAM = {
 	"routes txt2img jobs to idle backends of accepted GPUs; persistent queue, failover, A1111 façade",
 	OPTIONS,
 	sizeof OPTIONS / sizeof OPTIONS[0],
-	"Limits: request body 1048576 bytes (a registration 16384); a backend's txt2img answer\n"
+	"Limits: request body 1048576 bytes (POST /sdapi/v1/img2img 50331648, at most 16 img2img jobs\n"
+	"  unfinished; a registration 16384); a backend's txt2img answer\n"
 	"  268435456 bytes at most, and less for smaller jobs (the base64 of uncompressed RGBA PNGs of\n"
 	"  its images, plus a margin), never compressed (no Accept-Encoding; a Content-Encoding fails\n"
 	"  the call); its other answers 4194304 bytes; images and previews 1..16384 pixels a side,\n"

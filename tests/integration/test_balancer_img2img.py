@@ -112,6 +112,33 @@ def main():
     r = t.request("POST", bal.url + "/sdapi/v1/img2img", json_body=body)
     t.check("after all that the façade still runs img2img", r.status == 200, t.describe(r))
     t.check("and the balancer answers /healthz", t.request("GET", bal.url + "/healthz").status == 200)
+    check_img2img_bound(good)
+
+
+def check_img2img_bound(good):
+    """20 img2img at once on a slow backend: 16 held (one running, 15 queued),
+    4 answered 429 img2img_queue_full; the clients then hang up."""
+    slow = t.start_backend("--provider", "slow", "--pace-ms-per-step", 500, name="backend-slow")
+    bal = t.start_balancer("--backend", t.static_backend_arg(slow.url, provider="slow-prov"), name="balancer-2")
+    t.check("the slow backend comes up idle", t.wait_idle_backends(bal.url, 1), t.board(bal.url))
+    body = dict(good, steps=20)
+
+    def post():
+        try:
+            r = t.request("POST", bal.url + "/sdapi/v1/img2img", json_body=body, timeout=4)
+            return r.status, (r.json or {}).get("detail") if r.is_json else r.raw
+        except OSError:
+            return "hung up", None
+    jobs = [t.Background(post) for _ in range(20)]
+    got = [j.join(30)[0] or ("no answer", None) for j in jobs]
+    statuses = [g[0] for g in got]
+    print("# 20 img2img at once: %s" % sorted(map(str, statuses)))
+    t.check("20 img2img at once on a busy balancer: 16 held, 4 get 429 {\"detail\": ...img2img...}",
+            statuses.count(429) == 4 and statuses.count("hung up") == 16
+            and all("img2img" in str(d) for st, d in got if st == 429), got)
+    r = t.request("POST", bal.url + "/sdapi/v1/txt2img", json_body=t.small_job(steps=1), timeout=90)
+    t.check("a txt2img is not bound by it: 200 once the cancelled img2img are drained", r.status == 200,
+            t.describe(r))
 
 
 if __name__ == "__main__":

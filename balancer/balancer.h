@@ -341,7 +341,7 @@ struct intake_error {
 };
 struct job *intake_job(struct balancer *b, h2o_req_t *req, int facade, struct intake_error *e);
 /* The same for an img2img body (the façade's /sdapi/v1/img2img): at most
- * BAL_MAX_IMG2IMG_JOBS unfinished at once (429 img2img_queue_full past it),
+ * BAL_MAX_IMG2IMG_JOBS unfinished at once (429 queue_full past it),
  * each holding up to A1111_MAX_IMG2IMG_BODY of init images. */
 #define BAL_MAX_IMG2IMG_JOBS 16
 struct job *intake_img2img(struct balancer *b, h2o_req_t *req, struct intake_error *e);

@@ -7,6 +7,7 @@
  * read again. Loop thread. */
 #include "balancer.h"
 
+#include "error.h"
 #include "forward.h"
 #include "router.h"
 #include "a1111.h"
@@ -234,7 +235,8 @@ static struct job *intake(struct balancer *b, h2o_req_t *req, enum a1111_kind ki
 	} else if (jobs_count_client(b, client) >= b->cfg.max_queue_per_client) {
 		set_error(e, 429, "client_queue_full", NULL, "Too many unfinished jobs from this client");
 	} else if (kind == A1111_IMG2IMG && img2img_count(b) >= BAL_MAX_IMG2IMG_JOBS) {
-		set_error(e, 429, "img2img_queue_full", NULL, "Too many unfinished img2img jobs; try again later");
+		set_error(e, 429, sd_error_code(SDE_QUEUE_FULL), NULL,
+			  "Too many unfinished img2img jobs; try again later");
 	}
 	if (e->status) {
 		json_decref(body);

@@ -117,7 +117,8 @@ def main():
 
 def check_img2img_bound(good):
     """20 img2img at once on a slow backend: 16 held (one running, 15 queued),
-    4 answered 429 img2img_queue_full; the clients then hang up."""
+    4 answered 429 {"detail": "Too many unfinished img2img jobs..."}; the clients
+    then hang up."""
     slow = t.start_backend("--provider", "slow", "--pace-ms-per-step", 500, name="backend-slow")
     bal = t.start_balancer("--backend", t.static_backend_arg(slow.url, provider="slow-prov"), name="balancer-2")
     t.check("the slow backend comes up idle", t.wait_idle_backends(bal.url, 1), t.board(bal.url))

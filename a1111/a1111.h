@@ -178,6 +178,13 @@ struct a1111_models {
 	const char *refiner_name, *refiner_hash; /* refiner_name NULL: no refiner */
 };
 
+/* Hires fix's denoising_strength where the request leaves it null (A1111
+ * 1.10's StableDiffusionProcessingTxt2Img default). */
+#define A1111_HR_DEFAULT_STRENGTH 0.75
+/* The strength the request runs with: img2img's, a hires fix's (its default
+ * when null), else NAN. */
+double a1111_denoising_strength(const struct a1111_request *r);
+
 /* A1111's infotext for image i ("prompt\nNegative prompt: ...\nSteps: 20,
  * Sampler: ..."). Caller frees. */
 char *a1111_infotext(const struct a1111_request *r, const struct a1111_models *m, int image);

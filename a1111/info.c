@@ -4,11 +4,46 @@
 
 #include "error.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 static const char *sampler_label(const struct a1111_request *r) { return A1111_SAMPLERS[r->sampler].name; }
 static const char *schedule_label(const struct a1111_request *r) { return A1111_SCHEDULERS[r->scheduler].label; }
+
+double a1111_denoising_strength(const struct a1111_request *r)
+{
+	if (r->kind == A1111_IMG2IMG)
+		return r->denoising_strength;
+	if (!r->enable_hr)
+		return NAN;
+	return isnan(r->denoising_strength) ? A1111_HR_DEFAULT_STRENGTH : r->denoising_strength;
+}
+
+/* A1111's img2img and hires fix parts of the infotext: ", Denoising strength:
+ * 0.5" and ", Hires upscale: 2, Hires steps: 4, Hires upscaler: Latent" (or
+ * "Hires resize: 96x0"). */
+static void second_pass_text(const struct a1111_request *r, char *buf, size_t len)
+{
+	double d = a1111_denoising_strength(r);
+	size_t n = isnan(d) ? 0 : (size_t)snprintf(buf, len, ", Denoising strength: %g", d);
+	if (!r->enable_hr || r->kind != A1111_TXT2IMG || n >= len)
+		return;
+	const json_t *p = r->parameters;
+	long long rx = json_integer_value(json_object_get(p, "hr_resize_x"));
+	long long ry = json_integer_value(json_object_get(p, "hr_resize_y"));
+	long long steps = json_integer_value(json_object_get(p, "hr_second_pass_steps"));
+	const char *up = json_string_value(json_object_get(p, "hr_upscaler"));
+	if (rx || ry)
+		n += (size_t)snprintf(buf + n, len - n, ", Hires resize: %lldx%lld", rx, ry);
+	else
+		n += (size_t)snprintf(buf + n, len - n, ", Hires upscale: %g",
+				      json_number_value(json_object_get(p, "hr_scale")));
+	if (steps && n < len)
+		n += (size_t)snprintf(buf + n, len - n, ", Hires steps: %lld", steps);
+	if (n < len)
+		snprintf(buf + n, len - n, ", Hires upscaler: %s", up && *up ? up : "Latent");
+}
 
 char *a1111_infotext(const struct a1111_request *r, const struct a1111_models *m, int image)
 {
@@ -17,14 +52,16 @@ char *a1111_infotext(const struct a1111_request *r, const struct a1111_models *m
 	char refiner[2 * A1111_MAX_NAME + 64] = "";
 	if (*r->negative_prompt)
 		snprintf(neg, sizeof neg, "\nNegative prompt: %s", r->negative_prompt);
+	char second[A1111_MAX_NAME + 160] = "";
 	if (m->refiner_name)
 		snprintf(refiner, sizeof refiner, ", Refiner: %s [%s], Refiner switch at: %g", m->refiner_name,
 			 m->refiner_hash, r->refiner_switch_at);
+	second_pass_text(r, second, sizeof second);
 	int n = asprintf(&text,
 			 "%s%s\nSteps: %d, Sampler: %s, Schedule type: %s, CFG scale: %g, Seed: %lld, "
-			 "Size: %dx%d, Model hash: %s, Model: %s%s, Version: sdgate %s",
+			 "Size: %dx%d, Model hash: %s, Model: %s%s%s, Version: sdgate %s",
 			 r->prompt, neg, r->steps, sampler_label(r), schedule_label(r), r->cfg_scale, r->seed + image,
-			 r->width, r->height, m->hash, m->name, refiner, SDGATE_VERSION);
+			 r->width, r->height, m->hash, m->name, second, refiner, SDGATE_VERSION);
 	return n < 0 ? NULL : text;
 }
 
@@ -56,8 +93,8 @@ json_t *a1111_info(const struct a1111_request *r, const struct a1111_models *m, 
 		"sd_vae_name", "sd_vae_hash");
 	json_object_set_new(info, "seed_resize_from_w", json_integer(-1));
 	json_object_set_new(info, "seed_resize_from_h", json_integer(-1));
-	json_object_set_new(info, "denoising_strength",
-			    r->kind == A1111_IMG2IMG ? json_real(r->denoising_strength) : json_null());
+	double d = a1111_denoising_strength(r);
+	json_object_set_new(info, "denoising_strength", isnan(d) ? json_null() : json_real(d));
 	json_t *extra = json_object();
 	if (m->refiner_name) {
 		json_object_set_new(extra, "Refiner", json_string(m->refiner_name));

@@ -46,7 +46,8 @@ static int forward_if_upstream(struct backend *b, h2o_req_t *req)
 	return 1;
 }
 
-static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest)
+/* txt2img and img2img: parsed here, run on the jobs lane (job.c). */
+static int submit(struct httpd *h, h2o_req_t *req, enum a1111_kind kind)
 {
 	struct backend *b = backend_of(h);
 	struct txt2img t;
@@ -54,14 +55,20 @@ static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest)
 	if (!from_balancer(b, req))
 		return 0;
 	json_t *reply;
-	if (txt2img_parse(req->entity.base, req->entity.len, atomic_load(&b->default_model),
-			  b->upstream_url ? 0 : TXT2IMG_CHECK_ALL, &t, &status, &reply) != TXT2IMG_OK) {
+	enum txt2img_result rc = (kind == A1111_IMG2IMG ? img2img_parse : txt2img_parse)(
+		req->entity.base, req->entity.len, atomic_load(&b->default_model),
+		b->upstream_url ? 0 : TXT2IMG_CHECK_ALL, &t, &status, &reply);
+	if (rc != TXT2IMG_OK) {
 		httpd_reply_json(req, status, reply);
 		return 0;
 	}
 	job_submit(b, req, &t);
 	return 0;
 }
+
+static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest) { return submit(h, req, A1111_TXT2IMG); }
+
+static int on_img2img(struct httpd *h, h2o_req_t *req, const char *rest) { return submit(h, req, A1111_IMG2IMG); }
 
 static int on_progress(struct httpd *h, h2o_req_t *req, const char *rest)
 {
@@ -276,7 +283,7 @@ static json_t *names_json(const char *const *names)
 /* What the native engine can run (balancer/caps.h reads it; the façade's
  * listings are their union): its samplers and schedulers, its checkpoints
  * (none usable as a refiner), the "None" upscaler, the largest side and
- * step count, and the features it does not have yet. In upstream mode
+ * step count, and its features (img2img, hires fix). In upstream mode
  * there is no declaration: the balancer reads the A1111's own listings
  * through this backend (forwarded), as it reads a plain A1111's. */
 static json_t *capabilities_json(void)
@@ -284,7 +291,7 @@ static json_t *capabilities_json(void)
 	return json_pack("{s:o,s:o,s:o,s:[{s:s}],s:[],s:i,s:i,s:{s:b,s:b}}", "samplers",
 			 names_json(A1111_NATIVE_SAMPLERS), "schedulers", names_json(A1111_NATIVE_SCHEDULERS),
 			 "sd-models", sd_models_json(), "upscalers", "name", "None", "refiners", "max_size",
-			 A1111_MAX_SIZE, "max_steps", A1111_MAX_STEPS, "features", "img2img", 0, "hires_fix", 0);
+			 A1111_MAX_SIZE, "max_steps", A1111_MAX_STEPS, "features", "img2img", 1, "hires_fix", 1);
 }
 
 static int on_info(struct httpd *h, h2o_req_t *req, const char *rest)
@@ -312,6 +319,7 @@ static int on_info(struct httpd *h, h2o_req_t *req, const char *rest)
 
 const struct httpd_route API_ROUTES[] = {
 	{"POST", "/sdapi/v1/txt2img", on_txt2img},
+	{"POST", "/sdapi/v1/img2img", on_img2img},
 	{"GET", "/sdapi/v1/progress", on_progress},
 	{"POST", "/sdapi/v1/interrupt", on_interrupt},
 	{"POST", "/sdapi/v1/skip", on_skip},
@@ -335,3 +343,4 @@ const struct httpd_route API_ROUTES[] = {
 	{"GET", "/sdgate/v1/info", on_info},
 };
 const size_t API_N_ROUTES = sizeof API_ROUTES / sizeof API_ROUTES[0];
+const char *const API_LARGE_BODIES[] = {"/sdapi/v1/img2img", NULL};

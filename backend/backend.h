@@ -73,5 +73,7 @@ char *upstream_txt2img(struct backend *b, struct txt2img *t, double *inference_s
 /* api.c: the route table. */
 extern const struct httpd_route API_ROUTES[];
 extern const size_t API_N_ROUTES;
+/* The routes whose bodies may be up to A1111_MAX_IMG2IMG_BODY (NULL-terminated). */
+extern const char *const API_LARGE_BODIES[];
 
 #endif

@@ -152,6 +152,12 @@ static char *build_answer(const struct job *j, char **images, int count, json_t 
 		fail |= text_add(&out, images[i], strlen(images[i]));
 		fail |= text_add(&out, "\"", 1);
 	}
+	/* As A1111's img2img API: the init images and the mask are not echoed
+	 * back unless include_init_images asks for them. */
+	if (j->t.a.kind == A1111_IMG2IMG && !j->t.a.include_init_images) {
+		json_object_set_new(j->t.parameters, "init_images", json_null());
+		json_object_set_new(j->t.parameters, "mask", json_null());
+	}
 	char *params = json_dumps(j->t.parameters, JSON_COMPACT);
 	char *info_text = json_dumps(info, JSON_COMPACT);
 	json_t *info_str = json_string(info_text ? info_text : "{}");
@@ -191,11 +197,27 @@ static void reply_error_body(struct job *j, int status, const char *message)
 	json_decref(e);
 }
 
+/* The whole answer is a JSON value (an error list). */
+static void reply_json_body(struct job *j, int status, json_t *answer)
+{
+	j->body = json_dumps(answer, JSON_COMPACT);
+	j->body_len = j->body ? strlen(j->body) : 0;
+	j->status = status;
+	json_decref(answer);
+}
+
 static void run_native(struct job *j)
 {
 	struct backend *b = j->b;
 	struct engine_result res;
 	char err[256] = "";
+	json_t *bad = NULL;
+	if (j->t.a.kind == A1111_IMG2IMG && txt2img_load_init(&j->t, &bad)) {
+		log_info("job: init image refused: %s",
+			 json_string_value(json_object_get(json_array_get(json_object_get(bad, "detail"), 0), "msg")));
+		reply_json_body(j, 422, bad);
+		return;
+	}
 	j->t.ep.preview_every = 1;
 	j->last_step = backend_now();
 	j->last_preview = 0;
@@ -232,8 +254,12 @@ static void run_native(struct job *j)
 		if (!j->body)
 			reply_error_body(j, 500, "out of memory while building the answer");
 	}
-	log_info("job: %d image(s) %dx%d, %d steps, %s/%s, seed %llu: %.3f s%s", res.count, j->t.ep.width,
-		 j->t.ep.height, j->t.ep.steps, j->t.sampler_label, j->t.schedule_label,
+	log_info("job: %s, %d image(s) %dx%d, %d steps, %s/%s, seed %llu: %.3f s%s",
+		 j->t.a.kind == A1111_IMG2IMG ? "img2img"
+		 : j->t.ep.hr_width           ? "txt2img + hires fix"
+					      : "txt2img",
+		 res.count, res.count ? res.images[0].width : 0, res.count ? res.images[0].height : 0,
+		 engine_steps_total(&j->t.ep), j->t.sampler_label, j->t.schedule_label,
 		 (unsigned long long)j->t.ep.seed, inference_s, res.interrupted ? " (interrupted)" : "");
 	for (int i = 0; images && i < encoded; i++)
 		free(images[i]);
@@ -255,7 +281,7 @@ static void job_run(struct lane_task *task)
 	b->progress.job_no = 0;
 	b->progress.job_count = j->t.ep.batch_size * j->t.ep.n_iter;
 	b->progress.sampling_step = 0;
-	b->progress.sampling_steps = j->t.ep.steps;
+	b->progress.sampling_steps = engine_steps_total(&j->t.ep);
 	b->progress.interrupted = b->progress.skipped = 0;
 	b->progress.started = backend_now();
 	backend_timestamp(b->progress.job_timestamp);

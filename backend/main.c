@@ -3,6 +3,7 @@
  * Parses flags, sets up identity, engine, lanes and the h2o server, runs the
  * loop, and shuts down cleanly on SIGINT/SIGTERM. */
 #include "backend.h"
+#include "initimage.h"
 
 #include "config.h"
 #include "log.h"
@@ -63,17 +64,21 @@ static const struct config_option OPTIONS[] = {
 /* The epilog spells the limits out; these keep it honest. */
 _Static_assert(TXT2IMG_MAX_BODY == 1048576 && TXT2IMG_MAX_PROMPT == 8192 && TXT2IMG_MAX_STEPS == 150 &&
 		       TXT2IMG_MAX_SIZE == 2048 && TXT2IMG_MAX_BATCH == 8 && TXT2IMG_MAX_ITER == 16 &&
-		       TXT2IMG_MAX_PIXELS == 33554432ull,
+		       TXT2IMG_MAX_PIXELS == 33554432ull && A1111_MAX_IMG2IMG_BODY == 50331648u &&
+		       A1111_MAX_INIT_IMAGES == 4 && A1111_MAX_INIT_IMAGE_BYTES == 8388608u &&
+		       INITIMAGE_MAX_SIDE == 4096,
 	       "update the --help epilog");
 static const struct config_program PROGRAM = {
 	"sdgate-backend",
-	"AUTOMATIC1111-compatible txt2img server (native engine or upstream adapter)",
+	"AUTOMATIC1111-compatible txt2img and img2img server (native engine or upstream adapter)",
 	OPTIONS,
 	sizeof OPTIONS / sizeof OPTIONS[0],
 	"Limits (requests past them get A1111-shaped 4xx answers):\n"
 	"  body 1048576 bytes; prompt and negative_prompt 8192 bytes each\n"
 	"  steps 1..150; cfg_scale 1..30; width/height 64..2048, multiples of 8\n"
 	"  batch_size 1..8; n_iter 1..16; batch_size*n_iter*width*height <= 33554432 pixels\n"
+	"  img2img: body 50331648 bytes; 1..4 init images (PNG or JPEG), each 8388608 bytes decoded\n"
+	"  and at most 4096 pixels a side; hires fix: at most 2048 a side, its pixels as above\n"
 	"One job runs at a time; further requests wait their turn, as in A1111.\n",
 };
 
@@ -132,6 +137,8 @@ int main(int argc, char **argv)
 	struct httpd_config hc = {.host = host,
 				  .port = port,
 				  .max_body = TXT2IMG_MAX_BODY,
+				  .large_body_paths = API_LARGE_BODIES,
+				  .large_body_max = A1111_MAX_IMG2IMG_BODY,
 				  .routes = API_ROUTES,
 				  .n_routes = API_N_ROUTES,
 				  .user = &b,

@@ -3,8 +3,12 @@
  * checkpoint indexes, and nothing else. */
 #include "txt2img.h"
 
+#include "initimage.h"
+
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 _Static_assert(A1111_MAX_STEPS <= ENGINE_MAX_STEPS && A1111_MIN_SIZE >= ENGINE_MIN_SIZE &&
 		       A1111_MAX_SIZE <= ENGINE_MAX_SIZE && A1111_MAX_BATCH <= ENGINE_MAX_BATCH &&
@@ -22,6 +26,64 @@ static void set_if(float *dest, double v)
 {
 	if (!isnan(v))
 		*dest = (float)v;
+}
+
+/* Hires fix's latent upscalers by A1111's names (shared.latent_upscale_modes);
+ * every other upscaler (None, Lanczos, ESRGAN...) works in pixels in A1111
+ * and is run here as "Latent (bicubic)": the engine has no pixel upscaler. */
+static enum engine_upscale upscaler_of(const char *name)
+{
+	static const struct {
+		const char *name;
+		enum engine_upscale mode;
+	} LATENT[] = {
+		{"Latent", ENGINE_UPSCALE_BILINEAR},          {"Latent (antialiased)", ENGINE_UPSCALE_BILINEAR},
+		{"Latent (bicubic)", ENGINE_UPSCALE_BICUBIC}, {"Latent (bicubic antialiased)", ENGINE_UPSCALE_BICUBIC},
+		{"Latent (nearest)", ENGINE_UPSCALE_NEAREST}, {"Latent (nearest-exact)", ENGINE_UPSCALE_NEAREST_EXACT},
+	};
+	if (!name || !*name)
+		return ENGINE_UPSCALE_BILINEAR; /* A1111's default: "Latent" */
+	for (size_t i = 0; i < sizeof LATENT / sizeof LATENT[0]; i++)
+		if (!strcasecmp(name, LATENT[i].name))
+			return LATENT[i].mode;
+	return ENGINE_UPSCALE_BICUBIC;
+}
+
+/* Hires fix's target size as A1111's (hr_resize_x/y when set, one of them
+ * scaled by the first pass's aspect when the other is 0; else hr_scale),
+ * rounded down to multiples of 8. Returns NULL, or a 422 naming the field. */
+static json_t *hires_of(struct txt2img *t)
+{
+	struct a1111_request *a = &t->a;
+	struct engine_params *p = &t->ep;
+	const json_t *set = a->parameters;
+	long long rx = json_integer_value(json_object_get(set, "hr_resize_x"));
+	long long ry = json_integer_value(json_object_get(set, "hr_resize_y"));
+	double scale = json_number_value(json_object_get(set, "hr_scale"));
+	const char *field = rx || ry ? "hr_resize_x" : "hr_scale";
+	long long w, h;
+	if (rx || ry) {
+		w = rx ? rx : ry * a->width / a->height;
+		h = ry ? ry : rx * a->height / a->width;
+	} else {
+		w = (long long)(a->width * scale);
+		h = (long long)(a->height * scale);
+	}
+	w -= w % 8;
+	h -= h % 8;
+	if (w < A1111_MIN_SIZE || h < A1111_MIN_SIZE || w > A1111_MAX_SIZE || h > A1111_MAX_SIZE)
+		return a1111_error_422(field, "hires_size",
+				       "Hires fix's size should be within 64..2048 on each side for this backend",
+				       NULL);
+	if ((unsigned long long)(a->batch_size * a->n_iter) * (unsigned long long)(w * h) > A1111_MAX_PIXELS)
+		return a1111_error_422(field, "hires_pixels",
+				       "batch_size * n_iter * hires width * height should be at most 33554432", NULL);
+	p->hr_width = (int)w;
+	p->hr_height = (int)h;
+	p->hr_steps = (int)json_integer_value(json_object_get(set, "hr_second_pass_steps"));
+	p->hr_upscale = upscaler_of(json_string_value(json_object_get(set, "hr_upscaler")));
+	p->denoising_strength = (float)a1111_denoising_strength(a);
+	return NULL;
 }
 
 /* The engine's parameters from the parsed request. */
@@ -57,13 +119,12 @@ static void to_engine(struct txt2img *t, int default_model)
 	p->schedule = k >= 0 ? (enum engine_schedule)k : ENGINE_SCHEDULE_AUTOMATIC;
 }
 
-enum txt2img_result txt2img_parse(const char *body, size_t len, int default_model, int check_names, struct txt2img *out,
-				  int *status, json_t **reply)
+static enum txt2img_result parse(enum a1111_kind kind, const char *body, size_t len, int default_model, int check_names,
+				 struct txt2img *out, int *status, json_t **reply)
 {
 	static const struct a1111_runnable *const CHECKS[] = {&CHECK_NONE, &CHECK_SAMPLERS, &CHECK_MODELS, &CHECK_ALL};
 	memset(out, 0, sizeof *out);
-	if (a1111_parse(A1111_TXT2IMG, body, len, CHECKS[check_names & TXT2IMG_CHECK_ALL], &out->a, status, reply) !=
-	    A1111_OK)
+	if (a1111_parse(kind, body, len, CHECKS[check_names & TXT2IMG_CHECK_ALL], &out->a, status, reply) != A1111_OK)
 		return TXT2IMG_REJECTED;
 	to_engine(out, default_model);
 	out->request = out->a.body;
@@ -72,12 +133,61 @@ enum txt2img_result txt2img_parse(const char *body, size_t len, int default_mode
 	out->seed_was_random = out->a.seed_was_random;
 	out->sampler_label = A1111_SAMPLERS[out->a.sampler].name;
 	out->schedule_label = A1111_SCHEDULERS[out->a.scheduler].label;
+	/* Native mode only: behind --upstream the A1111 judges masks and hires
+	 * sizes itself. */
+	int native = check_names != 0;
+	json_t *bad = native ? a1111_unsupported(&out->a) : NULL;
+	if (!bad && native && kind == A1111_TXT2IMG && out->a.enable_hr)
+		bad = hires_of(out);
+	if (kind == A1111_IMG2IMG) {
+		out->ep.resize_mode = out->a.resize_mode;
+		out->ep.denoising_strength = (float)out->a.denoising_strength;
+	}
+	if (bad) {
+		txt2img_free(out);
+		*status = 422;
+		*reply = bad;
+		return TXT2IMG_REJECTED;
+	}
 	return TXT2IMG_OK;
+}
+
+enum txt2img_result txt2img_parse(const char *body, size_t len, int default_model, int check_names, struct txt2img *out,
+				  int *status, json_t **reply)
+{
+	return parse(A1111_TXT2IMG, body, len, default_model, check_names, out, status, reply);
+}
+
+enum txt2img_result img2img_parse(const char *body, size_t len, int default_model, int check_names, struct txt2img *out,
+				  int *status, json_t **reply)
+{
+	return parse(A1111_IMG2IMG, body, len, default_model, check_names, out, status, reply);
+}
+
+int txt2img_load_init(struct txt2img *t, json_t **reply)
+{
+	const json_t *first = json_array_get(json_object_get(t->a.set, "init_images"), 0);
+	char why[160] = "";
+	int w = 0, h = 0;
+	free(t->init_rgb);
+	t->init_rgb = json_is_string(first) ? initimage_decode(json_string_value(first), json_string_length(first), &w,
+							       &h, why, sizeof why)
+					    : NULL;
+	if (!t->init_rgb) {
+		*reply = a1111_error_422("init_images.0", "image_decode", why[0] ? why : "Input should be an image",
+					 NULL);
+		return -1;
+	}
+	t->ep.init_rgb = t->init_rgb;
+	t->ep.init_width = w;
+	t->ep.init_height = h;
+	return 0;
 }
 
 void txt2img_free(struct txt2img *t)
 {
 	a1111_request_free(&t->a);
+	free(t->init_rgb);
 	memset(t, 0, sizeof *t);
 }
 

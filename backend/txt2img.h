@@ -1,7 +1,8 @@
 /* txt2img.h — the engine's adapter over the A1111 request model (a1111.h):
- * a txt2img body parsed by libsdgate-a1111 against the engine's names and
- * checkpoints, mapped onto engine parameters, and the answer's "info" and
- * infotexts with the engine's checkpoint names.
+ * a txt2img or img2img body parsed by libsdgate-a1111 against the engine's
+ * names and checkpoints, mapped onto engine parameters (hires fix and the
+ * init image included), and the answer's "info" and infotexts with the
+ * engine's checkpoint names.
  *
  * Used on the loop thread (parse) and the worker thread (info); a request
  * object belongs to one thread at a time. */
@@ -36,6 +37,7 @@ struct txt2img {
 	int seed_was_random;
 	const char *sampler_label;  /* A1111's sampler name, "DPM++ 2M" */
 	const char *schedule_label; /* "Karras" */
+	uint8_t *init_rgb;          /* img2img: the decoded init image (owned), after txt2img_load_init */
 };
 
 enum txt2img_result { TXT2IMG_OK = 0, TXT2IMG_REJECTED = -1 };
@@ -51,6 +53,17 @@ enum { TXT2IMG_CHECK_SAMPLERS = 1, TXT2IMG_CHECK_MODELS = 2, TXT2IMG_CHECK_ALL =
 enum txt2img_result txt2img_parse(const char *body, size_t len, int default_model, int check_names, struct txt2img *out,
 				  int *status, json_t **reply);
 void txt2img_free(struct txt2img *t);
+
+/* The same for an img2img body (A1111's Img2ImgProcessingAPI): a mask is
+ * refused (a1111_unsupported), the init image is decoded later, on the jobs
+ * lane, by txt2img_load_init. */
+enum txt2img_result img2img_parse(const char *body, size_t len, int default_model, int check_names, struct txt2img *out,
+				  int *status, json_t **reply);
+
+/* img2img, native engine: decodes the first init image into t->ep (jobs
+ * lane). Returns 0, or -1 with *reply set to a 422 {"detail": [...]} naming
+ * init_images.0 (caller owns it). */
+int txt2img_load_init(struct txt2img *t, json_t **reply);
 
 /* Fixes seed -1 (and subseed -1) to concrete random seeds, as A1111 does
  * before sampling. */

@@ -33,7 +33,8 @@ static char *error_body(int *status, int code, const char *prefix, const char *d
 char *upstream_txt2img(struct backend *b, struct txt2img *t, double *inference_s, int *status, size_t *len)
 {
 	char url[1024];
-	snprintf(url, sizeof url, "%s/sdapi/v1/txt2img", b->upstream_url);
+	snprintf(url, sizeof url, "%s/sdapi/v1/%s", b->upstream_url,
+		 t->a.kind == A1111_IMG2IMG ? "img2img" : "txt2img");
 	char *request = json_dumps(t->request, JSON_COMPACT);
 	if (!request)
 		return error_body(status, 500, "", "out of memory", len);

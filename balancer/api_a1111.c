@@ -132,18 +132,30 @@ void waiter_submit(struct balancer *b, h2o_req_t *req, struct job *j, waiter_ans
 	}
 }
 
-static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest)
+/* A façade job (txt2img or img2img): queued, its client waiting on req. */
+static int wait_for(struct balancer *b, h2o_req_t *req, struct job *j, struct intake_error *e)
 {
-	struct balancer *b = bal(h);
-	struct intake_error e;
-	struct job *j = intake_job(b, req, 1, &e);
 	if (!j) {
-		intake_reply_error(req, &e, 1);
-		intake_error_free(&e);
+		intake_reply_error(req, e, 1);
+		intake_error_free(e);
 		return 0;
 	}
 	waiter_submit(b, req, j, NULL);
 	return 0;
+}
+
+static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	struct intake_error e;
+	return wait_for(bal(h), req, intake_job(bal(h), req, 1, &e), &e);
+}
+
+/* img2img: bodies up to A1111_MAX_IMG2IMG_BODY on this route only
+ * (API_A1111_LARGE_BODIES); routed as txt2img, sent to /sdapi/v1/img2img. */
+static int on_img2img(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	struct intake_error e;
+	return wait_for(bal(h), req, intake_img2img(bal(h), req, &e), &e);
 }
 
 /* The calling client's most recent unfinished façade job, or NULL. Only a
@@ -360,6 +372,7 @@ static int on_ping(struct httpd *h, h2o_req_t *req, const char *rest)
 /* clang-format off: one route a line */
 const struct httpd_route API_A1111_ROUTES[] = {
 	{"POST", "/sdapi/v1/txt2img", on_txt2img},
+	{"POST", "/sdapi/v1/img2img", on_img2img},
 	{"GET", "/sdapi/v1/progress", on_progress},
 	{"POST", "/sdapi/v1/interrupt", on_interrupt},
 	{"POST", "/sdapi/v1/skip", on_skip},
@@ -381,3 +394,4 @@ const struct httpd_route API_A1111_ROUTES[] = {
 };
 /* clang-format on */
 const size_t API_A1111_N = sizeof API_A1111_ROUTES / sizeof API_A1111_ROUTES[0];
+const char *const API_A1111_LARGE_BODIES[] = {"/sdapi/v1/img2img", NULL};

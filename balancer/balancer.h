@@ -363,11 +363,19 @@ struct job *intake_job(struct balancer *b, h2o_req_t *req, int facade, struct in
 /* The same for a body built by the balancer (the OpenAI endpoint's A1111 request). */
 struct job *intake_job_from(struct balancer *b, h2o_req_t *req, const char *body, size_t len, int facade,
 			    struct intake_error *e);
+/* The same for an img2img body (the façade's /sdapi/v1/img2img): at most
+ * BAL_MAX_IMG2IMG_JOBS unfinished at once (429 queue_full past it),
+ * each holding up to A1111_MAX_IMG2IMG_BODY of init images. */
+#define BAL_MAX_IMG2IMG_JOBS 16
+struct job *intake_img2img(struct balancer *b, h2o_req_t *req, struct intake_error *e);
+/* Whether j is an img2img (its request carries init_images). */
+int job_is_img2img(const struct job *j);
 void intake_reply_error(h2o_req_t *req, const struct intake_error *e, int a1111_shape);
 void intake_error_free(struct intake_error *e);
 
 /* api_*.c route tables. */
 extern const struct httpd_route API_A1111_ROUTES[];
+extern const char *const API_A1111_LARGE_BODIES[]; /* NULL-terminated: /sdapi/v1/img2img */
 extern const size_t API_A1111_N;
 extern const struct httpd_route API_JOBS_ROUTES[];
 extern const size_t API_JOBS_N;

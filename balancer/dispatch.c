@@ -457,8 +457,8 @@ static void start(struct balancer *b, struct job *j, struct bk *k, double switch
 		timeout = fmin(timeout + timeout_s(b, k, k->jobs[behind]), b->cfg.max_job_timeout_s);
 	log_info("job %s: attempt %d on %s%s, timeout %.1f s, answer up to %zu bytes", j->id, j->attempt, k->id,
 		 behind >= 0 ? " (behind its running job)" : "", timeout, cap);
-	j->call = registry_call(b, k, "POST", "/sdapi/v1/txt2img", body, body_len, (long)(timeout * 1000.0), cap,
-				on_call, j);
+	j->call = registry_call(b, k, "POST", job_is_img2img(j) ? "/sdapi/v1/img2img" : "/sdapi/v1/txt2img", body,
+				body_len, (long)(timeout * 1000.0), cap, on_call, j);
 	jobs_emit(b, j, "assigned",
 		  json_pack("{s:s,s:s,s:s,s:s,s:i}", "backend", k->id, "provider", bk_str(k, "provider"), "location",
 			    bk_str(k, "location"), "gpu", bk_str(k, "gpu_class"), "attempt", j->attempt));

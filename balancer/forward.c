@@ -55,6 +55,23 @@ static const char *const FIELDS[] = {
 	"hr_negative_prompt",
 };
 
+/* img2img's (Img2ImgProcessingAPI) beside those; init_images below. Masks
+ * are refused at intake (inpainting is not supported yet). */
+static const char *const IMG2IMG_FIELDS[] = {"resize_mode", "image_cfg_scale", "initial_noise_multiplier"};
+
+/* init_images as the request model checked them (at most
+ * A1111_MAX_INIT_IMAGES base64 strings, each bounded): copied whole. */
+static void copy_init_images(json_t *to, const json_t *from)
+{
+	json_t *v = json_object_get(from, "init_images");
+	size_t i;
+	json_t *s;
+	if (!json_is_array(v) || json_array_size(v) == 0 || json_array_size(v) > FORWARD_MAX_INIT_IMAGES)
+		return;
+	json_array_foreach(v, i, s) if (!json_is_string(s)) return;
+	json_object_set(to, "init_images", v);
+}
+
 /* The settings a job may change for itself. They are restored afterwards,
  * except a checkpoint asked for alone: the balancer routes jobs to the
  * backend that has a checkpoint loaded (dispatch.c keeps loaded_model), and
@@ -112,6 +129,8 @@ json_t *forward_request(const json_t *request, int allow_scripts)
 	if (!out)
 		return NULL;
 	copy_plain(out, request, FIELDS, sizeof FIELDS / sizeof FIELDS[0]);
+	copy_plain(out, request, IMG2IMG_FIELDS, sizeof IMG2IMG_FIELDS / sizeof IMG2IMG_FIELDS[0]);
+	copy_init_images(out, request);
 	json_t *st = styles(json_object_get(request, "styles"));
 	if (st)
 		json_object_set_new(out, "styles", st);

@@ -14,8 +14,9 @@
 
 #include <jansson.h>
 
-#define FORWARD_MAX_STRING 8192 /* bytes of a forwarded string field (the prompt's bound at the backend) */
-#define FORWARD_MAX_STYLES 64   /* names in "styles" */
+#define FORWARD_MAX_INIT_IMAGES 4 /* img2img's init_images (a1111.h's A1111_MAX_INIT_IMAGES) */
+#define FORWARD_MAX_STRING 8192   /* bytes of a forwarded string field (the prompt's bound at the backend) */
+#define FORWARD_MAX_STYLES 64     /* names in "styles" */
 
 /* The body to POST to a backend's /sdapi/v1/txt2img. request is borrowed
  * and not modified; allow_scripts: the backend declared "allow_scripts":

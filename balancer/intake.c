@@ -204,7 +204,7 @@ static const struct a1111_runnable *runnable(struct balancer *b, struct live_nam
 static int capable(struct balancer *b, const json_t *request, struct intake_error *e)
 {
 	struct caps_need need;
-	caps_need_of(request, 0, &need);
+	caps_need_of(request, json_object_get(request, "init_images") != NULL, &need);
 	int best = -1;
 	for (const struct bk *k = b->backends; k; k = k->next) {
 		if (!live(k))
@@ -246,21 +246,33 @@ static void use_default_checkpoint(struct balancer *b, const char *client, json_
 	json_object_set_new(over, "sd_model_checkpoint", json_string(mine));
 }
 
-struct job *intake_job(struct balancer *b, h2o_req_t *req, int facade, struct intake_error *e)
+int job_is_img2img(const struct job *j) { return json_object_get(j->request, "init_images") != NULL; }
+
+static int img2img_count(const struct balancer *b)
 {
-	return intake_job_from(b, req, req->entity.base, req->entity.len, facade, e);
+	int n = 0;
+	for (const struct job *j = b->active; j; j = j->act_next)
+		n += job_is_img2img(j);
+	return n;
 }
 
-struct job *intake_job_from(struct balancer *b, h2o_req_t *req, const char *text, size_t len, int facade,
-			    struct intake_error *e)
+/* The request in text (len bytes) as a job of this kind. */
+static struct job *intake(struct balancer *b, h2o_req_t *req, enum a1111_kind kind, const char *text, size_t len,
+			  int facade, struct intake_error *e)
 {
 	memset(e, 0, sizeof *e);
 	struct a1111_request r;
 	struct live_names names;
 	int status;
 	json_t *reply = NULL;
-	if (a1111_parse(A1111_TXT2IMG, text, len, runnable(b, &names), &r, &status, &reply) != A1111_OK) {
+	if (a1111_parse(kind, text, len, runnable(b, &names), &r, &status, &reply) != A1111_OK) {
 		from_a1111(e, status, reply);
+		e->a1111 = reply;
+		return NULL;
+	}
+	if ((reply = a1111_unsupported(&r))) {
+		a1111_request_free(&r);
+		from_a1111(e, 422, reply);
 		e->a1111 = reply;
 		return NULL;
 	}
@@ -285,6 +297,10 @@ struct job *intake_job_from(struct balancer *b, h2o_req_t *req, const char *text
 	a1111_request_free(&r);
 	json_t *body = parsed ? forward_request(parsed, 1) : NULL;
 	json_decref(parsed);
+	if (body && kind == A1111_IMG2IMG && !json_object_get(body, "init_images")) {
+		json_decref(body);
+		body = NULL;
+	}
 	if (!body) {
 		json_decref(gpus);
 		set_error(e, 500, "internal", NULL, "Out of memory");
@@ -304,6 +320,9 @@ struct job *intake_job_from(struct balancer *b, h2o_req_t *req, const char *text
 		set_error(e, 429, "queue_full", NULL, "The queue is full; try again later");
 	} else if (jobs_count_client(b, client) >= b->cfg.max_queue_per_client) {
 		set_error(e, 429, "client_queue_full", NULL, "Too many unfinished jobs from this client");
+	} else if (kind == A1111_IMG2IMG && img2img_count(b) >= BAL_MAX_IMG2IMG_JOBS) {
+		set_error(e, 429, sd_error_code(SDE_QUEUE_FULL), NULL,
+			  "Too many unfinished img2img jobs; try again later");
 	}
 	if (e->status) {
 		json_decref(body);
@@ -318,6 +337,22 @@ struct job *intake_job_from(struct balancer *b, h2o_req_t *req, const char *text
 	j->prefer = prefer;
 	b->m.accepted++;
 	return j;
+}
+
+struct job *intake_job_from(struct balancer *b, h2o_req_t *req, const char *text, size_t len, int facade,
+			    struct intake_error *e)
+{
+	return intake(b, req, A1111_TXT2IMG, text, len, facade, e);
+}
+
+struct job *intake_job(struct balancer *b, h2o_req_t *req, int facade, struct intake_error *e)
+{
+	return intake(b, req, A1111_TXT2IMG, req->entity.base, req->entity.len, facade, e);
+}
+
+struct job *intake_img2img(struct balancer *b, h2o_req_t *req, struct intake_error *e)
+{
+	return intake(b, req, A1111_IMG2IMG, req->entity.base, req->entity.len, 1, e);
 }
 
 void intake_reply_error(h2o_req_t *req, const struct intake_error *e, int a1111_shape)

@@ -137,7 +137,8 @@ static void derive(struct job *j)
 	w.calls_per_step = router_sampler_calls(sampler);
 	hires_work(r, &w);
 	j->n_images = w.n_images;
-	j->pixels = w.width * w.height * w.n_images;
+	/* the images come back at the hires fix's size when there is one */
+	j->pixels = (w.hr_width > 0 && w.hr_height > 0 ? w.hr_width * w.hr_height : w.width * w.height) * w.n_images;
 	j->work = router_work(&w);
 	j->seed = int_or(r, "seed", -1);
 	j->model = json_string_value(json_object_get(json_object_get(r, "override_settings"), "sd_model_checkpoint"));
@@ -146,7 +147,7 @@ static void derive(struct job *j)
 		j->model = NULL;
 	if (j->refiner && !*j->refiner)
 		j->refiner = NULL;
-	caps_need_of(r, 0, &j->need);
+	caps_need_of(r, json_object_get(r, "init_images") != NULL, &j->need);
 }
 
 static void link_job(struct balancer *b, struct job *j)
@@ -313,13 +314,27 @@ static void set_opt(json_t *o, const char *key, json_t *v)
 		json_object_set(o, key, v);
 }
 
+/* The request as the job log keeps it: an img2img's init images (up to 4 x
+ * 8 MiB) are left out, only their count stays. New reference. */
+static json_t *request_doc(json_t *request)
+{
+	json_t *init = json_object_get(request, "init_images");
+	if (!init)
+		return json_incref(request);
+	json_t *copy = json_copy(request);
+	json_object_del(copy, "init_images");
+	json_object_set_new(copy, "init_images_omitted", json_integer((json_int_t)json_array_size(init)));
+	return copy;
+}
+
 json_t *jobs_doc(const struct job *j)
 {
-	json_t *d = json_pack("{s:s,s:s,s:b,s:O,s:O,s:f,s:s,s:i,s:f,s:I,s:I,s:f,s:f}", "id", j->id, "client", j->client,
-			      "facade", j->facade, "request", j->request, "gpus", j->gpus, "max_price", j->max_price,
-			      "status", status_name(j->status), "attempt", j->attempt, "created", j->created,
-			      "queue_ms", (json_int_t)j->queue_ms, "inference_ms", (json_int_t)j->inference_ms,
-			      "inference_s", j->inference_s, "finished_unix", j->finished_unix);
+	json_t *d = json_pack("{s:s,s:s,s:b,s:o,s:O,s:f,s:s,s:i,s:f,s:I,s:I,s:f,s:f}", "id", j->id, "client", j->client,
+			      "facade", j->facade, "request", request_doc(j->request), "gpus", j->gpus, "max_price",
+			      j->max_price, "status", status_name(j->status), "attempt", j->attempt, "created",
+			      j->created, "queue_ms", (json_int_t)j->queue_ms, "inference_ms",
+			      (json_int_t)j->inference_ms, "inference_s", j->inference_s, "finished_unix",
+			      j->finished_unix);
 	if (j->prefer == ROUTER_PREFER_CHEAPEST)
 		json_object_set_new(d, "prefer", json_string("cheapest"));
 	if (j->idem_key[0]) {

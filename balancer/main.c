@@ -10,6 +10,7 @@
 #include "forward.h"
 #include "image.h"
 #include "log.h"
+#include "a1111.h"
 #include "prefs.h"
 #include "router.h"
 
@@ -99,7 +100,8 @@ static const struct config_program PROGRAM = {
 	"routes txt2img jobs to idle backends of accepted GPUs; persistent queue, failover, A1111 façade",
 	OPTIONS,
 	sizeof OPTIONS / sizeof OPTIONS[0],
-	"Limits: request body 1048576 bytes (a registration 16384); a backend's txt2img answer\n"
+	"Limits: request body 1048576 bytes (POST /sdapi/v1/img2img 50331648, at most 16 img2img jobs\n"
+	"  unfinished; a registration 16384); a backend's txt2img answer\n"
 	"  268435456 bytes at most, and less for smaller jobs (the base64 of uncompressed RGBA PNGs of\n"
 	"  its images, plus a margin), never compressed (no Accept-Encoding; a Content-Encoding fails\n"
 	"  the call); its other answers 4194304 bytes; images and previews 1..16384 pixels a side,\n"
@@ -353,6 +355,8 @@ int main(int argc, char **argv)
 	struct httpd_config hc = {.host = host,
 				  .port = port,
 				  .max_body = BAL_MAX_BODY,
+				  .large_body_paths = API_A1111_LARGE_BODIES,
+				  .large_body_max = A1111_MAX_IMG2IMG_BODY,
 				  .routes = routes,
 				  .n_routes = n,
 				  .user = b,

@@ -58,6 +58,16 @@ static void reply_error(struct httpd *h, h2o_req_t *req, int status, const char 
 	httpd_reply_json(req, status, j);
 }
 
+/* req's body bound: large_body_max on the large-body paths, else max_body. */
+static size_t body_limit(const struct httpd *h, h2o_req_t *req)
+{
+	const h2o_iovec_t path = req->path_normalized;
+	for (const char *const *p = h->cfg.large_body_paths; p && *p; p++)
+		if (path.len == strlen(*p) && !memcmp(path.base, *p, path.len))
+			return h->cfg.large_body_max;
+	return h->cfg.max_body;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
 	struct httpd *h = ((struct httpd_handler *)self)->h;
@@ -72,7 +82,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 		reply_error(h, req, 503, "shutting_down", "Shutting down");
 		return 0;
 	}
-	if (req->entity.base && req->entity.len > h->cfg.max_body) {
+	if (req->entity.base && req->entity.len > body_limit(h, req)) {
 		reply_error(h, req, 413, "body_too_large", "Request body too large");
 		return 0;
 	}
@@ -232,7 +242,10 @@ struct httpd *httpd_new(const struct httpd_config *cfg)
 	h2o_config_init(&h->config);
 	/* Let h2o read a little past our limit so that we, not h2o, answer the
 	 * first oversized bodies with a JSON 413; beyond that h2o's own 413. */
-	h->config.max_request_entity_size = cfg->max_body * 2 + 4096;
+	size_t largest = cfg->max_body * 2;
+	if (cfg->large_body_paths && cfg->large_body_max > largest)
+		largest = cfg->large_body_max;
+	h->config.max_request_entity_size = largest + 4096;
 	/* No HTTP/2 on cleartext (neither Upgrade: h2c nor prior knowledge): a
 	 * proxy in front that passes Upgrade on would let clients tunnel past
 	 * its rules. HTTP/1.1 is what A1111 clients, NGINX and the gateway speak. */

@@ -39,9 +39,11 @@ struct httpd_route {
 };
 
 struct httpd_config {
-	const char *host; /* "127.0.0.1" */
-	int port;         /* 0 = any free port (see httpd_port) */
-	size_t max_body;  /* bodies over this get a JSON 413 */
+	const char *host;                    /* "127.0.0.1" */
+	int port;                            /* 0 = any free port (see httpd_port) */
+	size_t max_body;                     /* bodies over this get a JSON 413, except on: */
+	const char *const *large_body_paths; /* NULL-terminated exact paths (or NULL) whose bodies may be */
+	size_t large_body_max;               /* up to this (img2img's init images) */
 	const struct httpd_route *routes;
 	size_t n_routes;
 	void *user; /* the program's state, see httpd_user */

@@ -12,7 +12,7 @@ set -euo pipefail
 PKGS=(
   build-essential cmake pkg-config git ca-certificates
   libh2o-evloop-dev libwebsockets-dev libcurl4-openssl-dev libjansson-dev
-  libsqlite3-dev sqlite3 libstb-dev libssl-dev zlib1g-dev
+  libsqlite3-dev sqlite3 libstb-dev libssl-dev zlib1g-dev libpng-dev libjpeg62-turbo-dev
   libcmocka-dev
   python3 python3-yaml curl procps
   nginx-light wrk systemd

@@ -8,6 +8,7 @@
  * fails that job with ENGINE_EDEVICE and moves the engine to the CPU for the
  * jobs after it (engine_uses_gpu() then answers 0). */
 #include "engine.h"
+#include "latent.h"
 #include "ops.h"
 #include "philox.h"
 #include "sampler.h"
@@ -149,6 +150,23 @@ static int check(const struct engine_params *p, char *err, size_t len)
 	else if (!isfinite(p->eta) || p->eta > 100 || !isfinite(p->s_noise) || !isfinite(p->s_churn) ||
 		 !isfinite(p->s_tmin) || isnan(p->s_tmax))
 		bad = "eta, s_churn, s_tmin, s_tmax or s_noise not a number";
+	else if (p->init_rgb && (p->init_width < 1 || p->init_width > ENGINE_MAX_INIT_SIZE || p->init_height < 1 ||
+				 p->init_height > ENGINE_MAX_INIT_SIZE))
+		bad = "the init image must be 1..4096 pixels wide and high";
+	else if (p->init_rgb && (p->resize_mode < 0 || p->resize_mode > 3))
+		bad = "resize_mode must be in 0..3";
+	else if ((p->init_rgb || p->hr_width > 0) && !(p->denoising_strength >= 0 && p->denoising_strength <= 1))
+		bad = "denoising_strength must be in 0..1";
+	else if (p->hr_width > 0 && p->init_rgb)
+		bad = "hires fix is for txt2img only";
+	else if (p->hr_width > 0 &&
+		 (p->hr_width < ENGINE_MIN_SIZE || p->hr_width > ENGINE_MAX_SIZE || p->hr_width % 8 ||
+		  p->hr_height < ENGINE_MIN_SIZE || p->hr_height > ENGINE_MAX_SIZE || p->hr_height % 8))
+		bad = "hires width and height must be multiples of 8 in 64..2048";
+	else if (p->hr_width > 0 && (p->hr_steps < 0 || p->hr_steps > ENGINE_MAX_STEPS))
+		bad = "hires steps must be in 0..150";
+	else if (p->hr_width > 0 && ((int)p->hr_upscale < 0 || p->hr_upscale > ENGINE_UPSCALE_NEAREST_EXACT))
+		bad = "unknown latent upscaler";
 	if (bad)
 		snprintf(err, len, "%s", bad);
 	return bad ? -1 : 0;
@@ -161,7 +179,8 @@ static double now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Everything one job holds; freed by job_free whatever happened. */
+/* Everything one pass of a job holds (hires fix has two, at two sizes);
+ * freed by job_free whatever happened. */
 struct job {
 	struct engine *e;
 	const struct engine_params *p;
@@ -170,14 +189,17 @@ struct job {
 	float *means[2]; /* base, refiner (device) */
 	struct sampler_model model[2];
 	float *x, *work[SAMPLER_WORK];
+	float *init; /* img2img / hires: the latent to start from (device), or NULL */
 	uint8_t *preview;
 	double *sigmas;
+	int first, steps; /* the schedule index this pass starts at, and the steps it runs */
 	/* progress */
 	engine_progress_fn progress;
 	void *user;
 	const atomic_int *interrupt;
 	atomic_int *skip;
 	int image, images;
+	int step0, total; /* steps of the passes before this one; of all passes */
 };
 
 static void job_free(struct job *j)
@@ -188,6 +210,8 @@ static void job_free(struct job *j)
 			o->free(o->ctx, j->means[i]);
 	if (j->x)
 		o->free(o->ctx, j->x);
+	if (j->init)
+		o->free(o->ctx, j->init);
 	for (int i = 0; i < SAMPLER_WORK; i++)
 		if (j->work[i])
 			o->free(o->ctx, j->work[i]);
@@ -239,7 +263,8 @@ static void job_step(void *user, int step, const float *den)
 	const struct ops *o = j->e->ops;
 	if (!j->progress)
 		return;
-	struct engine_progress pr = {.image = j->image, .images = j->images, .step = step, .steps = j->p->steps};
+	struct engine_progress pr = {
+		.image = j->image, .images = j->images, .step = j->step0 + step, .steps = j->total};
 	if (j->p->preview_every > 0 && step % j->p->preview_every == 0 && den) {
 		o->decode(o->ctx, j->preview, den, j->lw, j->lh, 1);
 		if (!o->error(o->ctx)) {
@@ -251,13 +276,17 @@ static void job_step(void *user, int step, const float *den)
 	j->progress(j->user, &pr);
 }
 
-/* x = slerp(strength, noise(seed), noise(subseed)) * sigma0, as A1111. */
-static void initial_noise(struct job *j, uint64_t seed, uint64_t subseed, double sigma0)
+/* x = slerp(strength, noise(seed), noise(subseed)) * sigma0 (+ init when
+ * the pass starts from a latent), as A1111. */
+static void initial_noise(struct job *j, uint64_t seed, uint64_t subseed, double sigma0, uint32_t kind)
 {
 	const struct ops *o = j->e->ops;
-	uint32_t stream = noise_stream(NOISE_INITIAL, 0, 0);
+	uint32_t stream = noise_stream(kind, 0, 0);
 	o->noise(o->ctx, j->x, j->n, seed, stream);
 	double t = j->p->subseed_strength, a = 1 - t, b = t;
+	const float *src[3] = {j->x, j->x, j->init};
+	float coef[3] = {(float)sigma0, 0, 1};
+	int count = 1;
 	if (t > 0) {
 		float *hi = j->work[4];
 		o->noise(o->ctx, hi, j->n, subseed, stream);
@@ -268,14 +297,141 @@ static void initial_noise(struct job *j, uint64_t seed, uint64_t subseed, double
 			a = sin((1 - t) * om) / so;
 			b = sin(t * om) / so;
 		}
-		const float *src[2] = {j->x, hi};
-		const float coef[2] = {(float)(a * sigma0), (float)(b * sigma0)};
-		o->lincomb(o->ctx, j->x, j->n, 2, src, coef);
+		src[1] = hi;
+		coef[0] = (float)(a * sigma0);
+		coef[1] = (float)(b * sigma0);
+		count = 2;
+	}
+	if (j->init) {
+		src[count] = j->init;
+		coef[count] = 1;
+		count++;
+	}
+	o->lincomb(o->ctx, j->x, j->n, count, src, coef);
+}
+
+/* A1111's img2img step split (setup_img2img_steps without
+ * img2img_fix_steps): a schedule of `steps`, the last t_enc + 1 run. */
+static void img2img_range(int steps, float strength, int *sched, int *first, int *run)
+{
+	int t_enc = (int)(fminf(strength, 0.999f) * (float)steps);
+	*sched = steps;
+	*first = steps - t_enc - 1;
+	*run = t_enc + 1;
+}
+
+/* Hires fix's second pass (sample_img2img with steps given): a schedule of
+ * int(hr / strength) steps, the last hr run; none at strength 0. */
+static void hires_range(const struct engine_params *p, int *sched, int *first, int *run)
+{
+	int hr = p->hr_steps > 0 ? p->hr_steps : p->steps;
+	if (!(p->denoising_strength > 0)) {
+		*sched = *first = *run = 0;
 		return;
 	}
-	const float *src[1] = {j->x};
-	const float coef[1] = {(float)sigma0};
-	o->lincomb(o->ctx, j->x, j->n, 1, src, coef);
+	double n = floor((double)hr / fmin(p->denoising_strength, 0.999));
+	*sched = n > ENGINE_MAX_HR_SCHEDULE ? ENGINE_MAX_HR_SCHEDULE : n < hr ? hr : (int)n;
+	*first = *sched - hr;
+	*run = hr;
+}
+
+int engine_steps_total(const struct engine_params *p)
+{
+	int sched, first, run = p->steps;
+	if (p->init_rgb)
+		img2img_range(p->steps, p->denoising_strength, &sched, &first, &run);
+	int total = run;
+	if (p->hr_width > 0 && !p->init_rgb) {
+		hires_range(p, &sched, &first, &run);
+		total += run;
+	}
+	return total;
+}
+
+/* Allocates one pass at lw x lh over a schedule of sched steps and renders
+ * its priors. Returns 0, or -1 (out of memory or a device error). */
+static int job_setup(struct job *j, int lw, int lh, int sched, int with_init)
+{
+	const struct ops *o = j->e->ops;
+	const struct engine_params *p = j->p;
+	j->lw = lw;
+	j->lh = lh;
+	j->n = (size_t)ENGINE_LATENT_CHANNELS * lw * lh;
+	j->sigmas = malloc(sizeof *j->sigmas * (size_t)(sched + 1));
+	j->preview = malloc((size_t)lw * lh * 3);
+	j->x = o->alloc(o->ctx, j->n);
+	if (with_init)
+		j->init = o->alloc(o->ctx, j->n);
+	for (int i = 0; i < SAMPLER_WORK; i++)
+		j->work[i] = o->alloc(o->ctx, j->n);
+	if (!j->sigmas || !j->preview || o->error(o->ctx) || (with_init && !j->init) ||
+	    job_prior(j, 0, p->model >= 0 ? p->model : 0) ||
+	    (p->refiner_model >= 0 && job_prior(j, 1, p->refiner_model)))
+		return -1;
+	if (sched > 0)
+		schedule_sigmas(p->sampler, p->schedule, sched, j->sigmas);
+	return 0;
+}
+
+/* The sampler over j's part of its schedule. */
+static struct sampler_job sampler_for(struct job *j)
+{
+	const struct engine_params *p = j->p;
+	struct sampler_job sj = {
+		.ops = j->e->ops,
+		.sampler = p->sampler,
+		.sigmas = j->sigmas + j->first,
+		.steps = j->steps,
+		.eta = p->eta >= 0 ? p->eta : sampler_default_eta(p->sampler),
+		.s_churn = p->s_churn,
+		.s_tmin = p->s_tmin,
+		.s_tmax = p->s_tmax,
+		.s_noise = p->s_noise,
+		.base = &j->model[0],
+		.refiner = p->refiner_model >= 0 ? &j->model[1] : NULL,
+		.switch_step = (int)floor(p->refiner_switch_at * j->steps + 1e-6),
+		.cfg = p->cfg_scale,
+		.n = j->n,
+		.x = j->x,
+		.progress = job_step,
+		.stop = job_stop,
+		.user = j,
+	};
+	memcpy(sj.work, j->work, sizeof sj.work);
+	return sj;
+}
+
+/* Uploads the init image's latent into j->init. */
+static int load_init(struct job *j)
+{
+	const struct engine_params *p = j->p;
+	float *host = malloc(j->n * sizeof *host);
+	if (!host ||
+	    latent_encode_image(p->init_rgb, p->init_width, p->init_height, p->resize_mode, j->lw, j->lh, host)) {
+		free(host);
+		return -1;
+	}
+	j->e->ops->upload(j->e->ops->ctx, j->init, host, j->n);
+	free(host);
+	return 0;
+}
+
+/* Hires fix: the first pass's latent (from->x) resampled into to->init. */
+static int upscale_into(struct job *from, struct job *to)
+{
+	const struct ops *o = from->e->ops;
+	float *a = malloc(from->n * sizeof *a), *b = malloc(to->n * sizeof *b);
+	if (!a || !b) {
+		free(a);
+		free(b);
+		return -1;
+	}
+	o->download(o->ctx, a, from->x, from->n);
+	latent_resample(a, from->lw, from->lh, b, to->lw, to->lh, from->p->hr_upscale);
+	o->upload(o->ctx, to->init, b, to->n);
+	free(a);
+	free(b);
+	return 0;
 }
 
 /* A CUDA failure: report it and continue on the CPU for later jobs. */
@@ -297,6 +453,46 @@ static int device_failed(struct engine *e, struct job *j, struct engine_result *
 	return ENGINE_ENOMEM;
 }
 
+static int out_of_memory(struct job *jobs, int count, struct engine_result *out, char *err, size_t len)
+{
+	for (int i = 0; i < count; i++)
+		job_free(&jobs[i]);
+	engine_result_free(out);
+	snprintf(err, len, "out of memory");
+	return ENGINE_ENOMEM;
+}
+
+/* One image: pass 1 (txt2img, or img2img from the init latent), then the
+ * hires pass when there is one. Returns the pass whose x is the image, or
+ * NULL on a device error; *rc is sampler_run's (1: stopped early). */
+static struct job *run_image(struct job *pass, int passes, uint64_t seed, uint64_t subseed, int *rc)
+{
+	const struct ops *o = pass[0].e->ops;
+	struct sampler_job sj = sampler_for(&pass[0]);
+	sj.seed = seed;
+	initial_noise(&pass[0], seed, subseed, pass[0].sigmas[pass[0].first], NOISE_INITIAL);
+	*rc = sampler_run(&sj);
+	if (*rc < 0 || o->error(o->ctx))
+		return NULL;
+	if (passes == 1)
+		return &pass[0];
+	struct job *hr = &pass[1];
+	if (upscale_into(&pass[0], hr) || o->error(o->ctx))
+		return NULL;
+	if (*rc == 0 && hr->steps > 0) {
+		sj = sampler_for(hr);
+		sj.seed = seed;
+		initial_noise(hr, seed, subseed, hr->sigmas[hr->first], NOISE_HIRES);
+		*rc = sampler_run(&sj);
+	} else {
+		/* stopped during the first pass, or strength 0: the upscaled latent */
+		const float one = 1.0f;
+		const float *src = hr->init;
+		o->lincomb(o->ctx, hr->x, hr->n, 1, &src, &one);
+	}
+	return *rc < 0 || o->error(o->ctx) ? NULL : hr;
+}
+
 int engine_generate(struct engine *e, const struct engine_params *p, engine_progress_fn progress, void *user,
 		    const atomic_int *interrupt, atomic_int *skip, struct engine_result *out, char *err, size_t err_len)
 {
@@ -305,78 +501,69 @@ int engine_generate(struct engine *e, const struct engine_params *p, engine_prog
 		return ENGINE_EINVAL;
 	double t0 = now();
 	const struct ops *o = e->ops;
-	struct job j = {.e = e, .p = p, .progress = progress, .user = user, .interrupt = interrupt, .skip = skip};
-	j.lw = p->width / ENGINE_LATENT_FACTOR;
-	j.lh = p->height / ENGINE_LATENT_FACTOR;
-	j.n = (size_t)ENGINE_LATENT_CHANNELS * j.lw * j.lh;
-	j.images = p->batch_size * p->n_iter;
-	int base = p->model >= 0 ? p->model : 0;
-	int refiner = p->refiner_model;
-	j.sigmas = malloc(sizeof *j.sigmas * (size_t)(p->steps + 1));
-	j.preview = malloc((size_t)j.lw * j.lh * 3);
-	out->images = calloc((size_t)j.images, sizeof *out->images);
-	j.x = o->alloc(o->ctx, j.n);
-	for (int i = 0; i < SAMPLER_WORK; i++)
-		j.work[i] = o->alloc(o->ctx, j.n);
-	if (!j.sigmas || !j.preview || !out->images || o->error(o->ctx) || job_prior(&j, 0, base) ||
-	    (refiner >= 0 && job_prior(&j, 1, refiner))) {
-		if (o->error(o->ctx))
-			return device_failed(e, &j, out, err, err_len);
-		job_free(&j);
-		engine_result_free(out);
-		snprintf(err, err_len, "out of memory");
-		return ENGINE_ENOMEM;
+	struct job pass[2];
+	int passes = p->hr_width > 0 ? 2 : 1;
+	for (int i = 0; i < 2; i++)
+		pass[i] = (struct job){.e = e,
+				       .p = p,
+				       .progress = progress,
+				       .user = user,
+				       .interrupt = interrupt,
+				       .skip = skip,
+				       .images = p->batch_size * p->n_iter,
+				       .total = engine_steps_total(p)};
+	int sched = p->steps;
+	pass[0].steps = p->steps;
+	if (p->init_rgb)
+		img2img_range(p->steps, p->denoising_strength, &sched, &pass[0].first, &pass[0].steps);
+	int hr_sched = 0;
+	if (passes == 2) {
+		hires_range(p, &hr_sched, &pass[1].first, &pass[1].steps);
+		pass[1].step0 = pass[0].steps;
 	}
-	schedule_sigmas(p->sampler, p->schedule, p->steps, j.sigmas);
-	struct sampler_job sj = {
-		.ops = o,
-		.sampler = p->sampler,
-		.sigmas = j.sigmas,
-		.steps = p->steps,
-		.eta = p->eta >= 0 ? p->eta : sampler_default_eta(p->sampler),
-		.s_churn = p->s_churn,
-		.s_tmin = p->s_tmin,
-		.s_tmax = p->s_tmax,
-		.s_noise = p->s_noise,
-		.base = &j.model[0],
-		.refiner = refiner >= 0 ? &j.model[1] : NULL,
-		.switch_step = (int)floor(p->refiner_switch_at * p->steps + 1e-6),
-		.cfg = p->cfg_scale,
-		.n = j.n,
-		.x = j.x,
-		.progress = job_step,
-		.stop = job_stop,
-		.user = &j,
-	};
-	memcpy(sj.work, j.work, sizeof sj.work);
-	for (int i = 0; i < j.images; i++) {
+	out->images = calloc((size_t)pass[0].images, sizeof *out->images);
+	int fail = !out->images || job_setup(&pass[0], p->width / ENGINE_LATENT_FACTOR,
+					     p->height / ENGINE_LATENT_FACTOR, sched, p->init_rgb != NULL);
+	if (!fail && passes == 2)
+		fail = job_setup(&pass[1], p->hr_width / ENGINE_LATENT_FACTOR, p->hr_height / ENGINE_LATENT_FACTOR,
+				 hr_sched, 1);
+	if (!fail && p->init_rgb)
+		fail = load_init(&pass[0]);
+	if (fail) {
+		if (o->error(o->ctx)) {
+			job_free(&pass[1]);
+			return device_failed(e, &pass[0], out, err, err_len);
+		}
+		return out_of_memory(pass, 2, out, err, err_len);
+	}
+	for (int i = 0; i < pass[0].images; i++) {
 		if (interrupt && atomic_load(interrupt)) {
 			out->interrupted = 1;
 			break;
 		}
-		j.image = i;
+		pass[0].image = pass[1].image = i;
 		uint64_t seed = p->seed + (uint64_t)i, subseed = p->subseed + (uint64_t)i;
-		sj.seed = seed;
-		initial_noise(&j, seed, subseed, j.sigmas[0]);
-		int rc = sampler_run(&sj);
-		if (rc < 0 || o->error(o->ctx))
-			return device_failed(e, &j, out, err, err_len);
+		int rc;
+		struct job *last = run_image(pass, passes, seed, subseed, &rc);
+		if (!last) {
+			job_free(&pass[1]);
+			return device_failed(e, &pass[0], out, err, err_len);
+		}
+		int w = last->lw * ENGINE_LATENT_FACTOR, h = last->lh * ENGINE_LATENT_FACTOR;
 		struct engine_image *img = &out->images[out->count];
-		img->width = p->width;
-		img->height = p->height;
+		img->width = w;
+		img->height = h;
 		img->seed = seed;
 		img->subseed = subseed;
-		img->rgb = malloc((size_t)p->width * p->height * 3);
-		if (!img->rgb) {
-			job_free(&j);
-			engine_result_free(out);
-			snprintf(err, err_len, "out of memory");
-			return ENGINE_ENOMEM;
-		}
-		o->decode(o->ctx, img->rgb, j.x, j.lw, j.lh, ENGINE_LATENT_FACTOR);
+		img->rgb = malloc((size_t)w * h * 3);
+		if (!img->rgb)
+			return out_of_memory(pass, 2, out, err, err_len);
+		o->decode(o->ctx, img->rgb, last->x, last->lw, last->lh, ENGINE_LATENT_FACTOR);
 		out->count++;
-		if (o->error(o->ctx))
-			return device_failed(e, &j, out, err, err_len);
+		if (o->error(o->ctx)) {
+			job_free(&pass[1]);
+			return device_failed(e, &pass[0], out, err, err_len);
+		}
 		if (rc == 1 && interrupt && atomic_load(interrupt)) {
 			out->interrupted = 1;
 			break;
@@ -384,7 +571,8 @@ int engine_generate(struct engine *e, const struct engine_params *p, engine_prog
 		if (rc == 1 && skip)
 			atomic_store(skip, 0);
 	}
-	job_free(&j);
+	job_free(&pass[0]);
+	job_free(&pass[1]);
 	out->seconds = now() - t0;
 	return ENGINE_OK;
 }

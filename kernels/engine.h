@@ -56,6 +56,17 @@ enum engine_schedule {
 	ENGINE_SCHEDULE_COUNT
 };
 
+/* Hires fix's latent upscalers, as A1111's latent_upscale_modes: "Latent"
+ * (bilinear), "Latent (antialiased)" (= bilinear: antialiasing changes only
+ * a downscale), "Latent (bicubic)", "Latent (bicubic antialiased)" (=
+ * bicubic), "Latent (nearest)", "Latent (nearest-exact)". */
+enum engine_upscale {
+	ENGINE_UPSCALE_BILINEAR,
+	ENGINE_UPSCALE_BICUBIC,
+	ENGINE_UPSCALE_NEAREST,
+	ENGINE_UPSCALE_NEAREST_EXACT,
+};
+
 /* A1111's sampler names. name: "Euler a", "DPM++ 2M", ...; aliases: a
  * NULL-terminated list such as {"k_euler_a", "k_euler_ancestral", NULL}. */
 const char *engine_sampler_name(enum engine_sampler s);
@@ -125,7 +136,33 @@ struct engine_params {
 	int refiner_model;                      /* -1 = no refiner */
 	float refiner_switch_at;                /* fraction of steps after which the refiner takes over */
 	int preview_every;                      /* fill engine_progress.preview every N steps; 0 = never */
+
+	/* img2img: an init image (RGB8, row-major, init_width x init_height, each
+	 * in 1..ENGINE_MAX_INIT_SIZE), resized by resize_mode (A1111's: 0 just
+	 * resize, 1 crop and resize, 2 resize and fill, 3 latent upscale),
+	 * encoded to latents and noised to denoising_strength: as A1111 (without
+	 * img2img_fix_steps) the sampler runs the last int(min(strength, 0.999)
+	 * * steps) + 1 steps of the schedule, from the init latent plus the
+	 * seed's noise at that step's sigma. NULL: txt2img. Every image of the
+	 * batch starts from it. */
+	const uint8_t *init_rgb;
+	int init_width, init_height;
+	int resize_mode;
+	float denoising_strength; /* 0..1: img2img, and hires fix's second pass */
+
+	/* Hires fix (txt2img only; hr_width 0 = off): the first pass's latent
+	 * resampled to hr_width x hr_height (multiples of 8) by hr_upscale, then
+	 * a second pass as A1111's: hr_steps (0 = steps) steps, the last ones of
+	 * a schedule of int(hr_steps / min(strength, 0.999)) steps (at most
+	 * ENGINE_MAX_HR_SCHEDULE), started from that latent plus fresh noise
+	 * (its own Philox stream) at their first sigma. Strength 0 decodes the
+	 * upscaled latent as it is. */
+	int hr_width, hr_height;
+	int hr_steps;
+	enum engine_upscale hr_upscale;
 };
+#define ENGINE_MAX_INIT_SIZE 4096   /* an init image's width and height */
+#define ENGINE_MAX_HR_SCHEDULE 1000 /* the second pass's schedule length */
 
 /* Fills p with A1111's defaults (steps 20, cfg 7, 512x512, Euler, ...). */
 void engine_params_default(struct engine_params *p);
@@ -133,7 +170,7 @@ void engine_params_default(struct engine_params *p);
 struct engine_progress {
 	int image;  /* 0-based index of the image being sampled */
 	int images; /* batch_size * n_iter */
-	int step;   /* steps done for this image, 1..steps */
+	int step;   /* steps done for this image, 1..steps (both passes of a hires fix) */
 	int steps;
 	/* When this step is a preview step: the current denoised estimate decoded
 	 * at latent resolution (width/8 x height/8), RGB8, valid only during the
@@ -141,6 +178,10 @@ struct engine_progress {
 	const uint8_t *preview;
 	int preview_width, preview_height;
 };
+/* The sampler steps engine_generate runs per image for p: steps for
+ * txt2img, fewer for img2img, plus the second pass of a hires fix. */
+int engine_steps_total(const struct engine_params *p);
+
 /* Called on the generating thread after each step. */
 typedef void (*engine_progress_fn)(void *user, const struct engine_progress *p);
 

@@ -46,6 +46,7 @@ PHILOX_FN void philox4x32_10(const uint32_t ctr_in[4], const uint32_t key_in[2],
 /* Stream ids: what the noise is for. Distinct (kind, step, sub) never collide. */
 #define NOISE_INITIAL 1u
 #define NOISE_STEP 2u
+#define NOISE_HIRES 3u /* hires fix's second-pass start noise */
 PHILOX_FN uint32_t noise_stream(uint32_t kind, uint32_t step, uint32_t sub)
 {
 	return (kind << 24) | ((step & 0xFFFFu) << 8) | (sub & 0xFFu);

@@ -3,7 +3,8 @@
  *
  *   kernels_check [--gpu]          the CPU reference against the CUDA ops on
  *                                  the same inputs, op by op, then whole
- *                                  generations for every sampler (ctest
+ *                                  generations for every sampler, an img2img
+ *                                  and a hires fix (ctest
  *                                  kernels_check)
  *   kernels_check --reference DIR  the CPU images against the stored ones in
  *                                  DIR (kernels_reference.c; ctest
@@ -162,41 +163,94 @@ static void check_ops(const struct ops *c, const struct ops *g)
 	free(hx), free(hm), free(a), free(b), free(ia), free(ib);
 }
 
+/* Prints and counts one CPU-vs-GPU image comparison: at most 0.1% of the
+ * values more than 2 levels apart. */
+static void compare_images(const char *label, const struct engine_result *a, const struct engine_result *b)
+{
+	if (a->images[0].width != b->images[0].width || a->images[0].height != b->images[0].height) {
+		printf("  %-14s sizes differ FAIL\n", label);
+		failures++;
+		return;
+	}
+	size_t n = (size_t)a->images[0].width * a->images[0].height * 3, over = 0, changed = 0;
+	int mx = 0;
+	for (size_t i = 0; i < n; i++) {
+		int d = abs((int)a->images[0].rgb[i] - (int)b->images[0].rgb[i]);
+		mx = d > mx ? d : mx;
+		over += d > 2;
+		changed += d != 0;
+	}
+	double frac = (double)over / (double)n;
+	int ok = frac <= 0.001;
+	failures += !ok;
+	/* "differ at all" is a figure, not a condition (yet): on the CPU a
+	 * regression shows as many values 1 level off (kernels_reference.c),
+	 * which the 2-level rule lets through; once GPU runs have measured
+	 * what CUDA's own libm gives, it can become a bound. */
+	printf("  %-14s image max |diff| %3d levels, %.4f%% over 2 levels (tol 0.1%%), %.4f%% differ at all  "
+	       "CPU %.3f s GPU %.3f s %s\n",
+	       label, mx, 100 * frac, 100.0 * (double)changed / (double)n, a->seconds, b->seconds, ok ? "ok" : "FAIL");
+}
+
+/* img2img (from init, crop and resize, Euler a at 0.6) or hires fix
+ * (DPM++ 2M, KC_SIZE -> 2 x KC_SIZE, bicubic latent, 0.5) on e. */
+static int second_pass(struct engine *e, const struct engine_image *init, struct engine_result *r)
+{
+	struct engine_params p;
+	char err[256];
+	engine_params_default(&p);
+	p.prompt = "a green triangle and a white moon over hills";
+	p.width = p.height = KC_SIZE;
+	p.steps = 20;
+	p.seed = 777;
+	if (init) {
+		p.sampler = ENGINE_SAMPLER_EULER_A;
+		p.init_rgb = init->rgb;
+		p.init_width = init->width;
+		p.init_height = init->height;
+		p.resize_mode = 1;
+		p.denoising_strength = 0.6f;
+	} else {
+		p.sampler = ENGINE_SAMPLER_DPMPP_2M;
+		p.hr_width = p.hr_height = 2 * KC_SIZE;
+		p.hr_upscale = ENGINE_UPSCALE_BICUBIC;
+		p.hr_steps = 10;
+		p.denoising_strength = 0.5f;
+	}
+	int rc = engine_generate(e, &p, NULL, NULL, NULL, NULL, r, err, sizeof err);
+	if (rc)
+		printf("  %s: engine_generate failed: %s\n", init ? "img2img" : "hires fix", err);
+	return rc;
+}
+
 static void check_images(struct engine *cpu, struct engine *gpu)
 {
-	for (int s = 0; s < ENGINE_SAMPLER_COUNT; s++) {
+	struct engine_result init = {0};
+	for (int s = 0; s < ENGINE_SAMPLER_COUNT + 2; s++) {
 		struct engine_result a, b;
-		if (kc_generate(cpu, s, &a)) {
+		int extra = s - ENGINE_SAMPLER_COUNT; /* 0: img2img from the first image, 1: hires fix */
+		const struct engine_image *from = extra == 0 && init.count ? &init.images[0] : NULL;
+		if (extra == 0 && !from) {
 			failures++;
 			continue;
 		}
-		if (kc_generate(gpu, s, &b)) {
+		if (extra >= 0 ? second_pass(cpu, from, &a) : kc_generate(cpu, s, &a)) {
+			failures++;
+			continue;
+		}
+		if (extra >= 0 ? second_pass(gpu, from, &b) : kc_generate(gpu, s, &b)) {
 			failures++;
 			engine_result_free(&a);
 			continue;
 		}
-		size_t n = (size_t)a.images[0].width * a.images[0].height * 3, over = 0, changed = 0;
-		int mx = 0;
-		for (size_t i = 0; i < n; i++) {
-			int d = abs((int)a.images[0].rgb[i] - (int)b.images[0].rgb[i]);
-			mx = d > mx ? d : mx;
-			over += d > 2;
-			changed += d != 0;
-		}
-		double frac = (double)over / (double)n;
-		int ok = frac <= 0.001;
-		failures += !ok;
-		/* "differ at all" is a figure, not a condition (yet): on the CPU a
-		 * regression shows as many values 1 level off (kernels_reference.c),
-		 * which the 2-level rule lets through; once GPU runs have measured
-		 * what CUDA's own libm gives, it can become a bound. */
-		printf("  %-14s image max |diff| %3d levels, %.4f%% over 2 levels (tol 0.1%%), %.4f%% differ at all  "
-		       "CPU %.3f s GPU %.3f s %s\n",
-		       engine_sampler_name(s), mx, 100 * frac, 100.0 * (double)changed / (double)n, a.seconds,
-		       b.seconds, ok ? "ok" : "FAIL");
-		engine_result_free(&a);
+		compare_images(extra < 0 ? engine_sampler_name(s) : extra == 0 ? "img2img" : "hires fix", &a, &b);
+		if (s == 0)
+			init = a;
+		else
+			engine_result_free(&a);
 		engine_result_free(&b);
 	}
+	engine_result_free(&init);
 }
 
 /* Whether this machine has an NVIDIA GPU, asked of three witnesses that do

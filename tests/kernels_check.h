@@ -7,6 +7,8 @@
 
 #include "engine.h"
 
+#define KC_SIZE 256 /* the test images' width and height */
+
 /* The test image of sampler s: 256x256, 25 steps, cfg 7, seed 4242, one
  * fixed prompt and negative prompt. Returns engine_generate's status (and
  * prints why when it fails); on success the caller frees r. */

@@ -30,7 +30,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define KC_SIZE 256
 #define KC_BLOCK ENGINE_LATENT_FACTOR
 #define KC_THUMB (KC_SIZE / KC_BLOCK)
 #define KC_THUMB_VALUES ((size_t)KC_THUMB * KC_THUMB * 3)

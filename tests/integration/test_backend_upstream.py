@@ -72,6 +72,20 @@ def main():
     t.check("asking A directly reports A's provider", (info_a.get("sdgate") or {}).get("provider") == "native-prov",
             info_a.get("sdgate"))
 
+    # img2img and hires fix pass through to A as they are (issue 12 item 5)
+    if ra.status == 200:
+        i2i = dict(body, steps=3, init_images=[ra.json["images"][0]], denoising_strength=0.6)
+        rb2 = t.request("POST", b.url + "/sdapi/v1/img2img", json_body=i2i, timeout=60)
+        ra2 = t.request("POST", a.url + "/sdapi/v1/img2img", json_body=i2i, timeout=60)
+        t.check("img2img through B answers A's image (same PNG bytes as asking A)",
+                rb2.status == 200 and ra2.status == 200 and t.images_of(rb2) == t.images_of(ra2),
+                "A: %s / B: %s" % (t.describe(ra2), t.describe(rb2)))
+        hr = dict(body, steps=2, enable_hr=True, hr_scale=1.5, hr_second_pass_steps=1, denoising_strength=0.5)
+        rb3, _ = t.txt2img(b.url, hr)
+        im = t.try_decode_png(t.images_of(rb3)[0])[0] if rb3.status == 200 and t.images_of(rb3) else None
+        t.check("txt2img with enable_hr through B: A's hires image (96x96)",
+                im is not None and (im.width, im.height) == (96, 96), t.describe(rb3))
+
     r = t.request("POST", b.url + "/sdapi/v1/txt2img", json_body=dict(body, sampler_name="Bogus Sampler"), timeout=60)
     t.check("an unknown sampler through B -> 404 {\"detail\": \"Sampler not found\"}",
             r.status == 404 and r.json == {"detail": "Sampler not found"}, t.describe(r))

@@ -7,28 +7,12 @@
 #include <cmocka.h>
 
 #include "engine.h"
+#include "kernels_fixture.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-static struct engine *E;
-
-static int setup(void **state)
-{
-	char why[256] = "";
-	struct engine_config cfg = {.force_cpu = 1};
-	E = engine_create(&cfg, why, sizeof why);
-	printf("# %s\n", why);
-	return E ? 0 : -1;
-}
-
-static int teardown(void **state)
-{
-	engine_destroy(E);
-	return 0;
-}
 
 static void params(struct engine_params *p, const char *prompt)
 {
@@ -38,16 +22,6 @@ static void params(struct engine_params *p, const char *prompt)
 	p->steps = 12;
 	p->seed = 1234;
 	p->subseed = 99;
-}
-
-static void gen(const struct engine_params *p, struct engine_result *r)
-{
-	char err[256] = "";
-	int rc = engine_generate(E, p, NULL, NULL, NULL, NULL, r, err, sizeof err);
-	if (rc)
-		printf("# engine_generate: %s\n", err);
-	assert_int_equal(rc, ENGINE_OK);
-	assert_int_equal(r->count, p->batch_size * p->n_iter);
 }
 
 static size_t bytes(const struct engine_image *im) { return (size_t)im->width * im->height * 3; }

@@ -1,0 +1,146 @@
+"""test_balancer_img2img.py — the façade's POST /sdapi/v1/img2img and
+txt2img's hires fix through the balancer over a native backend: A1111's
+answer with the image at the right size, the same PNG the backend gives for
+the same body (the seed fixed once), hires fix at 2x, the job log keeping no
+init image, and bad input (non-image base64, an oversized image, wrong
+types, a mask, bodies past each route's bound) answered in A1111's shape
+with nothing lost: the balancer and its backend still run jobs after it.
+Contract: ../../docs/a1111-facade.md "img2img and hires fix"."""
+
+import base64
+import json
+import os
+import sqlite3
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sdtest as t  # noqa: E402
+
+
+def b64(data):
+    return base64.b64encode(data).decode("ascii")
+
+
+def loc(reply):
+    try:
+        return reply.json["detail"][0]["loc"][-1]
+    except (TypeError, KeyError, IndexError, ValueError):
+        return None
+
+
+def stored_doc(db, job_id):
+    """The job's document in the balancer's SQLite file, or None yet."""
+    try:
+        con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=5)
+        try:
+            row = con.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        finally:
+            con.close()
+        return json.loads(row[0]) if row else None
+    except sqlite3.Error:
+        return None
+
+
+def main():
+    be = t.start_backend("--provider", "p")
+    bal = t.start_balancer("--backend", t.static_backend_arg(be.url, provider="img-prov", gpu_class="a100"))
+    t.check("the backend comes up idle", t.wait_idle_backends(bal.url, 1), t.board(bal.url))
+
+    src, _ = t.txt2img(be.url, t.small_job(prompt="a red circle on a blue background", seed=99, steps=4))
+    init_png = t.images_of(src)[0]
+    body = t.small_job(init_images=[b64(init_png)], denoising_strength=0.5, steps=6, seed=321, width=64,
+                       height=96)
+
+    r = t.request("POST", bal.url + "/sdapi/v1/img2img", json_body=body)
+    direct = t.request("POST", be.url + "/sdapi/v1/img2img", json_body=body)
+    ok = t.check("façade POST /sdapi/v1/img2img: 200 with images, parameters, info",
+                 r.status == 200 and isinstance(r.json, dict) and all(k in r.json for k in ("images", "parameters",
+                                                                                             "info")), t.describe(r))
+    if ok:
+        im = t.decode_png(t.images_of(r)[0])
+        t.check("the image is 64x96", (im.width, im.height) == (64, 96), (im.width, im.height))
+        t.check("the same pixels as the backend gives for the same body (seed 321)",
+                direct.status == 200 and t.decode_png(t.images_of(direct)[0]).pixels == im.pixels,
+                t.describe(direct))
+        params = r.json["parameters"]
+        t.check("parameters do not echo the init image back (A1111: unless include_init_images)",
+                isinstance(params, dict) and params.get("init_images") is None, t.short(params, 200))
+        info = t.info_of(r) or {}
+        job_id = (info.get("sdgate") or {}).get("job_id")
+        t.check("info: denoising_strength 0.5, seed 321, a job id", info.get("denoising_strength") == 0.5
+                and info.get("seed") == 321 and job_id, info)
+        if job_id:
+            doc = t.wait_until(lambda: stored_doc(bal.db, job_id), timeout=10)
+            req = (doc or {}).get("request")
+            t.check("the job log (SQLite) keeps no init image, only their count",
+                    isinstance(req, dict) and "init_images" not in req and req.get("init_images_omitted") == 1,
+                    sorted(req) if isinstance(req, dict) else doc)
+
+    hr = t.small_job(enable_hr=True, hr_scale=2, hr_second_pass_steps=2, denoising_strength=0.5, steps=3)
+    r = t.request("POST", bal.url + "/sdapi/v1/txt2img", json_body=hr)
+    t.check("façade txt2img with enable_hr: 200, the image at 2x (128x128)",
+            r.status == 200 and (t.decode_png(t.images_of(r)[0]).width, t.decode_png(t.images_of(r)[0]).height)
+            == (128, 128), t.describe(r))
+
+    good = t.small_job(init_images=[b64(init_png)])
+    cases = [
+        ("not base64", dict(good, init_images=["%%% not base64 %%%"]), 422, "init_images.0"),
+        ("base64 text, not an image", dict(good, init_images=[b64(b"just some text, long enough")]), 422,
+         "init_images.0"),
+        ("init_images a number", dict(good, init_images=7), 422, "init_images"),
+        ("denoising_strength a list", dict(good, denoising_strength=[0.5]), 422, "denoising_strength"),
+        ("a 9 MiB image", dict(good, init_images=[b64(b"\x89PNG\r\n\x1a\n" + b"\x00" * (9 << 20))]), 422,
+         "init_images.0"),
+        ("a mask", dict(good, mask=b64(init_png)), 422, "mask"),
+        ("no init image (A1111: 404)", t.small_job(), 404, None),
+    ]
+    for name, b, status, field in cases:
+        r = t.request("POST", bal.url + "/sdapi/v1/img2img", json_body=b)
+        t.check("façade img2img, %s: %d%s" % (name, status, " naming " + field if field else ""),
+                r.status == status and (field is None or loc(r) == field) and r.is_json and "detail" in r.json,
+                t.describe(r))
+    # PNG magic bytes pass intake; the backend's decoder refuses the rest
+    r = t.request("POST", bal.url + "/sdapi/v1/img2img",
+                  json_body=dict(good, init_images=[b64(init_png[:len(init_png) // 2])]))
+    t.check("façade img2img, a truncated PNG: the backend's 422 passed on, naming init_images.0",
+            r.status == 422 and r.is_json and "init_images.0" in str(r.json.get("detail")), t.describe(r))
+    print("# truncated PNG through the façade: %d %s" % (r.status, t.short(r.json, 300)))
+    r = t.request("POST", bal.url + "/sdapi/v1/img2img", raw_body=b"{\"prompt\": \"" + b"a" * (48 << 20) + b"\"}")
+    t.check("façade img2img, a body just over 48 MiB: JSON 413", r.status == 413 and r.is_json, t.describe(r))
+    r = t.request("POST", bal.url + "/sdapi/v1/txt2img", raw_body=b"{\"prompt\": \"" + b"a" * (2 << 20) + b"\"}")
+    t.check("façade txt2img keeps its 1 MiB bound: 413 for 2 MiB", r.status == 413, t.describe(r))
+    r = t.request("POST", bal.url + "/sdapi/v1/img2img", json_body=body)
+    t.check("after all that the façade still runs img2img", r.status == 200, t.describe(r))
+    t.check("and the balancer answers /healthz", t.request("GET", bal.url + "/healthz").status == 200)
+    check_img2img_bound(good)
+
+
+def check_img2img_bound(good):
+    """20 img2img at once on a slow backend: 16 held (one running, 15 queued),
+    4 answered 429 {"detail": "Too many unfinished img2img jobs..."}; the clients
+    then hang up."""
+    slow = t.start_backend("--provider", "slow", "--pace-ms-per-step", 500, name="backend-slow")
+    bal = t.start_balancer("--backend", t.static_backend_arg(slow.url, provider="slow-prov"), name="balancer-2")
+    t.check("the slow backend comes up idle", t.wait_idle_backends(bal.url, 1), t.board(bal.url))
+    body = dict(good, steps=20)
+
+    def post():
+        try:
+            r = t.request("POST", bal.url + "/sdapi/v1/img2img", json_body=body, timeout=4)
+            return r.status, (r.json or {}).get("detail") if r.is_json else r.raw
+        except OSError:
+            return "hung up", None
+    jobs = [t.Background(post) for _ in range(20)]
+    got = [j.join(30)[0] or ("no answer", None) for j in jobs]
+    statuses = [g[0] for g in got]
+    print("# 20 img2img at once: %s" % sorted(map(str, statuses)))
+    t.check("20 img2img at once on a busy balancer: 16 held, 4 get 429 {\"detail\": ...img2img...}",
+            statuses.count(429) == 4 and statuses.count("hung up") == 16
+            and all("img2img" in str(d) for st, d in got if st == 429), got)
+    r = t.request("POST", bal.url + "/sdapi/v1/txt2img", json_body=t.small_job(steps=1), timeout=90)
+    t.check("a txt2img is not bound by it: 200 once the cancelled img2img are drained", r.status == 200,
+            t.describe(r))
+
+
+if __name__ == "__main__":
+    t.run(main)

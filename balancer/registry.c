@@ -120,22 +120,22 @@ static void rebuild_identity(struct bk *k, json_t *reported)
 	k->identity = id;
 }
 
-static void add_model(struct bk *k, json_t *name)
+/* Appends a name to one of k's lists (bounded), once. Only the list itself
+ * is asked: a name its capabilities already know must still be listed here,
+ * since a refresh clears these lists and fills them again. */
+static void add_name(json_t *list, json_t *name)
 {
-	if (json_is_string(name) && json_string_length(name) <= BAL_MAX_FIELD && json_array_size(k->models) < 1024 &&
-	    !registry_offers(k, json_string_value(name)))
-		json_array_append(k->models, name);
+	if (!json_is_string(name) || json_string_length(name) > BAL_MAX_FIELD || json_array_size(list) >= 1024)
+		return;
+	size_t i;
+	json_t *t;
+	json_array_foreach(list, i, t) if (json_equal(t, name)) return;
+	json_array_append(list, name);
 }
 
-static void add_title(struct bk *k, json_t *title)
-{
-	if (json_is_string(title) && json_string_length(title) <= BAL_MAX_FIELD && json_array_size(k->titles) < 1024) {
-		size_t i;
-		json_t *t;
-		json_array_foreach(k->titles, i, t) if (json_equal(t, title)) return;
-		json_array_append(k->titles, title);
-	}
-}
+static void add_model(struct bk *k, json_t *name) { add_name(k->models, name); }
+
+static void add_title(struct bk *k, json_t *title) { add_name(k->titles, title); }
 
 static void start_check(struct balancer *b, struct bk *k);
 

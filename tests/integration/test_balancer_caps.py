@@ -152,6 +152,16 @@ def main():
             turbo and r.status == 200 and provider_of(r) == "a1111" and len(bodies) == before + 1,
             (turbo, t.describe(r)))
     before = len(bodies)
+    # Refreshes refill each backend's names: every name a checkpoint goes by
+    # still routes after them (the native one by its file name, as A1111 takes it).
+    board = t.board(bal.url)
+    native_names = (t.board_entry(board, provider="native") or {}).get("models") or []
+    r, _ = t.txt2img(bal.url, t.small_job(override_settings={"sd_model_checkpoint": native_model.split(" [")[0]}),
+                     timeout=60)
+    t.check("after refreshes the native backend still lists its checkpoints' names (%d) and a job naming one by its "
+            "file name runs there" % len(native_names),
+            native_model in native_names and r.status == 200 and provider_of(r) == "native", (native_names,
+                                                                                              t.describe(r)))
 
     def failed_listings():  # the balancer's refresh met the broken install
         with open(a1111.log_path, "rb") as f:

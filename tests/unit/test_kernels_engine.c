@@ -14,15 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void params(struct engine_params *p, const char *prompt)
-{
-	engine_params_default(p);
-	p->prompt = prompt;
-	p->width = p->height = 128;
-	p->steps = 12;
-	p->seed = 1234;
-	p->subseed = 99;
-}
+static void params(struct engine_params *p, const char *prompt) { fixture_params(p, prompt, 1234, 99); }
 
 static size_t bytes(const struct engine_image *im) { return (size_t)im->width * im->height * 3; }
 

@@ -15,15 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void params(struct engine_params *p, const char *prompt)
-{
-	engine_params_default(p);
-	p->prompt = prompt;
-	p->width = p->height = 128;
-	p->steps = 12;
-	p->seed = 4321;
-	p->subseed = 7;
-}
+static void params(struct engine_params *p, const char *prompt) { fixture_params(p, prompt, 4321, 7); }
 
 static double mad(const uint8_t *a, const uint8_t *b, size_t n)
 {

@@ -11,6 +11,7 @@
 
 #include "fetch.h"
 #include "httpd.h"
+#include "image.h"
 #include "store.h"
 
 #include <jansson.h>
@@ -32,7 +33,7 @@
 #define BAL_MAX_URL 512                  /* a backend's base URL */
 #define BAL_MAX_PROVIDERS 4096           /* lines of --provider-tokens */
 #define BAL_SECRET_HEX 64                /* hex chars of a registration's secret and call token */
-#define BAL_MAX_INFO (64u << 10)         /* a kept result's info (JSON text) and parameters */
+#define BAL_MAX_INFO (64u << 10)         /* a kept result's info (JSON text) */
 #define BAL_IMAGE_CHUNK (256u << 10)     /* GET /v1/jobs/{id}/images/{n}: bytes read from the store at a time */
 
 struct bal_config {
@@ -139,12 +140,14 @@ struct job {
 	long queue_ms, inference_ms;
 	double inference_s;
 	json_t *result; /* when done: A1111's {"images", "parameters", "info"} until the images are handed to
-			   the store (results_keep), then {"parameters", "info"} */
+			   the store (results_keep), then {"info"} */
 	json_t *reply;  /* a façade job's whole A1111 answer, held while its images are being stored */
 	json_t *images; /* once stored: [{type, bytes, width, height}] (results.c) */
 	int storing;    /* done, its images on their way to the store: readers see it running */
 	int gone;       /* its images were dropped (caps) or could not be stored: they answer 410 */
 	json_t *error;  /* {"code", "message"} when failed */
+	/* When done: its images, decoded and checked (answer.c), until results_keep hands them to the store. */
+	struct image_files files;
 	int step, steps;
 	char *preview;            /* the latest preview: bare base64 of an image checked by image_check */
 	const char *preview_type; /* its MIME type (static), NULL with it */

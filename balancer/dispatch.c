@@ -192,7 +192,7 @@ static void on_call(const struct fetch_result *r, void *user)
 	struct balancer *b = k->b;
 	j->call = NULL;
 	if (r->status == 200) {
-		json_t *a = answer_parse_txt2img(r->body, r->len);
+		json_t *a = answer_parse_txt2img(r->body, r->len, &j->files);
 		if (a) {
 			json_t *res = build_result(b, j, k, a, r->elapsed_s);
 			json_decref(a);

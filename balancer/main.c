@@ -99,8 +99,8 @@ static const struct config_program PROGRAM = {
 	"  sdgate-backend --help). Backends get only A1111's generation fields (strings of at most\n"
 	"  8192 bytes, 64 styles), override_settings sd_model_checkpoint, sd_vae and\n"
 	"  CLIP_stop_at_last_layers (restored afterwards), save_images false; scripts only where a\n"
-	"  backend says allow_scripts (balancer/README.md). A kept result's info and parameters 65536\n"
-	"  bytes each; images are read back 262144 bytes at a time.\n",
+	"  backend says allow_scripts (balancer/README.md). A kept result's info 65536 bytes (A1111's\n"
+	"  parameters go only to the façade's client); images are read back 262144 bytes at a time.\n",
 };
 
 static void on_tick(struct httpd *h)

@@ -1,7 +1,6 @@
 /* store.c — see store.h. */
 #include "store.h"
 
-#include "b64.h"
 #include "image.h"
 #include "lane.h"
 #include "log.h"
@@ -79,7 +78,8 @@ struct store_task {
 	int ok;
 	/* PUT_RESULT */
 	char client[64];
-	json_t *images, *meta, *evicted;
+	struct image_files images;
+	json_t *meta, *evicted;
 	store_kept_fn kept;
 	/* READ_IMAGE */
 	int n;
@@ -324,41 +324,28 @@ void store_prune(struct store *s, double before)
 	json_decref(evicted);
 }
 
-/* One image of a result: decoded, checked, inserted; its metadata appended
- * to meta. An image that is not a PNG, JPEG or WebP is not kept (the
- * answer's checks should have refused it). 0 on a failed write. */
-static int put_image(struct store *s, struct store_task *t, int n, const json_t *v)
+/* One image of a result (a file answer.c checked) inserted; its metadata
+ * appended to meta. 0 on a failed write. */
+static int put_image(struct store *s, struct store_task *t, int n, const struct image_file *file)
 {
-	size_t len = json_string_length(v), size = 0;
-	const char *text = b64_payload(json_is_string(v) ? json_string_value(v) : "", &len);
-	unsigned char *data = json_is_string(v) ? b64_decode_new(text, len, &size) : NULL;
-	struct image_facts f = {0};
-	const char *mime = data ? image_mime(image_check(data, size, &f)) : NULL;
-	if (!mime) {
-		log_warn("job %s: image %d is not a PNG, JPEG or WebP file; not kept", t->id, n);
-		json_array_append_new(t->meta,
-				      json_pack("{s:n,s:i,s:i,s:i}", "type", "bytes", 0, "width", 0, "height", 0));
-		free(data);
-		return 1;
-	}
-	json_array_append_new(t->meta, json_pack("{s:s,s:I,s:i,s:i}", "type", mime, "bytes", (json_int_t)size, "width",
-						 f.width, "height", f.height));
+	const char *mime = image_mime(file->facts.type);
+	json_array_append_new(t->meta, json_pack("{s:s,s:I,s:i,s:i}", "type", mime, "bytes", (json_int_t)file->len,
+						 "width", file->facts.width, "height", file->facts.height));
 	sqlite3_stmt *st = stmt(s, Q_INSERT_IMAGE);
 	int ok = 0;
 	if (st) {
 		sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
 		sqlite3_bind_int(st, 2, n);
 		sqlite3_bind_text(st, 3, mime, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 4, (sqlite3_int64)size);
+		sqlite3_bind_int64(st, 4, (sqlite3_int64)file->len);
 		sqlite3_bind_text(st, 5, t->client, -1, SQLITE_STATIC);
 		sqlite3_bind_double(st, 6, t->when);
-		sqlite3_bind_blob64(st, 7, data, size, SQLITE_STATIC);
+		sqlite3_bind_blob64(st, 7, file->data, file->len, SQLITE_STATIC);
 		ok = step_done(s, st);
-		sqlite3_clear_bindings(st); /* data is freed below */
+		sqlite3_clear_bindings(st); /* the file is freed once the task is done */
 	}
-	free(data);
 	if (ok)
-		s->bytes += (long long)size;
+		s->bytes += (long long)file->len;
 	return ok;
 }
 
@@ -383,11 +370,9 @@ static void put_result(struct store *s, struct store_task *t)
 	t->meta = json_array();
 	t->evicted = json_array();
 	int ok = exec(s, "BEGIN IMMEDIATE");
-	size_t i;
-	json_t *v;
-	json_array_foreach(t->images, i, v) ok = ok && put_image(s, t, (int)i, v);
-	json_decref(t->images);
-	t->images = NULL; /* the base64 text is no longer needed: free it before the rest */
+	for (size_t i = 0; i < t->images.n; i++)
+		ok = ok && put_image(s, t, (int)i, &t->images.v[i]);
+	image_files_free(&t->images); /* written: free the bytes before the rest */
 	ok = ok && evict(s, t->client, s->max_per_client, t->evicted) && evict(s, NULL, s->max_bytes, t->evicted);
 	json_t *result = json_object_get(t->doc, "result");
 	if (json_is_object(result))
@@ -490,7 +475,7 @@ static void task_done(struct httpd *h, struct lane_task *lt)
 	if (t->read)
 		t->read(t->user, t->base.cancelled ? -1 : t->total, t->base.cancelled ? 0 : t->len);
 	json_decref(t->doc);
-	json_decref(t->images);
+	image_files_free(&t->images);
 	json_decref(t->meta);
 	json_decref(t->evicted);
 	free(t);
@@ -546,7 +531,8 @@ void store_put_result(struct store *s, const struct store_result *r, store_kept_
 {
 	struct store_task *t = s ? task_new(s, PUT_RESULT, r->job_id) : NULL;
 	if (!t) {
-		json_decref(r->images);
+		struct image_files images = r->images;
+		image_files_free(&images);
 		json_decref(r->doc);
 		struct store_kept k = {0, json_array(), json_array()};
 		done(user, &k);

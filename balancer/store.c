@@ -1,4 +1,14 @@
-/* store.c — see store.h. */
+/* store.c — see store.h.
+ *
+ * Batches: the store's lane hands its thread whatever is queued (up to
+ * BATCH_MAX tasks) at once, and the batch runs in one transaction
+ * (batch_begin, batch_end): a commit, its WAL frames and the pages the rows
+ * share (index leaves, the tables' last pages) are paid once per batch, not
+ * once per task. A task that needs all-or-none (a result, an expiry) runs in
+ * a savepoint inside it. The tasks' callbacks run only after the commit, so
+ * nothing is acknowledged before it is in the file; should the commit fail,
+ * each task of the batch runs again on its own, as without batches. Under
+ * light load a batch is one task. */
 #include "store.h"
 
 #include "image.h"
@@ -56,9 +66,13 @@ static const char *const SQL[N_STMTS] = {
 	[Q_FIND_IMAGE] = "SELECT rowid, length(data) FROM images WHERE job_id = ? AND n = ?",
 };
 
+#define BATCH_MAX 64
+
 struct store {
 	sqlite3 *db;
 	struct lane *lane;
+	int in_batch;                         /* the store's thread is in a batch's transaction */
+	long long batch_bytes, batch_evicted; /* bytes and evicted when it began */
 	sqlite3_stmt *stmts[N_STMTS];
 	long long max_bytes, max_per_client;
 	_Atomic long long bytes;   /* images kept; written by whichever thread owns the file */
@@ -186,6 +200,14 @@ static int exec(struct store *s, const char *sql)
 	return 0;
 }
 
+/* A task's all-or-none: a savepoint in the batch's transaction, else a
+ * transaction of its own. */
+static int tx_begin(struct store *s) { return exec(s, s->in_batch ? "SAVEPOINT task" : "BEGIN IMMEDIATE"); }
+
+static int tx_commit(struct store *s) { return exec(s, s->in_batch ? "RELEASE task" : "COMMIT"); }
+
+static void tx_rollback(struct store *s) { exec(s, s->in_batch ? "ROLLBACK TO task; RELEASE task" : "ROLLBACK"); }
+
 static sqlite3_stmt *with_text(sqlite3_stmt *st, const char *text)
 {
 	if (st)
@@ -268,9 +290,36 @@ fail:
 	return NULL;
 }
 
+static void task_run(struct lane_task *lt);
+
+static void batch_begin(void *ctx)
+{
+	struct store *s = ctx;
+	s->batch_bytes = s->bytes;
+	s->batch_evicted = s->evicted;
+	s->in_batch = exec(s, "BEGIN IMMEDIATE"); /* else each task runs on its own */
+}
+
+static void batch_end(void *ctx, struct lane_task *tasks)
+{
+	struct store *s = ctx;
+	if (!s->in_batch)
+		return;
+	s->in_batch = 0;
+	if (exec(s, "COMMIT"))
+		return;
+	exec(s, "ROLLBACK");
+	s->bytes = s->batch_bytes;
+	s->evicted = s->batch_evicted;
+	log_warn("db: a batch of writes could not be committed; each is tried on its own");
+	for (struct lane_task *t = tasks; t; t = t->next)
+		task_run(t);
+}
+
 int store_start(struct store *s, struct httpd *h)
 {
-	s->lane = lane_new(h, "store");
+	struct lane_batch batch = {batch_begin, batch_end, s, BATCH_MAX};
+	s->lane = lane_new_batched(h, "store", &batch);
 	return s->lane ? 0 : -1;
 }
 
@@ -292,13 +341,13 @@ long long store_results_evicted(const struct store *s) { return s ? s->evicted :
 /* Expired jobs and images, in one transaction. */
 static int expire(struct store *s, double before)
 {
-	if (!exec(s, "BEGIN IMMEDIATE"))
+	if (!tx_begin(s))
 		return 0;
 	long long gone = step_int(s, with_real(stmt(s, Q_EXPIRED_BYTES), before));
 	int ok = gone >= 0 && step_done(s, with_real(stmt(s, Q_EXPIRE_IMAGES), before)) &&
-		 step_done(s, with_real(stmt(s, Q_EXPIRE_JOBS), before)) && exec(s, "COMMIT");
+		 step_done(s, with_real(stmt(s, Q_EXPIRE_JOBS), before)) && tx_commit(s);
 	if (!ok) {
-		exec(s, "ROLLBACK");
+		tx_rollback(s);
 		return 0;
 	}
 	s->bytes -= gone;
@@ -363,26 +412,27 @@ static int save_job_doc(struct store *s, const char *id, const char *status, dou
 
 /* The result's images, the evictions and the job's document, all or none;
  * if the images cannot be stored, the document still is (its images then
- * answer 410). */
+ * answer 410). Runs again as it is if its batch fails to commit. */
 static void put_result(struct store *s, struct store_task *t)
 {
 	long long was = s->bytes;
+	json_decref(t->meta);
+	json_decref(t->evicted);
 	t->meta = json_array();
 	t->evicted = json_array();
-	int ok = exec(s, "BEGIN IMMEDIATE");
+	int ok = tx_begin(s);
 	for (size_t i = 0; i < t->images.n; i++)
 		ok = ok && put_image(s, t, (int)i, &t->images.v[i]);
-	image_files_free(&t->images); /* written: free the bytes before the rest */
 	ok = ok && evict(s, t->client, s->max_per_client, t->evicted) && evict(s, NULL, s->max_bytes, t->evicted);
 	json_t *result = json_object_get(t->doc, "result");
 	if (json_is_object(result))
 		json_object_set(result, "images", t->meta);
 	char *text = json_dumps(t->doc, JSON_COMPACT);
-	ok = ok && text && save_job_doc(s, t->id, "done", t->when, text) && exec(s, "COMMIT");
+	ok = ok && text && save_job_doc(s, t->id, "done", t->when, text) && tx_commit(s);
 	if (ok) {
 		s->evicted += (long long)json_array_size(t->evicted);
 	} else {
-		exec(s, "ROLLBACK");
+		tx_rollback(s);
 		s->bytes = was;
 		json_array_clear(t->evicted);
 		if (text)

@@ -44,7 +44,8 @@ static void stored(struct balancer *b, struct job *j)
 	waiter_finish(b, j);
 	json_decref(j->reply); /* its client hung up meanwhile: not kept in memory */
 	j->reply = NULL;
-	jobs_announce_final(b, j);
+	if (j->subs) /* a façade job usually has no reader: its final event is not even built */
+		jobs_announce_final(b, j);
 }
 
 static void on_kept(void *user, const struct store_kept *k)

@@ -14,8 +14,11 @@
  * JPEG or WebP file (A1111's samples_format). The whole file is decoded and
  * checked (image.c), so a broken or hostile provider cannot hand clients
  * text, or a page with an image's magic number in front, as an image.
- * *payload and *plen give the bare base64 (no prefix) inside text. */
-static enum image_type image_of_b64(const char *text, size_t len, const char **payload, size_t *plen)
+ * *payload and *plen give the bare base64 (no prefix) inside text. The file
+ * goes to *file when it is not NULL and the image is one (caller frees its
+ * data); else it is freed here. */
+static enum image_type image_of_b64(const char *text, size_t len, const char **payload, size_t *plen,
+				    struct image_file *file)
 {
 	text = b64_payload(text, &len);
 	*payload = text;
@@ -24,14 +27,20 @@ static enum image_type image_of_b64(const char *text, size_t len, const char **p
 		return IMAGE_NONE;
 	size_t n = 0;
 	unsigned char *bytes = b64_decode_new(text, len, &n);
-	enum image_type t = image_check(bytes, n, NULL);
+	struct image_facts facts;
+	enum image_type t = image_check(bytes, n, &facts);
+	if (file && t != IMAGE_NONE) {
+		*file = (struct image_file){bytes, n, facts};
+		return t;
+	}
 	free(bytes);
 	return t;
 }
 
 /* Replaces the answer's "images" with the bare base64 of each (checked)
- * image and adds "image_types"; 0 when an image is not one. */
-static int rewrap_images(json_t *a)
+ * image and adds "image_types"; 0 when an image is not one. The decoded
+ * files go to *files when it is not NULL. */
+static int rewrap_images(json_t *a, struct image_files *files)
 {
 	json_t *images = json_object_get(a, "images");
 	if (!json_is_array(images) || json_array_size(images) == 0)
@@ -40,13 +49,20 @@ static int rewrap_images(json_t *a)
 	size_t i;
 	json_t *v;
 	int ok = bare && types;
+	if (ok && files) {
+		files->v = calloc(json_array_size(images), sizeof *files->v);
+		ok = files->v != NULL;
+	}
 	json_array_foreach(images, i, v)
 	{
 		const char *payload;
 		size_t plen;
-		enum image_type t = ok && json_is_string(v)
-					    ? image_of_b64(json_string_value(v), json_string_length(v), &payload, &plen)
-					    : IMAGE_NONE;
+		struct image_file *file = files && files->v ? &files->v[i] : NULL;
+		enum image_type t = ok && json_is_string(v) ? image_of_b64(json_string_value(v), json_string_length(v),
+									   &payload, &plen, file)
+							    : IMAGE_NONE;
+		if (file && t != IMAGE_NONE)
+			files->n = i + 1;
 		ok = t != IMAGE_NONE &&
 		     json_array_append_new(bare, payload == json_string_value(v) ? json_incref(v)
 										 : json_stringn(payload, plen)) == 0 &&
@@ -61,15 +77,20 @@ static int rewrap_images(json_t *a)
 	}
 	json_decref(bare);
 	json_decref(types);
+	if (files)
+		image_files_free(files);
 	return 0;
 }
 
-json_t *answer_parse_txt2img(const char *body, size_t len)
+json_t *answer_parse_txt2img(const char *body, size_t len, struct image_files *files)
 {
+	if (files)
+		*files = (struct image_files){NULL, 0};
 	json_error_t err;
 	json_t *a = json_loadb(body, len, 0, &err);
 	json_t *info = json_object_get(a, "info");
-	int ok = json_is_object(a) && (!info || json_is_string(info) || json_is_object(info)) && rewrap_images(a);
+	int ok = json_is_object(a) && (!info || json_is_string(info) || json_is_object(info)) &&
+		 rewrap_images(a, files);
 	if (!ok) {
 		json_decref(a);
 		return NULL;
@@ -124,7 +145,7 @@ json_t *answer_parse_progress(const char *body, size_t len, struct answer_progre
 	const char *payload;
 	size_t plen;
 	enum image_type t = json_is_string(preview) ? image_of_b64(json_string_value(preview),
-								   json_string_length(preview), &payload, &plen)
+								   json_string_length(preview), &payload, &plen, NULL)
 						    : IMAGE_NONE;
 	if (t != IMAGE_NONE) { /* the bare base64 ends where the JSON string does: NUL-terminated */
 		out->preview = payload;

@@ -5,6 +5,8 @@
 #ifndef SDGATE_ANSWER_H
 #define SDGATE_ANSWER_H
 
+#include "image.h"
+
 #include <jansson.h>
 #include <stddef.h>
 
@@ -13,8 +15,10 @@
  * prefix is allowed and its declared type ignored) and "info" is a string or
  * object (or none); else NULL. New reference, re-wrapped: "images" holds the
  * bare base64 of each (A1111's shape, no prefix) and "image_types" the MIME
- * type image_check found for each, in the same order. */
-json_t *answer_parse_txt2img(const char *body, size_t len);
+ * type image_check found for each, in the same order. The decoded files go
+ * to *files when it is not NULL (caller frees them with image_files_free;
+ * left empty when NULL is returned). */
+json_t *answer_parse_txt2img(const char *body, size_t len, struct image_files *files);
 
 /* The answer's info as an object (A1111 sends it as a JSON string): a new
  * reference, {} when absent or unreadable. */

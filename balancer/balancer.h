@@ -3,15 +3,16 @@
  * (jobs.c, sse.c), routing (router.c) and dispatch (dispatch.c), the HTTP APIs
  * (api_*.c) and main.c.
  *
- * Thread rules: everything here lives on the h2o loop thread. Other threads
- * (curl in fetch.c, SQLite in store.c) only hand results back through
- * httpd_post, so nothing below needs a lock. */
+ * Thread rules: everything here lives on the h2o loop thread (curl's
+ * transfers too, fetch.c). The store's thread (SQLite, store.c) only hands
+ * results back through httpd_post, so nothing below needs a lock. */
 #ifndef SDGATE_BALANCER_H
 #define SDGATE_BALANCER_H
 
 #include "caps.h"
 #include "fetch.h"
 #include "httpd.h"
+#include "image.h"
 #include "router.h"
 #include "store.h"
 
@@ -34,7 +35,7 @@
 #define BAL_MAX_URL 512                  /* a backend's base URL */
 #define BAL_MAX_PROVIDERS 4096           /* lines of --provider-tokens */
 #define BAL_SECRET_HEX 64                /* hex chars of a registration's secret and call token */
-#define BAL_MAX_INFO (64u << 10)         /* a kept result's info (JSON text) and parameters */
+#define BAL_MAX_INFO (64u << 10)         /* a kept result's info (JSON text) */
 #define BAL_IMAGE_CHUNK (256u << 10)     /* GET /v1/jobs/{id}/images/{n}: bytes read from the store at a time */
 #define BAL_CAPS_REFRESH_MIN_S 2.0       /* an up backend's capabilities are read again: 10 health intervals, >= this */
 
@@ -149,12 +150,14 @@ struct job {
 	long queue_ms, inference_ms;
 	double inference_s;
 	json_t *result; /* when done: A1111's {"images", "parameters", "info"} until the images are handed to
-			   the store (results_keep), then {"parameters", "info"} */
+			   the store (results_keep), then {"info"} */
 	json_t *reply;  /* a façade job's whole A1111 answer, held while its images are being stored */
 	json_t *images; /* once stored: [{type, bytes, width, height}] (results.c) */
 	int storing;    /* done, its images on their way to the store: readers see it running */
 	int gone;       /* its images were dropped (caps) or could not be stored: they answer 410 */
 	json_t *error;  /* {"code", "message"} when failed */
+	/* When done: its images, decoded and checked (answer.c), until results_keep hands them to the store. */
+	struct image_files files;
 	int step, steps;
 	double progress, progress_at; /* the backend's last progress (0..1) and when it was read (router) */
 	char *preview;                /* the latest preview: bare base64 of an image checked by image_check */

@@ -234,7 +234,7 @@ static void on_call(const struct fetch_result *r, void *user)
 	struct balancer *b = k->b;
 	j->call = NULL;
 	if (r->status == 200) {
-		json_t *a = answer_parse_txt2img(r->body, r->len);
+		json_t *a = answer_parse_txt2img(r->body, r->len, &j->files);
 		if (a) {
 			/* from its start: a job sent behind another waited in the call */
 			double took = fmin(r->elapsed_s, bal_now() - j->started);

@@ -9,6 +9,7 @@
 #include "image.h"
 
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <zlib.h>
 
@@ -176,4 +177,13 @@ const char *image_mime(enum image_type t)
 	default:
 		return NULL;
 	}
+}
+
+void image_files_free(struct image_files *f)
+{
+	for (size_t i = 0; i < f->n; i++)
+		free(f->v[i].data);
+	free(f->v);
+	f->v = NULL;
+	f->n = 0;
 }

@@ -30,4 +30,18 @@ enum image_type image_check(const unsigned char *p, size_t len, struct image_fac
 /* "image/png", "image/jpeg", "image/webp"; NULL for IMAGE_NONE. */
 const char *image_mime(enum image_type t);
 
+/* Image files that passed image_check, with what it found: decoded once
+ * (answer.c) and handed on as they are (the results store keeps them). */
+struct image_file {
+	unsigned char *data; /* malloc'd */
+	size_t len;
+	struct image_facts facts;
+};
+struct image_files {
+	struct image_file *v; /* malloc'd, n of them */
+	size_t n;
+};
+/* Frees every file and the list; *f is empty afterwards. */
+void image_files_free(struct image_files *f);
+
 #endif

@@ -214,6 +214,7 @@ static void free_job(struct job *j)
 	json_decref(j->reply);
 	json_decref(j->images);
 	json_decref(j->error);
+	image_files_free(&j->files);
 	free(j->preview);
 	free(j);
 }

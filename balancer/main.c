@@ -111,8 +111,8 @@ static const struct config_program PROGRAM = {
 	"  sdgate-backend --help). Backends get only A1111's generation fields (strings of at most\n"
 	"  8192 bytes, 64 styles), override_settings sd_model_checkpoint, sd_vae and\n"
 	"  CLIP_stop_at_last_layers (restored afterwards), save_images false; scripts only where a\n"
-	"  backend says allow_scripts (balancer/README.md). A kept result's info and parameters 65536\n"
-	"  bytes each; images are read back 262144 bytes at a time.\n",
+	"  backend says allow_scripts (balancer/README.md). A kept result's info 65536 bytes (A1111's\n"
+	"  parameters go only to the façade's client); images are read back 262144 bytes at a time.\n",
 };
 
 static void on_tick(struct httpd *h)
@@ -120,19 +120,20 @@ static void on_tick(struct httpd *h)
 	struct balancer *b = httpd_user(h);
 	double now = bal_now();
 	dispatch_tick(b, now);
-	if (now < b->next_slow_tick)
-		return;
-	b->next_slow_tick = now + SLOW_TICK_S;
-	registry_tick(b, now);
-	waiters_check(b);
-	for (struct job *j = b->active; j; j = j->act_next)
-		if (j->subs)
-			sse_keepalive(j);
-	static double next_expire;
-	if (now >= next_expire) {
-		next_expire = now + EXPIRE_EVERY_S;
-		jobs_expire(b, bal_unix_now());
+	if (now >= b->next_slow_tick) {
+		b->next_slow_tick = now + SLOW_TICK_S;
+		registry_tick(b, now);
+		waiters_check(b);
+		for (struct job *j = b->active; j; j = j->act_next)
+			if (j->subs)
+				sse_keepalive(j);
+		static double next_expire;
+		if (now >= next_expire) {
+			next_expire = now + EXPIRE_EVERY_S;
+			jobs_expire(b, bal_unix_now());
+		}
 	}
+	fetcher_tick(b->fetcher); /* last: starts what the tick asked for, in this turn */
 }
 
 /* "http://h:p#provider=A&gpu_class=a100" → url "http://h:p" and the

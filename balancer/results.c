@@ -1,5 +1,6 @@
 /* results.c — a done job's images: handed to the store when the job
- * finishes (decoded, checked and written on the store's thread), described
+ * finishes (the files answer.c decoded and checked, written on the store's
+ * thread), described
  * in the job by their metadata only, and served by GET
  * /v1/jobs/{id}/images/{n} straight from the store, BAL_IMAGE_CHUNK bytes at
  * a time, so that neither the loop thread nor a connection ever holds a
@@ -21,18 +22,17 @@ struct kept_ctx {
 	char id[BAL_ID_LEN + 1];
 };
 
-/* info (a JSON string) and parameters, as kept: bounded, or left out. */
+/* info (a JSON string), as kept: bounded, or left out. A1111's
+ * "parameters" (the request echoed) only goes to the façade's client: no
+ * API shows it later, so it is neither kept nor written. */
 static json_t *slim_result(const struct job *j)
 {
 	json_t *slim = json_object();
 	json_t *info = json_object_get(j->result, "info");
-	json_t *params = json_object_get(j->result, "parameters");
 	if (json_is_string(info) && json_string_length(info) <= BAL_MAX_INFO)
 		json_object_set(slim, "info", info);
 	else if (info)
 		log_warn("job %s: info over %u bytes; not kept", j->id, BAL_MAX_INFO);
-	if (json_is_object(params) && json_dumpb(params, NULL, 0, JSON_COMPACT) <= BAL_MAX_INFO)
-		json_object_set(slim, "parameters", params);
 	return slim;
 }
 
@@ -44,7 +44,8 @@ static void stored(struct balancer *b, struct job *j)
 	waiter_finish(b, j);
 	json_decref(j->reply); /* its client hung up meanwhile: not kept in memory */
 	j->reply = NULL;
-	jobs_announce_final(b, j);
+	if (j->subs) /* a façade job usually has no reader: its final event is not even built */
+		jobs_announce_final(b, j);
 }
 
 static void on_kept(void *user, const struct store_kept *k)
@@ -75,12 +76,12 @@ static void on_kept(void *user, const struct store_kept *k)
 
 void results_keep(struct balancer *b, struct job *j)
 {
-	json_t *images = json_object_get(j->result, "images");
-	images = json_is_array(images) ? json_incref(images) : json_array();
+	struct image_files images = j->files;
+	j->files = (struct image_files){NULL, 0};
 	json_t *slim = slim_result(j);
 	if (j->waiter) /* the façade's client gets the whole answer once it is stored (on_kept) */
 		j->reply = json_incref(j->result);
-	json_decref(j->result); /* the base64 now lives only in `images` (and the façade's reply) */
+	json_decref(j->result); /* the base64 now lives only in the façade's reply, if any */
 	j->result = slim;
 	j->storing = 1;
 	json_t *doc = jobs_doc(j);
@@ -94,7 +95,7 @@ void results_keep(struct balancer *b, struct job *j)
 		.doc = doc,
 	};
 	if (!c) {
-		json_decref(images);
+		image_files_free(&images);
 		json_decref(doc);
 		j->gone = 1;
 		j->images = json_array();
@@ -128,8 +129,6 @@ void results_load(struct job *j, const json_t *result, int has_images)
 	json_t *v;
 	if ((v = json_object_get(result, "info")) && json_is_string(v))
 		json_object_set(j->result, "info", v);
-	if ((v = json_object_get(result, "parameters")) && json_is_object(v))
-		json_object_set(j->result, "parameters", v);
 	j->images = json_array();
 	size_t i;
 	json_array_foreach(json_object_get(result, "images"), i, v)

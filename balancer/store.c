@@ -1,7 +1,16 @@
-/* store.c — see store.h. */
+/* store.c — see store.h.
+ *
+ * Batches: the store's lane hands its thread whatever is queued (up to
+ * BATCH_MAX tasks) at once, and the batch runs in one transaction
+ * (batch_begin, batch_end): a commit, its WAL frames and the pages the rows
+ * share (index leaves, the tables' last pages) are paid once per batch, not
+ * once per task. A task that needs all-or-none (a result, an expiry) runs in
+ * a savepoint inside it. The tasks' callbacks run only after the commit, so
+ * nothing is acknowledged before it is in the file; should the commit fail,
+ * each task of the batch runs again on its own, as without batches. Under
+ * light load a batch is one task. */
 #include "store.h"
 
-#include "b64.h"
 #include "image.h"
 #include "lane.h"
 #include "log.h"
@@ -57,9 +66,13 @@ static const char *const SQL[N_STMTS] = {
 	[Q_FIND_IMAGE] = "SELECT rowid, length(data) FROM images WHERE job_id = ? AND n = ?",
 };
 
+#define BATCH_MAX 64
+
 struct store {
 	sqlite3 *db;
 	struct lane *lane;
+	int in_batch;                         /* the store's thread is in a batch's transaction */
+	long long batch_bytes, batch_evicted; /* bytes and evicted when it began */
 	sqlite3_stmt *stmts[N_STMTS];
 	long long max_bytes, max_per_client;
 	_Atomic long long bytes;   /* images kept; written by whichever thread owns the file */
@@ -79,7 +92,8 @@ struct store_task {
 	int ok;
 	/* PUT_RESULT */
 	char client[64];
-	json_t *images, *meta, *evicted;
+	struct image_files images;
+	json_t *meta, *evicted;
 	store_kept_fn kept;
 	/* READ_IMAGE */
 	int n;
@@ -93,7 +107,11 @@ static const char SCHEMA[] =
 	"PRAGMA journal_mode=WAL;"
 	"PRAGMA synchronous=NORMAL;"
 	"PRAGMA journal_size_limit=67108864;" /* the WAL shrinks back after a large result */
-	"PRAGMA recursive_triggers=ON;"       /* INSERT OR REPLACE's deletes fire images_drop */
+	/* A checkpoint every 16 MiB of WAL, not 4: a page that many results
+	 * rewrite (index leaves, the tables' last pages) is copied to the file
+	 * and synced once per checkpoint, not once per 4 MiB. */
+	"PRAGMA wal_autocheckpoint=4000;"
+	"PRAGMA recursive_triggers=ON;" /* INSERT OR REPLACE's deletes fire images_drop */
 	"CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, status TEXT NOT NULL,"
 	" finished REAL NOT NULL DEFAULT 0, created INTEGER NOT NULL, doc TEXT NOT NULL);"
 	"CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(status, finished);"
@@ -186,6 +204,14 @@ static int exec(struct store *s, const char *sql)
 	return 0;
 }
 
+/* A task's all-or-none: a savepoint in the batch's transaction, else a
+ * transaction of its own. */
+static int tx_begin(struct store *s) { return exec(s, s->in_batch ? "SAVEPOINT task" : "BEGIN IMMEDIATE"); }
+
+static int tx_commit(struct store *s) { return exec(s, s->in_batch ? "RELEASE task" : "COMMIT"); }
+
+static void tx_rollback(struct store *s) { exec(s, s->in_batch ? "ROLLBACK TO task; RELEASE task" : "ROLLBACK"); }
+
 static sqlite3_stmt *with_text(sqlite3_stmt *st, const char *text)
 {
 	if (st)
@@ -268,9 +294,36 @@ fail:
 	return NULL;
 }
 
+static void task_run(struct lane_task *lt);
+
+static void batch_begin(void *ctx)
+{
+	struct store *s = ctx;
+	s->batch_bytes = s->bytes;
+	s->batch_evicted = s->evicted;
+	s->in_batch = exec(s, "BEGIN IMMEDIATE"); /* else each task runs on its own */
+}
+
+static void batch_end(void *ctx, struct lane_task *tasks)
+{
+	struct store *s = ctx;
+	if (!s->in_batch)
+		return;
+	s->in_batch = 0;
+	if (exec(s, "COMMIT"))
+		return;
+	exec(s, "ROLLBACK");
+	s->bytes = s->batch_bytes;
+	s->evicted = s->batch_evicted;
+	log_warn("db: a batch of writes could not be committed; each is tried on its own");
+	for (struct lane_task *t = tasks; t; t = t->next)
+		task_run(t);
+}
+
 int store_start(struct store *s, struct httpd *h)
 {
-	s->lane = lane_new(h, "store");
+	struct lane_batch batch = {batch_begin, batch_end, s, BATCH_MAX};
+	s->lane = lane_new_batched(h, "store", &batch);
 	return s->lane ? 0 : -1;
 }
 
@@ -292,13 +345,13 @@ long long store_results_evicted(const struct store *s) { return s ? s->evicted :
 /* Expired jobs and images, in one transaction. */
 static int expire(struct store *s, double before)
 {
-	if (!exec(s, "BEGIN IMMEDIATE"))
+	if (!tx_begin(s))
 		return 0;
 	long long gone = step_int(s, with_real(stmt(s, Q_EXPIRED_BYTES), before));
 	int ok = gone >= 0 && step_done(s, with_real(stmt(s, Q_EXPIRE_IMAGES), before)) &&
-		 step_done(s, with_real(stmt(s, Q_EXPIRE_JOBS), before)) && exec(s, "COMMIT");
+		 step_done(s, with_real(stmt(s, Q_EXPIRE_JOBS), before)) && tx_commit(s);
 	if (!ok) {
-		exec(s, "ROLLBACK");
+		tx_rollback(s);
 		return 0;
 	}
 	s->bytes -= gone;
@@ -324,41 +377,28 @@ void store_prune(struct store *s, double before)
 	json_decref(evicted);
 }
 
-/* One image of a result: decoded, checked, inserted; its metadata appended
- * to meta. An image that is not a PNG, JPEG or WebP is not kept (the
- * answer's checks should have refused it). 0 on a failed write. */
-static int put_image(struct store *s, struct store_task *t, int n, const json_t *v)
+/* One image of a result (a file answer.c checked) inserted; its metadata
+ * appended to meta. 0 on a failed write. */
+static int put_image(struct store *s, struct store_task *t, int n, const struct image_file *file)
 {
-	size_t len = json_string_length(v), size = 0;
-	const char *text = b64_payload(json_is_string(v) ? json_string_value(v) : "", &len);
-	unsigned char *data = json_is_string(v) ? b64_decode_new(text, len, &size) : NULL;
-	struct image_facts f = {0};
-	const char *mime = data ? image_mime(image_check(data, size, &f)) : NULL;
-	if (!mime) {
-		log_warn("job %s: image %d is not a PNG, JPEG or WebP file; not kept", t->id, n);
-		json_array_append_new(t->meta,
-				      json_pack("{s:n,s:i,s:i,s:i}", "type", "bytes", 0, "width", 0, "height", 0));
-		free(data);
-		return 1;
-	}
-	json_array_append_new(t->meta, json_pack("{s:s,s:I,s:i,s:i}", "type", mime, "bytes", (json_int_t)size, "width",
-						 f.width, "height", f.height));
+	const char *mime = image_mime(file->facts.type);
+	json_array_append_new(t->meta, json_pack("{s:s,s:I,s:i,s:i}", "type", mime, "bytes", (json_int_t)file->len,
+						 "width", file->facts.width, "height", file->facts.height));
 	sqlite3_stmt *st = stmt(s, Q_INSERT_IMAGE);
 	int ok = 0;
 	if (st) {
 		sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
 		sqlite3_bind_int(st, 2, n);
 		sqlite3_bind_text(st, 3, mime, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 4, (sqlite3_int64)size);
+		sqlite3_bind_int64(st, 4, (sqlite3_int64)file->len);
 		sqlite3_bind_text(st, 5, t->client, -1, SQLITE_STATIC);
 		sqlite3_bind_double(st, 6, t->when);
-		sqlite3_bind_blob64(st, 7, data, size, SQLITE_STATIC);
+		sqlite3_bind_blob64(st, 7, file->data, file->len, SQLITE_STATIC);
 		ok = step_done(s, st);
-		sqlite3_clear_bindings(st); /* data is freed below */
+		sqlite3_clear_bindings(st); /* the file is freed once the task is done */
 	}
-	free(data);
 	if (ok)
-		s->bytes += (long long)size;
+		s->bytes += (long long)file->len;
 	return ok;
 }
 
@@ -376,28 +416,27 @@ static int save_job_doc(struct store *s, const char *id, const char *status, dou
 
 /* The result's images, the evictions and the job's document, all or none;
  * if the images cannot be stored, the document still is (its images then
- * answer 410). */
+ * answer 410). Runs again as it is if its batch fails to commit. */
 static void put_result(struct store *s, struct store_task *t)
 {
 	long long was = s->bytes;
+	json_decref(t->meta);
+	json_decref(t->evicted);
 	t->meta = json_array();
 	t->evicted = json_array();
-	int ok = exec(s, "BEGIN IMMEDIATE");
-	size_t i;
-	json_t *v;
-	json_array_foreach(t->images, i, v) ok = ok && put_image(s, t, (int)i, v);
-	json_decref(t->images);
-	t->images = NULL; /* the base64 text is no longer needed: free it before the rest */
+	int ok = tx_begin(s);
+	for (size_t i = 0; i < t->images.n; i++)
+		ok = ok && put_image(s, t, (int)i, &t->images.v[i]);
 	ok = ok && evict(s, t->client, s->max_per_client, t->evicted) && evict(s, NULL, s->max_bytes, t->evicted);
 	json_t *result = json_object_get(t->doc, "result");
 	if (json_is_object(result))
 		json_object_set(result, "images", t->meta);
 	char *text = json_dumps(t->doc, JSON_COMPACT);
-	ok = ok && text && save_job_doc(s, t->id, "done", t->when, text) && exec(s, "COMMIT");
+	ok = ok && text && save_job_doc(s, t->id, "done", t->when, text) && tx_commit(s);
 	if (ok) {
 		s->evicted += (long long)json_array_size(t->evicted);
 	} else {
-		exec(s, "ROLLBACK");
+		tx_rollback(s);
 		s->bytes = was;
 		json_array_clear(t->evicted);
 		if (text)
@@ -490,7 +529,7 @@ static void task_done(struct httpd *h, struct lane_task *lt)
 	if (t->read)
 		t->read(t->user, t->base.cancelled ? -1 : t->total, t->base.cancelled ? 0 : t->len);
 	json_decref(t->doc);
-	json_decref(t->images);
+	image_files_free(&t->images);
 	json_decref(t->meta);
 	json_decref(t->evicted);
 	free(t);
@@ -546,7 +585,8 @@ void store_put_result(struct store *s, const struct store_result *r, store_kept_
 {
 	struct store_task *t = s ? task_new(s, PUT_RESULT, r->job_id) : NULL;
 	if (!t) {
-		json_decref(r->images);
+		struct image_files images = r->images;
+		image_files_free(&images);
 		json_decref(r->doc);
 		struct store_kept k = {0, json_array(), json_array()};
 		done(user, &k);

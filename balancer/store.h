@@ -18,6 +18,7 @@
 #define SDGATE_STORE_H
 
 #include "httpd.h"
+#include "image.h"
 
 #include <jansson.h>
 
@@ -53,19 +54,18 @@ void store_delete_backend(struct store *s, const char *id);
  * before `before`. */
 void store_expire_jobs(struct store *s, double before);
 
-/* A finished job's result, stored in one transaction: its images (decoded
- * from base64 and checked on the store's thread), the evictions the caps
- * ask for, and its document with doc.result.images set to the images'
- * metadata. */
+/* A finished job's result, stored in one transaction: its images (checked
+ * files, as answer.c decoded them), the evictions the caps ask for, and its
+ * document with doc.result.images set to the images' metadata. */
 struct store_result {
 	const char *job_id, *client;
-	double finished; /* unix seconds */
-	json_t *images;  /* stolen: array of base64 strings (a data: prefix is skipped) */
-	json_t *doc;     /* stolen: the job's document; doc.result must be its own object */
+	double finished;           /* unix seconds */
+	struct image_files images; /* stolen: each passed image_check */
+	json_t *doc;               /* stolen: the job's document; doc.result must be its own object */
 };
 struct store_kept {
 	int ok;          /* the images are stored (0: none is, the job's images are gone) */
-	json_t *meta;    /* borrowed: [{type, bytes, width, height}] per image (type null if unreadable) */
+	json_t *meta;    /* borrowed: [{type, bytes, width, height}] per image */
 	json_t *evicted; /* borrowed: ids of the jobs whose results were dropped (may include this
 			    one, when it alone passes a bound) */
 };

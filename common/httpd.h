@@ -82,8 +82,9 @@ void httpd_stop(struct httpd *h);
 /* Runs on the loop thread after each loop iteration (at least every 50 ms). */
 typedef void (*httpd_tick_fn)(struct httpd *h);
 void httpd_set_tick(struct httpd *h, httpd_tick_fn fn);
-/* From a tick: the next one comes within ms (at least 1), not 50, once; for
- * work due sooner (the balancer's progress polls). */
+/* From a tick or a callback on the loop: the next tick comes within ms (at
+ * least 1), not 50, once; for work due sooner (the balancer's progress
+ * polls, curl's timers). */
 void httpd_tick_within(struct httpd *h, int ms);
 
 /* Cross-thread hand-off: any thread calls httpd_post(h, msg); the loop thread

@@ -15,7 +15,8 @@ struct lane {
 	struct lane_task *head, *tail;
 	int queued;
 	int stopping;
-	int drain; /* run what is queued before stopping */
+	int drain;               /* run what is queued before stopping */
+	struct lane_batch batch; /* max 1 and no hooks: one task at a time */
 };
 
 static void on_loop(struct httpd *h, struct httpd_msg *msg)
@@ -33,15 +34,29 @@ static void *lane_main(void *arg)
 			pthread_cond_wait(&l->cv, &l->mu);
 		if (l->stopping && (!l->drain || !l->head))
 			break;
-		struct lane_task *t = l->head;
-		l->head = t->next;
+		struct lane_task *first = l->head, *last = first;
+		int n = 1;
+		while (n < l->batch.max && last->next) {
+			last = last->next;
+			n++;
+		}
+		l->head = last->next;
 		if (!l->head)
 			l->tail = NULL;
-		l->queued--;
+		last->next = NULL;
+		l->queued -= n;
 		pthread_mutex_unlock(&l->mu);
-		t->run(t);
-		t->msg.fn = on_loop;
-		httpd_post(l->h, &t->msg);
+		if (l->batch.begin)
+			l->batch.begin(l->batch.ctx);
+		for (struct lane_task *t = first; t; t = t->next)
+			t->run(t);
+		if (l->batch.end)
+			l->batch.end(l->batch.ctx, first);
+		for (struct lane_task *t = first, *next; t; t = next) {
+			next = t->next; /* the loop thread owns t once posted */
+			t->msg.fn = on_loop;
+			httpd_post(l->h, &t->msg);
+		}
 		pthread_mutex_lock(&l->mu);
 	}
 	pthread_mutex_unlock(&l->mu);
@@ -50,11 +65,20 @@ static void *lane_main(void *arg)
 
 struct lane *lane_new(struct httpd *h, const char *name)
 {
+	struct lane_batch one = {NULL, NULL, NULL, 1};
+	return lane_new_batched(h, name, &one);
+}
+
+struct lane *lane_new_batched(struct httpd *h, const char *name, const struct lane_batch *batch)
+{
 	struct lane *l = calloc(1, sizeof *l);
 	if (!l)
 		return NULL;
 	l->h = h;
 	l->name = name;
+	l->batch = *batch;
+	if (l->batch.max < 1)
+		l->batch.max = 1;
 	pthread_mutex_init(&l->mu, NULL);
 	pthread_cond_init(&l->cv, NULL);
 	if (pthread_create(&l->thread, NULL, lane_main, l) != 0) {

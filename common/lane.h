@@ -8,7 +8,12 @@
  * thread, which owns the task from then on (it usually replies and frees it).
  * Tasks are FIFO. lane_free() lets the running task finish (callers interrupt
  * it first), drops queued tasks through their done() with cancelled = 1, and
- * joins the thread. */
+ * joins the thread.
+ *
+ * A batched lane (lane_new_batched) takes whatever is queued when its thread
+ * looks (up to a maximum) and runs it between the batch's begin() and end()
+ * on its thread; the done() messages of a batch are posted after its end().
+ * The store runs each batch in one SQLite transaction. */
 #ifndef SDGATE_LANE_H
 #define SDGATE_LANE_H
 
@@ -25,6 +30,15 @@ struct lane_task {
 struct lane;
 
 struct lane *lane_new(struct httpd *h, const char *name);
+
+struct lane_batch {
+	void (*begin)(void *ctx);
+	void (*end)(void *ctx, struct lane_task *tasks); /* the batch, in order, linked by next */
+	void *ctx;
+	int max; /* tasks a batch at most (1 and more) */
+};
+/* batch is copied. */
+struct lane *lane_new_batched(struct httpd *h, const char *name, const struct lane_batch *batch);
 /* Any thread. */
 void lane_submit(struct lane *l, struct lane_task *t);
 /* Number of tasks waiting (not counting the running one). */

@@ -11,15 +11,21 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	json_t *a = answer_parse_txt2img((const char *)data, size);
-	if (a) { /* re-wrapped: bare base64 images, each with the type found */
+	struct image_files files;
+	json_t *a = answer_parse_txt2img((const char *)data, size, &files);
+	if (!a && (files.n || files.v))
+		abort();
+	if (a) { /* re-wrapped: bare base64 images, each with the type found, and its checked file */
 		json_t *images = json_object_get(a, "images"), *types = json_object_get(a, "image_types");
-		if (json_array_size(images) < 1 || json_array_size(images) != json_array_size(types))
+		if (json_array_size(images) < 1 || json_array_size(images) != json_array_size(types) ||
+		    files.n != json_array_size(images))
 			abort();
 		for (size_t i = 0; i < json_array_size(images); i++) {
 			const char *img = json_string_value(json_array_get(images, i));
 			const char *type = json_string_value(json_array_get(types, i));
-			if (!img || strncmp(img, "data:", 5) == 0 || !type || strncmp(type, "image/", 6) != 0)
+			if (!img || strncmp(img, "data:", 5) == 0 || !type || strncmp(type, "image/", 6) != 0 ||
+			    image_check(files.v[i].data, files.v[i].len, NULL) != files.v[i].facts.type ||
+			    strcmp(image_mime(files.v[i].facts.type), type) != 0)
 				abort();
 		}
 		json_t *info = answer_info(a);
@@ -32,6 +38,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		json_decref(info);
 		json_decref(a);
 	}
+	image_files_free(&files);
 	struct answer_progress p;
 	json_t *pj = answer_parse_progress((const char *)data, size, &p);
 	if (p.valid && (p.step < 0 || p.step > p.steps || p.steps < 1))

@@ -30,7 +30,7 @@ static char *answer_with(const unsigned char *bytes, size_t n, const char *prefi
 
 static int accepted(const char *text)
 {
-	json_t *a = answer_parse_txt2img(text, strlen(text));
+	json_t *a = answer_parse_txt2img(text, strlen(text), NULL);
 	json_decref(a);
 	return a != NULL;
 }
@@ -67,13 +67,25 @@ static void test_image_formats(void **state)
 	char *bare = b64_encode_new(png, n);
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		char *text = answer_with(cases[i].b, n, cases[i].prefix);
-		json_t *a = answer_parse_txt2img(text, strlen(text));
+		struct image_files files;
+		json_t *a = answer_parse_txt2img(text, strlen(text), &files);
 		assert_int_equal(a != NULL, cases[i].ok);
 		if (a) { /* re-wrapped: bare base64, and the type the balancer found */
 			assert_string_equal(json_string_value(json_array_get(json_object_get(a, "images"), 0)), bare);
 			assert_string_equal(json_string_value(json_array_get(json_object_get(a, "image_types"), 0)),
 					    "image/png");
+			/* the decoded file goes on as it is (the store keeps it without decoding again) */
+			assert_int_equal(files.n, 1);
+			assert_int_equal(files.v[0].len, n);
+			assert_memory_equal(files.v[0].data, png, n);
+			assert_int_equal(files.v[0].facts.type, IMAGE_PNG);
+			assert_int_equal(files.v[0].facts.width, 16);
+			assert_int_equal(files.v[0].facts.height, 8);
+		} else {
+			assert_int_equal(files.n, 0);
+			assert_null(files.v);
 		}
+		image_files_free(&files);
 		json_decref(a);
 		free(text);
 	}

@@ -1,6 +1,6 @@
 /* fetch.h — asynchronous HTTP requests from the balancer's event loop to
- * backends: one libcurl multi handle driven by its own thread (LIBRARIES.md
- * §(c)); every completion comes back to the h2o loop thread through
+ * backends: one libcurl multi handle driven by its own thread (curl_multi_poll
+ * woken by curl_multi_wakeup); every completion comes back to the h2o loop thread through
  * httpd_post, so the loop never blocks on the network.
  *
  * Thread rules: fetch_start/fetch_cancel on the loop thread only. Each started

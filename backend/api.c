@@ -1,6 +1,6 @@
 /* api.c — the A1111 endpoints and sdgate's /sdgate/v1/info, on the loop
  * thread. Paths, methods and JSON shapes follow A1111's modules/api (see
- * DESIGN.md "Backend"). Nothing here blocks: generation goes to the jobs
+ * docs/architecture.md "What a backend answers"). Nothing here blocks: generation goes to the jobs
  * lane, upstream calls to the control lane. */
 #include "backend.h"
 

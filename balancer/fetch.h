@@ -1,8 +1,8 @@
 /* fetch.h — asynchronous HTTP requests from the balancer's event loop to
  * backends: one libcurl multi handle driven by the h2o loop itself through
- * curl's socket API (LIBRARIES.md §(a) "libcurl multi on the h2o evloop"):
- * curl's sockets are watched by the loop, so the loop never blocks on the
- * network and no other thread, lock or wake-up is involved.
+ * curl's socket API: curl's sockets are watched by the loop, so the loop
+ * never blocks on the network and no other thread, lock or wake-up is
+ * involved.
  *
  * Thread rules: everything on the loop thread. Each started fetch ends in
  * exactly one call of its done() (never from inside fetch_start), unless it

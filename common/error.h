@@ -1,5 +1,6 @@
 /* error.h — sdgate's one list of error codes, each with its wire name, its
- * HTTP status and the JSON shapes DESIGN.md documents:
+ * HTTP status and the JSON shapes of docs/jobs-api.md "Errors" (every code
+ * here must appear in its table: tests/integration/test_docs_contracts.py):
  *   sdgate APIs:  {"detail": "<message>", "error": {"code", "message", "field"?}}
  *   A1111 API:    422 {"detail": [{"type", "loc": ["body", field], "msg", "input"}]}
  *                 (FastAPI/pydantic v2), other statuses {"detail": "<message>"}.

@@ -1,5 +1,5 @@
-/* httpd.c — see httpd.h. Follows the patterns verified in shared/LIBRARIES.md
- * §(a): one evloop thread, EINTR-tolerant loop, Content-Length always set,
+/* httpd.c — see httpd.h. Follows h2o 2.2.5's libh2o-evloop patterns, as
+ * verified for this project: one evloop thread, EINTR-tolerant loop, Content-Length always set,
  * cross-thread messages through the context's multithread queue. */
 #include "httpd.h"
 

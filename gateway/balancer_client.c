@@ -4,7 +4,7 @@
  *
  * Per job: POST /v1/jobs (202 {id}), then GET /v1/jobs/{id}/events, whose
  * Server-Sent Events are parsed in the write callback (bounded buffers) and
- * turned into the websocket messages of DESIGN.md "Gateway"; on the done
+ * turned into the websocket messages of docs/websocket.md; on the done
  * event, GET of the first image's URL (bounded, its Content-Type one of
  * PNG, JPEG, WebP), sent on as base64 with that type; DELETE on
  * cancel or when the client's connection closes. A balancer that cannot be

@@ -1,7 +1,7 @@
 /* gateway.h — sdgate-gateway's modules and the one place its limits live.
  *
  * The gateway is the browser's door to the marketplace: a libwebsockets server
- * that serves web/ at `/`, speaks the JSON protocol of DESIGN.md "Gateway" on
+ * that serves web/ at `/`, speaks the JSON protocol of docs/websocket.md on
  * `/ws`, validates and rate-limits every request, and forwards jobs to a
  * balancer (several, with failover) over libcurl multi.
  *

@@ -1,6 +1,6 @@
 /* ws.c — the gateway's libwebsockets protocol: one callback for HTTP
  * (/healthz, /metrics; web/ itself is a file mount lws serves) and for the
- * websocket at /ws, where the JSON messages of DESIGN.md "Gateway" are
+ * websocket at /ws, where the JSON messages of docs/websocket.md are
  * read, validated (validate.c), rate-limited (ratelimit.c), forwarded
  * (balancer_client.c), and where the balancer's events come back as
  * messages to the client that asked.

@@ -3,7 +3,8 @@
 endpoints' shapes, txt2img's response (images, parameters, info with A1111's
 keys and info.sdgate), determinism, seeds, batches, samplers in both naming
 styles, the Akash SDXL app's request, and colour words in the prompt.
-Contract: ../../../shared/DESIGN.md, "Backend"."""
+Contract: ../../README.md "sdgate-backend", ../../docs/architecture.md
+"What a backend answers"."""
 
 import json
 import os

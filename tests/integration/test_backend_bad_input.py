@@ -3,7 +3,8 @@ gets its documented answer (422 in FastAPI/pydantic v2's shape with the
 right loc, 404 for an unknown sampler or path, 405 for a wrong method, 413
 for a body over 1 MiB), hostile connections do not block the server, and
 after every bad input the server still serves a good request.
-Contract: ../../../shared/DESIGN.md, "Backend" and "Cross-cutting rules"."""
+Contract: ../../README.md "sdgate-backend" (bad input), ../../docs/security.md
+"Limits on input"."""
 
 import os
 import socket

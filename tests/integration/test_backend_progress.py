@@ -2,7 +2,8 @@
 (shape, rising progress, sampling_steps, previews, skip_current_image),
 /interrupt and /skip, one job at a time, and SIGTERM in the middle of a job.
 The backend runs with --pace-ms-per-step (the testing aid) so that a small
-job lasts long enough to watch. Contract: ../../../shared/DESIGN.md, "Backend"."""
+job lasts long enough to watch. Contract: ../../docs/architecture.md
+"What a backend answers"."""
 
 import base64
 import os

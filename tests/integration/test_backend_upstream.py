@@ -2,7 +2,8 @@
 A runs the native engine, backend B forwards to it with --upstream. B must
 return A's images byte for byte with B's identity in info.sdgate, pass
 /progress and /interrupt through to A, and answer a JSON 502 while A is
-down without going down itself. Contract: ../../../shared/DESIGN.md, "Backend"."""
+down without going down itself. Contract: ../../README.md "sdgate-backend",
+../../docs/operators.md "In front of your own AUTOMATIC1111, Forge or SD.Next"."""
 
 import os
 import sys

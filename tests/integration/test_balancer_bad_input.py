@@ -4,8 +4,8 @@ error shape on /v1/jobs (A1111's on the façade); unknown or malformed job
 ids → 404 not_found; bodies past 1 MiB → 413; deep nesting, binary junk,
 bad methods and paths. After all of it the balancer still serves jobs and
 exits cleanly on SIGTERM.
-Contract: ../../balancer/README.md "HTTP API", ../../../shared/DESIGN.md
-"Cross-cutting rules"."""
+Contract: ../../docs/jobs-api.md "Errors", ../../docs/security.md "Limits on
+input"."""
 
 import os
 import sys

@@ -8,8 +8,8 @@ cancelled right after its dispatch must not run on in full.
 Seen from the backend's side through a recording proxy (see
 test_balancer_routing.py). A 1024x1024 job makes the interrupted job's
 tail (last step, PNG encoding) last long enough to see.
-Contract: ../../../shared/DESIGN.md "Routing rules" (never a second job on a
-busy instance), ../../balancer/README.md "Jobs" (DELETE interrupts)."""
+Contract: ../../balancer/README.md "Routing" (never a second job on a busy
+instance), ../../docs/jobs-api.md "Jobs" (DELETE interrupts)."""
 
 import os
 import sys

@@ -6,7 +6,7 @@ ever reaching a backend; the backend then serves the next job normally.
 On the façade: POST /sdapi/v1/interrupt stops the caller's job (a client
 with an API key), whose txt2img answers 200 with what was made, as A1111's
 does; a client that hangs up cancels its job.
-Contract: ../../balancer/README.md "Jobs", "A1111 façade"."""
+Contract: ../../docs/jobs-api.md "Jobs", ../../balancer/README.md "A1111 façade"."""
 
 import base64
 import json

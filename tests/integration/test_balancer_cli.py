@@ -3,8 +3,8 @@ documented flag, --version, refusals (unknown flag, bad number, bad
 --listen, unusable --db, bad --config) exit non-zero with a message and no
 crash; --config FILE (JSON, '-' or '_' keys) with flags overriding it;
 --log-level; a clean exit on SIGINT.
-Contract: ../../balancer/README.md "Flags", ../../../shared/DESIGN.md
-"Cross-cutting rules"."""
+Contract: ../../balancer/README.md "Flags", ../../docs/architecture.md "The
+programs" (flags, logs, shutdown every program shares)."""
 
 import json
 import os

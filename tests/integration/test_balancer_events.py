@@ -5,7 +5,7 @@ preview?} (rising) → done {images, info, seed, inference_ms, queue_ms,
 total_ms, provider, location, gpu}, in that order, and the stream ends; a
 late subscriber gets the final event at once and the stream ends; a failed
 job ends with failed {error}; an unknown id is 404.
-Contract: ../../balancer/README.md "Jobs"."""
+Contract: ../../docs/jobs-api.md "Jobs"."""
 
 import base64
 import os

@@ -11,7 +11,7 @@ job fails with backend_failed after two attempts, never hangs. A backend that
 answers 401 (it does not take this balancer's jobs: e.g. one that registered
 a moment ago and has not stored its token yet) costs the job an attempt, not
 the job itself: it runs on the other backend.
-Contract: ../../balancer/README.md, ../../../shared/DESIGN.md "Balancer"."""
+Contract: ../../balancer/README.md "Routing", ../../docs/jobs-api.md "Jobs"."""
 
 import os
 import sys

@@ -4,7 +4,7 @@ X-Sdgate-Gpus header, on /v1/jobs and on the A1111 façade), within
 max_price, offering the asked checkpoint; a GPU class, checkpoint or price
 that no live backend offers fails at once with 503 no_backend instead of
 waiting; malformed hints are 422.
-Contract: ../../balancer/README.md "HTTP API" (routing hints)."""
+Contract: ../../docs/jobs-api.md "Routing hints"."""
 
 import os
 import sys

@@ -4,8 +4,8 @@ jobs a new one gets 429 queue_full (the façade 429 {"detail"}); past
 client_queue_full, while other clients (named with X-Sdgate-Client by a
 caller holding --admin-token) still get in; X-Sdgate-Client without the
 admin token names nobody; a cancelled job frees its place.
-Contract: ../../balancer/README.md "Flags", ../../../shared/DESIGN.md
-"Routing rules" (per-client fairness)."""
+Contract: ../../balancer/README.md "Flags" and "Clients" (per-client
+fairness)."""
 
 import os
 import sys

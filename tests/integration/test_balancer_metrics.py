@@ -3,7 +3,7 @@
 the façade), failed (a backend answering 500 to every txt2img, and one
 answering 422 = rejected), cancelled; retries, backend failures, inference
 seconds by GPU class, dispatch latency, backends by state, and a queue depth
-of 0 at the end. Contract: ../../balancer/README.md "Ops"."""
+of 0 at the end. Contract: ../../docs/jobs-api.md "Ops"."""
 
 import os
 import sys

@@ -11,7 +11,7 @@ the same URL cannot be registered twice (409). Ctrl-C of the whole
 marketplace at once (SIGINT to the balancer and its registered backends while
 jobs run: the backends deregister while the balancer shuts down) ends every
 program with code 0.
-Contract: ../../balancer/README.md "Providers"."""
+Contract: ../../docs/jobs-api.md "Providers"."""
 
 import os
 import signal

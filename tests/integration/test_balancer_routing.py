@@ -6,7 +6,7 @@ the proxy's URL), which notes the start and end of every txt2img call it
 forwards; a second call opening before the previous one closed is an
 overlap, whatever the backend itself would have done with it. The job
 reports (provider, gpu, seed) are compared with what each proxy saw.
-Contract: ../../balancer/README.md, ../../../shared/DESIGN.md "Balancer"."""
+Contract: ../../balancer/README.md "Routing", ../../docs/jobs-api.md."""
 
 import os
 import sys

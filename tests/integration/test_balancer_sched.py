@@ -5,8 +5,8 @@ timeout that scales with the backend's learned speed (a slow backend's long
 job is not cut off by --min-job-timeout-s), while a backend that never
 answers times out, is marked down, and the job fails with backend_failed
 after --max-attempts instead of hanging; the façade answers 502 then.
-Contract: ../../../shared/DESIGN.md "Routing rules", ../../balancer/README.md
-"Flags" (--job-timeout-factor, --min-job-timeout-s)."""
+Contract: ../../balancer/README.md "Routing" and "Flags"
+(--job-timeout-factor, --min-job-timeout-s)."""
 
 import os
 import sys

@@ -18,7 +18,7 @@ outsiders cannot touch a provider's backend (issue 10, findings 8-10):
 - tokens: CHANGE_ME and short ones are refused at start; a token from a file
   or the environment works and is not in /proc/<pid>/cmdline; one on the
   command line works with a warning.
-Contract: ../../docs/security.md, ../../balancer/README.md "Providers"."""
+Contract: ../../docs/security.md, ../../docs/jobs-api.md "Providers"."""
 
 import os
 import socket

@@ -39,16 +39,8 @@ static void waiter_dispose(void *p)
 		dispatch_cancel(w->b, j);
 }
 
-static int failure_status(const char *code)
-{
-	if (!strcmp(code, "no_backend"))
-		return 503;
-	if (!strcmp(code, "backend_failed"))
-		return 502;
-	if (!strcmp(code, "rejected"))
-		return 422;
-	return 500;
-}
+/* The status an ended job's failure answers: its code's (common/error.c). */
+static int failure_status(const char *code) { return sd_error_status(sd_error_of(code)); }
 
 void waiter_finish(struct balancer *b, struct job *j)
 {

@@ -36,7 +36,7 @@ static struct balancer *bal(struct httpd *h) { return httpd_user(h); }
 
 static void reply(h2o_req_t *req, enum sd_error e, const char *message, const char *field)
 {
-	bal_reply_error(req, sd_error_status(e), sd_error_code(e), message, field);
+	bal_reply_error(req, e, message, field);
 }
 
 static int bad(h2o_req_t *req, const char *field, const char *msg)
@@ -318,7 +318,7 @@ static int on_backend(struct httpd *h, h2o_req_t *req, const char *rest)
 	int heartbeat = !strcmp(tail, "/heartbeat") && httpd_method_is(req, "POST");
 	int leave = !*tail && httpd_method_is(req, "DELETE");
 	if (!heartbeat && !leave) {
-		bal_reply_error(req, 405, "method_not_allowed", "Method Not Allowed", NULL);
+		bal_reply_error(req, SDE_METHOD_NOT_ALLOWED, "Method Not Allowed", NULL);
 		return 0;
 	}
 	if (!secret_ok(req, k))

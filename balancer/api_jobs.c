@@ -46,10 +46,10 @@ static void on_saved(void *user, int ok)
 	if (c->req) {
 		c->guard->ctx = NULL;
 		if (!j) {
-			bal_reply_error(c->req, 500, "internal", "The job vanished", NULL);
+			bal_reply_error(c->req, SDE_INTERNAL, "The job vanished", NULL);
 		} else if (!ok) {
 			dispatch_cancel(c->b, j);
-			bal_reply_error(c->req, 503, "storage_failed",
+			bal_reply_error(c->req, SDE_STORAGE_FAILED,
 					"The job could not be stored; it was not accepted", NULL);
 		} else {
 			httpd_reply_json(c->req, 202, accepted_answer(c->b, j));
@@ -80,7 +80,7 @@ static int idempotency_key(h2o_req_t *req, char key[BAL_MAX_IDEMPOTENCY_KEY + 1]
 	for (size_t i = 0; ok && i < v.len; i++)
 		ok = v.base[i] > 0x20 && v.base[i] < 0x7f;
 	if (!ok) {
-		bal_reply_error(req, 422, "invalid", "Idempotency-Key: 1 to 128 printable ASCII characters, no spaces",
+		bal_reply_error(req, SDE_INVALID, "Idempotency-Key: 1 to 128 printable ASCII characters, no spaces",
 				"Idempotency-Key");
 		return -1;
 	}
@@ -100,7 +100,7 @@ static int on_create(struct httpd *h, h2o_req_t *req, const char *rest)
 		bal_client_of(b, req, client, sizeof client);
 		struct job *prev = jobs_find_idempotent(b, client, key);
 		if (prev && strcmp(prev->idem_hash, hash) != 0) {
-			bal_reply_error(req, 422, "idempotency_key_reused",
+			bal_reply_error(req, SDE_IDEMPOTENCY_REUSED,
 					"This Idempotency-Key was used for another request", "Idempotency-Key");
 			return 0;
 		}
@@ -122,13 +122,13 @@ static int on_create(struct httpd *h, h2o_req_t *req, const char *rest)
 		jobs_set_idempotency(b, j, key, hash);
 	if (dispatch_reject_unservable(b, j)) {
 		const char *msg = json_string_value(json_object_get(j->error, "message"));
-		bal_reply_error(req, 503, "no_backend", msg ? msg : "No live backend can serve this job", NULL);
+		bal_reply_error(req, SDE_NO_BACKEND, msg ? msg : "No live backend can serve this job", NULL);
 		return 0;
 	}
 	struct save_ctx *c = calloc(1, sizeof *c);
 	if (!c) {
 		dispatch_cancel(b, j);
-		bal_reply_error(req, 500, "internal", "Out of memory", NULL);
+		bal_reply_error(req, SDE_INTERNAL, "Out of memory", NULL);
 		return 0;
 	}
 	c->b = b;
@@ -149,7 +149,7 @@ static int on_job(struct httpd *h, h2o_req_t *req, const char *rest)
 	size_t n = strcspn(rest, "/");
 	const char *tail = rest + n;
 	if (n != BAL_ID_LEN) {
-		bal_reply_error(req, 404, "not_found", "No such job", NULL);
+		bal_reply_error(req, SDE_NOT_FOUND, "No such job", NULL);
 		return 0;
 	}
 	memcpy(id, rest, n);
@@ -160,7 +160,7 @@ static int on_job(struct httpd *h, h2o_req_t *req, const char *rest)
 	if (*tail && !is_events && !is_image)
 		return -1;
 	if (!j) {
-		bal_reply_error(req, 404, "not_found", "No such job (unknown, or expired)", NULL);
+		bal_reply_error(req, SDE_NOT_FOUND, "No such job (unknown, or expired)", NULL);
 		return 0;
 	}
 	if (httpd_method_is(req, "GET")) {
@@ -174,14 +174,14 @@ static int on_job(struct httpd *h, h2o_req_t *req, const char *rest)
 	}
 	if (httpd_method_is(req, "DELETE") && !*tail) {
 		if (jobs_is_final(j)) {
-			bal_reply_error(req, 409, "already_finished", "The job has already finished", NULL);
+			bal_reply_error(req, SDE_ALREADY_FINISHED, "The job has already finished", NULL);
 			return 0;
 		}
 		dispatch_cancel(b, j);
 		httpd_reply_json(req, 200, json_pack("{s:s,s:s}", "id", j->id, "status", "cancelled"));
 		return 0;
 	}
-	bal_reply_error(req, 405, "method_not_allowed", "Method Not Allowed", NULL);
+	bal_reply_error(req, SDE_METHOD_NOT_ALLOWED, "Method Not Allowed", NULL);
 	return 0;
 }
 

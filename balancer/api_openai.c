@@ -209,7 +209,7 @@ static char *a1111_body(const struct oai_request *o)
 static void reply_intake_error(h2o_req_t *req, const struct intake_error *e)
 {
 	int status = e->status == 422 || e->status == 404 ? 400 : e->status;
-	const char *code = e->status == 404 ? sd_error_code(SDE_INVALID) : e->code;
+	const char *code = sd_error_code(e->status == 404 ? SDE_INVALID : e->code);
 	const char *param = param_of(e->field);
 	char msg[sizeof e->message + 16];
 	if (param && strcmp(param, e->field)) /* "size (width: Input should be ...)" */
@@ -280,11 +280,10 @@ static void answer_done(struct balancer *b, h2o_req_t *req, struct job *j, enum 
 /* The status an ended job's failure answers (dispatch.c's codes). */
 static int failure_status(const char *code)
 {
-	if (!strcmp(code, "no_backend") || !strcmp(code, "balancer_restarted"))
-		return 503;
-	if (!strcmp(code, "rejected"))
-		return 400;
-	return 500;
+	enum sd_error e = sd_error_of(code);
+	if (e == SDE_REJECTED)
+		return 400; /* OpenAI's status for a bad request */
+	return e == SDE_NO_BACKEND || e == SDE_BALANCER_RESTARTED ? 503 : 500;
 }
 
 static void answer(struct balancer *b, h2o_req_t *req, struct job *j, enum oai_format format, int n)

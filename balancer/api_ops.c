@@ -69,7 +69,7 @@ static int on_metrics(struct httpd *h, h2o_req_t *req, const char *rest)
 	struct text t = {0};
 	t.f = open_memstream(&t.buf, &t.len);
 	if (!t.f) {
-		bal_reply_error(req, 500, "internal", "Out of memory", NULL);
+		bal_reply_error(req, SDE_INTERNAL, "Out of memory", NULL);
 		return 0;
 	}
 	metric(&t, "sdgate_queue_depth", "gauge", "Jobs waiting in the balancer's queue.");

@@ -10,6 +10,7 @@
 #define SDGATE_BALANCER_H
 
 #include "caps.h"
+#include "error.h"
 #include "fetch.h"
 #include "httpd.h"
 #include "image.h"
@@ -237,7 +238,7 @@ int bal_url_parse(const char *url, struct bal_url *out);
 /* BAL_SECRET_HEX random hex chars + NUL. */
 void bal_random_secret(char out[BAL_SECRET_HEX + 1]);
 /* sdgate's error reply: {"detail", "error": {code, message, field?}}. */
-void bal_reply_error(h2o_req_t *req, int status, const char *code, const char *message, const char *field);
+void bal_reply_error(h2o_req_t *req, enum sd_error e, const char *message, const char *field);
 
 /* client.c: who calls, and from where (see its header comment). */
 enum bal_client_kind {
@@ -300,7 +301,7 @@ void jobs_save(struct balancer *b, struct job *j, store_done_fn done, void *user
 /* Terminal transitions: set status, timings, emit the final event, answer
  * the waiter, persist. */
 void jobs_finish_done(struct balancer *b, struct job *j, json_t *result);
-void jobs_finish_failed(struct balancer *b, struct job *j, const char *code, const char *message);
+void jobs_finish_failed(struct balancer *b, struct job *j, enum sd_error code, const char *message);
 void jobs_finish_cancelled(struct balancer *b, struct job *j);
 /* The stored document (the store's copy of the job): everything needed to
  * resume or to answer GET. New reference. */
@@ -355,8 +356,8 @@ void sse_keepalive(struct job *j);
 
 /* intake.c: a txt2img body (+ hints) → a new job, or the error to answer. */
 struct intake_error {
-	int status;
-	const char *code;
+	int status; /* code's, or the A1111 reply's */
+	enum sd_error code;
 	const char *field;
 	char message[512];
 	char field_buf[64];

@@ -145,14 +145,13 @@ int bal_guard(struct httpd *h, h2o_req_t *req, const char *rest)
 	 * token would otherwise be taken as an API key, a client of its own. */
 	if (httpd_header(req, "x-sdgate-client").len && auth.len > 7 && strncasecmp(auth.base, "Bearer ", 7) == 0 &&
 	    !bal_bearer_ok(req, b->cfg.admin_token)) {
-		bal_reply_error(req, sd_error_status(SDE_UNAUTHORIZED), sd_error_code(SDE_UNAUTHORIZED),
+		bal_reply_error(req, SDE_UNAUTHORIZED,
 				"X-Sdgate-Client needs the admin token (Authorization: Bearer)", "X-Sdgate-Client");
 		return 0;
 	}
 	for (ssize_t i = -1; (i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("origin"), i)) != -1;) {
 		if (!origin_allowed(b, req->headers.entries[i].value)) {
-			bal_reply_error(
-				req, sd_error_status(SDE_FORBIDDEN_ORIGIN), sd_error_code(SDE_FORBIDDEN_ORIGIN),
+			bal_reply_error(req, SDE_FORBIDDEN_ORIGIN,
 				"Requests from this web origin are not allowed (the balancer's --allowed-origin)",
 				"Origin");
 			return 0;
@@ -164,7 +163,7 @@ int bal_guard(struct httpd *h, h2o_req_t *req, const char *rest)
 	media_type(req, type, sizeof type);
 	if (!strcmp(type, "text/plain") || !strcmp(type, "application/x-www-form-urlencoded") ||
 	    !strcmp(type, "multipart/form-data")) {
-		bal_reply_error(req, sd_error_status(SDE_MEDIA_TYPE), sd_error_code(SDE_MEDIA_TYPE),
+		bal_reply_error(req, SDE_MEDIA_TYPE,
 				"Send the body as application/json (a form or text/plain body is what a cross-site web "
 				"page can send)",
 				"Content-Type");

@@ -156,7 +156,7 @@ static void retry_or_fail(struct balancer *b, struct job *j, const char *why)
 	if (j->attempt >= b->cfg.max_attempts) {
 		char msg[512];
 		snprintf(msg, sizeof msg, "All %d attempts failed; the last: %s", j->attempt, why);
-		jobs_finish_failed(b, j, "backend_failed", msg);
+		jobs_finish_failed(b, j, SDE_BACKEND_FAILED, msg);
 		return;
 	}
 	b->m.retries++;
@@ -277,7 +277,7 @@ static void on_call(const struct fetch_result *r, void *user)
 		utf8_copy(said, sizeof said, r->body, r->len); /* whole characters: it becomes JSON */
 		snprintf(msg, sizeof msg, "The backend refused the request (HTTP %ld): %s", r->status, said);
 		release_slot(b, j, 1);
-		jobs_finish_failed(b, j, "rejected", msg);
+		jobs_finish_failed(b, j, SDE_REJECTED, msg);
 		return;
 	}
 	char why[320];
@@ -554,7 +554,7 @@ int dispatch_reject_unservable(struct balancer *b, struct job *j)
 		 "No live backend can serve this job (GPU classes %s, checkpoint %s%s%s, max price %g)",
 		 rj.n_gpus ? "as asked" : "any", j->model ? j->model : "any", j->refiner ? ", refiner " : "",
 		 j->refiner ? j->refiner : "", j->max_price);
-	jobs_finish_failed(b, j, "no_backend", msg);
+	jobs_finish_failed(b, j, SDE_NO_BACKEND, msg);
 	return 1;
 }
 

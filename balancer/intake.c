@@ -19,9 +19,9 @@
 
 #define MAX_GPU_NAME 32
 
-static void set_error(struct intake_error *e, int status, const char *code, const char *field, const char *msg)
+static void set_error(struct intake_error *e, enum sd_error code, const char *field, const char *msg)
 {
-	e->status = status;
+	e->status = sd_error_status(code);
 	e->code = code;
 	e->field = field;
 	snprintf(e->message, sizeof e->message, "%s", msg);
@@ -48,7 +48,7 @@ static int add_gpu(json_t *gpus, const char *name, size_t len, struct intake_err
 	if (len == 0)
 		return 0;
 	if (len > MAX_GPU_NAME || json_array_size(gpus) >= BAL_MAX_GPUS) {
-		set_error(e, 422, "invalid", "gpus", "gpus: at most 16 GPU class names of at most 32 characters");
+		set_error(e, SDE_INVALID, "gpus", "gpus: at most 16 GPU class names of at most 32 characters");
 		return -1;
 	}
 	memcpy(buf, name, len);
@@ -56,7 +56,7 @@ static int add_gpu(json_t *gpus, const char *name, size_t len, struct intake_err
 	for (char *p = buf; *p; p++)
 		*p = (char)tolower((unsigned char)*p);
 	if (!valid_gpu_name(buf)) {
-		set_error(e, 422, "invalid", "gpus", "gpus: a GPU class is letters, digits, '-', '_' or '.'");
+		set_error(e, SDE_INVALID, "gpus", "gpus: a GPU class is letters, digits, '-', '_' or '.'");
 		return -1;
 	}
 	json_array_append_new(gpus, json_string(buf));
@@ -78,7 +78,7 @@ static int take_prefer(json_t *body, json_t *sd, int *prefer, struct intake_erro
 	} else if (s && !strcmp(s, "cheapest")) {
 		*prefer = ROUTER_PREFER_CHEAPEST;
 	} else {
-		set_error(e, 422, "invalid", "prefer", "prefer: \"fastest\" (the default) or \"cheapest\"");
+		set_error(e, SDE_INVALID, "prefer", "prefer: \"fastest\" (the default) or \"cheapest\"");
 		return -1;
 	}
 	return 0;
@@ -92,7 +92,7 @@ static int take_hints(h2o_req_t *req, json_t *body, json_t *gpus, double *max_pr
 {
 	json_t *sd = json_object_get(body, "sdgate");
 	if (sd && !json_is_object(sd) && !json_is_null(sd)) {
-		set_error(e, 422, "invalid", "sdgate", "sdgate: must be an object");
+		set_error(e, SDE_INVALID, "sdgate", "sdgate: must be an object");
 		return -1;
 	}
 	json_t *list = json_object_get(body, "gpus");
@@ -100,7 +100,7 @@ static int take_hints(h2o_req_t *req, json_t *body, json_t *gpus, double *max_pr
 		list = json_object_get(sd, "gpus");
 	if (list && !json_is_null(list)) {
 		if (!json_is_array(list)) {
-			set_error(e, 422, "invalid", "gpus", "gpus: must be a list of GPU class names");
+			set_error(e, SDE_INVALID, "gpus", "gpus: must be a list of GPU class names");
 			return -1;
 		}
 		size_t i;
@@ -108,7 +108,7 @@ static int take_hints(h2o_req_t *req, json_t *body, json_t *gpus, double *max_pr
 		json_array_foreach(list, i, v)
 		{
 			if (!json_is_string(v)) {
-				set_error(e, 422, "invalid", "gpus", "gpus: must be a list of GPU class names");
+				set_error(e, SDE_INVALID, "gpus", "gpus: must be a list of GPU class names");
 				return -1;
 			}
 			if (add_gpu(gpus, json_string_value(v), json_string_length(v), e))
@@ -118,7 +118,7 @@ static int take_hints(h2o_req_t *req, json_t *body, json_t *gpus, double *max_pr
 	h2o_iovec_t hdr = httpd_header(req, "x-sdgate-gpus");
 	if (hdr.len && !json_array_size(gpus)) {
 		if (hdr.len > 1024) {
-			set_error(e, 422, "invalid", "gpus", "X-Sdgate-Gpus: too long");
+			set_error(e, SDE_INVALID, "gpus", "X-Sdgate-Gpus: too long");
 			return -1;
 		}
 		const char *p = hdr.base, *end = hdr.base + hdr.len;
@@ -135,7 +135,7 @@ static int take_hints(h2o_req_t *req, json_t *body, json_t *gpus, double *max_pr
 		price = json_object_get(sd, "max_price");
 	if (price && !json_is_null(price)) {
 		if (!json_is_number(price) || json_number_value(price) < 0) {
-			set_error(e, 422, "invalid", "max_price", "max_price: must be a number >= 0 (per hour)");
+			set_error(e, SDE_INVALID, "max_price", "max_price: must be a number >= 0 (per hour)");
 			return -1;
 		}
 		*max_price = json_number_value(price);
@@ -150,8 +150,14 @@ static void from_a1111(struct intake_error *e, int status, json_t *reply)
 {
 	json_t *detail = json_object_get(reply, "detail");
 	if (json_is_string(detail)) {
-		set_error(e, status, status == 404 ? "sampler_not_found" : "invalid", "sampler_name",
-			  json_string_value(detail));
+		const char *text = json_string_value(detail);
+		int sampler = status == 404 && !strcmp(text, "Sampler not found");
+		set_error(e,
+			  sampler         ? SDE_SAMPLER_NOT_FOUND
+			  : status == 404 ? SDE_NOT_FOUND
+					  : SDE_INVALID,
+			  sampler ? "sampler_name" : NULL, text);
+		e->status = status; /* A1111's, for the façade */
 		return;
 	}
 	json_t *first = json_array_get(detail, 0);
@@ -162,7 +168,7 @@ static void from_a1111(struct intake_error *e, int status, json_t *reply)
 	snprintf(e->field_buf, sizeof e->field_buf, "%s", field && strcmp(field, "body") ? field : "");
 	char text[512];
 	snprintf(text, sizeof text, "%s%s%s", e->field_buf, e->field_buf[0] ? ": " : "", msg ? msg : "invalid");
-	set_error(e, status, type && !strcmp(type, "json_invalid") ? "bad_json" : "invalid",
+	set_error(e, type && !strcmp(type, "json_invalid") ? SDE_BAD_JSON : SDE_INVALID,
 		  e->field_buf[0] ? e->field_buf : NULL, text);
 }
 
@@ -223,7 +229,7 @@ static int capable(struct balancer *b, const json_t *request, struct intake_erro
 	char msg[256];
 	snprintf(msg, sizeof msg, "%s: no live backend can run this value (the /sdapi/v1 listings say what they run)",
 		 field);
-	set_error(e, sd_error_status(SDE_NOT_RUNNABLE), sd_error_code(SDE_NOT_RUNNABLE), e->field_buf, msg);
+	set_error(e, SDE_NOT_RUNNABLE, e->field_buf, msg);
 	return -1;
 }
 
@@ -303,7 +309,7 @@ static struct job *intake(struct balancer *b, h2o_req_t *req, enum a1111_kind ki
 	}
 	if (!body) {
 		json_decref(gpus);
-		set_error(e, 500, "internal", NULL, "Out of memory");
+		set_error(e, SDE_INTERNAL, NULL, "Out of memory");
 		return NULL;
 	}
 	if (capable(b, body, e)) {
@@ -317,12 +323,11 @@ static struct job *intake(struct balancer *b, h2o_req_t *req, enum a1111_kind ki
 	if (facade)
 		use_default_checkpoint(b, client, body);
 	if (b->queued >= b->cfg.max_queue) {
-		set_error(e, 429, "queue_full", NULL, "The queue is full; try again later");
+		set_error(e, SDE_QUEUE_FULL, NULL, "The queue is full; try again later");
 	} else if (jobs_count_client(b, client) >= b->cfg.max_queue_per_client) {
-		set_error(e, 429, "client_queue_full", NULL, "Too many unfinished jobs from this client");
+		set_error(e, SDE_CLIENT_QUEUE_FULL, NULL, "Too many unfinished jobs from this client");
 	} else if (kind == A1111_IMG2IMG && img2img_count(b) >= BAL_MAX_IMG2IMG_JOBS) {
-		set_error(e, 429, sd_error_code(SDE_QUEUE_FULL), NULL,
-			  "Too many unfinished img2img jobs; try again later");
+		set_error(e, SDE_QUEUE_FULL, NULL, "Too many unfinished img2img jobs; try again later");
 	}
 	if (e->status) {
 		json_decref(body);
@@ -331,7 +336,7 @@ static struct job *intake(struct balancer *b, h2o_req_t *req, enum a1111_kind ki
 	}
 	struct job *j = jobs_new(b, body, gpus, max_price, client, facade);
 	if (!j) {
-		set_error(e, 500, "internal", NULL, "Out of memory");
+		set_error(e, SDE_INTERNAL, NULL, "Out of memory");
 		return NULL;
 	}
 	j->prefer = prefer;
@@ -362,12 +367,12 @@ void intake_reply_error(h2o_req_t *req, const struct intake_error *e, int a1111_
 			httpd_reply_json(req, e->status, json_incref(e->a1111));
 		else if (e->status == 422)
 			httpd_reply_json(req, 422,
-					 json_pack("{s:[{s:s,s:[s,s],s:s}]}", "detail", "type", e->code, "loc", "body",
-						   e->field ? e->field : "body", "msg", e->message));
+					 json_pack("{s:[{s:s,s:[s,s],s:s}]}", "detail", "type", sd_error_code(e->code),
+						   "loc", "body", e->field ? e->field : "body", "msg", e->message));
 		else
 			httpd_reply_detail(req, e->status, e->message);
 	} else {
-		bal_reply_error(req, e->status, e->code, e->message, e->field);
+		bal_reply_error(req, e->code, e->message, e->field);
 	}
 }
 

@@ -477,7 +477,7 @@ void jobs_finish_done(struct balancer *b, struct job *j, json_t *result)
 	finish(b, j, JOB_DONE);
 }
 
-void jobs_finish_failed(struct balancer *b, struct job *j, const char *code, const char *message)
+void jobs_finish_failed(struct balancer *b, struct job *j, enum sd_error e, const char *message)
 {
 	/* The message may carry a backend's text, cut anywhere or not UTF-8 at
 	 * all; jansson takes only valid UTF-8, and a job must never end without
@@ -485,6 +485,7 @@ void jobs_finish_failed(struct balancer *b, struct job *j, const char *code, con
 	char text[1024];
 	utf8_copy(text, sizeof text, message, strlen(message));
 	json_decref(j->error);
+	const char *code = sd_error_code(e);
 	j->error = json_pack("{s:s,s:s}", "code", code, "message", text);
 	b->m.failed++;
 	log_info("job %s failed: %s: %s", j->id, code, message);
@@ -561,7 +562,7 @@ static void load_one(json_t *doc, int has_images, void *user)
 		link_active(b, j);
 		if (j->facade) {
 			j->status = JOB_RUNNING; /* so that finish() records it */
-			jobs_finish_failed(b, j, "balancer_restarted",
+			jobs_finish_failed(b, j, SDE_BALANCER_RESTARTED,
 					   "The balancer restarted while the client was waiting");
 		} else {
 			jobs_enqueue(b, j, 0);

@@ -180,7 +180,7 @@ static void guard_dispose(void *p)
 
 static void reply_code(h2o_req_t *req, enum sd_error e, const char *message)
 {
-	bal_reply_error(req, sd_error_status(e), sd_error_code(e), message, NULL);
+	bal_reply_error(req, e, message, NULL);
 }
 
 static void start_response(struct image_stream *st)

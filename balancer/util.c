@@ -87,12 +87,9 @@ int bal_bearer_ok(h2o_req_t *req, const char *token)
 	return CRYPTO_memcmp(v.base + plen, token, tlen) == 0;
 }
 
-void bal_reply_error(h2o_req_t *req, int status, const char *code, const char *message, const char *field)
+void bal_reply_error(h2o_req_t *req, enum sd_error e, const char *message, const char *field)
 {
-	json_t *err = json_pack("{s:s,s:s}", "code", code, "message", message);
-	if (field && *field)
-		json_object_set_new(err, "field", json_string(field));
-	httpd_reply_json(req, status, json_pack("{s:s,s:o}", "detail", message, "error", err));
+	httpd_reply_json(req, sd_error_status(e), sd_error_json(e, message, field && *field ? field : NULL));
 }
 
 /* Copies one part of the URL (NULL when absent). */

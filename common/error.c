@@ -1,6 +1,8 @@
 /* error.c — see error.h. */
 #include "error.h"
 
+#include <string.h>
+
 static const struct {
 	const char *code;
 	int status;
@@ -31,11 +33,28 @@ static const struct {
 	[SDE_NOT_READY] = {"not_ready", 409, "The job has not finished yet"},
 	[SDE_RESULT_GONE] = {"result_gone", 410, "The result is no longer kept"},
 	[SDE_NOT_RUNNABLE] = {"not_runnable", 422, "No live backend can run this"},
+	[SDE_CLIENT_QUEUE_FULL] = {"client_queue_full", 429, "Too many unfinished jobs from this client"},
+	[SDE_IDEMPOTENCY_REUSED] = {"idempotency_key_reused", 422, "This Idempotency-Key came with another body"},
+	[SDE_STORAGE_FAILED] = {"storage_failed", 503, "The job could not be stored"},
+	[SDE_ALREADY_FINISHED] = {"already_finished", 409, "The job has already finished"},
+	[SDE_METHOD_NOT_ALLOWED] = {"method_not_allowed", 405, "Method Not Allowed"},
+	[SDE_SHUTTING_DOWN] = {"shutting_down", 503, "Shutting down"},
+	[SDE_BACKEND_FAILED] = {"backend_failed", 502, "Every attempt failed"},
+	[SDE_REJECTED] = {"rejected", 422, "A backend refused the request"},
+	[SDE_BALANCER_RESTARTED] = {"balancer_restarted", 503, "The balancer restarted"},
 };
 
 const char *sd_error_code(enum sd_error e) { return e < SDE_COUNT ? ERRORS[e].code : "internal"; }
 
 int sd_error_status(enum sd_error e) { return e < SDE_COUNT ? ERRORS[e].status : 500; }
+
+enum sd_error sd_error_of(const char *code)
+{
+	for (int e = 0; code && e < SDE_COUNT; e++)
+		if (!strcmp(ERRORS[e].code, code))
+			return (enum sd_error)e;
+	return SDE_INTERNAL;
+}
 
 json_t *sd_error_json(enum sd_error e, const char *message, const char *field)
 {

@@ -3,6 +3,8 @@
  * cross-thread messages through the context's multithread queue. */
 #include "httpd.h"
 
+#include "error.h"
+
 #include "log.h"
 
 #include <errno.h>
@@ -50,12 +52,12 @@ static void on_signal(int sig)
 	signalled = 1;
 }
 
-static void reply_error(struct httpd *h, h2o_req_t *req, int status, const char *code, const char *msg)
+static void reply_error(struct httpd *h, h2o_req_t *req, enum sd_error e, const char *msg)
 {
 	json_t *j = json_pack("{s:s}", "detail", msg);
 	if (h->cfg.sdgate_errors)
-		json_object_set_new(j, "error", json_pack("{s:s,s:s}", "code", code, "message", msg));
-	httpd_reply_json(req, status, j);
+		json_object_set_new(j, "error", json_pack("{s:s,s:s}", "code", sd_error_code(e), "message", msg));
+	httpd_reply_json(req, sd_error_status(e), j);
 }
 
 /* req's body bound: large_body_max on the large-body paths, else max_body. */
@@ -79,11 +81,11 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 				      h->cfg.instance, strlen(h->cfg.instance));
 	if (h->stopping) { /* the last turns of the loop deliver what was in flight; nothing new starts */
 		req->http1_is_persistent = 0;
-		reply_error(h, req, 503, "shutting_down", "Shutting down");
+		reply_error(h, req, SDE_SHUTTING_DOWN, "Shutting down");
 		return 0;
 	}
 	if (req->entity.base && req->entity.len > body_limit(h, req)) {
-		reply_error(h, req, 413, "body_too_large", "Request body too large");
+		reply_error(h, req, SDE_BODY_TOO_LARGE, "Request body too large");
 		return 0;
 	}
 	if (h->cfg.guard && h->cfg.guard(h, req, "") == 0)
@@ -108,9 +110,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 			return 0;
 	}
 	if (path_matched)
-		reply_error(h, req, 405, "method_not_allowed", "Method Not Allowed");
+		reply_error(h, req, SDE_METHOD_NOT_ALLOWED, "Method Not Allowed");
 	else
-		reply_error(h, req, 404, "not_found", "Not Found");
+		reply_error(h, req, SDE_NOT_FOUND, "Not Found");
 	return 0;
 }
 

@@ -112,6 +112,28 @@ json_t *validate_sampler_names(const json_t *balancer_samplers);
 /* The "limits" object of welcome. New reference. */
 json_t *validate_limits_json(const struct gw_config *cfg);
 
+/* ---------------------------------------------------------------- offload.c
+ * validate_message for the large messages, on a thread of its own. */
+struct offload;
+struct offload_result {
+	struct offload_result *next;
+	uint64_t conn; /* the connection the message came from */
+	size_t held;   /* as given to offload_submit */
+	int rc;        /* validate_message's */
+	struct gw_request req;
+	struct gw_error err;
+};
+/* wake(user) is called from the thread when results wait (thread-safe: lws_cancel_service). */
+struct offload *offload_start(const struct gw_config *cfg, void (*wake)(void *user), void *user);
+/* Queues buf (malloc'd, stolen) for validation; known_gpus is copied. held
+ * comes back in the result. -1 (buf freed) when out of memory. */
+int offload_submit(struct offload *o, uint64_t conn, char *buf, size_t len, size_t held, const json_t *known_gpus);
+/* Every result waiting, oldest first; free each with offload_result_free. */
+struct offload_result *offload_take(struct offload *o);
+void offload_result_free(struct offload_result *r);
+/* Joins the thread; what was not taken is dropped. NULL is a no-op. */
+void offload_stop(struct offload *o);
+
 /* ---------------------------------------------------------------- ratelimit.c
  * Token buckets per client address, in work units (service thread only). */
 struct ratelimit;

@@ -25,8 +25,10 @@
  * is dropped as it comes and refused, busy), and it must arrive whole
  * within --large-message-timeout-s, else the connection is closed (a
  * client that starts a huge message and stalls holds what it sent, for
- * that long). At most --max-img2img-jobs unfinished jobs with an init image
- * (the balancer client keeps each body until its job ends).
+ * that long). A large message is validated on offload.c's thread (its
+ * buffer counts until the result comes back), never here. At most
+ * --max-img2img-jobs unfinished jobs with an init image (the balancer
+ * client keeps each body until its job ends).
  *
  * Service thread only: everything here except ws_init/ws_shutdown runs
  * inside lws callbacks. */
@@ -82,6 +84,7 @@ struct conn {
 static const struct gw_config *cfg;
 static struct lws_context *context;
 static struct bc *client;
+static struct offload *offload; /* validates the large messages */
 static struct ratelimit *limiter;
 static struct conn *conns;
 static uint64_t next_conn_id = 1;
@@ -346,33 +349,59 @@ static void on_generate(struct conn *c, struct gw_request *r)
 	conn_send_error(c, &e);
 }
 
-static void on_message(struct conn *c, const char *buf, size_t len)
+static void on_valid(struct conn *c, struct gw_request *r)
 {
-	metrics_inc(GW_C_MESSAGES);
-	struct gw_request r;
 	struct gw_error e;
-	if (validate_message(buf, len, cfg, known_gpus, &r, &e) != 0) {
-		metrics_inc(GW_C_INVALID);
-		conn_send_error(c, &e);
-		return;
-	}
-	switch (r.type) {
+	switch (r->type) {
 	case GW_MSG_HELLO:
 		send_welcome(c);
 		break;
 	case GW_MSG_GENERATE:
-		on_generate(c, &r);
+		on_generate(c, r);
 		break;
 	case GW_MSG_CANCEL:
-		if (conn_job_index(c, r.id) < 0) {
-			validate_error_set(&e, NULL, "unknown_job", "id", "no unfinished job with id \"%s\"", r.id);
+		if (conn_job_index(c, r->id) < 0) {
+			validate_error_set(&e, NULL, "unknown_job", "id", "no unfinished job with id \"%s\"", r->id);
 			conn_send_error(c, &e);
 		} else {
-			bc_cancel(client, c->id, r.id);
+			bc_cancel(client, c->id, r->id);
 		}
 		break;
 	}
+}
+
+/* A validated message: r, or the error e when rc != 0. */
+static void on_request(struct conn *c, int rc, struct gw_request *r, struct gw_error *e)
+{
+	metrics_inc(GW_C_MESSAGES);
+	if (rc != 0) {
+		metrics_inc(GW_C_INVALID);
+		conn_send_error(c, e);
+		return;
+	}
+	on_valid(c, r);
+}
+
+static void on_message(struct conn *c, const char *buf, size_t len)
+{
+	struct gw_request r;
+	struct gw_error e;
+	on_request(c, validate_message(buf, len, cfg, known_gpus, &r, &e), &r, &e);
 	validate_request_free(&r);
+}
+
+/* The large messages offload.c has validated: their buffers no longer
+ * count; the connections still open get their answers. */
+static void drain_offload(void)
+{
+	for (struct offload_result *r = offload ? offload_take(offload) : NULL, *next; r; r = next) {
+		next = r->next;
+		large_total -= r->held;
+		struct conn *c = conn_find(r->conn);
+		if (c && !c->killed)
+			on_request(c, r->rc, &r->req, &r->err);
+		offload_result_free(r);
+	}
 }
 
 static void rx_release(struct conn *c)
@@ -474,6 +503,18 @@ static void on_receive(struct conn *c, const char *in, size_t len)
 	} else if (c->rx_refused == RX_BUSY) {
 		validate_error_set(&e, NULL, "busy", NULL,
 				   "the gateway is receiving too many large messages; try again in a moment");
+	} else if (c->rx_large && offload) {
+		/* validated on offload.c's thread; the buffer counts until then */
+		size_t held = c->rx_cap, whole = c->rx_len;
+		char *buf = c->rx;
+		c->rx = NULL;
+		c->rx_len = c->rx_cap = 0;
+		c->rx_large = 0;
+		if (offload_submit(offload, c->id, buf, whole, held, known_gpus) != 0) {
+			large_total -= held;
+			conn_kill(c, "out of memory");
+		}
+		return;
 	} else {
 		on_message(c, c->rx, c->rx_len);
 		rx_release(c);
@@ -822,6 +863,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 		conn_close(c);
 		return 0;
 	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+		drain_offload();
 		drain_events();
 		return 0;
 	default:
@@ -885,10 +927,22 @@ int ws_init(const struct gw_config *config)
 	return limiter && samplers ? 0 : -1;
 }
 
+static void wake(void *ctx) { lws_cancel_service(ctx); }
+
+/* The offload thread lives while a balancer client is attached: it is
+ * stopped before the context is destroyed (its wake needs the context). */
 void ws_attach(struct lws_context *ctx, struct bc *bc)
 {
 	context = ctx;
 	client = bc;
+	if (bc && !offload) {
+		offload = offload_start(cfg, wake, ctx);
+		if (!offload)
+			log_warn("no thread for large messages: they are validated on the service thread");
+	} else if (!bc) {
+		offload_stop(offload);
+		offload = NULL;
+	}
 }
 
 void ws_shutdown(void)

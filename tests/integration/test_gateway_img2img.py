@@ -11,11 +11,14 @@ generate with an init image, and one past --max-image-message, get
 `too_large` and the connection stays; a client that starts a 10 MiB message
 and stalls is cut after --large-message-timeout-s while the gateway keeps
 serving others, and while it holds --max-large-rx-bytes another large
-message is refused (`busy`) and then goes through once it is gone. Prints
+message is refused (`busy`) and then goes through once it is gone; a
+large message is validated off the service thread (another connection's
+hello is answered meanwhile). Prints
 the gateway's RSS around it. Contract: web/README.md (protocol) and
 docs/security.md (the bounds)."""
 
 import base64
+import json
 import os
 import sys
 import time
@@ -70,6 +73,32 @@ def alive(ws):
 
 def b64(data):
     return base64.b64encode(data).decode("ascii")
+
+
+def check_not_blocking(gw, ws, big_png):
+    """An 11.9 MB generate is validated off the service thread: while it is,
+    another connection's hello gets its welcome at once."""
+    other = connect(gw)
+    f = frame(OP_TEXT, json.dumps(gen("nb", init_image=b64(big_png))))
+    start = ws.count()
+    t0 = time.monotonic()
+    ws.send_raw(f)
+    lat = []
+    while ws.count() == start and time.monotonic() - t0 < 60:
+        s = other.count()
+        t1 = time.monotonic()
+        other.send_json({"type": "hello"})
+        other.wait_type("welcome", 30, start=s)
+        lat.append(time.monotonic() - t1)
+        time.sleep(0.02)
+    answered = time.monotonic() - t0
+    m = ws.wait_for(lambda m: isinstance(m, dict) and m.get("id") == "nb", 1, start)
+    print("# an 11.9 MB generate answered after %.2f s (%s); hello->welcome on another connection meanwhile: "
+          "max %.0f ms over %d tries" % (answered, m and m.get("code"), max(lat) * 1000, len(lat)))
+    t.check("while an 11.9 MB message is validated, other connections are served (max hello->welcome "
+            "latency under half the time it took)", is_error(m, "image_too_large", "init_image")
+            and max(lat) < 0.5 * answered, (max(lat), answered))
+    other.close()
 
 
 def main():
@@ -131,6 +160,7 @@ def main():
     m = next_error(ws, gen("e11", init_image=b64(b"\x89PNG\r\n\x1a\n" + b"\0" * (10 << 20))))
     t.check("a 13.3 MB message (past --max-image-message) → too_large", is_error(m, "too_large"), m)
     t.check("the connection is still open after all that", alive(ws))
+    check_not_blocking(gw, ws, big_png)
 
     # ------------------------------------------------------------ a stalled huge message
     rss0 = t.proc_rss_mib(gw.proc.pid)

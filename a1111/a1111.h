@@ -106,7 +106,10 @@ json_t *a1111_schedulers_json(const struct a1111_runnable *runnable);
 
 /* ---- requests ------------------------------------------------------- */
 
-enum a1111_kind { A1111_TXT2IMG, A1111_IMG2IMG };
+/* A1111_EITHER (a1111_parse only): img2img when the body sets init_images
+ * (not null), else txt2img; the parsed request's kind says which (sdgate's
+ * jobs API, POST /v1/jobs, takes both on one route). */
+enum a1111_kind { A1111_TXT2IMG, A1111_IMG2IMG, A1111_EITHER };
 enum a1111_result { A1111_OK = 0, A1111_REJECTED = -1 };
 
 struct a1111_init_image {
@@ -149,7 +152,9 @@ struct a1111_request {
 
 /* Parses body as kind. On A1111_REJECTED, *status and *reply hold A1111's
  * answer (422 {"detail": [...]} listing every problem, or 404 {"detail":
- * "Sampler not found"} once the rest is valid); the caller owns *reply. On
+ * "Sampler not found"} once the rest is valid); the caller owns *reply, and
+ * out->kind still says what the body was read as (A1111_EITHER resolved:
+ * img2img only when it is a JSON object setting init_images). On
  * A1111_OK the caller frees out with a1111_request_free. */
 enum a1111_result a1111_parse(enum a1111_kind kind, const char *body, size_t len, const struct a1111_runnable *runnable,
 			      struct a1111_request *out, int *status, json_t **reply);

@@ -457,7 +457,9 @@ static enum a1111_result rejected(struct a1111_request *r, int code, json_t *ans
 {
 	*status = code;
 	*reply = answer;
+	enum a1111_kind kind = r->kind;
 	a1111_request_free(r);
+	r->kind = kind; /* what A1111_EITHER was read as, for the caller's bounds */
 	return A1111_REJECTED;
 }
 
@@ -484,6 +486,10 @@ enum a1111_result a1111_parse(enum a1111_kind kind, const char *body, size_t len
 		json_t *answer = bad_body(req, &jerr);
 		json_decref(req);
 		return rejected(out, 422, answer, status, reply);
+	}
+	if (kind == A1111_EITHER) {
+		json_t *init = json_object_get(req, "init_images");
+		kind = out->kind = init && !json_is_null(init) ? A1111_IMG2IMG : A1111_TXT2IMG;
 	}
 	out->body = req;
 	out->set = json_object();

@@ -143,7 +143,7 @@ static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest)
 }
 
 /* img2img: bodies up to A1111_MAX_IMG2IMG_BODY on this route only
- * (API_A1111_LARGE_BODIES); routed as txt2img, sent to /sdapi/v1/img2img. */
+ * (BAL_LARGE_BODY_PATHS, intake.c); routed as txt2img, sent to /sdapi/v1/img2img. */
 static int on_img2img(struct httpd *h, h2o_req_t *req, const char *rest)
 {
 	struct intake_error e;
@@ -386,4 +386,3 @@ const struct httpd_route API_A1111_ROUTES[] = {
 };
 /* clang-format on */
 const size_t API_A1111_N = sizeof API_A1111_ROUTES / sizeof API_A1111_ROUTES[0];
-const char *const API_A1111_LARGE_BODIES[] = {"/sdapi/v1/img2img", NULL};

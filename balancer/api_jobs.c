@@ -112,7 +112,7 @@ static int on_create(struct httpd *h, h2o_req_t *req, const char *rest)
 		}
 	}
 	struct intake_error e;
-	struct job *j = intake_job(b, req, 0, &e);
+	struct job *j = intake_jobs_api(b, req, &e);
 	if (!j) {
 		intake_reply_error(req, &e, 0);
 		intake_error_free(&e);

@@ -96,7 +96,7 @@ struct bk {
 	json_t *titles;     /* the titles alone, for GET /sdapi/v1/sd-models */
 	char *loaded_model; /* the checkpoint it last ran, or NULL */
 	int slots, running;
-	struct job *jobs[BAL_MAX_SLOTS]; /* running in each slot */
+	struct job *jobs[BAL_MAX_SLOTS];   /* running in each slot */
 	struct job *behind[BAL_MAX_SLOTS]; /* sent behind it, waiting in the backend's own queue (--prefetch-ms) */
 	enum bk_state state;
 	double spp;       /* measured seconds per unit of work (router_learn); 0 = not yet */
@@ -372,6 +372,14 @@ struct job *intake_job_from(struct balancer *b, h2o_req_t *req, const char *body
  * each holding up to A1111_MAX_IMG2IMG_BODY of init images. */
 #define BAL_MAX_IMG2IMG_JOBS 16
 struct job *intake_img2img(struct balancer *b, h2o_req_t *req, struct intake_error *e);
+/* POST /v1/jobs: a txt2img, or an img2img when the body sets init_images
+ * (the same bounds as the façade's img2img). A txt2img body over
+ * BAL_MAX_BODY gets 413 body_too_large: only img2img bodies may be larger. */
+struct job *intake_jobs_api(struct balancer *b, h2o_req_t *req, struct intake_error *e);
+/* The paths whose bodies may reach A1111_MAX_IMG2IMG_BODY (img2img's init
+ * images): the façade's /sdapi/v1/img2img and the jobs API's POST /v1/jobs.
+ * NULL-terminated; every other path keeps BAL_MAX_BODY. */
+extern const char *const BAL_LARGE_BODY_PATHS[];
 /* Whether j is an img2img (its request carries init_images). */
 int job_is_img2img(const struct job *j);
 void intake_reply_error(h2o_req_t *req, const struct intake_error *e, int a1111_shape);
@@ -379,7 +387,6 @@ void intake_error_free(struct intake_error *e);
 
 /* api_*.c route tables. */
 extern const struct httpd_route API_A1111_ROUTES[];
-extern const char *const API_A1111_LARGE_BODIES[]; /* NULL-terminated: /sdapi/v1/img2img */
 extern const size_t API_A1111_N;
 extern const struct httpd_route API_JOBS_ROUTES[];
 extern const size_t API_JOBS_N;

@@ -1,4 +1,5 @@
-/* intake.c — turns a txt2img request (the façade's or POST /v1/jobs') into
+/* intake.c — turns a txt2img or img2img request (the façade's or POST
+ * /v1/jobs', which takes both) into
  * a job: parsed once by the A1111 request model (a1111.h) against the native
  * engine's names, the routing hints, concrete seeds fixed once from the
  * parsed values, the job's request serialised from the parsed request and
@@ -271,7 +272,16 @@ static struct job *intake(struct balancer *b, h2o_req_t *req, enum a1111_kind ki
 	struct live_names names;
 	int status;
 	json_t *reply = NULL;
-	if (a1111_parse(kind, text, len, runnable(b, &names), &r, &status, &reply) != A1111_OK) {
+	int rc = a1111_parse(kind, text, len, runnable(b, &names), &r, &status, &reply);
+	kind = r.kind;                                     /* A1111_EITHER resolved */
+	if (kind != A1111_IMG2IMG && len > BAL_MAX_BODY) { /* the route's bound is for img2img bodies only */
+		json_decref(reply);
+		a1111_request_free(&r);
+		set_error(e, sd_error_status(SDE_BODY_TOO_LARGE), sd_error_code(SDE_BODY_TOO_LARGE), NULL,
+			  "Request body too large: only an img2img body (init_images) may exceed 1 MiB");
+		return NULL;
+	}
+	if (rc != A1111_OK) {
 		from_a1111(e, status, reply);
 		e->a1111 = reply;
 		return NULL;
@@ -359,6 +369,13 @@ struct job *intake_img2img(struct balancer *b, h2o_req_t *req, struct intake_err
 {
 	return intake(b, req, A1111_IMG2IMG, req->entity.base, req->entity.len, 1, e);
 }
+
+struct job *intake_jobs_api(struct balancer *b, h2o_req_t *req, struct intake_error *e)
+{
+	return intake(b, req, A1111_EITHER, req->entity.base, req->entity.len, 0, e);
+}
+
+const char *const BAL_LARGE_BODY_PATHS[] = {"/sdapi/v1/img2img", "/v1/jobs", NULL};
 
 void intake_reply_error(h2o_req_t *req, const struct intake_error *e, int a1111_shape)
 {

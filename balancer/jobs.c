@@ -515,7 +515,9 @@ void jobs_expire(struct balancer *b, double unix_now)
 
 /* Restart: every job the file holds comes back; unfinished ones are queued
  * again in their original order (a façade job's client is gone with the old
- * process, so it fails instead of running for nobody). */
+ * process, so it fails instead of running for nobody; an img2img's init
+ * images were never in the file, request_doc, so it fails instead of
+ * running as a txt2img). */
 static void load_one(json_t *doc, int has_images, void *user)
 {
 	struct balancer *b = user;
@@ -564,6 +566,11 @@ static void load_one(json_t *doc, int has_images, void *user)
 			j->status = JOB_RUNNING; /* so that finish() records it */
 			jobs_finish_failed(b, j, SDE_BALANCER_RESTARTED,
 					   "The balancer restarted while the client was waiting");
+		} else if (json_object_get(request, "init_images_omitted")) {
+			j->status = JOB_RUNNING;
+			jobs_finish_failed(b, j, "balancer_restarted",
+					   "The balancer restarted before this img2img job ran; its init image is "
+					   "not kept across a restart: submit it again");
 		} else {
 			jobs_enqueue(b, j, 0);
 		}

@@ -356,7 +356,7 @@ int main(int argc, char **argv)
 	struct httpd_config hc = {.host = host,
 				  .port = port,
 				  .max_body = BAL_MAX_BODY,
-				  .large_body_paths = API_A1111_LARGE_BODIES,
+				  .large_body_paths = BAL_LARGE_BODY_PATHS,
 				  .large_body_max = A1111_MAX_IMG2IMG_BODY,
 				  .routes = routes,
 				  .n_routes = n,

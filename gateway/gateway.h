@@ -20,21 +20,22 @@
 
 /* ---------------------------------------------------------------- limits
  * Fixed limits (the adjustable ones are flags; all are printed by --help). */
-#define GW_MAX_ID 64             /* a client's job id, bytes */
-#define GW_MAX_GPUS 16           /* entries in generate.gpus */
-#define GW_MAX_GPU_CLASS 32      /* bytes of one GPU class name */
-#define GW_MAX_EVENT (8u << 20)  /* one SSE event from the balancer (a progress event carries a preview) */
-#define GW_MAX_IMAGE (20u << 20) /* a job's image, fetched from the balancer: 2048 x 2048 RGBA stored uncompressed
-				  * in a PNG is 16.8 MB; its base64 (one done message) fits GW_OUT_MAX */
-#define GW_MAX_REPLY (4u << 20)  /* any other balancer answer */
+#define GW_MAX_ID 64            /* a client's job id, bytes */
+#define GW_MAX_GPUS 16          /* entries in generate.gpus */
+#define GW_MAX_GPU_CLASS 32     /* bytes of one GPU class name */
+#define GW_MAX_EVENT (8u << 20) /* one SSE event from the balancer (a progress event carries a preview) */
+#define GW_MAX_IMAGE                                                                                                   \
+	(20u << 20)             /* a job's image, fetched from the balancer: 2048 x 2048 RGBA stored uncompressed      \
+				 * in a PNG is 16.8 MB; its base64 (one done message) fits GW_OUT_MAX */
+#define GW_MAX_REPLY (4u << 20) /* any other balancer answer */
 /* Output to one websocket (outq.c). The largest message is a done with one
  * image: at most 2048 x 2048 RGBA, stored uncompressed in the PNG, base64
  * (22.4 MB). GW_OUT_MAX holds one of those and room for the rest; past it,
  * or past GW_OUT_CONTROL bytes of replies to its messages, a client that does
  * not read is closed (so is one that takes no output for --send-timeout-s). */
 #define GW_OUT_MAX (32u << 20)
-#define GW_OUT_CONTROL (64u << 10)   /* replies other than job messages, boards and welcomes */
-#define GW_OUT_CHUNK (64u << 10)     /* one websocket frame of a message: a longer one is sent in fragments */
+#define GW_OUT_CONTROL (64u << 10) /* replies other than job messages, boards and welcomes */
+#define GW_OUT_CHUNK (64u << 10)   /* one websocket frame of a message: a longer one is sent in fragments */
 /* lws's rx buffer of a websocket (one per connection, so small): a longer
  * message comes in pieces of this size, joined up to --max-message. */
 #define GW_RX_CHUNK 1024
@@ -60,6 +61,10 @@ struct gw_config {
 	long max_connections;
 	long max_connections_per_address; /* one address cannot crowd the others out */
 	long max_message;                 /* bytes of one websocket message */
+	long max_image_message;           /* bytes of a generate with an init_image (>= max_message) */
+	long max_large_rx_bytes;          /* messages over max_message being received, all together */
+	double large_message_timeout_s;   /* one over max_message must arrive whole within this */
+	long max_img2img_jobs;            /* unfinished jobs with an init image, all connections */
 	long max_output_bytes;            /* queued to all websockets together */
 	double send_timeout_s;            /* a websocket with output waiting that takes none this long is closed */
 	long max_prompt;                  /* code points of prompt and negative_prompt */
@@ -85,11 +90,13 @@ struct gw_request {
 	char id[GW_MAX_ID + 1];
 	json_t *body; /* generate: the balancer's POST /v1/jobs body (owned) */
 	double work;  /* generate: megapixel-steps */
+	int img2img;  /* generate: it carries an init image (body's init_images) */
 };
 
 /* 1 when s[0..len) is well-formed UTF-8 (no overlongs, surrogates or > U+10FFFF). */
 int validate_utf8(const unsigned char *s, size_t len);
-/* Checks one text message. known_gpus: the classes the balancer lists (a
+/* Checks one text message (at most cfg->max_image_message bytes; past
+ * cfg->max_message only a generate with an init_image). known_gpus: the classes the balancer lists (a
  * JSON array of strings) or NULL when unknown (then any class passes to the
  * balancer, which judges it). Returns 0 and fills *out (free with
  * validate_request_free), or -1 and fills *err. */
@@ -104,6 +111,28 @@ void validate_error_set(struct gw_error *err, const char *id, const char *code, 
 json_t *validate_sampler_names(const json_t *balancer_samplers);
 /* The "limits" object of welcome. New reference. */
 json_t *validate_limits_json(const struct gw_config *cfg);
+
+/* ---------------------------------------------------------------- offload.c
+ * validate_message for the large messages, on a thread of its own. */
+struct offload;
+struct offload_result {
+	struct offload_result *next;
+	uint64_t conn; /* the connection the message came from */
+	size_t held;   /* as given to offload_submit */
+	int rc;        /* validate_message's */
+	struct gw_request req;
+	struct gw_error err;
+};
+/* wake(user) is called from the thread when results wait (thread-safe: lws_cancel_service). */
+struct offload *offload_start(const struct gw_config *cfg, void (*wake)(void *user), void *user);
+/* Queues buf (malloc'd, stolen) for validation; known_gpus is copied. held
+ * comes back in the result. -1 (buf freed) when out of memory. */
+int offload_submit(struct offload *o, uint64_t conn, char *buf, size_t len, size_t held, const json_t *known_gpus);
+/* Every result waiting, oldest first; free each with offload_result_free. */
+struct offload_result *offload_take(struct offload *o);
+void offload_result_free(struct offload_result *r);
+/* Joins the thread; what was not taken is dropped. NULL is a no-op. */
+void offload_stop(struct offload *o);
 
 /* ---------------------------------------------------------------- ratelimit.c
  * Token buckets per client address, in work units (service thread only). */

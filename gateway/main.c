@@ -40,6 +40,10 @@ static long max_connections = 1000;
 static long max_connections_per_address = 64;
 static long max_message = 65536;
 static long max_output_bytes = 256L << 20;
+static long max_image_message = 12L << 20;
+static long max_large_rx_bytes = 64L << 20;
+static double large_message_timeout_s = 60;
+static long max_img2img_jobs = 16;
 static double send_timeout_s = 30;
 static long max_prompt = 2000;
 static long board_interval_ms = 2000;
@@ -73,6 +77,19 @@ static const struct config_option OPTIONS[] = {
 	{"max-connections-per-address", CONFIG_INT, &max_connections_per_address, "N",
 	 "open websocket connections from one client address at most", 1, 1000000},
 	{"max-message", CONFIG_INT, &max_message, "BYTES", "largest websocket message accepted", 1024, 16777216},
+	{"max-image-message", CONFIG_INT, &max_image_message, "BYTES",
+	 "largest generate message carrying an init_image (an 8 MiB image is 11.2 MB of base64); any other message "
+	 "keeps --max-message",
+	 1024, 64L << 20},
+	{"max-large-rx-bytes", CONFIG_INT, &max_large_rx_bytes, "BYTES",
+	 "memory for messages over --max-message being received, all connections together; past it such a message "
+	 "is refused (busy)",
+	 1L << 20, 1L << 40},
+	{"large-message-timeout-s", CONFIG_DOUBLE, &large_message_timeout_s, "S",
+	 "a message over --max-message must arrive whole within this; else its connection is closed", 1, 3600},
+	{"max-img2img-jobs", CONFIG_INT, &max_img2img_jobs, "N",
+	 "unfinished jobs with an init image, all connections together (each holds its image until it ends)", 1,
+	 100000},
 	{"max-output-bytes", CONFIG_INT, &max_output_bytes, "BYTES",
 	 "output queued to all websockets together; past it the connection with the most waiting is closed", 1L << 20,
 	 1L << 40},
@@ -103,9 +120,13 @@ static const struct config_program PROGRAM = {
 	sizeof OPTIONS / sizeof OPTIONS[0],
 	"Limits (a message past them gets an `error` and the connection stays open):\n"
 	"  messages: UTF-8 JSON objects of at most --max-message bytes; job ids 1..64 printable characters\n"
+	"            (a generate with an init_image: --max-image-message, received within\n"
+	"            --large-message-timeout-s, within --max-large-rx-bytes for all connections together)\n"
 	"  generate: prompt 1..--max-prompt characters; steps 1..150; cfg_scale 1..30;\n"
 	"            width/height 64..2048, multiples of 8; a known sampler; at most 16 GPU classes the balancer "
 	"lists\n"
+	"            init_image: base64 or a data: URL of a PNG, JPEG or WebP of at most 8 MiB decoded;\n"
+	"            denoising_strength 0..1; resize_mode 0..3; --max-img2img-jobs unfinished at once\n"
 	"  rate: a token bucket per client address in megapixel-steps (--rate-burst, --rate-refill);\n"
 	"        --max-jobs-per-connection unfinished jobs per connection; IPv6 addresses count by their /64\n"
 	"  websocket upgrades: from pages of the gateway's own origin or an --allowed-origin, or without\n"
@@ -225,6 +246,10 @@ int main(int argc, char **argv)
 	cfg.max_connections = max_connections;
 	cfg.max_connections_per_address = max_connections_per_address;
 	cfg.max_message = max_message;
+	cfg.max_image_message = max_image_message > max_message ? max_image_message : max_message;
+	cfg.max_large_rx_bytes = max_large_rx_bytes;
+	cfg.large_message_timeout_s = large_message_timeout_s;
+	cfg.max_img2img_jobs = max_img2img_jobs;
 	cfg.max_prompt = max_prompt;
 	cfg.board_interval_ms = board_interval_ms;
 	cfg.balancer_timeout_ms = balancer_timeout_ms;

@@ -6,6 +6,10 @@
  * limits agree everywhere; this file adds what only the gateway knows (ids,
  * prompt length in code points, GPU classes the balancer lists) and turns
  * FastAPI-shaped answers into one clear error {code, message, field}.
+ * A generate with an init_image is an img2img: the image (bare base64 or a
+ * data: URL of image/png, image/jpeg or image/webp) goes to the balancer as
+ * A1111's init_images, checked by the same model (magic bytes, 8 MiB
+ * decoded); its errors name the protocol's field, init_image.
  * Pure functions; service thread. */
 #include "gateway.h"
 
@@ -119,7 +123,16 @@ static int check_prompt(const json_t *msg, const char *field, long max, int requ
  * would coerce them, so that a UI bug shows up. */
 static int check_number_types(const json_t *msg, const char *id, struct gw_error *err)
 {
-	static const char *const NUMBERS[] = {"steps", "width", "height", "seed", "cfg_scale", "refiner_switch_at"};
+	/* the whole ones first (WHOLE of them) */
+	static const char *const NUMBERS[] = {"steps",
+					      "width",
+					      "height",
+					      "seed",
+					      "resize_mode",
+					      "cfg_scale",
+					      "refiner_switch_at",
+					      "denoising_strength"};
+	enum { WHOLE = 5 };
 	for (size_t i = 0; i < sizeof NUMBERS / sizeof NUMBERS[0]; i++) {
 		json_t *v = json_object_get(msg, NUMBERS[i]);
 		if (v && !json_is_null(v) && !json_is_number(v)) {
@@ -127,7 +140,7 @@ static int check_number_types(const json_t *msg, const char *id, struct gw_error
 			return -1;
 		}
 		double d = json_number_value(v);
-		if (i < 4 && json_is_real(v) && d != floor(d)) {
+		if (i < WHOLE && json_is_real(v) && d != floor(d)) {
 			validate_error_set(err, id, "invalid", NUMBERS[i], "%s: must be a whole number", NUMBERS[i]);
 			return -1;
 		}
@@ -229,9 +242,62 @@ static int check_prefer(const json_t *msg, const char *id, json_t *body, struct 
 	return 0;
 }
 
+/* init_image: absent (a txt2img), else a string: bare base64, or a data:
+ * URL of one of the image types the balancer takes. Sets body's
+ * init_images to the bare base64 (checked with the rest by check_a1111),
+ * and passes denoising_strength and resize_mode on with it. */
+static int check_init_image(const json_t *msg, const char *id, json_t *body, struct gw_error *err)
+{
+	static const char *const PREFIXES[] = {"data:image/png;base64,", "data:image/jpeg;base64,",
+					       "data:image/webp;base64,"};
+	json_t *v = json_object_get(msg, "init_image");
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_string(v)) {
+		validate_error_set(err, id, "invalid", "init_image",
+				   "init_image: a string (base64, or a data: URL of a PNG, JPEG or WebP image)");
+		return -1;
+	}
+	const char *s = json_string_value(v);
+	size_t len = json_string_length(v);
+	if (!strncmp(s, "data:", 5)) {
+		size_t i = 0, n = 0;
+		for (; i < sizeof PREFIXES / sizeof PREFIXES[0]; i++)
+			if (!strncmp(s, PREFIXES[i], n = strlen(PREFIXES[i])))
+				break;
+		if (i == sizeof PREFIXES / sizeof PREFIXES[0]) {
+			validate_error_set(err, id, "bad_image", "init_image",
+					   "init_image: a data: URL must be data:image/png, image/jpeg or image/webp "
+					   "with ;base64,");
+			return -1;
+		}
+		s += n;
+		len -= n;
+	}
+	json_object_set_new(body, "init_images", json_pack("[s%]", s, len));
+	static const char *const WITH_IMAGE[] = {"denoising_strength", "resize_mode"};
+	for (size_t i = 0; i < 2; i++) {
+		json_t *x = json_object_get(msg, WITH_IMAGE[i]);
+		if (x && !json_is_null(x))
+			json_object_set(body, WITH_IMAGE[i], x);
+	}
+	return 0;
+}
+
+/* A1111's complaint about an init image (a1111/image.c's types) as ours. */
+static const char *image_code(const char *type)
+{
+	if (type && !strcmp(type, "image_too_large"))
+		return "image_too_large";
+	if (type && (!strcmp(type, "base64_decode") || !strcmp(type, "image_type") || !strcmp(type, "too_long")))
+		return "bad_image";
+	return "invalid";
+}
+
 /* Runs the A1111 request model (a1111.h) on body, with the native engine's
- * names as the balancer does; its first complaint becomes err. */
-static int check_txt2img(json_t *body, const char *id, struct gw_error *err, double *work)
+ * names as the balancer does; its first complaint becomes err. An img2img
+ * when body holds init_images. */
+static int check_a1111(json_t *body, const char *id, struct gw_error *err, double *work)
 {
 	size_t len;
 	char *text = json_dump_compact(body, &len);
@@ -242,7 +308,7 @@ static int check_txt2img(json_t *body, const char *id, struct gw_error *err, dou
 	struct a1111_request t;
 	int status = 0;
 	json_t *reply = NULL;
-	enum a1111_result r = a1111_parse(A1111_TXT2IMG, text, len, &A1111_NATIVE, &t, &status, &reply);
+	enum a1111_result r = a1111_parse(A1111_EITHER, text, len, &A1111_NATIVE, &t, &status, &reply);
 	free(text);
 	if (r == A1111_OK) {
 		*work = (double)t.steps * t.width * t.height * t.batch_size * t.n_iter / 1e6;
@@ -262,6 +328,10 @@ static int check_txt2img(json_t *body, const char *id, struct gw_error *err, dou
 		if (!field || !strcmp(field, "body"))
 			field = NULL;
 		const char *code = type && !strcmp(type, "scheduler_not_found") ? "scheduler_not_found" : "invalid";
+		if (field && !strncmp(field, "init_images", 11)) {
+			field = "init_image";
+			code = image_code(type);
+		}
 		validate_error_set(err, id, code, field, "%s%s%s", field ? field : "", field ? ": " : "",
 				   msg ? msg : "invalid request");
 	}
@@ -284,11 +354,12 @@ static int check_generate(const json_t *msg, const struct gw_config *cfg, const 
 		if (v && !json_is_null(v))
 			json_object_set(body, FORWARDED[i], v);
 	}
-	if (check_txt2img(body, id, err, &out->work) || check_gpus(msg, known_gpus, id, body, err) ||
-	    check_prefer(msg, id, body, err)) {
+	if (check_init_image(msg, id, body, err) || check_a1111(body, id, err, &out->work) ||
+	    check_gpus(msg, known_gpus, id, body, err) || check_prefer(msg, id, body, err)) {
 		json_decref(body);
 		return -1;
 	}
+	out->img2img = json_object_get(body, "init_images") != NULL;
 	out->body = body;
 	return 0;
 }
@@ -298,9 +369,11 @@ int validate_message(const char *buf, size_t len, const struct gw_config *cfg, c
 {
 	memset(out, 0, sizeof *out);
 	memset(err, 0, sizeof *err);
-	if ((long)len > cfg->max_message) {
-		validate_error_set(err, NULL, "too_large", NULL, "message too large: %zu bytes, at most %ld", len,
-				   cfg->max_message);
+	long image_bound = cfg->max_image_message > cfg->max_message ? cfg->max_image_message : cfg->max_message;
+	if ((long)len > image_bound) {
+		validate_error_set(err, NULL, "too_large", NULL,
+				   "message too large: %zu bytes, at most %ld (%ld for a generate with an init_image)",
+				   len, cfg->max_message, image_bound);
 		return -1;
 	}
 	if (!validate_utf8((const unsigned char *)buf, len)) {
@@ -309,6 +382,17 @@ int validate_message(const char *buf, size_t len, const struct gw_config *cfg, c
 	}
 	json_error_t jerr;
 	json_t *msg = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
+	/* past max_message: a generate with an init_image, or nothing */
+	const char *type = json_string_value(json_object_get(msg, "type"));
+	if ((long)len > cfg->max_message &&
+	    !(type && !strcmp(type, "generate") && json_is_string(json_object_get(msg, "init_image")))) {
+		json_decref(msg);
+		validate_error_set(err, NULL, "too_large", NULL,
+				   "message too large: %zu bytes, at most %ld (more only for a generate with an "
+				   "init_image)",
+				   len, cfg->max_message);
+		return -1;
+	}
 	if (!msg) {
 		validate_error_set(err, NULL, "bad_json", NULL, "not valid JSON: %s (at byte %d)", jerr.text,
 				   jerr.position);
@@ -319,7 +403,6 @@ int validate_message(const char *buf, size_t len, const struct gw_config *cfg, c
 		validate_error_set(err, NULL, "not_object", NULL, "a message must be a JSON object with a \"type\"");
 		goto done;
 	}
-	const char *type = json_string_value(json_object_get(msg, "type"));
 	if (!type) {
 		validate_error_set(err, NULL, "invalid", "type",
 				   "type: a string is required (hello, generate, cancel)");
@@ -412,11 +495,14 @@ json_t *validate_sampler_names(const json_t *balancer_samplers)
 
 json_t *validate_limits_json(const struct gw_config *cfg)
 {
-	return json_pack("{s:i,s:i,s:f,s:f,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:s}", "min_steps", A1111_MIN_STEPS,
-			 "max_steps", A1111_MAX_STEPS, "min_cfg", A1111_MIN_CFG, "max_cfg", A1111_MAX_CFG, "min_size",
-			 A1111_MIN_SIZE, "max_width", A1111_MAX_SIZE, "max_height", A1111_MAX_SIZE, "size_multiple", 8,
-			 "max_prompt", (json_int_t)cfg->max_prompt, "max_message", (json_int_t)cfg->max_message,
-			 "max_jobs_per_connection", (json_int_t)cfg->max_jobs_per_connection, "max_gpus", GW_MAX_GPUS,
-			 "rate_burst", cfg->rate_burst, "rate_refill_per_s", cfg->rate_refill, "work_unit",
-			 "megapixel-steps (steps x width x height / 1e6)");
+	return json_pack(
+		"{s:i,s:i,s:f,s:f,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:f,s:f,s:s,s:I,s:I,s:[sss]}", "min_steps",
+		A1111_MIN_STEPS, "max_steps", A1111_MAX_STEPS, "min_cfg", A1111_MIN_CFG, "max_cfg", A1111_MAX_CFG,
+		"min_size", A1111_MIN_SIZE, "max_width", A1111_MAX_SIZE, "max_height", A1111_MAX_SIZE, "size_multiple",
+		8, "max_prompt", (json_int_t)cfg->max_prompt, "max_message", (json_int_t)cfg->max_message,
+		"max_jobs_per_connection", (json_int_t)cfg->max_jobs_per_connection, "max_gpus", GW_MAX_GPUS,
+		"rate_burst", cfg->rate_burst, "rate_refill_per_s", cfg->rate_refill, "work_unit",
+		"megapixel-steps (steps x width x height / 1e6)", "max_image_message",
+		(json_int_t)cfg->max_image_message, "max_init_image_bytes", (json_int_t)A1111_MAX_INIT_IMAGE_BYTES,
+		"init_image_types", "image/png", "image/jpeg", "image/webp");
 }

@@ -16,6 +16,20 @@
  * output together is bounded by --max-output-bytes (past it, the connection
  * with the most waiting is closed). A closed connection cancels its jobs.
  *
+ * Input: lws hands a message over in GW_RX_CHUNK pieces; a longer one is
+ * joined in a buffer that grows with it and is freed once it is handled
+ * (an idle websocket holds none). Up to --max-message any message; past it
+ * (up to --max-image-message, a generate with an init_image, checked once
+ * whole) the message is "large": its buffer counts against
+ * --max-large-rx-bytes for all connections together (past it the message
+ * is dropped as it comes and refused, busy), and it must arrive whole
+ * within --large-message-timeout-s, else the connection is closed (a
+ * client that starts a huge message and stalls holds what it sent, for
+ * that long). A large message is validated on offload.c's thread (its
+ * buffer counts until the result comes back), never here. At most
+ * --max-img2img-jobs unfinished jobs with an init image (the balancer
+ * client keeps each body until its job ends).
+ *
  * Service thread only: everything here except ws_init/ws_shutdown runs
  * inside lws callbacks. */
 #include "gateway.h"
@@ -31,6 +45,13 @@
 #include <sys/socket.h>
 #include <time.h>
 
+enum { RX_TOO_LARGE = 1, RX_BUSY };
+
+struct conn_job {
+	char id[GW_MAX_ID + 1];
+	int img2img;
+};
+
 /* Per-session data of both HTTP requests and websocket connections. */
 struct conn {
 	struct conn *next, *prev; /* open websocket connections */
@@ -43,14 +64,17 @@ struct conn {
 	 * between messages: an idle connection holds no buffer) */
 	char *rx;
 	size_t rx_len, rx_cap;
-	int rx_started, rx_too_large, rx_binary;
+	int rx_started, rx_binary;
+	int rx_refused; /* the rest of the message is dropped: RX_TOO_LARGE or RX_BUSY */
+	int rx_large;   /* rx counts in large_total */
+	int rx_timed;   /* the receive deadline runs */
 	/* what waits to be written; the stall timer runs while it is not empty */
 	struct outq out;
 	int timer_armed;
 	int welcomed;
 	int killed;
-	/* ids of this connection's unfinished jobs */
-	char (*jobs)[GW_MAX_ID + 1];
+	/* this connection's unfinished jobs */
+	struct conn_job *jobs;
 	size_t n_jobs;
 	/* an HTTP answer waiting for WRITEABLE */
 	unsigned char *http_body;
@@ -60,10 +84,13 @@ struct conn {
 static const struct gw_config *cfg;
 static struct lws_context *context;
 static struct bc *client;
+static struct offload *offload; /* validates the large messages */
 static struct ratelimit *limiter;
 static struct conn *conns;
 static uint64_t next_conn_id = 1;
 static size_t out_total;   /* every connection's c->out.bytes */
+static size_t large_total; /* the rx buffers of large messages being received */
+static long img2img_jobs;  /* unfinished jobs with an init image, all connections */
 static json_t *board;      /* the balancer's last board {backends, gpus} */
 static json_t *known_gpus; /* its GPU classes (strings) */
 static json_t *samplers;   /* the names welcome offers */
@@ -216,19 +243,21 @@ static void conn_stalled(struct conn *c)
 static ssize_t conn_job_index(const struct conn *c, const char *id)
 {
 	for (size_t i = 0; i < c->n_jobs; i++)
-		if (!strcmp(c->jobs[i], id))
+		if (!strcmp(c->jobs[i].id, id))
 			return (ssize_t)i;
 	return -1;
 }
 
-static int conn_job_add(struct conn *c, const char *id)
+static int conn_job_add(struct conn *c, const char *id, int img2img)
 {
 	if (!c->jobs) {
 		c->jobs = calloc((size_t)cfg->max_jobs_per_connection, sizeof *c->jobs);
 		if (!c->jobs)
 			return -1;
 	}
-	snprintf(c->jobs[c->n_jobs++], sizeof c->jobs[0], "%s", id);
+	snprintf(c->jobs[c->n_jobs].id, sizeof c->jobs[0].id, "%s", id);
+	c->jobs[c->n_jobs++].img2img = img2img;
+	img2img_jobs += img2img;
 	return 0;
 }
 
@@ -237,9 +266,10 @@ static void conn_job_remove(struct conn *c, const char *id)
 	ssize_t i = conn_job_index(c, id);
 	if (i < 0)
 		return;
+	img2img_jobs -= c->jobs[i].img2img;
 	c->n_jobs--;
 	if ((size_t)i != c->n_jobs)
-		memcpy(c->jobs[i], c->jobs[c->n_jobs], sizeof c->jobs[0]);
+		c->jobs[i] = c->jobs[c->n_jobs];
 	if (!c->n_jobs) { /* an idle connection holds no list */
 		free(c->jobs);
 		c->jobs = NULL;
@@ -284,6 +314,10 @@ static void on_generate(struct conn *c, struct gw_request *r)
 		validate_error_set(&e, r->id, "too_many_jobs", NULL,
 				   "at most %ld jobs at once per connection; wait for one to finish",
 				   cfg->max_jobs_per_connection);
+	} else if (r->img2img && img2img_jobs >= cfg->max_img2img_jobs) {
+		validate_error_set(&e, r->id, "busy", "init_image",
+				   "the gateway runs %ld jobs with an init image already; try again in a moment",
+				   cfg->max_img2img_jobs);
 	} else {
 		double retry;
 		if (ratelimit_take(limiter, c->key, r->work, now_s(), &retry) != 0) {
@@ -301,7 +335,7 @@ static void on_generate(struct conn *c, struct gw_request *r)
 						   r->work, retry < 1 ? 1.0 : retry + 0.5);
 			log_info("connection %llu (%s): job %s rate-limited", (unsigned long long)c->id, c->addr,
 				 r->id);
-		} else if (conn_job_add(c, r->id) != 0) {
+		} else if (conn_job_add(c, r->id, r->img2img) != 0) {
 			ratelimit_refund(limiter, c->key, r->work, now_s());
 			validate_error_set(&e, r->id, "internal", NULL, "out of memory");
 		} else {
@@ -315,44 +349,88 @@ static void on_generate(struct conn *c, struct gw_request *r)
 	conn_send_error(c, &e);
 }
 
-static void on_message(struct conn *c, const char *buf, size_t len)
+static void on_valid(struct conn *c, struct gw_request *r)
 {
-	metrics_inc(GW_C_MESSAGES);
-	struct gw_request r;
 	struct gw_error e;
-	if (validate_message(buf, len, cfg, known_gpus, &r, &e) != 0) {
-		metrics_inc(GW_C_INVALID);
-		conn_send_error(c, &e);
-		return;
-	}
-	switch (r.type) {
+	switch (r->type) {
 	case GW_MSG_HELLO:
 		send_welcome(c);
 		break;
 	case GW_MSG_GENERATE:
-		on_generate(c, &r);
+		on_generate(c, r);
 		break;
 	case GW_MSG_CANCEL:
-		if (conn_job_index(c, r.id) < 0) {
-			validate_error_set(&e, NULL, "unknown_job", "id", "no unfinished job with id \"%s\"", r.id);
+		if (conn_job_index(c, r->id) < 0) {
+			validate_error_set(&e, NULL, "unknown_job", "id", "no unfinished job with id \"%s\"", r->id);
 			conn_send_error(c, &e);
 		} else {
-			bc_cancel(client, c->id, r.id);
+			bc_cancel(client, c->id, r->id);
 		}
 		break;
 	}
+}
+
+/* A validated message: r, or the error e when rc != 0. */
+static void on_request(struct conn *c, int rc, struct gw_request *r, struct gw_error *e)
+{
+	metrics_inc(GW_C_MESSAGES);
+	if (rc != 0) {
+		metrics_inc(GW_C_INVALID);
+		conn_send_error(c, e);
+		return;
+	}
+	on_valid(c, r);
+}
+
+static void on_message(struct conn *c, const char *buf, size_t len)
+{
+	struct gw_request r;
+	struct gw_error e;
+	on_request(c, validate_message(buf, len, cfg, known_gpus, &r, &e), &r, &e);
 	validate_request_free(&r);
+}
+
+/* The large messages offload.c has validated: their buffers no longer
+ * count; the connections still open get their answers. */
+static void drain_offload(void)
+{
+	for (struct offload_result *r = offload ? offload_take(offload) : NULL, *next; r; r = next) {
+		next = r->next;
+		large_total -= r->held;
+		struct conn *c = conn_find(r->conn);
+		if (c && !c->killed)
+			on_request(c, r->rc, &r->req, &r->err);
+		offload_result_free(r);
+	}
 }
 
 static void rx_release(struct conn *c)
 {
+	if (c->rx_large)
+		large_total -= c->rx_cap;
+	c->rx_large = 0;
 	free(c->rx);
 	c->rx = NULL;
 	c->rx_len = c->rx_cap = 0;
 }
 
-/* Appends a piece of the message being received (grown as it comes, within
- * --max-message: lws delivers a message in pieces of at most GW_RX_CHUNK). */
+/* A message past --max-message must arrive whole within
+ * --large-message-timeout-s (lws closes the connection otherwise). */
+static void rx_deadline(struct conn *c, int on)
+{
+	if (on == c->rx_timed || c->killed)
+		return;
+	c->rx_timed = on;
+	if (on)
+		lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_REASON_BASE, (int)cfg->large_message_timeout_s);
+	else
+		lws_set_timeout(c->wsi, NO_PENDING_TIMEOUT, 0);
+}
+
+/* Appends a piece of the message being received; its buffer grows as it
+ * comes, within --max-message, past it within --max-image-message and the
+ * large messages' shared --max-large-rx-bytes. 0, -1 (out of memory) or
+ * RX_BUSY (the shared bound is reached). */
 static int rx_append(struct conn *c, const char *in, size_t len)
 {
 	size_t need = c->rx_len + len;
@@ -360,13 +438,21 @@ static int rx_append(struct conn *c, const char *in, size_t len)
 		size_t cap = c->rx_cap ? c->rx_cap * 2 : 4 * GW_RX_CHUNK;
 		if (cap < need)
 			cap = need;
-		if (cap > (size_t)cfg->max_message)
-			cap = (size_t)cfg->max_message;
+		size_t bound = (size_t)(need > (size_t)cfg->max_message ? cfg->max_image_message : cfg->max_message);
+		if (cap > bound)
+			cap = bound;
+		int large = cap > (size_t)cfg->max_message;
+		size_t counted = c->rx_large ? c->rx_cap : 0;
+		if (large && large_total - counted + cap > (size_t)cfg->max_large_rx_bytes)
+			return RX_BUSY;
 		char *rx = realloc(c->rx, cap);
 		if (!rx)
 			return -1;
+		if (large)
+			large_total = large_total - counted + cap;
 		c->rx = rx;
 		c->rx_cap = cap;
+		c->rx_large = large;
 	}
 	memcpy(c->rx + c->rx_len, in, len);
 	c->rx_len = need;
@@ -382,32 +468,53 @@ static void on_receive(struct conn *c, const char *in, size_t len)
 	if (!c->rx_started) {
 		c->rx_started = 1;
 		c->rx_binary = lws_frame_is_binary(c->wsi);
-		c->rx_too_large = 0;
+		c->rx_refused = 0;
 		if (last && !c->rx_binary && len <= (size_t)cfg->max_message) {
 			c->rx_started = 0;
 			on_message(c, in, len);
 			return;
 		}
 	}
-	if (!c->rx_too_large && !c->rx_binary) {
-		if (c->rx_len + len > (size_t)cfg->max_message) {
-			c->rx_too_large = 1; /* read and drop the rest, then say so */
-			rx_release(c);
-		} else if (rx_append(c, in, len) != 0) {
+	if (!c->rx_refused && !c->rx_binary) {
+		int rc = c->rx_len + len > (size_t)cfg->max_image_message ? RX_TOO_LARGE : rx_append(c, in, len);
+		if (rc < 0) {
 			rx_release(c);
 			conn_kill(c, "out of memory");
 			return;
 		}
+		if (rc) {
+			c->rx_refused = rc; /* read and drop the rest, then say so */
+			rx_release(c);
+		}
 	}
+	if (c->rx_large || c->rx_refused)
+		rx_deadline(c, 1); /* also while the rest of a refused one is dropped */
 	if (!last)
 		return;
 	c->rx_started = 0;
+	rx_deadline(c, 0);
 	struct gw_error e = {0};
 	if (c->rx_binary) {
 		validate_error_set(&e, NULL, "binary_frame", NULL, "messages are JSON text frames, not binary");
-	} else if (c->rx_too_large) {
-		validate_error_set(&e, NULL, "too_large", NULL, "message too large: at most %ld bytes",
-				   cfg->max_message);
+	} else if (c->rx_refused == RX_TOO_LARGE) {
+		validate_error_set(&e, NULL, "too_large", NULL,
+				   "message too large: at most %ld bytes (%ld for a generate with an init_image)",
+				   cfg->max_message, cfg->max_image_message);
+	} else if (c->rx_refused == RX_BUSY) {
+		validate_error_set(&e, NULL, "busy", NULL,
+				   "the gateway is receiving too many large messages; try again in a moment");
+	} else if (c->rx_large && offload) {
+		/* validated on offload.c's thread; the buffer counts until then */
+		size_t held = c->rx_cap, whole = c->rx_len;
+		char *buf = c->rx;
+		c->rx = NULL;
+		c->rx_len = c->rx_cap = 0;
+		c->rx_large = 0;
+		if (offload_submit(offload, c->id, buf, whole, held, known_gpus) != 0) {
+			large_total -= held;
+			conn_kill(c, "out of memory");
+		}
+		return;
 	} else {
 		on_message(c, c->rx, c->rx_len);
 		rx_release(c);
@@ -698,11 +805,14 @@ static void conn_close(struct conn *c)
 		c->next->prev = c->prev;
 	if (client && c->n_jobs)
 		bc_close_conn(client, c->id);
-	log_info("connection %llu (%s) closed%s", (unsigned long long)c->id, c->addr,
+	log_info("connection %llu (%s) closed%s%s", (unsigned long long)c->id, c->addr,
+		 c->rx_timed ? " in the middle of a large message (--large-message-timeout-s)" : "",
 		 c->n_jobs ? ", cancelling its jobs" : "");
 	out_total -= c->out.bytes;
 	outq_clear(&c->out);
 	rx_release(c);
+	for (size_t i = 0; i < c->n_jobs; i++)
+		img2img_jobs -= c->jobs[i].img2img;
 	free(c->jobs);
 	free(c->http_body);
 	c->is_ws = 0;
@@ -753,6 +863,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
 		conn_close(c);
 		return 0;
 	case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+		drain_offload();
 		drain_events();
 		return 0;
 	default:
@@ -816,10 +927,22 @@ int ws_init(const struct gw_config *config)
 	return limiter && samplers ? 0 : -1;
 }
 
+static void wake(void *ctx) { lws_cancel_service(ctx); }
+
+/* The offload thread lives while a balancer client is attached: it is
+ * stopped before the context is destroyed (its wake needs the context). */
 void ws_attach(struct lws_context *ctx, struct bc *bc)
 {
 	context = ctx;
 	client = bc;
+	if (bc && !offload) {
+		offload = offload_start(cfg, wake, ctx);
+		if (!offload)
+			log_warn("no thread for large messages: they are validated on the service thread");
+	} else if (!bc) {
+		offload_stop(offload);
+		offload = NULL;
+	}
 }
 
 void ws_shutdown(void)

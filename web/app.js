@@ -7,16 +7,20 @@
  *             #seed, #seed-random, #refiner-switch (range 0..1; 0 = no refiner),
  *             #refiner-value, #gpu-toggles with .gpu-toggle input[type=checkbox][value=<class>]
  *             and [data-testid=gpu-counts-<class>] (text "N idle · N busy[ · N down]"),
- *             #generate (also Enter in an input, Ctrl/Cmd+Enter anywhere in the form).
+ *             #init-image (file input "Start from an image", also a drop on #drop-zone),
+ *             #init-chosen with #init-preview, #init-name, #init-remove (shown with an image),
+ *             #strength (range 0..1, denoising_strength; #strength-field is shown only with
+ *             an image), #generate (also Enter in an input, Ctrl/Cmd+Enter in the form).
  *   Errors:   [data-testid=field-error-<field>] next to each input, <field> being the request
  *             field: prompt, negative_prompt, sampler_name, steps, cfg_scale, width, height,
- *             seed, refiner_switch_at, gpus. #status / [data-testid=status]: other errors and
- *             notices (data-kind="error"|"info").
+ *             seed, refiner_switch_at, gpus, init_image, denoising_strength. #status /
+ *             [data-testid=status]: other errors and notices (data-kind="error"|"info").
  *   Link:     #connection / [data-testid=connection], data-state = connecting|open|closed;
  *             #reconnect (retry now).
  *   Jobs:     #jobs holds [data-testid=job-card] (newest first), data-job-id = client id,
  *             data-server-job = accepted.job, data-state = sending|accepted|queued|running|
- *             done|error|cancelled. Inside: job-prompt, job-state, queue-position, progress
+ *             done|error|cancelled, data-mode = txt2img|img2img. Inside: job-prompt, job-state,
+ *             job-mode ("img2img", shown for a job started from an image), queue-position, progress
  *             (<progress> value/max = step/steps), job-preview (live <img>), job-image (final
  *             <img>), job-error, job-provider, job-location, job-gpu, job-seed,
  *             job-inference-ms, job-total-ms (text like "3.42 s"; raw ms in data-ms),
@@ -37,7 +41,9 @@
     prompt: 'prompt', negative_prompt: 'negative-prompt', sampler_name: 'sampler',
     scheduler: 'sampler', steps: 'steps', cfg_scale: 'cfg', width: 'width', height: 'height',
     seed: 'seed', refiner_switch_at: 'refiner-switch', gpus: 'gpu-toggles',
+    init_image: 'init-image', denoising_strength: 'strength',
   };
+  const INIT_TYPES = ['image/png', 'image/jpeg', 'image/webp'];
 
   const state = {
     ws: null,
@@ -48,7 +54,9 @@
     limits: {
       max_steps: 150, min_steps: 1, max_cfg: 30, min_cfg: 1, max_width: 2048,
       max_height: 2048, min_size: 64, max_prompt: 2000, size_multiple: 8,
+      max_init_image_bytes: 8 << 20, init_image_types: INIT_TYPES,
     },
+    initImage: null,       // {dataUrl, name, size} of "Start from an image", or null
     samplers: [],
     gpus: new Map(),       // class -> {class, idle, busy, down, simulated}
     gpuChoice: new Map(),  // class -> checked (user's choice survives re-renders)
@@ -67,6 +75,9 @@
     history: $('#history'), historyEmpty: $('#history-empty'), board: $('#board'),
     boardSummary: $('#board-summary'), viewer: $('#viewer'), announce: $('#announce'),
     promptCount: $('#prompt-count'), template: $('#job-template'),
+    initInput: $('#init-image'), dropZone: $('#drop-zone'), initChosen: $('#init-chosen'),
+    initPreview: $('#init-preview'), initName: $('#init-name'), initRemove: $('#init-remove'),
+    strength: $('#strength'), strengthField: $('#strength-field'), strengthValue: $('#strength-value'),
   };
 
   /* ---------- small helpers ---------- */
@@ -337,6 +348,10 @@
       gpus: [],
     };
     if (refiner > 0) p.refiner_switch_at = Math.min(1, refiner);
+    if (state.initImage) {
+      p.init_image = state.initImage.dataUrl;   // a data: URL; the gateway checks it again
+      p.denoising_strength = num(el.strength);
+    }
     if (el.prefer.value === 'cheapest') p.prefer = 'cheapest';   // else the balancer's default: the earliest finish
     const { all, chosen } = chosenGpus();
     p.gpus = chosen.length === all.length ? [] : chosen;   // every class ticked = any GPU
@@ -359,6 +374,7 @@
     }
     if (!Number.isInteger(p.seed) || p.seed < -1 || p.seed > 4294967295) errs.seed = 'Whole number, -1 for random.';
     if (noGpu) errs.gpus = 'Tick at least one GPU class.';
+    if (p.init_image !== undefined && !(p.denoising_strength >= 0 && p.denoising_strength <= 1)) errs.denoising_strength = 'From 0 to 1.';
     return errs;
   }
 
@@ -366,6 +382,54 @@
     const n = codePoints(el.prompt.value);
     el.promptCount.textContent = n ? `${n} / ${state.limits.max_prompt}` : '';
     el.promptCount.classList.toggle('over', n > state.limits.max_prompt);
+  }
+
+  /* ---------- "Start from an image" (img2img) ---------- */
+
+  // The same checks as the gateway's (type by the file's MIME type here, by
+  // its bytes there; size decoded), before reading the file at all.
+  function setInitImage(file) {
+    clearFieldError('init_image');
+    const L = state.limits;
+    const types = L.init_image_types || INIT_TYPES;
+    if (!types.includes(file.type)) {
+      removeInitImage();
+      setFieldError('init_image', 'Choose a PNG, JPEG or WebP image.');
+      return;
+    }
+    if (file.size > L.max_init_image_bytes) {
+      removeInitImage();
+      setFieldError('init_image', `At most ${(L.max_init_image_bytes / 1048576).toFixed(0)} MiB (this one is ${(file.size / 1048576).toFixed(1)} MiB).`);
+      return;
+    }
+    const reader = new FileReader();
+    reader.onload = () => {
+      const dataUrl = String(reader.result);
+      if (!dataUrl.startsWith('data:' + file.type + ';base64,')) {
+        setFieldError('init_image', 'The image could not be read.');
+        return;
+      }
+      state.initImage = { dataUrl, name: file.name, size: file.size };
+      el.initPreview.src = dataUrl;
+      el.initName.textContent = `${file.name} (${(file.size / 1024).toFixed(0)} KiB)`;
+      el.initChosen.hidden = false;
+      el.strengthField.hidden = false;
+      announce('Image chosen: the new image starts from ' + file.name);
+    };
+    reader.onerror = () => setFieldError('init_image', 'The image could not be read.');
+    reader.readAsDataURL(file);
+  }
+
+  function removeInitImage() {
+    const had = state.initImage !== null;
+    state.initImage = null;
+    el.initInput.value = '';
+    el.initPreview.removeAttribute('src');
+    el.initName.textContent = '';
+    el.initChosen.hidden = true;
+    el.strengthField.hidden = true;
+    clearFieldError('denoising_strength');
+    if (had) announce('Image removed: the new image starts from noise');
   }
 
   /* ---------- jobs ---------- */
@@ -393,7 +457,9 @@
     }
     const id = 'j' + Date.now().toString(36) + '-' + (++state.seq);
     const msg = Object.assign({ type: 'generate', id }, p);
-    const job = createJob(id, p);
+    const params = Object.assign({}, p, { img2img: p.init_image !== undefined });
+    delete params.init_image;   // the card needs no copy of the image
+    const job = createJob(id, params);
     try {
       state.ws.send(JSON.stringify(msg));
       setStatus('');
@@ -418,6 +484,8 @@
       },
     };
     card.dataset.jobId = id;
+    card.dataset.mode = params.img2img ? 'img2img' : 'txt2img';
+    q('job-mode').hidden = !params.img2img;
     card.setAttribute('aria-label', 'Job: ' + params.prompt.slice(0, 80));
     q('job-prompt').textContent = params.prompt;
     q('job-prompt').title = params.prompt;
@@ -693,6 +761,20 @@
     const v = Number(el.refiner.value);
     el.refinerValue.textContent = v > 0 ? `at ${Math.round(v * 100)}% of steps` : 'off';
   });
+  el.initInput.addEventListener('change', () => {
+    const f = el.initInput.files && el.initInput.files[0];
+    if (f) setInitImage(f); else removeInitImage();
+  });
+  el.initRemove.addEventListener('click', () => { removeInitImage(); el.initInput.focus(); });
+  el.dropZone.addEventListener('dragover', (e) => { e.preventDefault(); el.dropZone.classList.add('over'); });
+  el.dropZone.addEventListener('dragleave', () => el.dropZone.classList.remove('over'));
+  el.dropZone.addEventListener('drop', (e) => {
+    e.preventDefault();
+    el.dropZone.classList.remove('over');
+    const f = e.dataTransfer && e.dataTransfer.files && e.dataTransfer.files[0];
+    if (f) setInitImage(f);
+  });
+  el.strength.addEventListener('input', () => { el.strengthValue.textContent = Number(el.strength.value).toFixed(2); });
   $('#seed-random').addEventListener('click', () => { el.seed.value = -1; clearFieldError('seed'); });
   el.reconnect.addEventListener('click', () => { state.retry = 0; connect(); });
   $('#viewer-close').addEventListener('click', () => el.viewer.close());

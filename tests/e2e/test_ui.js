@@ -11,7 +11,10 @@
 // direct render of the same request (the `generate` frame the page sent,
 // POSTed straight to the backend's /sdapi/v1/txt2img; both PNGs decoded here
 // with zlib, and the <img>'s own pixels read back through a canvas); then it
-// triggers
+// starts from an image ("Start from an image": a text file and a 8 MiB + 1
+// PNG are refused by the page itself, the first job's PNG is taken, shown,
+// removed and taken again; the img2img card is done with an image of the
+// asked size, and the generate frame carried the data: URL); then it triggers
 // validation errors the page catches itself (steps out of range) and ones
 // only the gateway can judge (the work rate limit; steps past the gateway's
 // limit when the page was told a looser one), and saves a screenshot under
@@ -281,6 +284,56 @@ async function main() {
     check('the gateway\'s refusal is shown on the card (rate limit in megapixel-steps)',
       /megapixel-steps/.test(errText || ''), errText);
     await page.screenshot({ path: path.join(OUT, 'test_ui-server-error.png'), fullPage: true });
+
+    // ---- img2img: "Start from an image"
+    check('the strength slider is hidden without an image', await page.isHidden('#strength-field'));
+    const initErr = async (file, re, name) => {
+      await page.setInputFiles('#init-image', file);
+      await page.waitForFunction(() => (document.querySelector('[data-testid=field-error-init_image]') || {}).textContent,
+        null, { timeout: 5000 });
+      const t = await page.textContent('[data-testid=field-error-init_image]');
+      check(`${name} → an error under "Start from an image", no image chosen`, re.test(t || '')
+        && await page.isHidden('#init-chosen') && await page.isHidden('#strength-field'), t);
+    };
+    await initErr({ name: 'notes.txt', mimeType: 'text/plain', buffer: Buffer.from('not an image') },
+      /PNG, JPEG or WebP/, 'a text file');
+    const huge = Buffer.alloc((8 << 20) + 1);
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]).copy(huge);
+    await initErr({ name: 'huge.png', mimeType: 'image/png', buffer: huge }, /At most 8 MiB/, 'a PNG of 8 MiB + 1 byte');
+    const initPng = Buffer.from(r.json.images[0], 'base64');
+    const chooseInit = async () => {
+      await page.setInputFiles('#init-image', { name: 'start.png', mimeType: 'image/png', buffer: initPng });
+      await page.waitForSelector('#init-chosen:not([hidden])', { timeout: 5000 });
+    };
+    await chooseInit();
+    const preview = await page.getAttribute('#init-preview', 'src');
+    check('the chosen image is previewed (a data: URL) and the strength slider shows',
+      (preview || '').startsWith('data:image/png;base64,') && await page.isVisible('#strength-field')
+      && !(await page.textContent('[data-testid=field-error-init_image]')), (preview || '').slice(0, 40));
+    await page.click('#init-remove');
+    check('Remove image hides the preview and the slider and returns focus to the file input',
+      await page.isHidden('#init-chosen') && await page.isHidden('#strength-field')
+      && await page.evaluate(() => document.activeElement && document.activeElement.id === 'init-image'));
+    await chooseInit();
+    await page.fill('#strength', '0.5');
+    await page.fill('#steps', '6');
+    await page.selectOption('#width', '128');
+    await page.selectOption('#height', '96');
+    await page.selectOption('#prefer', 'fastest');
+    await page.click('#generate');
+    await page.waitForSelector('[data-testid=job-card][data-mode=img2img][data-state=done]', { timeout: 60000 });
+    const i2i = page.locator('[data-testid=job-card][data-mode=img2img]').first();
+    const i2iDims = await i2i.locator('[data-testid=job-image]').evaluate((el) => ({ w: el.naturalWidth,
+      h: el.naturalHeight, hidden: el.hidden }));
+    check('the img2img card is done, marked img2img, with a 128x96 image',
+      (await i2i.locator('[data-testid=job-mode]').isVisible()) && i2iDims.w === 128 && i2iDims.h === 96
+      && !i2iDims.hidden, i2iDims);
+    const i2iGen = framesSent.filter((m) => m && m.type === 'generate').pop() || {};
+    check('the page sent the image as a data: URL with denoising_strength 0.5',
+      (i2iGen.init_image || '').startsWith('data:image/png;base64,')
+      && Buffer.from(i2iGen.init_image.split(',')[1], 'base64').equals(initPng) && i2iGen.denoising_strength === 0.5,
+      { init_image: (i2iGen.init_image || '').slice(0, 40), denoising_strength: i2iGen.denoising_strength });
+    await page.screenshot({ path: path.join(OUT, 'test_ui-img2img.png'), fullPage: true });
 
     // ---- the gateway is the authority: a page told a looser limit gets the gateway's field error
     const page2 = await browser.newPage();

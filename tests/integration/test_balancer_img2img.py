@@ -5,6 +5,11 @@ the same body (the seed fixed once), hires fix at 2x, the job log keeping no
 init image, and bad input (non-image base64, an oversized image, wrong
 types, a mask, bodies past each route's bound) answered in A1111's shape
 with nothing lost: the balancer and its backend still run jobs after it.
+The jobs API (POST /v1/jobs, what the gateway uses) takes img2img too: the
+same image as the façade for the same body, the same bounds (a txt2img body
+keeps 1 MiB), and a queued img2img job ends with balancer_restarted after a
+restart (its init image is not in the SQLite file) instead of running as a
+txt2img.
 Contract: ../../docs/a1111-facade.md "img2img and hires fix"."""
 
 import base64
@@ -112,7 +117,51 @@ def main():
     r = t.request("POST", bal.url + "/sdapi/v1/img2img", json_body=body)
     t.check("after all that the façade still runs img2img", r.status == 200, t.describe(r))
     t.check("and the balancer answers /healthz", t.request("GET", bal.url + "/healthz").status == 200)
-    check_img2img_bound(good)
+    check_jobs_api(bal, body, good)
+    slow = check_img2img_bound(good)
+    check_restart(slow, good)
+
+
+def check_jobs_api(bal, body, good):
+    """POST /v1/jobs with init_images: an img2img job, the façade's image for
+    the same body; bad input in sdgate's shape naming the field; the bounds."""
+    facade = t.request("POST", bal.url + "/sdapi/v1/img2img", json_body=body)
+    r = t.submit_job(bal.url, body)
+    jid = r.json.get("id") if r.status == 202 and isinstance(r.json, dict) else None
+    t.check("jobs API: POST /v1/jobs with init_images answers 202", jid is not None, t.describe(r))
+    d = t.wait_job(bal.url, jid, timeout=60) if jid else None
+    t.check("jobs API: the img2img job is done", d is not None and d.get("status") == "done", d)
+    imgs = t.job_images(bal.url, d) if d and d.get("status") == "done" else None
+    if imgs:
+        im = t.decode_png(imgs[0])
+        print("# jobs API img2img: %dx%d, %d bytes" % (im.width, im.height, len(imgs[0])))
+        t.check("jobs API: the image is 64x96", (im.width, im.height) == (64, 96), (im.width, im.height))
+        t.check("jobs API: the same pixels as the façade's img2img for the same body (an img2img, not a txt2img)",
+                facade.status == 200 and t.decode_png(t.images_of(facade)[0]).pixels == im.pixels,
+                t.describe(facade))
+    cases = [
+        ("base64 text, not an image", dict(good, init_images=[b64(b"just some text, long enough")]), 422,
+         "init_images.0"),
+        ("a 9 MiB image", dict(good, init_images=[b64(b"\x89PNG\r\n\x1a\n" + b"\x00" * (9 << 20))]), 422,
+         "init_images.0"),
+        ("denoising_strength 2", dict(good, denoising_strength=2), 422, "denoising_strength"),
+        ("resize_mode \"x\"", dict(good, resize_mode="x"), 422, "resize_mode"),
+    ]
+    for name, b, status, field in cases:
+        r = t.submit_job(bal.url, b, timeout=60)
+        field_got = ((r.json or {}).get("error") or {}).get("field") if r.is_json else None
+        t.check("jobs API img2img, %s: %d naming %s (sdgate's shape)" % (name, status, field),
+                t.is_sdgate_error(r, status) and field_got == field, t.describe(r))
+    big = b"{\"prompt\": \"" + b"a" * (2 << 20) + b"\"}"
+    r = t.request("POST", bal.url + "/v1/jobs", raw_body=big, headers={"Content-Type": "application/json"})
+    t.check("jobs API: a 2 MiB txt2img body is still 413 (only img2img bodies may be larger)",
+            t.is_sdgate_error(r, 413, "body_too_large"), t.describe(r))
+    r = t.request("POST", bal.url + "/v1/jobs", raw_body=b"{\"prompt\": \"" + b"a" * (48 << 20) + b"\"}",
+                  headers={"Content-Type": "application/json"})
+    t.check("jobs API: a body over 48 MiB: 413", r.status == 413 and r.is_json, t.describe(r))
+    r = t.request("POST", bal.url + "/v1/backends", raw_body=b"{\"url\": \"" + b"a" * (2 << 20) + b"\"}",
+                  headers={"Content-Type": "application/json"})
+    t.check("another route keeps 1 MiB: POST /v1/backends with 2 MiB is 413", r.status == 413, t.describe(r))
 
 
 def check_img2img_bound(good):
@@ -140,6 +189,38 @@ def check_img2img_bound(good):
     r = t.request("POST", bal.url + "/sdapi/v1/txt2img", json_body=t.small_job(steps=1), timeout=90)
     t.check("a txt2img is not bound by it: 200 once the cancelled img2img are drained", r.status == 200,
             t.describe(r))
+    return slow
+
+
+def check_restart(slow, good):
+    """A queued jobs-API img2img when the balancer restarts: failed with
+    balancer_restarted (its init image was never stored), not run as a
+    txt2img; a queued txt2img beside it runs."""
+    bal = t.start_balancer("--backend", t.static_backend_arg(slow.url, provider="slow-prov"), name="balancer-3")
+    db, port = bal.db, bal.port
+    t.check("the slow backend is idle for balancer-3", t.wait_idle_backends(bal.url, 1), t.board(bal.url))
+    first = t.submit_job(bal.url, t.small_job(steps=8, seed=1))
+    img = t.submit_job(bal.url, dict(good, steps=2, seed=2))
+    txt = t.submit_job(bal.url, t.small_job(steps=1, seed=3))
+    ids = [r.json.get("id") if r.status == 202 and isinstance(r.json, dict) else None for r in (first, img, txt)]
+    t.check("three jobs accepted (a long txt2img, then an img2img and a txt2img queued)", all(ids),
+            [t.describe(r) for r in (first, img, txt)])
+    if not all(ids):
+        return
+    d = t.get_job(bal.url, ids[1])
+    t.check("the img2img is unfinished before the restart", d and d.get("status") in ("queued", "running"), d)
+    t.wait_until(lambda: stored_doc(db, ids[2]), timeout=10)
+    bal.kill()
+    bal = t.start_balancer("--backend", t.static_backend_arg(slow.url, provider="slow-prov"), name="balancer-3b",
+                           db=db, port=port)
+    d = t.wait_job(bal.url, ids[1], timeout=60)
+    err = (d or {}).get("error") or {}
+    print("# queued img2img after a restart: %s %s" % ((d or {}).get("status"), err))
+    t.check("after a restart the queued img2img failed with balancer_restarted (not run as a txt2img)",
+            d is not None and d.get("status") == "failed" and err.get("code") == "balancer_restarted"
+            and "init image" in str(err.get("message")), d)
+    d = t.wait_job(bal.url, ids[2], timeout=90)
+    t.check("the queued txt2img beside it still runs after the restart", d and d.get("status") == "done", d)
 
 
 if __name__ == "__main__":

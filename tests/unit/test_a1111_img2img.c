@@ -2,7 +2,9 @@
  * init_images as base64 with or without a data: URL prefix, PNG/JPEG/WebP
  * told by their magic bytes, non-image base64, bad base64, too many images,
  * too large decoded, missing init_images (A1111's 404), denoising_strength,
- * resize_mode and mask (accepted, and reported unsupported). */
+ * resize_mode and mask (accepted, and reported unsupported); A1111_EITHER
+ * (the jobs API's kind) read as img2img only with init_images, and the kind
+ * it was read as kept on a rejection. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -166,9 +168,44 @@ static void test_missing_init_images(void **state)
 	json_decref(reply);
 }
 
+static void test_either(void **state)
+{
+	(void)state;
+	char *png = image_b64("\x89PNG\r\n\x1a\n", 8, 100);
+	const char *images[] = {png};
+	struct a1111_request r;
+	int status;
+	json_t *reply = NULL;
+	char *body = body_with(images, 1, "{\"denoising_strength\": 0.4}");
+	assert_int_equal(a1111_parse(A1111_EITHER, body, strlen(body), &A1111_NATIVE, &r, &status, &reply), A1111_OK);
+	assert_int_equal(r.kind, A1111_IMG2IMG);
+	assert_int_equal(r.init_image_count, 1);
+	a1111_request_free(&r);
+	free(body);
+	static const char txt[] = "{\"prompt\": \"a cat\", \"init_images\": null}";
+	assert_int_equal(a1111_parse(A1111_EITHER, txt, strlen(txt), &A1111_NATIVE, &r, &status, &reply), A1111_OK);
+	assert_int_equal(r.kind, A1111_TXT2IMG);
+	a1111_request_free(&r);
+	/* rejected: the kind it was read as stays */
+	body = body_with(images, 1, "{\"steps\": 0}");
+	assert_int_equal(a1111_parse(A1111_EITHER, body, strlen(body), &A1111_NATIVE, &r, &status, &reply),
+			 A1111_REJECTED);
+	assert_int_equal(r.kind, A1111_IMG2IMG);
+	json_decref(reply);
+	reply = NULL;
+	static const char bad[] = "{\"prompt\": \"a cat\", \"steps\": 0}";
+	assert_int_equal(a1111_parse(A1111_EITHER, bad, strlen(bad), &A1111_NATIVE, &r, &status, &reply),
+			 A1111_REJECTED);
+	assert_int_equal(r.kind, A1111_TXT2IMG);
+	json_decref(reply);
+	free(body);
+	free(png);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_either),
 		cmocka_unit_test(test_image_types),
 		cmocka_unit_test(test_bad_images),
 		cmocka_unit_test(test_missing_init_images),

@@ -1,6 +1,7 @@
 /* Unit tests of gateway/validate.c and gateway/ratelimit.c: UTF-8 edge
  * cases, each message-level and field-level error with its code and field,
- * the balancer body and work of a valid generate, the welcome's sampler
+ * the balancer body and work of a valid generate (an init_image makes it an
+ * img2img: A1111's init_images), the welcome's sampler
  * names, and the work token bucket (burst, refill, never-fits, refund,
  * bounded table). */
 #include <setjmp.h>
@@ -18,6 +19,7 @@
 
 static const struct gw_config CFG = {
 	.max_message = 65536,
+	.max_image_message = 12 << 20,
 	.max_prompt = 2000,
 	.max_jobs_per_connection = 4,
 	.rate_burst = 640,
@@ -120,6 +122,23 @@ static void test_generate_errors(void **state)
 	expect(GEN(",\"prefer\":null"), "", NULL);
 	expect(GEN(",\"prefer\":\"slowest\""), "invalid", "prefer");
 	expect(GEN(",\"prefer\":1"), "invalid", "prefer");
+	/* init_image: bare base64 or a data: URL of a PNG, JPEG or WebP (magic bytes) */
+#define PNG_B64 "iVBORw0KGgoAAAANSUhEUgAAAEAAAABA"
+	expect(GEN(",\"init_image\":\"" PNG_B64 "\""), "", NULL);
+	expect(GEN(",\"init_image\":\"data:image/png;base64," PNG_B64
+		   "\",\"denoising_strength\":0.3,\"resize_mode\":2"),
+	       "", NULL);
+	expect(GEN(",\"init_image\":\"data:image/webp;base64," PNG_B64 "\""), "", NULL); /* the bytes decide */
+	expect(GEN(",\"init_image\":\"data:text/html;base64," PNG_B64 "\""), "bad_image", "init_image");
+	expect(GEN(",\"init_image\":\"data:image/png," PNG_B64 "\""), "bad_image", "init_image");
+	expect(GEN(",\"init_image\":\"aGVsbG8gd29ybGQsIGhlbGxvIQ==\""), "bad_image", "init_image");
+	expect(GEN(",\"init_image\":\"not base64 at all!\""), "bad_image", "init_image");
+	expect(GEN(",\"init_image\":\"\""), "bad_image", "init_image");
+	expect(GEN(",\"init_image\":[\"" PNG_B64 "\"]"), "invalid", "init_image");
+	expect(GEN(",\"init_image\":\"" PNG_B64 "\",\"denoising_strength\":\"0.5\""), "invalid", "denoising_strength");
+	expect(GEN(",\"init_image\":\"" PNG_B64 "\",\"denoising_strength\":1.01"), "invalid", "denoising_strength");
+	expect(GEN(",\"init_image\":\"" PNG_B64 "\",\"resize_mode\":4"), "invalid", "resize_mode");
+	expect(GEN(",\"init_image\":\"" PNG_B64 "\",\"resize_mode\":0.5"), "invalid", "resize_mode");
 	/* the id is echoed on field errors */
 	struct gw_request r;
 	struct gw_error e;
@@ -158,6 +177,36 @@ static void test_generate_body(void **state)
 	assert_string_equal(check(GEN(",\"prefer\":\"cheapest\""), NULL, &r, &e), "");
 	assert_string_equal(json_string_value(json_object_get(r.body, "prefer")), "cheapest");
 	validate_request_free(&r);
+	/* an init_image: the balancer's img2img body, bare base64 */
+	assert_string_equal(
+		check(GEN(",\"init_image\":\"data:image/png;base64," PNG_B64 "\",\"denoising_strength\":0.4"), NULL, &r,
+		      &e),
+		"");
+	assert_true(r.img2img);
+	assert_string_equal(json_string_value(json_array_get(json_object_get(r.body, "init_images"), 0)), PNG_B64);
+	assert_true(fabs(json_number_value(json_object_get(r.body, "denoising_strength")) - 0.4) < 1e-9);
+	assert_null(json_object_get(r.body, "init_image"));
+	validate_request_free(&r);
+	/* denoising_strength and resize_mode go only with an image */
+	assert_string_equal(check(GEN(",\"denoising_strength\":0.4,\"resize_mode\":1"), NULL, &r, &e), "");
+	assert_false(r.img2img);
+	assert_null(json_object_get(r.body, "denoising_strength"));
+	assert_null(json_object_get(r.body, "resize_mode"));
+	validate_request_free(&r);
+	/* past max_message only a generate with an init_image */
+	size_t n = 100001; /* with the 11 characters before: a multiple of 4 */
+	char *big = malloc(n + 200);
+	int k = snprintf(big, n + 200, "{\"type\":\"hello\",\"pad\":\"");
+	memset(big + k, 'x', n);
+	strcpy(big + k + n, "\"}");
+	assert_string_equal(check(big, NULL, &r, &e), "too_large");
+	k = snprintf(big, n + 200, "{\"type\":\"generate\",\"id\":\"j\",\"prompt\":\"p\",\"init_image\":\"iVBORw0KGgo");
+	memset(big + k, 'A', n);
+	strcpy(big + k + n, "\"}");
+	assert_string_equal(check(big, NULL, &r, &e), "");
+	assert_true(r.img2img);
+	validate_request_free(&r);
+	free(big);
 	/* defaults: A1111's 50 steps at 512x512 */
 	assert_string_equal(check("{\"type\":\"generate\",\"id\":\"j\",\"prompt\":\"p\"}", NULL, &r, &e), "");
 	assert_true(fabs(r.work - 50.0 * 512 * 512 / 1e6) < 1e-9);

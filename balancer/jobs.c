@@ -568,7 +568,7 @@ static void load_one(json_t *doc, int has_images, void *user)
 					   "The balancer restarted while the client was waiting");
 		} else if (json_object_get(request, "init_images_omitted")) {
 			j->status = JOB_RUNNING;
-			jobs_finish_failed(b, j, "balancer_restarted",
+			jobs_finish_failed(b, j, SDE_BALANCER_RESTARTED,
 					   "The balancer restarted before this img2img job ran; its init image is "
 					   "not kept across a restart: submit it again");
 		} else {

@@ -277,7 +277,7 @@ static struct job *intake(struct balancer *b, h2o_req_t *req, enum a1111_kind ki
 	if (kind != A1111_IMG2IMG && len > BAL_MAX_BODY) { /* the route's bound is for img2img bodies only */
 		json_decref(reply);
 		a1111_request_free(&r);
-		set_error(e, sd_error_status(SDE_BODY_TOO_LARGE), sd_error_code(SDE_BODY_TOO_LARGE), NULL,
+		set_error(e, SDE_BODY_TOO_LARGE, NULL,
 			  "Request body too large: only an img2img body (init_images) may exceed 1 MiB");
 		return NULL;
 	}

@@ -18,6 +18,8 @@
  * bc_take_events (a mutex-protected queue each way); everything else runs on
  * this module's thread, which owns every job and every curl handle. */
 #include "gateway.h"
+
+#include "error.h"
 #include "sse_parse.h"
 
 #include "b64.h"
@@ -195,7 +197,7 @@ static void emit_error(struct bc *bc, struct job *j, const char *code, const cha
 	json_t *m = json_pack("{s:s,s:s,s:s}", "type", "error", "code", code, "message", message);
 	if (field && *field)
 		json_object_set_new(m, "field", json_string(field));
-	enum bc_outcome o = !strcmp(code, "cancelled") ? BC_CANCELLED : BC_FAILED;
+	enum bc_outcome o = !strcmp(code, sd_error_code(SDE_CANCELLED)) ? BC_CANCELLED : BC_FAILED;
 	metrics_inc(o == BC_CANCELLED ? GW_C_JOBS_CANCELLED : GW_C_JOBS_FAILED);
 	j->final = 1;
 	emit_job(bc, j, m, o, 0, rejected);
@@ -415,7 +417,7 @@ static void job_submit(struct bc *bc, struct job *j)
 	if (j->x)
 		j->x->job = j;
 	else
-		emit_error(bc, j, "internal", "could not start the request to the balancer", NULL, 1);
+		emit_error(bc, j, sd_error_code(SDE_INTERNAL), "could not start the request to the balancer", NULL, 1);
 	metrics_inc(GW_C_JOBS_SUBMITTED);
 }
 
@@ -428,7 +430,7 @@ static void job_stream(struct bc *bc, struct job *j)
 	if (j->x)
 		j->x->job = j;
 	else
-		emit_error(bc, j, "internal", "could not open the job's event stream", NULL, 0);
+		emit_error(bc, j, sd_error_code(SDE_INTERNAL), "could not open the job's event stream", NULL, 0);
 }
 
 static const char *str_or(const json_t *o, const char *key, const char *dflt)
@@ -535,9 +537,10 @@ static void on_sse_event(struct xfer *x, const char *name, const char *data, siz
 		stream_stop(x); /* the stream ends here; the image is fetched once it has */
 	} else if (!strcmp(name, "failed")) {
 		json_t *e = json_object_get(d, "error");
-		emit_error(bc, j, str_or(e, "code", "failed"), str_or(e, "message", "the job failed"), NULL, 0);
+		emit_error(bc, j, str_or(e, "code", sd_error_code(SDE_FAILED)), str_or(e, "message", "the job failed"),
+			   NULL, 0);
 	} else if (!strcmp(name, "cancelled")) {
-		emit_error(bc, j, "cancelled", "cancelled", NULL, 0);
+		emit_error(bc, j, sd_error_code(SDE_CANCELLED), "cancelled", NULL, 0);
 	}
 	json_decref(d);
 	if (j->final)
@@ -597,8 +600,8 @@ static void on_submit_done(struct bc *bc, struct xfer *x, CURLcode rc)
 			j->submits = 0; /* every balancer may be tried again */
 			return;
 		}
-		emit_error(bc, j, "balancer_unreachable", "no balancer could be reached; try again in a moment", NULL,
-			   1);
+		emit_error(bc, j, sd_error_code(SDE_BALANCER_UNREACHABLE),
+			   "no balancer could be reached; try again in a moment", NULL, 1);
 		job_free(bc, j);
 		return;
 	}
@@ -633,8 +636,10 @@ static void on_submit_done(struct bc *bc, struct xfer *x, CURLcode rc)
 	else
 		snprintf(msg, sizeof msg, "%s", str_or(e, "message", "refused by the balancer"));
 	if (!j->detached)
-		emit_error(bc, j, json_is_object(e) ? str_or(e, "code", "refused") : "balancer_error", msg,
-			   json_is_object(e) ? str_or(e, "field", NULL) : NULL, 1);
+		emit_error(bc, j,
+			   json_is_object(e) ? str_or(e, "code", sd_error_code(SDE_REFUSED))
+					     : sd_error_code(SDE_BALANCER_ERROR),
+			   msg, json_is_object(e) ? str_or(e, "field", NULL) : NULL, 1);
 	json_decref(r);
 	xfer_free(bc, x);
 	job_free(bc, j);
@@ -648,7 +653,7 @@ static void job_fetch_image(struct bc *bc, struct job *j)
 		j->x->job = j;
 		j->x->resp_max = GW_MAX_IMAGE;
 	} else {
-		emit_error(bc, j, "internal", "could not fetch the job's image", NULL, 0);
+		emit_error(bc, j, sd_error_code(SDE_INTERNAL), "could not fetch the job's image", NULL, 0);
 	}
 }
 
@@ -658,7 +663,8 @@ static void on_stream_done(struct bc *bc, struct xfer *x, CURLcode rc)
 	j->x = NULL;
 	if (!j->final && x->stop && !j->done_msg) {
 		xfer_free(bc, x);
-		emit_error(bc, j, "no_image", "the balancer reported the job done without an image", NULL, 0);
+		emit_error(bc, j, sd_error_code(SDE_NO_IMAGE), "the balancer reported the job done without an image",
+			   NULL, 0);
 		job_free(bc, j);
 		return;
 	}
@@ -680,14 +686,14 @@ static void on_stream_done(struct bc *bc, struct xfer *x, CURLcode rc)
 	if (x->overflow) {
 		xfer_free(bc, x);
 		send_delete(bc, j);
-		emit_error(bc, j, "balancer_error", "the balancer sent an event larger than the gateway accepts", NULL,
-			   0);
+		emit_error(bc, j, sd_error_code(SDE_BALANCER_ERROR),
+			   "the balancer sent an event larger than the gateway accepts", NULL, 0);
 		job_free(bc, j);
 		return;
 	}
 	if (status == 404) {
 		xfer_free(bc, x);
-		emit_error(bc, j, "lost", "the balancer no longer knows this job", NULL, 0);
+		emit_error(bc, j, sd_error_code(SDE_LOST), "the balancer no longer knows this job", NULL, 0);
 		job_free(bc, j);
 		return;
 	}
@@ -706,7 +712,7 @@ static void on_stream_done(struct bc *bc, struct xfer *x, CURLcode rc)
 	/* Its balancer stayed away: another one runs it from scratch. */
 	if (!j->cancel_requested && job_failover(bc, j) == 0)
 		return;
-	emit_error(bc, j, "balancer_lost", "lost contact with the balancer running this job", NULL, 0);
+	emit_error(bc, j, sd_error_code(SDE_BALANCER_LOST), "lost contact with the balancer running this job", NULL, 0);
 	job_free(bc, j);
 }
 
@@ -739,7 +745,7 @@ static void on_image_done(struct bc *bc, struct xfer *x, CURLcode rc)
 			 : rc        ? curl_easy_strerror(rc)
 				     : "ok",
 			 ctype ? ctype : "none");
-		emit_error(bc, j, "no_image",
+		emit_error(bc, j, sd_error_code(SDE_NO_IMAGE),
 			   status == 410 ? "the job's image is no longer kept" : "the job's image could not be fetched",
 			   NULL, 0);
 	} else {
@@ -895,7 +901,7 @@ static void run_command(struct bc *bc, struct cmd *c)
 			continue;             /* the 202 handler sends the DELETE */
 		if (j->state == J_RESUBMIT) { /* no balancer has it: nothing to delete */
 			if (c->kind == CMD_CANCEL)
-				emit_error(bc, j, "cancelled", "cancelled", NULL, 0);
+				emit_error(bc, j, sd_error_code(SDE_CANCELLED), "cancelled", NULL, 0);
 			job_free(bc, j);
 			continue;
 		}

@@ -16,6 +16,8 @@
  * thread; the worker only inside this file; they meet under one mutex. */
 #include "gateway.h"
 
+#include "error.h"
+
 #include <pthread.h>
 #include <stdlib.h>
 
@@ -79,7 +81,7 @@ static void *run(void *arg)
 			r->conn = conn;
 			r->held = held;
 			r->rc = -1;
-			validate_error_set(&r->err, NULL, "internal", NULL, "out of memory");
+			validate_error_set(&r->err, NULL, sd_error_code(SDE_INTERNAL), NULL, "out of memory");
 		}
 		*o->done_tail = r;
 		o->done_tail = &r->next;

@@ -13,6 +13,8 @@
  * Pure functions; service thread. */
 #include "gateway.h"
 
+#include "error.h"
+
 #include "utf8.h"
 
 #include "a1111.h"
@@ -69,18 +71,19 @@ static int check_id(const json_t *msg, char *out, struct gw_error *err)
 {
 	json_t *v = json_object_get(msg, "id");
 	if (!v || !json_is_string(v)) {
-		validate_error_set(err, NULL, "invalid", "id", "id: a string is required");
+		validate_error_set(err, NULL, sd_error_code(SDE_INVALID), "id", "id: a string is required");
 		return -1;
 	}
 	const char *s = json_string_value(v);
 	size_t n = json_string_length(v);
 	if (n == 0 || n > GW_MAX_ID) {
-		validate_error_set(err, NULL, "invalid", "id", "id: 1 to %d characters", GW_MAX_ID);
+		validate_error_set(err, NULL, sd_error_code(SDE_INVALID), "id", "id: 1 to %d characters", GW_MAX_ID);
 		return -1;
 	}
 	for (size_t i = 0; i < n; i++) {
 		if (s[i] < 0x21 || s[i] > 0x7e) {
-			validate_error_set(err, NULL, "invalid", "id", "id: printable ASCII characters only");
+			validate_error_set(err, NULL, sd_error_code(SDE_INVALID), "id",
+					   "id: printable ASCII characters only");
 			return -1;
 		}
 	}
@@ -94,25 +97,27 @@ static int check_prompt(const json_t *msg, const char *field, long max, int requ
 	json_t *v = json_object_get(msg, field);
 	if (!v || json_is_null(v)) {
 		if (required)
-			validate_error_set(err, id, "invalid", field, "%s: write a prompt", field);
+			validate_error_set(err, id, sd_error_code(SDE_INVALID), field, "%s: write a prompt", field);
 		return required ? -1 : 0;
 	}
 	if (!json_is_string(v)) {
-		validate_error_set(err, id, "invalid", field, "%s: must be a string", field);
+		validate_error_set(err, id, sd_error_code(SDE_INVALID), field, "%s: must be a string", field);
 		return -1;
 	}
 	const char *s = json_string_value(v);
 	if (strlen(s) != json_string_length(v)) {
-		validate_error_set(err, id, "invalid", field, "%s: must not contain NUL characters", field);
+		validate_error_set(err, id, sd_error_code(SDE_INVALID), field, "%s: must not contain NUL characters",
+				   field);
 		return -1;
 	}
 	size_t n = code_points(s);
 	if ((long)n > max) {
-		validate_error_set(err, id, "invalid", field, "%s: at most %ld characters (got %zu)", field, max, n);
+		validate_error_set(err, id, sd_error_code(SDE_INVALID), field, "%s: at most %ld characters (got %zu)",
+				   field, max, n);
 		return -1;
 	}
 	if (required && s[strspn(s, " \t\r\n")] == '\0') {
-		validate_error_set(err, id, "invalid", field, "%s: write a prompt", field);
+		validate_error_set(err, id, sd_error_code(SDE_INVALID), field, "%s: write a prompt", field);
 		return -1;
 	}
 	return 0;
@@ -136,12 +141,14 @@ static int check_number_types(const json_t *msg, const char *id, struct gw_error
 	for (size_t i = 0; i < sizeof NUMBERS / sizeof NUMBERS[0]; i++) {
 		json_t *v = json_object_get(msg, NUMBERS[i]);
 		if (v && !json_is_null(v) && !json_is_number(v)) {
-			validate_error_set(err, id, "invalid", NUMBERS[i], "%s: must be a number", NUMBERS[i]);
+			validate_error_set(err, id, sd_error_code(SDE_INVALID), NUMBERS[i], "%s: must be a number",
+					   NUMBERS[i]);
 			return -1;
 		}
 		double d = json_number_value(v);
 		if (i < WHOLE && json_is_real(v) && d != floor(d)) {
-			validate_error_set(err, id, "invalid", NUMBERS[i], "%s: must be a whole number", NUMBERS[i]);
+			validate_error_set(err, id, sd_error_code(SDE_INVALID), NUMBERS[i],
+					   "%s: must be a whole number", NUMBERS[i]);
 			return -1;
 		}
 	}
@@ -149,13 +156,14 @@ static int check_number_types(const json_t *msg, const char *id, struct gw_error
 	for (size_t i = 0; i < 2; i++) {
 		json_t *v = json_object_get(msg, STRINGS[i]);
 		if (v && !json_is_null(v) && !json_is_string(v)) {
-			validate_error_set(err, id, "invalid", STRINGS[i], "%s: must be a string", STRINGS[i]);
+			validate_error_set(err, id, sd_error_code(SDE_INVALID), STRINGS[i], "%s: must be a string",
+					   STRINGS[i]);
 			return -1;
 		}
 	}
 	json_t *r = json_object_get(msg, "refiner_switch_at");
 	if (r && json_is_number(r) && !(json_number_value(r) > 0)) {
-		validate_error_set(err, id, "invalid", "refiner_switch_at",
+		validate_error_set(err, id, sd_error_code(SDE_INVALID), "refiner_switch_at",
 				   "refiner_switch_at: greater than 0 and at most 1 (leave it out for no refiner)");
 		return -1;
 	}
@@ -181,11 +189,13 @@ static int check_gpus(const json_t *msg, const json_t *known, const char *id, js
 	if (!g || json_is_null(g))
 		return 0;
 	if (!json_is_array(g)) {
-		validate_error_set(err, id, "invalid", "gpus", "gpus: a list of GPU classes (empty = any)");
+		validate_error_set(err, id, sd_error_code(SDE_INVALID), "gpus",
+				   "gpus: a list of GPU classes (empty = any)");
 		return -1;
 	}
 	if (json_array_size(g) > GW_MAX_GPUS) {
-		validate_error_set(err, id, "invalid", "gpus", "gpus: at most %d classes", GW_MAX_GPUS);
+		validate_error_set(err, id, sd_error_code(SDE_INVALID), "gpus", "gpus: at most %d classes",
+				   GW_MAX_GPUS);
 		return -1;
 	}
 	json_t *out = json_array();
@@ -198,7 +208,7 @@ static int check_gpus(const json_t *msg, const json_t *known, const char *id, js
 		if (!s || n == 0 || n > GW_MAX_GPU_CLASS || strlen(s) != n ||
 		    s[strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_-.")] != '\0') {
 			validate_error_set(
-				err, id, "invalid", "gpus",
+				err, id, sd_error_code(SDE_INVALID), "gpus",
 				"gpus: each entry is a GPU class such as \"a100\" (lower case, at most %d characters)",
 				GW_MAX_GPU_CLASS);
 			json_decref(out);
@@ -215,7 +225,7 @@ static int check_gpus(const json_t *msg, const json_t *known, const char *id, js
 				used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", used ? ", " : "",
 							 json_string_value(c));
 			}
-			validate_error_set(err, id, "unknown_gpu", "gpus",
+			validate_error_set(err, id, sd_error_code(SDE_UNKNOWN_GPU), "gpus",
 					   "gpus: no provider offers \"%s\" (known: %s)", s, used ? list : "none yet");
 			json_decref(out);
 			return -1;
@@ -235,7 +245,8 @@ static int check_prefer(const json_t *msg, const char *id, json_t *body, struct 
 		return 0;
 	const char *s = json_string_value(v);
 	if (!s || (strcmp(s, "fastest") && strcmp(s, "cheapest"))) {
-		validate_error_set(err, id, "invalid", "prefer", "prefer: \"fastest\" (the default) or \"cheapest\"");
+		validate_error_set(err, id, sd_error_code(SDE_INVALID), "prefer",
+				   "prefer: \"fastest\" (the default) or \"cheapest\"");
 		return -1;
 	}
 	json_object_set(body, "prefer", v);
@@ -254,7 +265,7 @@ static int check_init_image(const json_t *msg, const char *id, json_t *body, str
 	if (!v || json_is_null(v))
 		return 0;
 	if (!json_is_string(v)) {
-		validate_error_set(err, id, "invalid", "init_image",
+		validate_error_set(err, id, sd_error_code(SDE_INVALID), "init_image",
 				   "init_image: a string (base64, or a data: URL of a PNG, JPEG or WebP image)");
 		return -1;
 	}
@@ -266,7 +277,7 @@ static int check_init_image(const json_t *msg, const char *id, json_t *body, str
 			if (!strncmp(s, PREFIXES[i], n = strlen(PREFIXES[i])))
 				break;
 		if (i == sizeof PREFIXES / sizeof PREFIXES[0]) {
-			validate_error_set(err, id, "bad_image", "init_image",
+			validate_error_set(err, id, sd_error_code(SDE_BAD_IMAGE), "init_image",
 					   "init_image: a data: URL must be data:image/png, image/jpeg or image/webp "
 					   "with ;base64,");
 			return -1;
@@ -288,10 +299,10 @@ static int check_init_image(const json_t *msg, const char *id, json_t *body, str
 static const char *image_code(const char *type)
 {
 	if (type && !strcmp(type, "image_too_large"))
-		return "image_too_large";
+		return sd_error_code(SDE_IMAGE_TOO_LARGE);
 	if (type && (!strcmp(type, "base64_decode") || !strcmp(type, "image_type") || !strcmp(type, "too_long")))
-		return "bad_image";
-	return "invalid";
+		return sd_error_code(SDE_BAD_IMAGE);
+	return sd_error_code(SDE_INVALID);
 }
 
 /* Runs the A1111 request model (a1111.h) on body, with the native engine's
@@ -302,7 +313,7 @@ static int check_a1111(json_t *body, const char *id, struct gw_error *err, doubl
 	size_t len;
 	char *text = json_dump_compact(body, &len);
 	if (!text) {
-		validate_error_set(err, id, "internal", NULL, "out of memory");
+		validate_error_set(err, id, sd_error_code(SDE_INTERNAL), NULL, "out of memory");
 		return -1;
 	}
 	struct a1111_request t;
@@ -317,7 +328,8 @@ static int check_a1111(json_t *body, const char *id, struct gw_error *err, doubl
 	}
 	json_t *detail = json_object_get(reply, "detail");
 	if (json_is_string(detail)) {
-		validate_error_set(err, id, "sampler_not_found", "sampler_name", "sampler_name: unknown sampler \"%s\"",
+		validate_error_set(err, id, sd_error_code(SDE_SAMPLER_NOT_FOUND), "sampler_name",
+				   "sampler_name: unknown sampler \"%s\"",
 				   json_string_value(json_object_get(body, "sampler_name")));
 	} else {
 		json_t *first = json_array_get(detail, 0);
@@ -327,7 +339,8 @@ static int check_a1111(json_t *body, const char *id, struct gw_error *err, doubl
 		const char *field = json_string_value(json_array_get(loc, json_array_size(loc) - 1));
 		if (!field || !strcmp(field, "body"))
 			field = NULL;
-		const char *code = type && !strcmp(type, "scheduler_not_found") ? "scheduler_not_found" : "invalid";
+		const char *code = sd_error_code(type && !strcmp(type, "scheduler_not_found") ? SDE_SCHEDULER_NOT_FOUND
+											      : SDE_INVALID);
 		if (field && !strncmp(field, "init_images", 11)) {
 			field = "init_image";
 			code = image_code(type);
@@ -371,13 +384,13 @@ int validate_message(const char *buf, size_t len, const struct gw_config *cfg, c
 	memset(err, 0, sizeof *err);
 	long image_bound = cfg->max_image_message > cfg->max_message ? cfg->max_image_message : cfg->max_message;
 	if ((long)len > image_bound) {
-		validate_error_set(err, NULL, "too_large", NULL,
+		validate_error_set(err, NULL, sd_error_code(SDE_TOO_LARGE), NULL,
 				   "message too large: %zu bytes, at most %ld (%ld for a generate with an init_image)",
 				   len, cfg->max_message, image_bound);
 		return -1;
 	}
 	if (!validate_utf8((const unsigned char *)buf, len)) {
-		validate_error_set(err, NULL, "bad_utf8", NULL, "a text message must be valid UTF-8");
+		validate_error_set(err, NULL, sd_error_code(SDE_BAD_UTF8), NULL, "a text message must be valid UTF-8");
 		return -1;
 	}
 	json_error_t jerr;
@@ -387,24 +400,25 @@ int validate_message(const char *buf, size_t len, const struct gw_config *cfg, c
 	if ((long)len > cfg->max_message &&
 	    !(type && !strcmp(type, "generate") && json_is_string(json_object_get(msg, "init_image")))) {
 		json_decref(msg);
-		validate_error_set(err, NULL, "too_large", NULL,
+		validate_error_set(err, NULL, sd_error_code(SDE_TOO_LARGE), NULL,
 				   "message too large: %zu bytes, at most %ld (more only for a generate with an "
 				   "init_image)",
 				   len, cfg->max_message);
 		return -1;
 	}
 	if (!msg) {
-		validate_error_set(err, NULL, "bad_json", NULL, "not valid JSON: %s (at byte %d)", jerr.text,
-				   jerr.position);
+		validate_error_set(err, NULL, sd_error_code(SDE_BAD_JSON), NULL, "not valid JSON: %s (at byte %d)",
+				   jerr.text, jerr.position);
 		return -1;
 	}
 	int rc = -1;
 	if (!json_is_object(msg)) {
-		validate_error_set(err, NULL, "not_object", NULL, "a message must be a JSON object with a \"type\"");
+		validate_error_set(err, NULL, sd_error_code(SDE_NOT_OBJECT), NULL,
+				   "a message must be a JSON object with a \"type\"");
 		goto done;
 	}
 	if (!type) {
-		validate_error_set(err, NULL, "invalid", "type",
+		validate_error_set(err, NULL, sd_error_code(SDE_INVALID), "type",
 				   "type: a string is required (hello, generate, cancel)");
 		goto done;
 	}
@@ -423,7 +437,7 @@ int validate_message(const char *buf, size_t len, const struct gw_config *cfg, c
 		for (char *p = shown; *p; p++)
 			if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
 				*p = '?';
-		validate_error_set(err, NULL, "unknown_type", "type",
+		validate_error_set(err, NULL, sd_error_code(SDE_UNKNOWN_TYPE), "type",
 				   "unknown message type \"%s\" (expected hello, generate or cancel)", shown);
 	}
 done:

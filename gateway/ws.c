@@ -34,6 +34,8 @@
  * inside lws callbacks. */
 #include "gateway.h"
 
+#include "error.h"
+
 #include "json.h"
 #include "log.h"
 #include "netaddr.h"
@@ -309,13 +311,14 @@ static void on_generate(struct conn *c, struct gw_request *r)
 {
 	struct gw_error e = {0};
 	if (conn_job_index(c, r->id) >= 0) {
-		validate_error_set(&e, r->id, "duplicate_id", "id", "a job with this id is still running");
+		validate_error_set(&e, r->id, sd_error_code(SDE_DUPLICATE_ID), "id",
+				   "a job with this id is still running");
 	} else if ((long)c->n_jobs >= cfg->max_jobs_per_connection) {
-		validate_error_set(&e, r->id, "too_many_jobs", NULL,
+		validate_error_set(&e, r->id, sd_error_code(SDE_TOO_MANY_JOBS), NULL,
 				   "at most %ld jobs at once per connection; wait for one to finish",
 				   cfg->max_jobs_per_connection);
 	} else if (r->img2img && img2img_jobs >= cfg->max_img2img_jobs) {
-		validate_error_set(&e, r->id, "busy", "init_image",
+		validate_error_set(&e, r->id, sd_error_code(SDE_BUSY), "init_image",
 				   "the gateway runs %ld jobs with an init image already; try again in a moment",
 				   cfg->max_img2img_jobs);
 	} else {
@@ -324,12 +327,12 @@ static void on_generate(struct conn *c, struct gw_request *r)
 			metrics_inc(GW_C_RATE_LIMITED);
 			if (retry < 0)
 				validate_error_set(
-					&e, r->id, "rate_limited", NULL,
+					&e, r->id, sd_error_code(SDE_RATE_LIMITED), NULL,
 					"this job needs %.1f megapixel-steps, more than the %.1f a client may "
 					"spend at once; use fewer steps or a smaller size",
 					r->work, cfg->rate_burst);
 			else
-				validate_error_set(&e, r->id, "rate_limited", NULL,
+				validate_error_set(&e, r->id, sd_error_code(SDE_RATE_LIMITED), NULL,
 						   "rate limit: this job needs %.1f megapixel-steps of GPU work; "
 						   "try again in %.0f s",
 						   r->work, retry < 1 ? 1.0 : retry + 0.5);
@@ -337,7 +340,7 @@ static void on_generate(struct conn *c, struct gw_request *r)
 				 r->id);
 		} else if (conn_job_add(c, r->id, r->img2img) != 0) {
 			ratelimit_refund(limiter, c->key, r->work, now_s());
-			validate_error_set(&e, r->id, "internal", NULL, "out of memory");
+			validate_error_set(&e, r->id, sd_error_code(SDE_INTERNAL), NULL, "out of memory");
 		} else {
 			log_info("connection %llu (%s): job %s submitted (%.2f megapixel-steps)",
 				 (unsigned long long)c->id, c->addr, r->id, r->work);
@@ -361,7 +364,8 @@ static void on_valid(struct conn *c, struct gw_request *r)
 		break;
 	case GW_MSG_CANCEL:
 		if (conn_job_index(c, r->id) < 0) {
-			validate_error_set(&e, NULL, "unknown_job", "id", "no unfinished job with id \"%s\"", r->id);
+			validate_error_set(&e, NULL, sd_error_code(SDE_UNKNOWN_JOB), "id",
+					   "no unfinished job with id \"%s\"", r->id);
 			conn_send_error(c, &e);
 		} else {
 			bc_cancel(client, c->id, r->id);
@@ -495,13 +499,14 @@ static void on_receive(struct conn *c, const char *in, size_t len)
 	rx_deadline(c, 0);
 	struct gw_error e = {0};
 	if (c->rx_binary) {
-		validate_error_set(&e, NULL, "binary_frame", NULL, "messages are JSON text frames, not binary");
+		validate_error_set(&e, NULL, sd_error_code(SDE_BINARY_FRAME), NULL,
+				   "messages are JSON text frames, not binary");
 	} else if (c->rx_refused == RX_TOO_LARGE) {
-		validate_error_set(&e, NULL, "too_large", NULL,
+		validate_error_set(&e, NULL, sd_error_code(SDE_TOO_LARGE), NULL,
 				   "message too large: at most %ld bytes (%ld for a generate with an init_image)",
 				   cfg->max_message, cfg->max_image_message);
 	} else if (c->rx_refused == RX_BUSY) {
-		validate_error_set(&e, NULL, "busy", NULL,
+		validate_error_set(&e, NULL, sd_error_code(SDE_BUSY), NULL,
 				   "the gateway is receiving too many large messages; try again in a moment");
 	} else if (c->rx_large && offload) {
 		/* validated on offload.c's thread; the buffer counts until then */

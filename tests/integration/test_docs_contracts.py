@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """test_docs_contracts.py — the contracts in docs/ agree with the code
 (issue 12 item 7). No program runs; the sources are read:
-- every error code of common/error.c (the one table) is in docs/jobs-api.md's
-  error table with the same HTTP status;
+- every error code of common/error.c (the one table) with an HTTP status is in
+  docs/jobs-api.md's error table with that status; every one without (the
+  gateway's websocket-only codes, status 0) is in docs/websocket.md;
 - every error code the gateway sends on the websocket (validate_error_set and
-  emit_error calls in gateway/*.c) is in docs/websocket.md;
+  emit_error calls in gateway/*.c, by sd_error_code(SDE_...)) is in
+  docs/websocket.md, and the gateway names no code but through the table;
 - no tracked source, script or document points outside the repository to the
   starting design (DESIGN.md, ../shared/): docs/ holds the contracts now."""
 
@@ -24,27 +26,43 @@ def read(rel):
         return f.read()
 
 
+def error_table():
+    """[(enum name, code, status)] of common/error.c."""
+    return [(e, c, int(st)) for e, c, st in
+            re.findall(r'\[(SDE_\w+)\]\s*=\s*\{"(\w+)",\s*(\d+),', read("common/error.c")) if c != "ok"]
+
+
 def check_error_table():
-    table = re.findall(r'\[SDE_\w+\]\s*=\s*\{"(\w+)",\s*(\d+),', read("common/error.c"))
-    codes = [(c, int(s)) for c, s in table if c != "ok"]
+    table = error_table()
+    codes = [(c, s) for _, c, s in table if s]
+    ws_only = [c for _, c, s in table if not s]
     doc = read("docs/jobs-api.md")
     rows = {m.group(1): int(m.group(2)) for m in re.finditer(r"^\| `(\w+)` \| (\d{3}) \|", doc, re.M)}
-    print("common/error.c: %d codes; docs/jobs-api.md: %d table rows" % (len(codes), len(rows)))
+    print("common/error.c: %d codes with an HTTP status, %d websocket-only; docs/jobs-api.md: %d table rows"
+          % (len(codes), len(ws_only), len(rows)))
     t.check("common/error.c's table was read (at least 20 codes)", len(codes) >= 20, codes)
     missing = [c for c, _ in codes if c not in rows]
-    t.check("every code of common/error.c is in docs/jobs-api.md's table", not missing, missing)
+    t.check("every code of common/error.c with a status is in docs/jobs-api.md's table", not missing, missing)
     wrong = [(c, s, rows[c]) for c, s in codes if c in rows and rows[c] != s]
     t.check("each with the status common/error.c gives it", not wrong, wrong)
+    ws = read("docs/websocket.md")
+    missing = [c for c in ws_only if "`%s`" % c not in ws]
+    t.check("every websocket-only code of common/error.c is in docs/websocket.md", not missing, missing)
 
 
 def check_gateway_codes():
     src = "".join(read(os.path.join("gateway", f)) for f in sorted(os.listdir(os.path.join(ROOT, "gateway")))
                   if f.endswith(".c"))
-    codes = set(re.findall(r'validate_error_set\(\s*&?[\w>.-]+,\s*[^,]+,\s*"(\w+)"', src))
-    codes |= set(re.findall(r'emit_error\(\s*\w+,\s*\w+,\s*"(\w+)"', src))
+    names = {e: c for e, c, _ in error_table()}
+    used = set(re.findall(r"sd_error_code\((SDE_\w+)\)", src))
+    unknown = sorted(e for e in used if e not in names)
+    codes = {names[e] for e in used if e in names}
+    literal = re.findall(r'(?:validate_error_set\(\s*&?[\w>.-]+,\s*[^,]+,|emit_error\(\s*\w+,\s*\w+,)\s*"(\w+)"', src)
     doc = read("docs/websocket.md")
-    print("gateway/*.c: %d error codes sent on the websocket" % len(codes))
+    print("gateway/*.c: %d error codes sent on the websocket, by the table" % len(codes))
     t.check("the gateway's error codes were read (at least 10)", len(codes) >= 10, sorted(codes))
+    t.check("the gateway names its codes through common/error.c's table (no literal code, no unknown name)",
+            not literal and not unknown, (literal, unknown))
     missing = sorted(c for c in codes if "`%s`" % c not in doc)
     t.check("every error code the gateway sends is in docs/websocket.md", not missing, missing)
 

@@ -288,10 +288,10 @@ static json_t *names_json(const char *const *names)
  * through this backend (forwarded), as it reads a plain A1111's. */
 static json_t *capabilities_json(void)
 {
-	return json_pack("{s:o,s:o,s:o,s:[{s:s}],s:[],s:i,s:i,s:{s:b,s:b}}", "samplers",
+	return json_pack("{s:o,s:o,s:o,s:[{s:s}],s:[],s:i,s:i,s:{s:b,s:b,s:b}}", "samplers",
 			 names_json(A1111_NATIVE_SAMPLERS), "schedulers", names_json(A1111_NATIVE_SCHEDULERS),
 			 "sd-models", sd_models_json(), "upscalers", "name", "None", "refiners", "max_size",
-			 A1111_MAX_SIZE, "max_steps", A1111_MAX_STEPS, "features", "img2img", 1, "hires_fix", 1);
+			 A1111_MAX_SIZE, "max_steps", A1111_MAX_STEPS, "features", "img2img", 1, "hires_fix", 1, "img2img_webp", 0);
 }
 
 static int on_info(struct httpd *h, h2o_req_t *req, const char *rest)

@@ -52,7 +52,7 @@ void caps_init(struct caps *c)
 	memset(c, 0, sizeof *c);
 	c->max_size = A1111_MAX_SIZE;
 	c->max_steps = A1111_MAX_STEPS;
-	c->img2img = c->hires_fix = 1; /* A1111 has both; a native backend says what it lacks */
+	c->img2img = c->hires_fix = c->img2img_webp = 1; /* A1111 has them; a native backend says what it lacks */
 }
 
 void caps_free(struct caps *c)
@@ -307,6 +307,7 @@ int caps_take_declared(struct caps *c, const json_t *d)
 	json_t *f = json_object_get(d, "features");
 	c->img2img = json_is_true(json_object_get(f, "img2img"));
 	c->hires_fix = json_is_true(json_object_get(f, "hires_fix"));
+	c->img2img_webp = json_is_true(json_object_get(f, "img2img_webp"));
 	c->declared = 1;
 	return 0;
 }
@@ -375,6 +376,22 @@ static void need_hires(const json_t *r, struct caps_need *n, int w, int h, int s
 	}
 }
 
+/* Whether an init image (base64, maybe a data: URL) is a WebP: its first
+ * bytes, "RIFF", are "UklGR" in base64 (a1111/image.c has checked it is an
+ * image of one of the three types). */
+static int has_webp(const json_t *images)
+{
+	size_t i;
+	json_t *v;
+	json_array_foreach(images, i, v)
+	{
+		const char *s = json_string_value(v), *comma = s && !strncmp(s, "data:", 5) ? strchr(s, ',') : NULL;
+		if (s && !strncmp(comma ? comma + 1 : s, "UklGR", 5))
+			return 1;
+	}
+	return 0;
+}
+
 void caps_need_of(const json_t *r, int img2img, struct caps_need *n)
 {
 	memset(n, 0, sizeof *n);
@@ -390,6 +407,7 @@ void caps_need_of(const json_t *r, int img2img, struct caps_need *n)
 	n->size = max_int(w, h);
 	n->steps = steps;
 	n->img2img = img2img;
+	n->webp = img2img && has_webp(json_object_get(r, "init_images"));
 	n->hires_fix = !img2img && json_is_true(json_object_get(r, "enable_hr"));
 	if (n->hires_fix)
 		need_hires(r, n, w, h, steps);
@@ -484,7 +502,7 @@ static int cannot(const struct caps *c, const struct caps_need *n)
 		return F_STEPS;
 	if (n->hires_fix && !c->hires_fix)
 		return F_HIRES;
-	if (n->img2img && !c->img2img)
+	if ((n->img2img && !c->img2img) || (n->webp && !c->img2img_webp))
 		return F_IMG2IMG;
 	if (n->hr_upscaler && !listed(c, CAPS_UPSCALERS, n->hr_upscaler) &&
 	    !listed(c, CAPS_LATENT_UPSCALE_MODES, n->hr_upscaler))

@@ -44,6 +44,7 @@ struct caps {
 	unsigned samplers, schedulers; /* bit i: A1111_SAMPLERS[i], A1111_SCHEDULERS[i] */
 	int max_size, max_steps;       /* largest side (px) of any pass, most steps of a pass */
 	int img2img, hires_fix;        /* features */
+	int img2img_webp;              /* decodes a WebP init image (A1111 does; the native engine does not) */
 	json_t *refiners;              /* checkpoint names usable as refiner; NULL: any checkpoint it has (A1111) */
 	json_t *lists[CAPS_N_LISTS];   /* NULL until read */
 };
@@ -54,6 +55,7 @@ struct caps_need {
 	int hr_sampler, hr_scheduler; /* -1: the first pass's */
 	int size, steps;              /* largest side of any pass; most steps of a pass */
 	int img2img, hires_fix;
+	int webp; /* an init image is a WebP */
 	const char *hr_upscaler, *vae, *refiner; /* NULL: not asked */
 };
 

@@ -59,7 +59,7 @@ def main():
 
     info = t.request("GET", url + "/sdgate/v1/info").json
     feats = (info.get("capabilities") or {}).get("features")
-    t.check("info's capabilities declare img2img and hires fix", feats == {"img2img": True, "hires_fix": True}, feats)
+    t.check("info's capabilities declare img2img and hires fix", feats == {"img2img": True, "hires_fix": True, "img2img_webp": False}, feats)
 
     base = {"prompt": "a green triangle on a gray background", "seed": 4321, "steps": 12, "width": 128,
             "height": 128, "sampler_name": "Euler"}

@@ -52,7 +52,7 @@ def main():
     info = t.request("GET", native.url + "/sdgate/v1/info", timeout=30).json or {}
     caps = info.get("capabilities") or {}
     t.check("the native backend declares its capabilities in /sdgate/v1/info (8 samplers, img2img and hires fix)",
-            len(caps.get("samplers") or []) == 8 and caps.get("features") == {"img2img": True, "hires_fix": True}
+            len(caps.get("samplers") or []) == 8 and caps.get("features") == {"img2img": True, "hires_fix": True, "img2img_webp": False}
             and caps.get("max_size") == 2048, caps)
 
     bal = t.start_balancer(

@@ -146,6 +146,9 @@ def check_jobs_api(bal, body, good):
          "init_images.0"),
         ("denoising_strength 2", dict(good, denoising_strength=2), 422, "denoising_strength"),
         ("resize_mode \"x\"", dict(good, resize_mode="x"), 422, "resize_mode"),
+        # the native engine decodes no WebP (its capabilities say so): no backend here can run it
+        ("a WebP init image", dict(good, init_images=[b64(b"RIFF\x24\x00\x00\x00WEBPVP8 " + b"\x00" * 32)]), 422,
+         "init_images"),
     ]
     for name, b, status, field in cases:
         r = t.submit_job(bal.url, b, timeout=60)

@@ -124,7 +124,7 @@ static int tied(double a, double b, double abs) { return fabs(a - b) <= fmax(abs
 /* One backend's offer for a job, and the rule that compares two. */
 struct offer {
 	int k, slot, free_now;
-	double finish, cost, price;
+	double finish, cost, price, idle_s;
 };
 
 static int better(const struct offer *o, const struct offer *best, enum router_prefer prefer)
@@ -137,7 +137,9 @@ static int better(const struct offer *o, const struct offer *best, enum router_p
 		return o->finish < best->finish;
 	if (o->free_now != best->free_now)
 		return o->free_now > best->free_now;
-	return o->price < best->price;
+	if (o->price != best->price)
+		return o->price < best->price;
+	return o->idle_s > best->idle_s; /* equal providers share the work: the one idle the longest */
 }
 
 static int stale(const struct router_bk *k) { return k->spp > 0 && k->idle_s >= retry_s(k); }
@@ -269,7 +271,8 @@ void router_plan_load(struct router_bk *bks, int nb, const struct router_job *jo
 					  .free_now = bks[k].free_in[s] <= 0,
 					  .finish = bks[k].free_in[s] + run,
 					  .cost = bks[k].price * run / 3600.0,
-					  .price = bks[k].price};
+					  .price = bks[k].price,
+					  .idle_s = bks[k].idle_s};
 			if (better(&o, &best, j->prefer))
 				best = o;
 			if (o.free_now && better(&o, &idle, j->prefer))

@@ -18,7 +18,8 @@
  * have had it next. With nobody behind and nobody arriving it is earliest
  * finish. (balancer/README.md "Routing" has the measured effect.)
  * Price decides only true ties (within 1 ms or 2 %: then a slot free now,
- * then the cheaper backend), unless the job asks for the cheapest
+ * then the cheaper backend, then the one idle the longest, so that equal
+ * providers share the work), unless the job asks for the cheapest
  * (ROUTER_PREFER_CHEAPEST): then the lowest expected cost of running it
  * (price per hour x expected seconds) wins, the earliest finish among ties.
  *

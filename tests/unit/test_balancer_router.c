@@ -91,6 +91,27 @@ static void test_lookahead_starts_on_idle_when_others_come(void **state)
 	assert_int_equal(a, ROUTER_WAIT);
 }
 
+/* Equal backends share the work: a full tie goes to the one idle the longest. */
+static void test_ties_share_the_work(void **state)
+{
+	struct router_bk k[3] = {bk("a100", 1e-3, 1), bk("a100", 1e-3, 1), bk("a100", 1e-3, 1)};
+	k[0].idle_s = 1;
+	k[1].idle_s = 5;
+	k[2].idle_s = 3;
+	struct router_job j = job(100);
+	int a;
+	router_plan(k, 3, &j, 1, &a);
+	assert_int_equal(a, 1);
+	struct router_job js[3] = {job(100), job(100), job(100)};
+	int as[3];
+	for (int i = 0; i < 3; i++)
+		k[i].free_in[0] = 0;
+	router_plan(k, 3, js, 3, as); /* k[1] was just given one (idle 0): the other two first, then it */
+	assert_int_equal(as[0], 2);
+	assert_int_equal(as[1], 0);
+	assert_int_equal(as[2], 1);
+}
+
 static void test_arrival_rate(void **state)
 {
 	struct router_rate r = {0};
@@ -450,6 +471,7 @@ int main(void)
 		cmocka_unit_test(test_waits_for_a_fast_backend_about_to_free),
 		cmocka_unit_test(test_lookahead_starts_on_idle_when_others_come),
 		cmocka_unit_test(test_arrival_rate),
+		cmocka_unit_test(test_ties_share_the_work),
 		cmocka_unit_test(test_gpu_filter_and_none),
 		cmocka_unit_test(test_no_head_of_line_blocking),
 		cmocka_unit_test(test_price_and_ties),

@@ -3,9 +3,9 @@
  * (jobs.c, sse.c), routing (router.c) and dispatch (dispatch.c), the HTTP APIs
  * (api_*.c) and main.c.
  *
- * Thread rules: everything here lives on the h2o loop thread (curl's
- * transfers too, fetch.c). The store's thread (SQLite, store.c) only hands
- * results back through httpd_post, so nothing below needs a lock. */
+ * Thread rules: everything here lives on the h2o loop thread. Other threads
+ * (curl in fetch.c, SQLite in store.c) only hand results back through
+ * httpd_post, so nothing below needs a lock. */
 #ifndef SDGATE_BALANCER_H
 #define SDGATE_BALANCER_H
 

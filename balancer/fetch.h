@@ -1,11 +1,11 @@
 /* fetch.h — asynchronous HTTP requests from the balancer's event loop to
- * backends: one libcurl multi handle driven by the h2o loop itself through
- * curl's socket API: curl's sockets are watched by the loop, so the loop
- * never blocks on the network and no other thread, lock or wake-up is
- * involved.
+ * backends: one libcurl multi handle driven by its own thread
+ * (curl_multi_poll, woken by curl_multi_wakeup); every completion comes back
+ * to the h2o loop thread through httpd_post, so the loop never blocks on the
+ * network.
  *
- * Thread rules: everything on the loop thread. Each started fetch ends in
- * exactly one call of its done() (never from inside fetch_start), unless it
+ * Thread rules: fetch_start/fetch_cancel on the loop thread only. Each started
+ * fetch ends in exactly one call of its done() on the loop thread, unless it
  * was cancelled first (then never). Answers grow by doubling, so a several-MB
  * answer costs O(n) copying, and are cut (an error) past max_answer: by its
  * Content-Length before it is read, else as it arrives. Nothing is
@@ -47,13 +47,8 @@ typedef void (*fetch_done_fn)(const struct fetch_result *r, void *user);
  * X-Sdgate-Instance came from ourselves and is refused (a registration
  * pointing back at the balancer). May be NULL. */
 struct fetcher *fetcher_new(struct httpd *h, const char *instance);
-/* Cancels what is in flight (without calling done) and frees it all; the
- * loop must still exist (its next turn frees the closed sockets). */
+/* Cancels what is in flight (without calling done) and joins the thread. */
 void fetcher_free(struct fetcher *f);
-/* Runs curl's timers and hands finished fetches to their done(): call it
- * after every turn of the loop (httpd's tick). It asks the loop to wake in
- * time for curl's next timer (httpd_tick_within). */
-void fetcher_tick(struct fetcher *f);
 
 /* method "GET"/"POST"; body (may be NULL) is sent as application/json and
  * taken over (malloc'd, freed by the fetcher). Returns NULL when out of
@@ -64,7 +59,7 @@ struct fetch *fetch_start(struct fetcher *f, const char *method, const char *url
 struct fetch *fetch_start_to(struct fetcher *f, const struct fetch_target *t, const char *method, const char *url,
 			     char *body, size_t body_len, long timeout_ms, size_t max_answer, fetch_done_fn done,
 			     void *user);
-/* done() will not be called; the fetch is dropped and freed at once. */
+/* done() will not be called; the fetch is freed once curl lets go of it. */
 void fetch_cancel(struct fetch *x);
 
 #endif

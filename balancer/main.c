@@ -120,20 +120,19 @@ static void on_tick(struct httpd *h)
 	struct balancer *b = httpd_user(h);
 	double now = bal_now();
 	dispatch_tick(b, now);
-	if (now >= b->next_slow_tick) {
-		b->next_slow_tick = now + SLOW_TICK_S;
-		registry_tick(b, now);
-		waiters_check(b);
-		for (struct job *j = b->active; j; j = j->act_next)
-			if (j->subs)
-				sse_keepalive(j);
-		static double next_expire;
-		if (now >= next_expire) {
-			next_expire = now + EXPIRE_EVERY_S;
-			jobs_expire(b, bal_unix_now());
-		}
+	if (now < b->next_slow_tick)
+		return;
+	b->next_slow_tick = now + SLOW_TICK_S;
+	registry_tick(b, now);
+	waiters_check(b);
+	for (struct job *j = b->active; j; j = j->act_next)
+		if (j->subs)
+			sse_keepalive(j);
+	static double next_expire;
+	if (now >= next_expire) {
+		next_expire = now + EXPIRE_EVERY_S;
+		jobs_expire(b, bal_unix_now());
 	}
-	fetcher_tick(b->fetcher); /* last: starts what the tick asked for, in this turn */
 }
 
 /* "http://h:p#provider=A&gpu_class=a100" → url "http://h:p" and the

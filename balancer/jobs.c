@@ -116,7 +116,7 @@ static void hires_work(const json_t *r, struct router_work_in *w)
 	w->hr_width = fmin(fmax(w->hr_width, 0), HIRES_MAX_SIDE);
 	w->hr_height = fmin(fmax(w->hr_height, 0), HIRES_MAX_SIDE);
 	double steps = fmin(num_or(r, "hr_second_pass_steps", 0), HIRES_MAX_STEPS);
-	double denoise = num_or(r, "denoising_strength", 0.7);
+	double denoise = num_or(r, "denoising_strength", 0.75);
 	w->hr_steps = (steps > 0 ? steps : w->steps) * fmin(fmax(denoise, 0.0), 1.0);
 	const char *sampler = json_string_value(json_object_get(r, "hr_sampler_name"));
 	w->hr_calls = sampler && *sampler ? router_sampler_calls(sampler) : w->calls_per_step;

@@ -480,13 +480,16 @@ static int can_run_cb(const void *ctx, const void *need)
  * is seen during the job, not only after it); before, the estimate does,
  * and a job past its expected time is assumed to need about half as long
  * again as it has overrun, so a stuck backend stops attracting work. */
+static double expected_s(const struct router_bk *v, const struct job *j, double base)
+{
+	if (j->progress >= PACE_FROM && j->progress < 1)
+		return (j->progress_at - j->started) / j->progress; /* its whole time at that pace */
+	return router_spp(v, base) * j->work + j->switch_s;
+}
+
 static double remaining_s(const struct router_bk *v, const struct job *j, double now, double base)
 {
-	if (j->progress >= PACE_FROM && j->progress < 1) {
-		double pace = (j->progress_at - j->started) / j->progress;
-		return fmax(pace * (1 - j->progress) - (now - j->progress_at), 1e-3);
-	}
-	double expected = router_spp(v, base) * j->work + j->switch_s;
+	double expected = expected_s(v, j, base);
 	double elapsed = now - j->started;
 	if (elapsed < expected)
 		return expected - elapsed;
@@ -622,8 +625,10 @@ void dispatch_schedule(struct balancer *b)
 		struct bk *pk = p->k >= 0 ? bks[p->k] : NULL;
 		/* only behind a backend whose speed was measured: a guessed one
 		 * (its class's prior) could hold the job behind a long run */
+		/* ...and not behind a job past its expected time: that backend may be stuck */
 		int can_behind = lead > 0 && assign[i] == ROUTER_WAIT && pk && pk->spp > 0 && pk->jobs[p->slot] &&
-				 !pk->jobs[p->slot]->interrupted && !pk->behind[p->slot] && !pk->draining;
+				 !pk->jobs[p->slot]->interrupted && !pk->behind[p->slot] && !pk->draining &&
+				 now - pk->jobs[p->slot]->started < expected_s(&views[p->k], pk->jobs[p->slot], base);
 		if (can_behind && p->start_in > lead)
 			wake = fmin(wake, p->start_in - lead); /* plan again then, not at the loop's next turn */
 		if (assign[i] >= 0 || (can_behind && p->start_in <= lead)) {

@@ -62,6 +62,7 @@ MAX_ATTEMPTS = 8   # never reached: see the docstring
 JOB_TIMEOUT_S = 4
 STEPS, SIZE = 8, 64
 N_WS, N_API, N_CONNS = 32, 16, 4
+N_WS_MAX = 64  # the websocket clients go on past N_WS (to this) while the chaos schedule still runs
 WS_EVERY_S, API_EVERY_S = 0.35, 0.7
 FREEZE_S = 10
 GARBAGE_CALLS_MAX = 16   # its health checks back off (test_balancer_failover checks how)
@@ -226,16 +227,20 @@ class Chaos:
         return e is not None and (e.get("jobs_done") or 0) >= 1
 
 
-def ws_load(mp, t0, record):
-    """N_WS generate messages over N_CONNS connections, one every WS_EVERY_S."""
+def ws_load(mp, t0, record, schedule_running):
+    """N_WS generate messages over N_CONNS connections, one every WS_EVERY_S,
+    and more (up to N_WS_MAX) while the chaos schedule still runs: a schedule
+    that waited long for a victim's job must still find jobs to hit."""
     conns = [WSClient("127.0.0.1", mp.gw.port, "/ws", timeout=60) for _ in range(N_CONNS)]
     for c in conns:
         c.send_json({"type": "hello"})
-    for i in range(N_WS):
+    i = 0
+    while i < N_WS or (i < N_WS_MAX and schedule_running()):
         time.sleep(max(0.0, t0 + i * WS_EVERY_S - time.monotonic()))
         m = dict(job_body(i), type="generate", id="ws-%d" % i)
         conns[i % N_CONNS].send_json(m)
         record["ws-%d" % i] = {"via": "ws", "conn": conns[i % N_CONNS], "body": job_body(i)}
+        i += 1
     return conns
 
 
@@ -335,7 +340,7 @@ def main():
     t0 = time.monotonic() + 0.5
     chaos = Chaos(mp, t0)
     api = t.Background(api_load, mp, t0, record)
-    conns = ws_load(mp, t0, record)
+    conns = ws_load(mp, t0, record, lambda: not chaos.thread.done())
     _, err, _ = chaos.thread.join(60)
     t.check("the chaos schedule ran to its end", err is None, repr(err))
     _, err, _ = api.join(90)

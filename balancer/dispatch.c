@@ -52,6 +52,15 @@ static size_t answer_cap(const struct job *j, size_t request_len)
 static void promote(struct balancer *b, struct bk *k, int slot);
 static void requeue_behind(struct balancer *b, struct bk *k, int slot);
 
+/* The slot of k where j runs, or -1 (queued, or waiting behind another). */
+static int running_slot(const struct bk *k, const struct job *j)
+{
+	for (int s = 0; k && s < BAL_MAX_SLOTS; s++)
+		if (k->jobs[s] == j)
+			return s;
+	return -1;
+}
+
 /* j leaves its backend. A job sent behind it (prefetch) then runs there when
  * j ended as the backend meant (done, or refused by it: `ok`); otherwise it
  * goes back to the front of the queue, so that no interrupt or failure meant
@@ -307,12 +316,9 @@ void dispatch_interrupt(struct balancer *b, struct job *j, int skip)
 	if (jobs_is_final(j) || j->interrupted)
 		return;
 	struct bk *k = j->bk;
-	int busy = 0, slot = -1; /* slots running a job; j's */
-	for (int s = 0; k && s < BAL_MAX_SLOTS; s++) {
+	int busy = 0, slot = running_slot(k, j); /* slots running a job; j's */
+	for (int s = 0; k && s < BAL_MAX_SLOTS; s++)
 		busy += k->jobs[s] != NULL;
-		if (k->jobs[s] == j)
-			slot = s;
-	}
 	if (!k || busy > 1 || slot < 0) { /* queued, sent behind another, or not alone */
 		if (!skip)
 			dispatch_cancel(b, j);
@@ -385,8 +391,6 @@ static void on_poll(const struct fetch_result *r, void *user)
 static void began(struct balancer *b, struct job *j, double now)
 {
 	j->started = now;
-	j->step = j->steps = 0;
-	j->progress = j->progress_at = 0;
 	j->queue_ms = (long)((now - j->enqueued) * 1000.0);
 	if (j->attempt == 1) {
 		b->m.dispatch_latency_sum += now - j->enqueued;
@@ -429,6 +433,8 @@ static void start(struct balancer *b, struct job *j, struct bk *k, double switch
 	j->bk = k;
 	j->status = JOB_RUNNING;
 	j->attempt++;
+	j->step = j->steps = 0;
+	j->progress = j->progress_at = 0; /* nothing reported of this attempt yet */
 	j->switch_s = switch_s;
 	free(j->preview);
 	j->preview = NULL;
@@ -521,7 +527,7 @@ static void fill_free_in(const struct bk *k, struct router_bk *v, double now, do
 	for (int s = 0; s < k->slots; s++) {
 		v->free_in[s] = k->jobs[s] ? remaining_s(v, k->jobs[s], now, base) : 0;
 		if (k->behind[s])
-			v->free_in[s] += router_spp(v, base) * k->behind[s]->work + k->behind[s]->switch_s;
+			v->free_in[s] += expected_s(v, k->behind[s], base);
 	}
 }
 
@@ -664,9 +670,7 @@ void dispatch_cancel(struct balancer *b, struct job *j)
 		return;
 	struct bk *k = j->bk;
 	if (k) {
-		int running = 0; /* not one waiting behind another: that one must not be interrupted */
-		for (int s = 0; s < BAL_MAX_SLOTS; s++)
-			running |= k->jobs[s] == j;
+		int running = running_slot(k, j) >= 0; /* not one waiting behind another: it must not be interrupted */
 		release_slot(b, j, 0);
 		if (running)
 			interrupt_backend(b, k);

@@ -109,14 +109,17 @@ double router_learn(double spp, long measured, double observed)
 	return (1 - alpha) * spp + alpha * clipped;
 }
 
-static int earliest_slot(const struct router_bk *k)
+/* The slot of n (times until each is free) that frees first. */
+static int earliest_of(const double *free_in, int n)
 {
 	int best = 0;
-	for (int s = 1; s < k->slots; s++)
-		if (k->free_in[s] < k->free_in[best])
+	for (int s = 1; s < n; s++)
+		if (free_in[s] < free_in[best])
 			best = s;
 	return best;
 }
+
+static int earliest_slot(const struct router_bk *k) { return earliest_of(k->free_in, k->slots); }
 
 /* Within TIE_REL of each other, or abs (seconds: timer noise). */
 static int tied(double a, double b, double abs) { return fabs(a - b) <= fmax(abs, TIE_REL * fmin(a, b)); }
@@ -169,10 +172,7 @@ static double take_earliest(const struct plan *p, double *slots, const struct ro
 		if (!v->usable || !router_eligible(v, j))
 			continue;
 		double *f = slots + (size_t)k * ROUTER_MAX_SLOTS;
-		int s = 0;
-		for (int x = 1; x < v->slots; x++)
-			if (f[x] < f[s])
-				s = x;
+		int s = earliest_of(f, v->slots);
 		double finish = fmax(f[s], at) + run_s(p, k, j);
 		if (bk < 0 || finish < bf) {
 			bk = k;

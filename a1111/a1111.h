@@ -117,6 +117,11 @@ struct a1111_init_image {
 	const char *type; /* "png", "jpeg", "webp" */
 };
 
+/* An init image's type by its first bytes only (base64, with or without a
+ * data: URL prefix): "png", "jpeg", "webp", or NULL. Cheap: the parse
+ * checks the whole image; this is for who reads a request already parsed. */
+const char *a1111_image_type(const char *text, size_t len);
+
 /* A parsed request. Strings point into `set` (or are ""), valid until
  * a1111_request_free. Doubles that are NAN were not set. */
 struct a1111_request {

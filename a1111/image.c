@@ -19,6 +19,22 @@ static const char *image_type(const unsigned char *p, size_t n)
 	return NULL;
 }
 
+/* The type by the magic bytes of base64 payload (at least 16 characters). */
+static const char *head_type(const char *payload)
+{
+	size_t n = 0;
+	unsigned char *head = b64_decode_new(payload, 16, &n);
+	const char *kind = head ? image_type(head, n) : NULL;
+	free(head);
+	return kind;
+}
+
+const char *a1111_image_type(const char *text, size_t len)
+{
+	const char *payload = b64_payload(text, &len);
+	return len >= 16 ? head_type(payload) : NULL;
+}
+
 int a1111_image_check(const char *text, size_t len, struct a1111_init_image *out, const char **type, const char **msg)
 {
 	const char *payload = b64_payload(text, &len);
@@ -34,10 +50,7 @@ int a1111_image_check(const char *text, size_t len, struct a1111_init_image *out
 		*msg = "Image should be at most 8388608 bytes decoded";
 		return -1;
 	}
-	size_t n = 0;
-	unsigned char *head = b64_decode_new(payload, 16, &n);
-	const char *kind = head ? image_type(head, n) : NULL;
-	free(head);
+	const char *kind = head_type(payload);
 	if (!kind) {
 		*type = "image_type";
 		*msg = "Input should be a PNG, JPEG or WebP image";

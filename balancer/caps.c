@@ -376,17 +376,16 @@ static void need_hires(const json_t *r, struct caps_need *n, int w, int h, int s
 	}
 }
 
-/* Whether an init image (base64, maybe a data: URL) is a WebP: its first
- * bytes, "RIFF", are "UklGR" in base64 (a1111/image.c has checked it is an
- * image of one of the three types). */
+/* Whether an init image is a WebP (a1111.h reads its first bytes). */
 static int has_webp(const json_t *images)
 {
 	size_t i;
 	json_t *v;
 	json_array_foreach(images, i, v)
 	{
-		const char *s = json_string_value(v), *comma = s && !strncmp(s, "data:", 5) ? strchr(s, ',') : NULL;
-		if (s && !strncmp(comma ? comma + 1 : s, "UklGR", 5))
+		const char *type = json_is_string(v) ? a1111_image_type(json_string_value(v), json_string_length(v))
+						     : NULL;
+		if (type && !strcmp(type, "webp"))
 			return 1;
 	}
 	return 0;

@@ -112,6 +112,13 @@ static void test_image_types(void **state)
 	json_decref(unsupported);
 	a1111_request_free(&r);
 	free(body);
+	/* the same types by the first bytes alone, for a request already parsed */
+	assert_string_equal(a1111_image_type(png, strlen(png)), "png");
+	assert_string_equal(a1111_image_type(jpeg, strlen(jpeg)), "jpeg");
+	assert_string_equal(a1111_image_type(webp, strlen(webp)), "webp");
+	assert_string_equal(a1111_image_type(data_url, strlen(data_url)), "png");
+	assert_null(a1111_image_type("UklGRg==", 8)); /* too short to tell */
+	assert_null(a1111_image_type("just some text, long enough", 27));
 	free(png);
 	free(jpeg);
 	free(webp);

@@ -14,6 +14,7 @@ PKGS=(
   libh2o-evloop-dev libwebsockets-dev libcurl4-openssl-dev libjansson-dev
   libsqlite3-dev sqlite3 libstb-dev libssl-dev zlib1g-dev libpng-dev libjpeg62-turbo-dev
   libcmocka-dev
+  libpq-dev postgresql
   python3 python3-yaml curl procps
   nginx-light wrk systemd
   clang libclang-rt-14-dev

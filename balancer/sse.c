@@ -130,6 +130,16 @@ static int last_event_id(h2o_req_t *req, long long *out)
 	return n < 0 ? -1 : events_parse_id(q, (size_t)n, out);
 }
 
+/* 204 No Content, no body and no Content-Length (RFC 9110 8.6). */
+static void reply_no_content(h2o_req_t *req)
+{
+	static h2o_generator_t gen = {NULL, NULL};
+	req->res.status = 204;
+	req->res.reason = "No Content";
+	h2o_start_response(req, &gen);
+	h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+}
+
 static void replay_one(void *user, const struct job_event *e) { sse_send(user, e->id, e->name, e->data); }
 
 void sse_open(struct balancer *b, h2o_req_t *req, struct job *j)
@@ -139,7 +149,7 @@ void sse_open(struct balancer *b, h2o_req_t *req, struct job *j)
 	int final = jobs_is_final(j) && !j->storing;
 	if (final && resuming && after == j->events.last_id) {
 		/* It has the final event: 204 tells EventSource to stop reconnecting. */
-		httpd_reply(req, 204, "text/event-stream", "", 0);
+		reply_no_content(req);
 		return;
 	}
 	struct sse *s = httpd_alloc_guarded(req, sizeof *s, on_dispose);

@@ -346,7 +346,7 @@ static void interrupt_again(struct balancer *b, struct job *j, int step)
 /* A poll's answer: an event for the subscribers when the step moved or a new
  * preview came. The event carries the preview only when it is new (a client
  * keeps the last one it got; one joining later gets it with the current
- * state, sse.c), so that the many small step events stay small. */
+ * state: jobs_refresh_events), so that the many small step events stay small. */
 static void on_poll(const struct fetch_result *r, void *user)
 {
 	struct job *j = user;
@@ -457,8 +457,9 @@ static void start(struct balancer *b, struct job *j, struct bk *k, double switch
 	j->call = registry_call(b, k, "POST", job_is_img2img(j) ? "/sdapi/v1/img2img" : "/sdapi/v1/txt2img", body,
 				body_len, (long)(timeout * 1000.0), cap, on_call, j);
 	jobs_emit_state(b, j, "assigned",
-		  json_pack("{s:s,s:s,s:s,s:s,s:i}", "backend", k->id, "provider", bk_str(k, "provider"), "location",
-			    bk_str(k, "location"), "gpu", bk_str(k, "gpu_class"), "attempt", j->attempt));
+			json_pack("{s:s,s:s,s:s,s:s,s:i}", "backend", k->id, "provider", bk_str(k, "provider"),
+				  "location", bk_str(k, "location"), "gpu", bk_str(k, "gpu_class"), "attempt",
+				  j->attempt));
 	if (!j->facade) /* see api_a1111.c */
 		jobs_save(b, j, NULL, NULL);
 	if (!j->call)

@@ -25,7 +25,7 @@
 
 #include <jansson.h>
 
-#define BAL_EVENTS_KEPT 16         /* state events kept per unfinished job */
+#define BAL_EVENTS_KEPT 16                   /* state events kept per unfinished job */
 #define BAL_EVENTS_MAX_ID 9007199254740991LL /* 2^53 - 1: ids stay exact in JavaScript */
 #define BAL_EVENTS_MAX_ID_DIGITS 16          /* a Last-Event-ID longer than this is not one of ours */
 

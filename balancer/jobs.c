@@ -272,7 +272,7 @@ void jobs_enqueue(struct balancer *b, struct job *j, int front)
 	}
 	b->queued++;
 	b->reschedule = 1;
-	/* A state event even with no reader: one that comes later, or resumes, is replayed it. */
+	/* Recorded even with no reader: one that comes later is replayed it. */
 	j->last_position = front ? 1 : b->queued;
 	jobs_emit_state(b, j, "queued", json_pack("{s:i}", "position", j->last_position));
 }

@@ -57,9 +57,9 @@ static void test_ids_grow_and_replay_in_order(void **state)
 {
 	(void)state;
 	struct job_events h = {0};
-	add_state(&h, "queued");                 /* 1 */
+	add_state(&h, "queued"); /* 1 */
 	json_t *pos = json_pack("{s:i}", "position", 1);
-	events_add_update(&h, "queued", pos);    /* 2: coalesced away by the next state event */
+	events_add_update(&h, "queued", pos); /* 2: coalesced away by the next state event */
 	json_decref(pos);
 	add_state(&h, "assigned");               /* 3 */
 	add_progress(&h, 1, 1);                  /* 4: the preview */
@@ -161,14 +161,24 @@ static void test_parse_id(void **state)
 	assert_int_equal(v, 1764680000001LL);
 	assert_int_equal(events_parse_id("9007199254740991", 16, &v), 0);
 	assert_int_equal(v, BAL_EVENTS_MAX_ID);
-	const char *bad[] = {"", "-1", "+1", " 1", "1 ", "1e3", "0x10", "abc", "9007199254740992", "99999999999999999",
+	const char *bad[] = {"",
+			     "-1",
+			     "+1",
+			     " 1",
+			     "1 ",
+			     "1e3",
+			     "0x10",
+			     "abc",
+			     "9007199254740992",
+			     "99999999999999999",
 			     "12345678901234567890123"};
 	for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
 		printf("refused: '%s'\n", bad[i]);
 		assert_int_equal(events_parse_id(bad[i], strlen(bad[i]), &v), -1);
 	}
 	assert_int_equal(events_parse_id(NULL, 0, &v), -1);
-	assert_int_equal(events_parse_id("12\0" "3", 4, &v), -1); /* a NUL inside */
+	static const char nul_inside[] = {'1', '2', '\0', '3'};
+	assert_int_equal(events_parse_id(nul_inside, sizeof nul_inside, &v), -1);
 }
 
 int main(void)

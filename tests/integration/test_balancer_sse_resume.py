@@ -128,7 +128,7 @@ def main():
             brief(r))
 
     # Hostile Last-Event-IDs on a running job: its current state, never an error.
-    rc = t.submit_job(bal.url, t.small_job(prompt="hostile readers", seed=3, steps=20))
+    rc = t.submit_job(bal.url, t.small_job(prompt="hostile readers", seed=3, steps=60))
     c = rc.json.get("id") if rc.status == 202 and isinstance(rc.json, dict) else None
     t.wait_until(lambda: t.backend_step(be) >= 2, 30)
     hostile = ["abc", "-1", "1e3", "0x10", "12 34", "99999999999999999999", "9007199254740992", "7" * 4000,
@@ -157,6 +157,7 @@ def main():
             == ["queued", "assigned"], brief(zero))
     zero.close()
     t.check("the balancer is healthy after them", t.request("GET", bal.url + "/healthz", timeout=10).status == 200)
+    t.request("DELETE", bal.url + "/v1/jobs/%s" % c, timeout=10)
     t.wait_job(bal.url, c, timeout=60)
 
     # A restart on the same --db: the finished job's final event keeps its id.

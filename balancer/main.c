@@ -92,7 +92,7 @@ _Static_assert(BAL_MAX_BODY == 1048576 && BAL_MAX_ANSWER == 268435456 && BAL_MAX
 		       IMAGE_MAX_SIDE == 16384 && BAL_MAX_SLOTS == 8 && BAL_MAX_BACKENDS == 1024 &&
 		       BAL_MAX_GPUS == 16 && BAL_MAX_REGISTRATION == 16384 && BAL_MAX_PROVIDERS == 4096 &&
 		       BAL_MAX_URL == 512 && FORWARD_MAX_STRING == 8192 && FORWARD_MAX_STYLES == 64 &&
-		       BAL_MAX_INFO == 65536 && BAL_IMAGE_CHUNK == 262144,
+		       BAL_MAX_INFO == 65536 && BAL_IMAGE_CHUNK == 262144 && BAL_EVENTS_KEPT == 16,
 	       "update the --help epilog");
 
 static const struct config_program PROGRAM = {
@@ -112,7 +112,9 @@ static const struct config_program PROGRAM = {
 	"  8192 bytes, 64 styles), override_settings sd_model_checkpoint, sd_vae and\n"
 	"  CLIP_stop_at_last_layers (restored afterwards), save_images false; scripts only where a\n"
 	"  backend says allow_scripts (balancer/README.md). A kept result's info 65536 bytes (A1111's\n"
-	"  parameters go only to the façade's client); images are read back 262144 bytes at a time.\n",
+	"  parameters go only to the façade's client); images are read back 262144 bytes at a time.\n"
+	"  An unfinished job keeps its last 16 state events and its latest progress for event\n"
+	"  streams that resume with Last-Event-ID (docs/jobs-api.md).\n",
 };
 
 static void on_tick(struct httpd *h)

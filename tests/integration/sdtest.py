@@ -926,12 +926,15 @@ def metric(m, name, default=None, **labels):
 class EventStream:
     """GET url as Server-Sent Events, read on a thread. .events is a list of
     (name, data, monotonic time) with data parsed as JSON when it is JSON;
-    .ended is set when the server closed the stream; .status/.headers are
-    the response's."""
+    .ids beside it: each event's id: field (a string, or None); .retry: the
+    last retry: field; .ended is set when the server closed the stream;
+    .status/.headers are the response's."""
 
     def __init__(self, url, timeout=60.0, headers=None):
         self.url = url
         self.events = []
+        self.ids = []
+        self.retry = None
         self.comments = []
         self.status = None
         self.headers = {}
@@ -960,7 +963,7 @@ class EventStream:
             if resp.status != 200:
                 self.body = resp.read()
                 return
-            name, data = None, []
+            name, data, eid = None, [], None
             while True:
                 line = resp.readline()
                 if not line:
@@ -975,8 +978,9 @@ class EventStream:
                             parsed = text
                         with self._cv:
                             self.events.append((name or "message", parsed, time.monotonic()))
+                            self.ids.append(eid)
                             self._cv.notify_all()
-                    name, data = None, []
+                    name, data, eid = None, [], None
                 elif line.startswith(":"):
                     self.comments.append(line)
                 else:
@@ -987,6 +991,10 @@ class EventStream:
                         name = value
                     elif field == "data":
                         data.append(value)
+                    elif field == "id":
+                        eid = value
+                    elif field == "retry":
+                        self.retry = value
         except Exception as e:  # noqa: BLE001 - recorded for the test to report
             self.error = e
         finally:

@@ -1104,6 +1104,82 @@ def _handler_base():
     return H
 
 
+class TcpProxy:
+    """A TCP pass-through on a free port to target_port. .accepted counts the
+    connections it accepted; .sent holds, per connection, the first 64 KiB a
+    client sent through it (its requests); cut() closes every open
+    connection at once (a network blip). hold_stream_end: a connection that
+    carried a done event passes nothing more (the end of the event stream is
+    held back, as from a balancer that does not end it)."""
+
+    def __init__(self, target_port, hold_stream_end=False):
+        self.target = target_port
+        self.hold = hold_stream_end
+        self.accepted = 0
+        self.sent = []
+        self.open = []
+        self.lock = threading.Lock()
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.lsock.getsockname()[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            try:
+                u = socket.create_connection(("127.0.0.1", self.target), timeout=10)
+            except OSError:
+                c.close()
+                continue
+            u.settimeout(None)
+            head = bytearray()
+            with self.lock:
+                self.sent.append(head)
+                self.open += [c, u]
+            for a, b, hold, rec in ((c, u, False, head), (u, c, self.hold, None)):
+                threading.Thread(target=self._pipe, args=(a, b, hold, rec), daemon=True).start()
+
+    def cut(self):
+        """Closes every connection open now (both sides)."""
+        with self.lock:
+            socks, self.open = self.open, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    @staticmethod
+    def _pipe(src, dst, hold, rec):
+        held = False
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if rec is not None and len(rec) < 65536:
+                    rec += data[:65536 - len(rec)]
+                if held:
+                    continue
+                if hold and b"event: done" in data:
+                    held = True
+                    if data.endswith(b"\r\n0\r\n\r\n"):  # the chunked stream's end
+                        data = data[:-5]
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 class RecordingProxy(_Server):
     """An HTTP proxy in front of one backend that records every POST
     /sdapi/v1/txt2img it forwards: .calls is a list of dicts {start, end,

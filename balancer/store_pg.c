@@ -117,7 +117,7 @@ static void failed(struct store_conn *c, const char *what)
 		c->lost = 1;
 		return;
 	}
-	log_error("db: %s: %s", what, PQerrorMessage(c->pg));
+	log_error("db: %.200s: %s", what, PQerrorMessage(c->pg));
 }
 
 /* The connection, reconnected if it was lost and no transaction was open

@@ -847,17 +847,8 @@ class Postgres:
         return name
 
     def query(self, dbname, sql):
-        """Runs sql with psql on database dbname (a name or a URL): the rows,
-        each a list of text fields (NULL as None)."""
-        url = dbname if "://" in dbname else self.url(dbname)
-        p = subprocess.run([os.path.join(self.bin, "psql") if os.path.exists(os.path.join(self.bin, "psql"))
-                            else "psql", "-X", "-q", "-A", "-t", "-F", "\x1f", "-P", "null=\x1e",
-                            "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
-                           capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
-        if p.returncode != 0:
-            raise RuntimeError("psql: %s" % p.stderr.decode(errors="replace").strip())
-        out = p.stdout.decode("utf-8", "replace")
-        return [[None if f == "\x1e" else f for f in line.split("\x1f")] for line in out.split("\n") if line]
+        """Runs sql on database dbname (a name or a URL): psql_query()."""
+        return psql_query(dbname if "://" in dbname else self.url(dbname), sql)
 
     def close(self):
         if self.closed:
@@ -868,6 +859,19 @@ class Postgres:
         except (RuntimeError, subprocess.SubprocessError, OSError):
             pass
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def psql_query(url, sql):
+    """Runs sql with psql on the database at url: the rows, each a list of
+    text fields (NULL as None). Raises with psql's message on an error."""
+    psql = os.path.join(pg_bin_dir(), "psql")
+    p = subprocess.run([psql if os.path.exists(psql) else "psql", "-X", "-q", "-A", "-t", "-F", "\x1f",
+                        "-P", "null=\x1e", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
+                       capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    if p.returncode != 0:
+        raise RuntimeError("psql: %s" % p.stderr.decode(errors="replace").strip())
+    out = p.stdout.decode("utf-8", "replace")
+    return [[None if f == "\x1e" else f for f in line.split("\x1f")] for line in out.split("\n") if line]
 
 
 _postgres = None
@@ -904,7 +908,7 @@ def db_query(db, sql, params=()):
         if len(parts) - 1 != len(params):
             raise ValueError("placeholders and params differ")
         text = parts[0] + "".join(_sql_literal(v) + rest for v, rest in zip(params, parts[1:]))
-        return [tuple(r) for r in postgres().query(db, text)]
+        return [tuple(r) for r in psql_query(db, text)]
     import sqlite3
     con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10)
     try:

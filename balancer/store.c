@@ -60,7 +60,7 @@ struct store_task {
 	struct lane_task base; /* first */
 	struct store *s;
 	enum task_kind kind;
-	char id[80];
+	char id[STORE_ID_MAX];
 	char status[16];
 	double when;
 	json_t *doc;
@@ -138,12 +138,13 @@ static int migrate(struct store *s, const char *label)
 		for (int i = v; i < e->n_migrations && rc == 0; i++) {
 			char record[96];
 			snprintf(record, sizeof record, "INSERT INTO schema_migrations (version) VALUES (%d)", i + 1);
-			if (exec(s, e->begin_sql) && exec(s, e->migrations[i]) && exec(s, record) && exec(s, "COMMIT")) {
+			if (exec(s, e->begin_sql) && exec(s, e->migrations[i]) && exec(s, record) &&
+			    exec(s, "COMMIT")) {
 				log_info("db %s: schema migrated to version %d", label, i + 1);
 			} else {
 				exec(s, "ROLLBACK");
-				log_error("db %s: migration to version %d failed; the schema stays at version %d", label,
-					  i + 1, i);
+				log_error("db %s: migration to version %d failed; the schema stays at version %d",
+					  label, i + 1, i);
 				rc = -1;
 			}
 		}

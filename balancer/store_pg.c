@@ -243,7 +243,10 @@ static int pg_version(struct store_conn *c)
 	return (int)query_int(c, "SELECT coalesce(max(version), 0) FROM schema_migrations");
 }
 
-static int pg_lock(struct store_conn *c) { return query_int(c, "SELECT 1 FROM pg_advisory_lock(" PG_MIGRATION_LOCK ")") == 1; }
+static int pg_lock(struct store_conn *c)
+{
+	return query_int(c, "SELECT 1 FROM pg_advisory_lock(" PG_MIGRATION_LOCK ")") == 1;
+}
 
 static void pg_unlock(struct store_conn *c) { query_int(c, "SELECT pg_advisory_unlock(" PG_MIGRATION_LOCK ")::int"); }
 
@@ -420,9 +423,9 @@ static double mono_now(void)
 }
 
 /* Defaults before the URL's own settings, which win (expand_dbname). */
-static const char *const CONNECT_KEYS[] = {"connect_timeout",  "keepalives",       "keepalives_idle",
+static const char *const CONNECT_KEYS[] = {"connect_timeout",     "keepalives",       "keepalives_idle",
 					   "keepalives_interval", "keepalives_count", "tcp_user_timeout",
-					   "application_name", "dbname",           NULL};
+					   "application_name",    "dbname",           NULL};
 #define CONNECT_DEFAULTS "10", "1", "30", "10", "3", "60000", "sdgate-balancer"
 
 static PGconn *connect_once(const char *url)
@@ -456,9 +459,8 @@ struct store_conn *store_pg_open(const char *url, double wait_s, const struct st
 		 * not change its mind: only one that is down is waited for. */
 		int down = server_down(url);
 		if (!down || mono_now() + pause > deadline) {
-			log_error("db %s: cannot connect%s (%d tries): %s", c->label,
-				  down ? " within --db-wait-s" : "", tries,
-				  c->pg ? PQerrorMessage(c->pg) : "out of memory");
+			log_error("db %s: cannot connect%s (%d tries): %s", c->label, down ? " within --db-wait-s" : "",
+				  tries, c->pg ? PQerrorMessage(c->pg) : "out of memory");
 			pg_close(c);
 			return NULL;
 		}

@@ -228,10 +228,11 @@ static int sq_version(struct store_conn *c)
 /* client_bytes from the images themselves, whatever a crash left. */
 static int sq_ready(struct store_conn *c)
 {
-	return sq_exec(c, "BEGIN IMMEDIATE;"
-			  "DELETE FROM client_bytes;"
-			  "INSERT INTO client_bytes (client, bytes) SELECT client, sum(bytes) FROM images GROUP BY client;"
-			  "COMMIT;");
+	return sq_exec(c,
+		       "BEGIN IMMEDIATE;"
+		       "DELETE FROM client_bytes;"
+		       "INSERT INTO client_bytes (client, bytes) SELECT client, sum(bytes) FROM images GROUP BY client;"
+		       "COMMIT;");
 }
 
 static int sq_save_job(struct store_conn *c, const char *id, const char *status, double finished, const char *doc)

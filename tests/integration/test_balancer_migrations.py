@@ -209,9 +209,12 @@ def pg_part(be_arg):
         d = t.get_job(bal.url, jid) if jid else None
         t.check("…on the same state (the earlier job is there)", d is not None and d.get("status") == "done", d)
         bal.stop()
-    code, log, took = refused(pg.url("no_such_db"), "--db-wait-s", 30)
+    secret2 = "pw-in-the-query-9c1d"
+    code, log, took = refused(pg.url("no_such_db") + "?password=" + secret2, "--db-wait-s", 30)
     t.check("a server that answers but refuses (unknown database): fails at once (%.1f s), says why" % took,
             code != 0 and took < 10 and "no_such_db" in log and "does not exist" in log, (code, log[-600:]))
+    t.check("…naming the server without the password given as ?password=",
+            secret2 not in log and "?password=***" in log, log[-600:])
 
 
 def main():

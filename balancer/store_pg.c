@@ -106,18 +106,21 @@ struct store_conn {
 	int lost;          /* the loss was logged */
 };
 
+/* libpq's message, first line only (the rest is hints over several lines). */
+#define FIRST_LINE(m) (int)strcspn((m), "\n"), (m)
+
 /* After a failed call: a lost connection is logged once, any other error
  * each time. */
 static void failed(struct store_conn *c, const char *what)
 {
 	if (PQstatus(c->pg) == CONNECTION_BAD) {
 		if (!c->lost)
-			log_error("db %s: connection lost (%s); the next task reconnects", c->label,
-				  PQerrorMessage(c->pg));
+			log_error("db %s: connection lost (%.*s); the next task reconnects", c->label,
+				  FIRST_LINE(PQerrorMessage(c->pg)));
 		c->lost = 1;
 		return;
 	}
-	log_error("db: %.200s: %s", what, PQerrorMessage(c->pg));
+	log_error("db: %.200s: %.*s", what, FIRST_LINE(PQerrorMessage(c->pg)));
 }
 
 /* The connection, reconnected if it was lost and no transaction was open
@@ -146,6 +149,8 @@ static int result_ok(PGresult *r)
 static int pg_exec(struct store_conn *c, const char *sql)
 {
 	int ends = strcmp(sql, "COMMIT") == 0 || strcmp(sql, "ROLLBACK") == 0;
+	if (strcmp(sql, "ROLLBACK") == 0 && !c->in_tx)
+		return 1; /* a failed COMMIT ended it already */
 	if (!usable(c)) {
 		if (ends)
 			c->in_tx = 0;
@@ -415,6 +420,12 @@ static const struct store_engine PG_ENGINE = {
 	.load_backends = pg_load_backends,
 };
 
+static void on_notice(void *arg, const char *message)
+{
+	const struct store_conn *c = arg;
+	log_warn("db %s: %.*s", c->label, FIRST_LINE(message));
+}
+
 static double mono_now(void)
 {
 	struct timespec ts;
@@ -422,11 +433,15 @@ static double mono_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Defaults before the URL's own settings, which win (expand_dbname). */
-static const char *const CONNECT_KEYS[] = {"connect_timeout",     "keepalives",       "keepalives_idle",
-					   "keepalives_interval", "keepalives_count", "tcp_user_timeout",
-					   "application_name",    "dbname",           NULL};
-#define CONNECT_DEFAULTS "10", "1", "30", "10", "3", "60000", "sdgate-balancer"
+/* Defaults before the URL's own settings, which win (expand_dbname);
+ * options: no notices (CREATE ... IF NOT EXISTS and the like), in every
+ * session, a reconnected one too. */
+static const char *const CONNECT_KEYS[] = {"connect_timeout",  "keepalives",
+					   "keepalives_idle",  "keepalives_interval",
+					   "keepalives_count", "tcp_user_timeout",
+					   "application_name", "options",
+					   "dbname",           NULL};
+#define CONNECT_DEFAULTS "10", "1", "30", "10", "3", "60000", "sdgate-balancer", "-c client_min_messages=warning"
 
 static PGconn *connect_once(const char *url)
 {
@@ -459,23 +474,24 @@ struct store_conn *store_pg_open(const char *url, double wait_s, const struct st
 		 * not change its mind: only one that is down is waited for. */
 		int down = server_down(url);
 		if (!down || mono_now() + pause > deadline) {
-			log_error("db %s: cannot connect%s (%d tries): %s", c->label, down ? " within --db-wait-s" : "",
-				  tries, c->pg ? PQerrorMessage(c->pg) : "out of memory");
+			log_error("db %s: cannot connect%s (%d tries): %.*s", c->label,
+				  down ? " within --db-wait-s" : "", tries,
+				  FIRST_LINE(c->pg ? PQerrorMessage(c->pg) : "out of memory"));
 			pg_close(c);
 			return NULL;
 		}
 		if (tries == 1)
-			log_warn("db %s: not answering (%s); trying again for up to %.0f s", c->label,
-				 PQerrorMessage(c->pg), wait_s);
+			log_warn("db %s: not answering (%.*s); trying again for up to %.0f s", c->label,
+				 FIRST_LINE(PQerrorMessage(c->pg)), wait_s);
 		PQfinish(c->pg);
 		c->pg = NULL;
 		struct timespec ts = {(time_t)pause, (long)((pause - (double)(time_t)pause) * 1e9)};
 		nanosleep(&ts, NULL);
 		pause = pause * 2 < PG_RETRY_MAX_S ? pause * 2 : PG_RETRY_MAX_S;
 	}
-	/* Fewer notices in the log (CREATE ... IF NOT EXISTS and the like). */
-	PGresult *r = PQexec(c->pg, "SET client_min_messages = warning");
-	PQclear(r);
+	/* The server's warnings go to the log, not raw to stderr; notices
+	 * (CREATE ... IF NOT EXISTS and the like) are not asked for. */
+	PQsetNoticeProcessor(c->pg, on_notice, c);
 	*engine = &PG_ENGINE;
 	return c;
 }

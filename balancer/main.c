@@ -1,7 +1,7 @@
-/* main.c — sdgate-balancer: flags, the SQLite store, the static backends
- * and what the store remembers, the h2o server with its four APIs, the
+/* main.c — sdgate-balancer: flags, the store (SQLite or PostgreSQL), the
+ * static backends and what the store remembers, the h2o server with its four APIs, the
  * periodic work (dispatch, health, heartbeats, expiry), and a clean stop on
- * SIGINT/SIGTERM that leaves every unfinished job in the file for the next
+ * SIGINT/SIGTERM that leaves every unfinished job in the store for the next
  * start. */
 #include "balancer.h"
 
@@ -85,7 +85,7 @@ static const struct config_option OPTIONS[] = {
 	{"result-ttl", CONFIG_INT, &B.cfg.result_ttl_s, "S", "how long finished jobs and their images are kept", 1,
 	 31536000},
 	{"result-max-bytes", CONFIG_INT, &B.cfg.result_max_bytes, "N",
-	 "images kept in all (bytes, in the SQLite file); past it the oldest results are dropped", 1, 1e15},
+	 "images kept in all (bytes, in the store); past it the oldest results are dropped", 1, 1e15},
 	{"result-max-bytes-per-client", CONFIG_INT, &B.cfg.result_max_bytes_per_client, "N",
 	 "images kept per client (bytes); past it that client's oldest results are dropped", 1, 1e15},
 	{"max-connections", CONFIG_INT, &B.cfg.max_connections, "N",

@@ -1,14 +1,3 @@
-/* store.c — see store.h.
- *
- * Batches: the store's lane hands its thread whatever is queued (up to
- * BATCH_MAX tasks) at once, and the batch runs in one transaction
- * (batch_begin, batch_end): a commit, its WAL frames and the pages the rows
- * share (index leaves, the tables' last pages) are paid once per batch, not
- * once per task. A task that needs all-or-none (a result, an expiry) runs in
- * a savepoint inside it. The tasks' callbacks run only after the commit, so
- * nothing is acknowledged before it is in the file; should the commit fail,
- * each task of the batch runs again on its own, as without batches. Under
- * light load a batch is one task. */
 /* store.c — see store.h. What does not depend on the database lives here:
  * the store's lane and its tasks, the batches, the migrations' order, the
  * caps and which results they drop, the documents' text. The SQL is in one

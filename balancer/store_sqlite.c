@@ -404,6 +404,7 @@ struct store_conn *store_sqlite_open(const char *path, const struct store_engine
 	}
 	sqlite3_busy_timeout(c->db, 5000);
 	if (!sq_exec(c, PRAGMAS)) {
+		log_error("db %s: not a SQLite database this balancer can use", path);
 		sq_close(c);
 		return NULL;
 	}

@@ -191,6 +191,20 @@ def pg_part(be_arg):
             log.count("connection lost") == 1 and log.count("reconnected") == 1,
             [line for line in log.splitlines() if "db " in line][-8:])
     t.check("the balancer still runs", bal.running())
+
+    # The connection cut by the server while jobs are being written (a batch may meet it).
+    accepted = []
+    for i in range(6):
+        if i == 3:
+            cut = t.db_query(url, "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                                  " WHERE application_name = 'sdgate-balancer'")[0][0]
+        r = t.submit_job(bal.url, t.small_job(prompt="around a cut connection", seed=40 + i))
+        if r.status == 202 and isinstance(r.json, dict):
+            accepted.append(r.json["id"])
+    done = [(t.wait_job(bal.url, j, timeout=60) or {}).get("status") for j in accepted]
+    t.check("a connection cut mid-work (%s session(s) ended by the server): at most one job refused, every accepted one done (%d of 6)"
+            % (cut, len(accepted)), len(accepted) >= 5 and done == ["done"] * len(accepted), done)
+    t.check("the balancer still runs after the cut", bal.running())
     bal.stop()
 
     # Down at start: waited for, within --db-wait-s.

@@ -43,7 +43,8 @@
 
 struct bal_config {
 	const char *listen;
-	const char *db;
+	const char *db;              /* a SQLite file or a postgresql:// URL (store.h) */
+	double db_wait_s;            /* PostgreSQL down at start: retried this long */
 	char **backends;             /* static, from --backend */
 	char **trusted_proxies;      /* --trusted-proxy: peers whose X-Real-IP / X-Forwarded-For name the client */
 	char **allowed_origins;      /* --allowed-origin: web origins whose browser requests are let through */

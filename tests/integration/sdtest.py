@@ -806,7 +806,19 @@ class Postgres:
                  timeout=120)
         self.start()
         _servers.append(self)
+        self._watchdog()
         print("# PostgreSQL server (%s) on 127.0.0.1:%d" % (self.bin, self.port), flush=True)
+
+    def _watchdog(self):
+        """A shell in a session of its own that stops the server and removes
+        its folder once this process is gone, however it ended (a ctest
+        timeout's SIGKILL runs no teardown)."""
+        stop = " ".join(self.as_user + [os.path.join(self.bin, "pg_ctl"), "-D", self.data, "-m", "immediate", "-w",
+                                        "stop"])
+        script = ("while kill -0 %d 2>/dev/null; do sleep 1; done; %s >/dev/null 2>&1; rm -rf '%s'"
+                  % (os.getpid(), stop, self.dir))
+        subprocess.Popen(["sh", "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
 
     def _pg(self, prog, *args, timeout=60):
         p = subprocess.run(self.as_user + [os.path.join(self.bin, prog)] + list(args), capture_output=True,

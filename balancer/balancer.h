@@ -57,6 +57,7 @@ struct bal_config {
 	long heartbeat_interval_s, health_interval_ms, progress_interval_ms, preview_interval_ms;
 	double job_timeout_factor, min_job_timeout_s, max_job_timeout_s;
 	double retry_after_s; /* a backend unused this long is re-tried (router.h) */
+	double lease_s;       /* shared database: a balancer silent this long is taken for dead (cluster.c) */
 	long prefetch_ms;     /* a job planned on a busy slot that frees within this is sent now, behind */
 	long result_ttl_s;
 	long result_max_bytes, result_max_bytes_per_client; /* kept images, decoded bytes */
@@ -216,6 +217,10 @@ struct balancer {
 	size_t n_ptokens;
 	struct prefs *prefs;      /* façade clients' options (prefs.h) */
 	struct apiauth *api_auth; /* --api-auth, or NULL (apiauth.h) */
+	double next_beat;         /* cluster.c */
+	int beating;              /* a heartbeat (and its claim) in flight */
+	int fenced;               /* the others ended its membership: it stops */
+	long taken_over;          /* jobs claimed from dead balancers */
 };
 
 struct balancer *balancer_of(struct httpd *h);
@@ -329,6 +334,28 @@ void jobs_refresh_events(struct balancer *b, struct job *j);
 void jobs_final_event(struct balancer *b, const struct job *j, const char **event, json_t **data);
 void jobs_expire(struct balancer *b, double unix_now);
 void jobs_load(struct balancer *b);
+/* A job document read from the store (cluster.c, api_jobs.c), taken in as
+ * jobs_load takes each: a finished one kept to be read, an unfinished one
+ * queued again. Nothing if a job of that id is here already. */
+void jobs_adopt(struct balancer *b, json_t *doc, int has_images);
+/* A job document read as a job of no balancer's (not in any table, not
+ * queued): to be viewed (jobs_view) and freed with jobs_free_unlinked. NULL
+ * when the document is not a job's. */
+struct job *jobs_from_doc(json_t *doc, int has_images);
+void jobs_free_unlinked(struct job *j);
+
+/* cluster.c: several balancers on one shared database (store.h). Every
+ * lease_s / 4 the member beats, then claims up to 64 unfinished jobs of
+ * balancers silent for lease_s; a balancer whose membership the others
+ * ended stops (exit code 3) so that it never runs a job twice with them. */
+void cluster_tick(struct balancer *b, double now);
+
+/* remote.c: GET (document, events, images) or DELETE of a job not held
+ * here, on a shared database: 1 when it took the request (answered now or
+ * once the store answers), 0 on a database of one balancer's. */
+int remote_job_request(struct balancer *b, h2o_req_t *req, const char *id, const char *tail);
+void remote_tick(struct balancer *b, double now);
+void remote_free_all(void);
 void jobs_free_all(struct balancer *b);
 int jobs_is_final(const struct job *j);
 

@@ -551,17 +551,16 @@ void jobs_expire(struct balancer *b, double unix_now)
  * process, so it fails instead of running for nobody; an img2img's init
  * images were never in the file, request_doc, so it fails instead of
  * running as a txt2img). */
-static void load_one(json_t *doc, int has_images, void *user)
+struct job *jobs_from_doc(json_t *doc, int has_images)
 {
-	struct balancer *b = user;
 	const char *id = json_string_value(json_object_get(doc, "id"));
 	int status = status_parse(json_string_value(json_object_get(doc, "status")));
 	json_t *request = json_object_get(doc, "request");
-	if (!id || strlen(id) != BAL_ID_LEN || status < 0 || !json_is_object(request) || jobs_find(b, id))
-		return;
+	if (!id || strlen(id) != BAL_ID_LEN || status < 0 || !json_is_object(request))
+		return NULL;
 	struct job *j = calloc(1, sizeof *j);
 	if (!j)
-		return;
+		return NULL;
 	snprintf(j->id, sizeof j->id, "%s", id);
 	const char *client = json_string_value(json_object_get(doc, "client"));
 	snprintf(j->client, sizeof j->client, "%s", client ? client : "");
@@ -590,12 +589,30 @@ static void load_one(json_t *doc, int has_images, void *user)
 		       bal_unix_now());
 	derive(j);
 	j->enqueued = j->finished = bal_now();
+	j->status = (enum job_status)status;
+	return j;
+}
+
+void jobs_free_unlinked(struct job *j) { free_job(j); }
+
+static void load_one(json_t *doc, int has_images, void *user)
+{
+	struct balancer *b = user;
+	const char *id = json_string_value(json_object_get(doc, "id"));
+	if (!id || jobs_find(b, id))
+		return;
+	struct job *j = jobs_from_doc(doc, has_images);
+	if (!j)
+		return;
+	int status = j->status;
+	json_t *request = j->request;
 	link_job(b, j);
 	const char *key = json_string_value(json_object_get(doc, "idempotency_key"));
 	const char *hash = json_string_value(json_object_get(doc, "request_hash"));
 	if (key && *key && strlen(key) <= BAL_MAX_IDEMPOTENCY_KEY && hash)
 		jobs_set_idempotency(b, j, key, hash);
 	if (status == JOB_QUEUED || status == JOB_RUNNING) {
+		j->status = JOB_QUEUED; /* again: it runs here anew */
 		link_active(b, j);
 		if (j->facade) {
 			j->status = JOB_RUNNING; /* so that finish() records it */
@@ -614,8 +631,12 @@ static void load_one(json_t *doc, int has_images, void *user)
 	}
 }
 
+void jobs_adopt(struct balancer *b, json_t *doc, int has_images) { load_one(doc, has_images, b); }
+
 void jobs_load(struct balancer *b)
 {
+	if (store_shared(b->store))
+		return; /* the others' jobs are theirs: cluster.c claims the orphans, api_jobs.c finds the rest */
 	int n = store_load_jobs(b->store, load_one, b);
 	if (n > 0)
 		log_info("db: %d job(s) loaded, %d queued again", n, b->queued);

@@ -36,6 +36,10 @@ static const struct config_option OPTIONS[] = {
 	 0, 0},
 	{"db-wait-s", CONFIG_DOUBLE, &B.cfg.db_wait_s, "S",
 	 "at start, how long a PostgreSQL server that does not answer is tried again before giving up", 0, 3600},
+	{"lease-s", CONFIG_DOUBLE, &B.cfg.lease_s, "S",
+	 "PostgreSQL (balancers sharing it): a balancer with no heartbeat for S seconds is taken for dead and its "
+	 "unfinished jobs are taken over; each beats every S/4",
+	 1, 600},
 	{"backend", CONFIG_LIST, &B.cfg.backends, "URL",
 	 "a static backend (repeatable); identity may ride in the fragment: "
 	 "URL#provider=P&location=L&gpu_class=C&price_per_hour=X&slots=N",
@@ -127,6 +131,8 @@ static void on_tick(struct httpd *h)
 	struct balancer *b = httpd_user(h);
 	double now = bal_now();
 	dispatch_tick(b, now);
+	cluster_tick(b, now);
+	remote_tick(b, now);
 	if (now < b->next_slow_tick)
 		return;
 	b->next_slow_tick = now + SLOW_TICK_S;
@@ -290,6 +296,7 @@ static void set_defaults(struct bal_config *c)
 	c->min_job_timeout_s = 30;
 	c->max_job_timeout_s = 3600;
 	c->retry_after_s = ROUTER_RETRY_S;
+	c->lease_s = 4;
 	c->progress_interval_ms = 50;
 	c->prefetch_ms = 30;
 	c->preview_interval_ms = 1000;
@@ -346,6 +353,7 @@ int main(int argc, char **argv)
 	if (!b->store)
 		goto out;
 	store_prune(b->store, bal_unix_now() - (double)b->cfg.result_ttl_s); /* before anything is loaded */
+	store_set_member(b->store, b->instance);
 
 	static struct httpd_route routes[64];
 	size_t n = 0;
@@ -401,7 +409,7 @@ int main(int argc, char **argv)
 	if (b->cfg.allow_private_backends)
 		log_warn("--allow-private-backends: registrations may point at loopback and private addresses");
 	httpd_run(b->httpd);
-	rc = 0;
+	rc = b->fenced ? 3 : 0;
 out:
 	/* Stop the threads first; what they had finished is delivered by one
 	 * more turn of the loop, then the store writes what is pending. */
@@ -420,6 +428,7 @@ out:
 	b->store = NULL; /* what the last turn delivers may not use it (store.h: NULL is refused) */
 	if (b->httpd)
 		h2o_evloop_run(httpd_loop(b->httpd), 0);
+	remote_free_all();
 	httpd_free(b->httpd);
 	registry_free_all(b);
 	jobs_free_all(b);

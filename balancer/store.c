@@ -29,7 +29,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum task_kind { SAVE_JOB, SAVE_BACKEND, DELETE_BACKEND, EXPIRE_JOBS, PUT_RESULT, READ_IMAGE };
+enum task_kind {
+	SAVE_JOB,
+	SAVE_BACKEND,
+	DELETE_BACKEND,
+	EXPIRE_JOBS,
+	PUT_RESULT,
+	READ_IMAGE,
+	BEAT,
+	CLAIM,
+	FIND_JOB,
+	FIND_IDEMPOTENT
+};
 
 #define BATCH_MAX 64
 
@@ -43,6 +54,8 @@ struct store {
 	long long max_bytes, max_per_client;
 	_Atomic long long bytes;   /* images kept; written by whichever thread holds the lock */
 	_Atomic long long evicted; /* results dropped by the caps */
+	char member[STORE_ID_MAX]; /* a shared database's member ("": none yet) */
+	int joined;                /* its first heartbeat went through */
 };
 
 struct store_task {
@@ -61,6 +74,10 @@ struct store_task {
 	struct image_files images;
 	json_t *meta, *evicted;
 	store_kept_fn kept;
+	/* BEAT, CLAIM, FIND_*: [{doc, flags}] found (NULL: failed) */
+	json_t *rows;
+	char key[160];
+	store_rows_fn found;
 	/* READ_IMAGE */
 	int n;
 	long long offset, total;
@@ -319,7 +336,48 @@ static int put_image(struct store *s, struct store_task *t, int n, const struct 
 
 static int save_job_doc(struct store *s, const char *id, const char *status, double finished, const char *text)
 {
-	return s->e->save_job(s->c, id, status, finished, text);
+	return s->e->save_job(s->c, id, status, finished, text, s->member[0] ? s->member : NULL);
+}
+
+/* A row found by a shared database's query, onto the task's rows. */
+static void found_row(const char *text, int flags, void *ctx)
+{
+	struct store_task *t = ctx;
+	json_t *doc = text ? json_loads(text, 0, NULL) : NULL;
+	if (json_is_object(doc))
+		json_array_append_new(t->rows, json_pack("{s:o,s:i}", "doc", doc, "flags", flags));
+	else
+		json_decref(doc);
+}
+
+static void run_shared(struct store *s, struct store_task *t)
+{
+	json_decref(t->rows); /* a batch that failed runs its tasks again */
+	t->rows = json_array();
+	int n = -1;
+	switch (t->kind) {
+	case BEAT:
+		n = s->e->beat(s->c, s->member, !s->joined);
+		if (n == 1)
+			s->joined = 1;
+		t->n = n;
+		break;
+	case CLAIM:
+		n = s->e->claim(s->c, s->member, t->when, t->n, found_row, t);
+		break;
+	case FIND_JOB:
+		n = s->e->find_job(s->c, t->id, t->when, found_row, t);
+		break;
+	case FIND_IDEMPOTENT:
+		n = s->e->find_idempotent(s->c, t->client, t->key, t->when, found_row, t);
+		break;
+	default:
+		break;
+	}
+	if (n < 0) {
+		json_decref(t->rows);
+		t->rows = NULL;
+	}
 }
 
 /* The result's images, the evictions and the job's document, all or none;
@@ -383,6 +441,12 @@ static void task_run(struct lane_task *lt)
 	case READ_IMAGE:
 		t->total = s->e->read_image(s->c, t->id, t->n, t->offset, t->buf, t->cap, &t->len);
 		break;
+	case BEAT:
+	case CLAIM:
+	case FIND_JOB:
+	case FIND_IDEMPOTENT:
+		run_shared(s, t);
+		break;
 	}
 }
 
@@ -402,6 +466,10 @@ static void task_done(struct httpd *h, struct lane_task *lt)
 	}
 	if (t->read)
 		t->read(t->user, t->base.cancelled ? -1 : t->total, t->base.cancelled ? 0 : t->len);
+	if (t->found)
+		t->found(t->user, t->kind == BEAT ? (t->base.cancelled || !t->rows ? -1 : t->n) : 0,
+			 t->base.cancelled ? NULL : t->rows);
+	json_decref(t->rows);
 	json_decref(t->doc);
 	image_files_free(&t->images);
 	json_decref(t->meta);
@@ -531,4 +599,61 @@ int store_load_backends(struct store *s, void (*fn)(json_t *doc, void *user), vo
 	int n = s->e->load_backends(s->c, loaded, &l);
 	pthread_mutex_unlock(&s->lock);
 	return n;
+}
+
+int store_shared(const struct store *s) { return s && s->e->beat != NULL; }
+
+void store_set_member(struct store *s, const char *member)
+{
+	if (store_shared(s))
+		snprintf(s->member, sizeof s->member, "%s", member);
+}
+
+/* A shared database's task; done at once (failed) on any other. */
+static struct store_task *shared_task(struct store *s, enum task_kind kind, const char *id, double dead_after_s,
+				      store_rows_fn done, void *user)
+{
+	struct store_task *t = store_shared(s) && s->member[0] ? task_new(s, kind, id) : NULL;
+	if (!t) {
+		done(user, -1, NULL);
+		return NULL;
+	}
+	t->when = dead_after_s;
+	t->found = done;
+	t->user = user;
+	return t;
+}
+
+void store_beat(struct store *s, store_rows_fn done, void *user)
+{
+	struct store_task *t = shared_task(s, BEAT, NULL, 0, done, user);
+	if (t)
+		lane_submit(s->lane, &t->base);
+}
+
+void store_claim_orphans(struct store *s, double dead_after_s, int max, store_rows_fn done, void *user)
+{
+	struct store_task *t = shared_task(s, CLAIM, NULL, dead_after_s, done, user);
+	if (!t)
+		return;
+	t->n = max;
+	lane_submit(s->lane, &t->base);
+}
+
+void store_find_job(struct store *s, const char *id, double dead_after_s, store_rows_fn done, void *user)
+{
+	struct store_task *t = shared_task(s, FIND_JOB, id, dead_after_s, done, user);
+	if (t)
+		lane_submit(s->lane, &t->base);
+}
+
+void store_find_idempotent(struct store *s, const char *client, const char *key, double dead_after_s,
+			   store_rows_fn done, void *user)
+{
+	struct store_task *t = shared_task(s, FIND_IDEMPOTENT, NULL, dead_after_s, done, user);
+	if (!t)
+		return;
+	snprintf(t->client, sizeof t->client, "%s", client);
+	snprintf(t->key, sizeof t->key, "%s", key);
+	lane_submit(s->lane, &t->base);
 }

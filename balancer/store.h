@@ -96,6 +96,35 @@ typedef void (*store_read_fn)(void *user, long long total, size_t len);
 void store_read_image(struct store *s, const char *job_id, int n, long long offset, unsigned char *buf, size_t cap,
 		      store_read_fn done, void *user);
 
+/* Several balancers on one database (PostgreSQL; a SQLite file is one
+ * balancer's). Each balancer is a member, alive while its heartbeat is
+ * younger than dead_after_s by the database's clock. A job is owned by the
+ * member that saved it first (or claimed it): a save by any other member
+ * fails and changes nothing (fencing), so a balancer taken for dead cannot
+ * overwrite what its successor does with its jobs. Idempotency-Keys are
+ * unique per client across all members. */
+int store_shared(const struct store *s);
+/* Shared: the balancer's member id (its instance id), before any task. */
+void store_set_member(struct store *s, const char *member);
+/* What a shared database's task found, on the loop thread: r (store_beat
+ * only: 1 alive, 0 its membership is gone, -1 failed) and rows (borrowed;
+ * NULL when the database failed): [{"doc": job document, "flags":
+ * STORE_JOB_IMAGES | STORE_JOB_OWNER_ALIVE}]. Every task below, on a store
+ * that is not shared, fails at once (-1, NULL). */
+#define STORE_JOB_IMAGES 1      /* the job has kept images */
+#define STORE_JOB_OWNER_ALIVE 2 /* its owner is a live member */
+typedef void (*store_rows_fn)(void *user, int r, json_t *rows);
+/* The member's heartbeat (the first joins). */
+void store_beat(struct store *s, store_rows_fn done, void *user);
+/* Ends the memberships past dead_after_s and makes this member the owner
+ * of up to max unfinished jobs that no live member owns (oldest first):
+ * their documents. */
+void store_claim_orphans(struct store *s, double dead_after_s, int max, store_rows_fn done, void *user);
+/* A job by id, or by its client and Idempotency-Key: 0 or 1 rows. */
+void store_find_job(struct store *s, const char *id, double dead_after_s, store_rows_fn done, void *user);
+void store_find_idempotent(struct store *s, const char *client, const char *key, double dead_after_s,
+			   store_rows_fn done, void *user);
+
 /* Gauges, any thread: bytes of images kept, results dropped by the caps. */
 long long store_results_bytes(const struct store *s);
 long long store_results_evicted(const struct store *s);

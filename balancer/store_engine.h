@@ -54,8 +54,11 @@ struct store_engine {
 	/* Once migrated, before anything is read (may be NULL). */
 	int (*ready)(struct store_conn *c);
 
-	/* Rows. 1 (or the value) if done, 0 / -1 if it failed. */
-	int (*save_job)(struct store_conn *c, const char *id, const char *status, double finished, const char *doc);
+	/* Rows. 1 (or the value) if done, 0 / -1 if it failed. save_job's
+	 * owner (a shared database's member, else NULL) fences: a job saved
+	 * by another owner since is left alone, and that is a failure (0). */
+	int (*save_job)(struct store_conn *c, const char *id, const char *status, double finished, const char *doc,
+			const char *owner);
 	int (*save_backend)(struct store_conn *c, const char *id, const char *doc);
 	int (*delete_backend)(struct store_conn *c, const char *id);
 	/* Deletes finished jobs and the images finished before `before`;
@@ -78,6 +81,24 @@ struct store_engine {
 	 * the number of rows, -1 on failure. */
 	int (*load_jobs)(struct store_conn *c, store_row_fn row, void *user);
 	int (*load_backends)(struct store_conn *c, store_row_fn row, void *user);
+
+	/* A database several balancers share (store.h "Several balancers");
+	 * all NULL on an engine that is one balancer's. A member is alive
+	 * while its heartbeat is younger than dead_after_s, by the database's
+	 * clock. Rows found give store.h's STORE_JOB_* flags. */
+	/* The member's heartbeat (first: it joins): 1, 0 when its membership
+	 * is gone (the others took it for dead), -1 on failure. */
+	int (*beat)(struct store_conn *c, const char *member, int first);
+	/* Ends the memberships past dead_after_s, then makes member the owner
+	 * of up to max unfinished jobs that no live member owns (oldest
+	 * first, rows another claimant holds skipped): each claimed job's row,
+	 * then the count; -1 on failure. */
+	int (*claim)(struct store_conn *c, const char *member, double dead_after_s, int max, store_row_fn row,
+		     void *user);
+	/* A job by id, or by (client, Idempotency-Key): its row (0 or 1). */
+	int (*find_job)(struct store_conn *c, const char *id, double dead_after_s, store_row_fn row, void *user);
+	int (*find_idempotent)(struct store_conn *c, const char *client, const char *key, double dead_after_s,
+			       store_row_fn row, void *user);
 };
 
 /* Open: the engine and its connection, NULL with the reason logged. */

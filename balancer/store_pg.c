@@ -46,13 +46,25 @@ enum stmt_kind {
 	Q_OLDEST_OF_CLIENT,
 	Q_DROP_IMAGES,
 	Q_READ_IMAGE,
+	Q_JOIN,
+	Q_BEAT,
+	Q_REAP,
+	Q_CLAIM,
+	Q_FIND_JOB,
+	Q_FIND_IDEMPOTENT,
 	N_STMTS
 };
 
+/* A found job's STORE_ROW_* flags (parameter $N: dead_after_s). */
+#define ROW_FLAGS(N)                                                                                                   \
+	"(EXISTS (SELECT 1 FROM images i WHERE i.job_id = jobs.id))::int + 2 * (owner IS NOT NULL AND EXISTS"          \
+	" (SELECT 1 FROM balancers m WHERE m.id = jobs.owner AND m.heartbeat_at >="                                    \
+	" now() - make_interval(secs => $" N "::float8)))::int"
+
 static const char *const SQL[N_STMTS] = {
-	[Q_SAVE_JOB] = "INSERT INTO jobs (id, status, doc, finished) VALUES ($1, $2, $3, $4)"
+	[Q_SAVE_JOB] = "INSERT INTO jobs (id, status, doc, finished, owner) VALUES ($1, $2, $3, $4, $5)"
 		       " ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc,"
-		       " finished = excluded.finished",
+		       " finished = excluded.finished WHERE jobs.owner IS NOT DISTINCT FROM excluded.owner",
 	[Q_SAVE_BACKEND] = "INSERT INTO backends (id, doc) VALUES ($1, $2)"
 			   " ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, saved = nextval('backends_saved')",
 	[Q_DELETE_BACKEND] = "DELETE FROM backends WHERE id = $1",
@@ -71,6 +83,17 @@ static const char *const SQL[N_STMTS] = {
 			  " SELECT coalesce(sum(bytes), 0)::bigint FROM gone",
 	[Q_READ_IMAGE] = "SELECT octet_length(data), substring(data FROM $3 FOR $4) FROM images"
 			 " WHERE job_id = $1 AND n = $2",
+	[Q_JOIN] = "INSERT INTO balancers (id) VALUES ($1) ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
+	[Q_BEAT] = "UPDATE balancers SET heartbeat_at = now() WHERE id = $1",
+	[Q_REAP] = "DELETE FROM balancers WHERE heartbeat_at < now() - make_interval(secs => $1::float8)",
+	[Q_CLAIM] = "UPDATE jobs SET owner = $1 WHERE id IN (SELECT id FROM jobs j"
+		    " WHERE status IN ('queued', 'running') AND (owner IS NULL OR NOT EXISTS"
+		    " (SELECT 1 FROM balancers m WHERE m.id = j.owner)) ORDER BY created LIMIT $2"
+		    " FOR UPDATE SKIP LOCKED) RETURNING doc, 0",
+	[Q_FIND_JOB] = "SELECT doc, " ROW_FLAGS("2") " FROM jobs WHERE id = $1",
+	[Q_FIND_IDEMPOTENT] = "SELECT doc, " ROW_FLAGS(
+		"3") " FROM jobs"
+		     " WHERE doc->>'client' = $1 AND doc->>'idempotency_key' = $2",
 };
 
 /* Version 1. Later versions (active-active: a job's owner and lease,
@@ -96,6 +119,13 @@ static const char *const MIGRATIONS[] = {
 	"ALTER TABLE images ALTER COLUMN data SET STORAGE EXTERNAL;"
 	"CREATE INDEX images_finished ON images (finished, job_id);"
 	"CREATE INDEX images_client ON images (client, finished, job_id) INCLUDE (bytes);",
+	/* 2: several balancers on one database (store.h). */
+	"CREATE TABLE balancers (id text PRIMARY KEY, started_at timestamptz NOT NULL DEFAULT now(),"
+	" heartbeat_at timestamptz NOT NULL DEFAULT now());"
+	"ALTER TABLE jobs ADD COLUMN owner text;"
+	"CREATE INDEX jobs_unfinished ON jobs (created) WHERE status IN ('queued', 'running');"
+	"CREATE UNIQUE INDEX jobs_idempotency ON jobs ((doc->>'client'), (doc->>'idempotency_key'))"
+	" WHERE doc->>'idempotency_key' IS NOT NULL;",
 };
 
 struct store_conn {
@@ -257,12 +287,76 @@ static void pg_unlock(struct store_conn *c) { query_int(c, "SELECT pg_advisory_u
 
 static void real_text(double v, char out[32]) { snprintf(out, 32, "%.17g", v); }
 
-static int pg_save_job(struct store_conn *c, const char *id, const char *status, double finished, const char *doc)
+/* Rows a statement touched; -1 if it failed. */
+static long long run_count(struct store_conn *c, enum stmt_kind k, int n, const char *const *vals)
+{
+	PGresult *r = run(c, k, n, vals, NULL, 0);
+	long long v = r ? strtoll(PQcmdTuples(r), NULL, 10) : -1;
+	PQclear(r);
+	return v;
+}
+
+static int pg_save_job(struct store_conn *c, const char *id, const char *status, double finished, const char *doc,
+		       const char *owner)
 {
 	char f[32];
 	real_text(finished, f);
-	const char *v[] = {id, status, doc, f};
-	return run_ok(c, Q_SAVE_JOB, 4, v);
+	const char *v[] = {id, status, doc, f, owner};
+	long long n = run_count(c, Q_SAVE_JOB, 5, v);
+	if (n == 0)
+		log_warn("db: job %s is owned by another balancer now: not saved", id);
+	return n == 1;
+}
+
+static int pg_beat(struct store_conn *c, const char *member, int first)
+{
+	const char *v[] = {member};
+	long long n = run_count(c, first ? Q_JOIN : Q_BEAT, 1, v);
+	return n < 0 ? -1 : n > 0;
+}
+
+/* Each row of statement k (doc, flags) to row; the count, -1 on failure. */
+static int run_rows(struct store_conn *c, enum stmt_kind k, int n, const char *const *vals, store_row_fn row,
+		    void *user)
+{
+	PGresult *r = run(c, k, n, vals, NULL, 0);
+	if (!r)
+		return -1;
+	int rows = PQntuples(r);
+	for (int i = 0; i < rows; i++)
+		row(PQgetvalue(r, i, 0), atoi(PQgetvalue(r, i, 1)), user);
+	PQclear(r);
+	return rows;
+}
+
+static int pg_claim(struct store_conn *c, const char *member, double dead_after_s, int max, store_row_fn row,
+		    void *user)
+{
+	char dead[32], lim[16];
+	real_text(dead_after_s, dead);
+	snprintf(lim, sizeof lim, "%d", max);
+	const char *reap[] = {dead};
+	const char *v[] = {member, lim};
+	if (run_count(c, Q_REAP, 1, reap) < 0)
+		return -1;
+	return run_rows(c, Q_CLAIM, 2, v, row, user);
+}
+
+static int pg_find_job(struct store_conn *c, const char *id, double dead_after_s, store_row_fn row, void *user)
+{
+	char dead[32];
+	real_text(dead_after_s, dead);
+	const char *v[] = {id, dead};
+	return run_rows(c, Q_FIND_JOB, 2, v, row, user);
+}
+
+static int pg_find_idempotent(struct store_conn *c, const char *client, const char *key, double dead_after_s,
+			      store_row_fn row, void *user)
+{
+	char dead[32];
+	real_text(dead_after_s, dead);
+	const char *v[] = {client, key, dead};
+	return run_rows(c, Q_FIND_IDEMPOTENT, 3, v, row, user);
 }
 
 static int pg_save_backend(struct store_conn *c, const char *id, const char *doc)
@@ -418,6 +512,10 @@ static const struct store_engine PG_ENGINE = {
 	.read_image = pg_read_image,
 	.load_jobs = pg_load_jobs,
 	.load_backends = pg_load_backends,
+	.beat = pg_beat,
+	.claim = pg_claim,
+	.find_job = pg_find_job,
+	.find_idempotent = pg_find_idempotent,
 };
 
 static void on_notice(void *arg, const char *message)

@@ -235,8 +235,10 @@ static int sq_ready(struct store_conn *c)
 		       "COMMIT;");
 }
 
-static int sq_save_job(struct store_conn *c, const char *id, const char *status, double finished, const char *doc)
+static int sq_save_job(struct store_conn *c, const char *id, const char *status, double finished, const char *doc,
+		       const char *owner)
 {
+	(void)owner; /* one balancer's file: nothing to fence */
 	sqlite3_stmt *st = stmt(c, Q_SAVE_JOB);
 	if (!st)
 		return 0;

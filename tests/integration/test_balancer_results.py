@@ -240,26 +240,29 @@ def part_c():
     readers = [threading.Thread(target=reader, daemon=True) for _ in range(8)]
     for th in readers:
         th.start()
-    worst, polls, t_end = 0.0, 0, time.monotonic() + 3.0
+    took, t_end = [], time.monotonic() + 3.0
     while time.monotonic() < t_end:
         t0 = time.monotonic()
         r = t.request("GET", bal.url + "/healthz", timeout=30)
-        worst = max(worst, time.monotonic() - t0)
-        polls += 1
+        took.append(time.monotonic() - t0)
         if r.status != 200:
             bad.append("healthz %d" % r.status)
         time.sleep(0.02)
     stop.set()
     for th in readers:
         th.join(60)
-    print("  8 readers fetched the %d-byte image %d times in 3 s; /healthz polled %d times, worst %.1f ms" %
-          (size, fetched[0], polls, worst * 1000))
+    took.sort()
+    worst, median = took[-1], took[len(took) // 2]
+    print("  8 readers fetched the %d-byte image %d times in 3 s; /healthz polled %d times, median %.1f ms, "
+          "worst %.1f ms" % (size, fetched[0], len(took), median * 1000, worst * 1000))
     t.check("every read was whole and right", not bad and fetched[0] >= 8, bad[:5])
     # The loop never waits on the store (store.h); a PostgreSQL server reading the chunks competes
-    # for the test machine's cores with the readers and the poller, where SQLite reads in-process.
-    bound = 0.5 if t.on_postgresql() else 0.25
-    t.check("/healthz stays quick while they read (worst %.1f ms < %.0f ms)" % (worst * 1000, bound * 1000),
-            worst < bound)
+    # for the test machine's cores with the readers and the poller, where SQLite reads in-process:
+    # there the worst poll is a scheduling accident on a loaded machine (145-513 ms seen in the full
+    # suite on 2 cores), so the median says whether the loop waits, and the worst has a looser bound.
+    bound = 1.0 if t.on_postgresql() else 0.25
+    t.check("/healthz stays quick while they read (median %.1f ms < 50 ms, worst %.1f ms < %.0f ms)"
+            % (median * 1000, worst * 1000, bound * 1000), median < 0.05 and worst < bound)
 
     socks = []
     for _ in range(40):

@@ -19,7 +19,7 @@
  * failures; backends have 1 slot; the queue holds --max-queue jobs (the
  * balancer's default 1000; an arrival past it is refused, as with 429).
  *
- * Usage: bench_scale [router|store|all] [--quick] [--backends 100,1000,10000]
+ * Usage: bench_scale [router|snapshot|store|all] [--quick] [--backends 100,1000,10000]
  *        [--rates 100,1000,5000] [--seconds 10] [--seed 1] (and see --help) */
 #include "bench_scale.h"
 #include "gpu_prior.h"
@@ -723,13 +723,84 @@ static int parse_list(const char *arg, double *out, int cap)
 
 static void usage(void)
 {
-	printf("usage: bench_scale [router|store|all] [--quick] [--backends LIST] [--rates LIST] [--seconds S]\n"
+	printf("usage: bench_scale [router|snapshot|store|all] [--quick] [--backends LIST] [--rates LIST] [--seconds S]\n"
 	       "       [--warmup S] [--tail S] [--seed N] [--max-queue N] [--prefetch-ms N] [--free-router]\n"
 	       "       [store options]\n"
-	       "router: the real router over N simulated backends (default 100,1000,10000) at R jobs/s\n"
+	       "snapshot: one router_plan_load over N backends and 1..1000 queued jobs, timed.\n"
+	       "router: snapshot, then the real router over N simulated backends (default 100,1000,10000) at R jobs/s\n"
 	       "  (default 100,1000,5000), S virtual seconds measured (default 10), beside least-loaded.\n"
 	       "store: job state writes on SQLite (and PostgreSQL when SDGATE_BENCH_PG is set); see\n"
 	       "  tests/bench/README.md.\n");
+}
+
+/* One plan over a fixed snapshot: nb backends (a third busy, for up to a
+ * job's time), nq queued jobs; router_plan_load timed alone, the median of
+ * repeats. What one turn costs apart from the arrivals' dynamics. */
+static double snapshot_plan_us(const struct cfg *cfg, int nb, int nq, double rate)
+{
+	struct sim s;
+	memset(&s, 0, sizeof s);
+	s.cfg = cfg;
+	s.nb = nb;
+	s.bks = calloc((size_t)nb, sizeof *s.bks);
+	struct router_bk *views = calloc((size_t)nb, sizeof *views), *work = calloc((size_t)nb, sizeof *work);
+	struct router_job *rjobs = calloc((size_t)nq, sizeof *rjobs);
+	struct sim_job **jobs = calloc((size_t)nq, sizeof *jobs);
+	int *assign = calloc((size_t)nq, sizeof *assign);
+	if (!s.bks || !views || !work || !rjobs || !jobs || !assign) {
+		perror("calloc");
+		exit(1);
+	}
+	pool_init(&s);
+	s.arrivals_rng.s = (uint64_t)cfg->seed;
+	struct rng r = {(uint64_t)cfg->seed + 17};
+	for (int i = 0; i < nb; i++) {
+		fill_view(&s.bks[i], &views[i], 0);
+		if (rng_unit(&r) < 1.0 / 3)
+			views[i].free_in[0] = 3 * rng_unit(&r);
+	}
+	for (int i = 0; i < nq; i++) {
+		jobs[i] = job_new(&s, 0);
+		fill_job(jobs[i], &rjobs[i]);
+	}
+	int reps = nb * (nq + 1) > 1000000 ? 5 : 21;
+	double *t = calloc((size_t)reps, sizeof *t);
+	for (int x = 0; x < reps; x++) {
+		memcpy(work, views, (size_t)nb * sizeof *work); /* the plan changes free_in and idle_s */
+		double t0 = cpu_now();
+		router_plan_load(work, nb, rjobs, nq, rate, assign, NULL);
+		t[x] = cpu_now() - t0;
+	}
+	qsort(t, (size_t)reps, sizeof *t, cmp_double);
+	double us = t[reps / 2] * 1e6;
+	for (int i = 0; i < nq; i++)
+		free(jobs[i]);
+	free(t);
+	free(jobs);
+	free(assign);
+	free(rjobs);
+	free(work);
+	free(views);
+	free(s.bks);
+	return us;
+}
+
+static void print_snapshot(const struct cfg *cfg)
+{
+	static const int QUEUED[] = {1, 10, 100, 1000};
+	printf("## Router: one router_plan_load over a snapshot (a third of the backends busy; CPU µs, median)\n\n");
+	printf("| backends | queued 1 | queued 10 | queued 100 | queued 1000 | ns per (job, backend), 100 queued |\n");
+	printf("|---:|---:|---:|---:|---:|---:|\n");
+	for (int b = 0; b < cfg->n_backends; b++) {
+		int nb = cfg->backends[b];
+		double us[4];
+		for (int q = 0; q < 4; q++)
+			us[q] = snapshot_plan_us(cfg, nb, QUEUED[q], 0);
+		printf("| %d | %.0f | %.0f | %.0f | %.0f | %.1f |\n", nb, us[0], us[1], us[2], us[3],
+		       us[2] * 1e3 / (100.0 * nb));
+		fflush(stdout);
+	}
+	printf("\n");
 }
 
 static void print_router(const struct cfg *cfg)
@@ -764,7 +835,7 @@ int main(int argc, char **argv)
 	char **store_argv = calloc((size_t)argc + 1, sizeof *store_argv);
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-		if (!strcmp(a, "router") || !strcmp(a, "store") || !strcmp(a, "all"))
+		if (!strcmp(a, "router") || !strcmp(a, "snapshot") || !strcmp(a, "store") || !strcmp(a, "all"))
 			what = a;
 		else if (!strcmp(a, "--quick"))
 			cfg.quick = 1;
@@ -815,9 +886,11 @@ int main(int argc, char **argv)
 			return 2;
 		}
 	int rc = 0;
-	if (strcmp(what, "store"))
+	if (!strcmp(what, "snapshot") || !strcmp(what, "router") || !strcmp(what, "all"))
+		print_snapshot(&cfg);
+	if (!strcmp(what, "router") || !strcmp(what, "all"))
 		print_router(&cfg);
-	if (strcmp(what, "router"))
+	if (!strcmp(what, "store") || !strcmp(what, "all"))
 		rc = bench_scale_store(store_argc, store_argv, cfg.quick);
 	free(store_argv);
 	return rc;

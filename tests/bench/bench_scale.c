@@ -803,6 +803,73 @@ static void print_snapshot(const struct cfg *cfg)
 	printf("\n");
 }
 
+/* The balancer's other walks over every backend, mirrored (balancer.h's
+ * struct bk is not linkable here): registry_find (each heartbeat, a strcmp of
+ * 32-hex ids down the list) and the loop turn's walk of every backend's slots
+ * (dispatch.c's poll_progress and dispatch_tick). Nodes of struct bk's size
+ * (904 bytes on x86-64, measured against balancer.h), each its own malloc. */
+#define BK_BYTES 904
+#define HEARTBEAT_S 10.0 /* --heartbeat-interval-s's default */
+struct walk_bk {
+	struct walk_bk *next;
+	char id[33];
+	void *jobs[ROUTER_MAX_SLOTS];
+	char rest[BK_BYTES - sizeof(void *) * (1 + ROUTER_MAX_SLOTS) - 40];
+};
+
+static void print_walks(const struct cfg *cfg)
+{
+	printf("## Registry: walks over every backend (a mirror of registry_find and the loop turn's slot walk)\n\n");
+	printf("| backends | registry_find (µs) | heartbeats/s at %g s | their core share | slot walk per loop "
+	       "turn (µs) |\n",
+	       HEARTBEAT_S);
+	printf("|---:|---:|---:|---:|---:|\n");
+	for (int b = 0; b < cfg->n_backends; b++) {
+		int nb = cfg->backends[b];
+		struct walk_bk *head = NULL, **all = calloc((size_t)nb, sizeof *all);
+		struct rng r = {(uint64_t)cfg->seed};
+		for (int i = 0; i < nb; i++) {
+			struct walk_bk *k = calloc(1, sizeof *k);
+			if (!k || !all) {
+				perror("calloc");
+				exit(1);
+			}
+			snprintf(k->id, sizeof k->id, "%016llx%016llx", (unsigned long long)rng_next(&r),
+				 (unsigned long long)rng_next(&r));
+			k->jobs[0] = rng_unit(&r) < 0.4 ? k : NULL;
+			k->next = head;
+			head = k;
+			all[i] = k;
+		}
+		int lookups = 2000;
+		volatile long found = 0;
+		double t0 = cpu_now();
+		for (int x = 0; x < lookups; x++) {
+			const char *id = all[rng_next(&r) % (uint64_t)nb]->id;
+			for (struct walk_bk *k = head; k; k = k->next)
+				if (strcmp(k->id, id) == 0) {
+					found++;
+					break;
+				}
+		}
+		double find_us = (cpu_now() - t0) / lookups * 1e6;
+		int walks = 200;
+		t0 = cpu_now();
+		for (int x = 0; x < walks; x++)
+			for (struct walk_bk *k = head; k; k = k->next)
+				for (int sl = 0; sl < ROUTER_MAX_SLOTS; sl++)
+					found += k->jobs[sl] != NULL;
+		double walk_us = (cpu_now() - t0) / walks * 1e6;
+		double hb = nb / HEARTBEAT_S;
+		printf("| %d | %.1f | %.0f | %.1f %% | %.1f |\n", nb, find_us, hb, hb * find_us * 1e-4, walk_us);
+		fflush(stdout);
+		for (int i = 0; i < nb; i++)
+			free(all[i]);
+		free(all);
+	}
+	printf("\n");
+}
+
 static void print_router(const struct cfg *cfg)
 {
 	printf("## Router: %d..%d backends, %g..%g jobs/s, %g s measured after %g s warm-up (seed %d)\n\n",
@@ -888,8 +955,10 @@ int main(int argc, char **argv)
 	int rc = 0;
 	if (!strcmp(what, "snapshot") || !strcmp(what, "router") || !strcmp(what, "all"))
 		print_snapshot(&cfg);
-	if (!strcmp(what, "router") || !strcmp(what, "all"))
+	if (!strcmp(what, "router") || !strcmp(what, "all")) {
+		print_walks(&cfg);
 		print_router(&cfg);
+	}
 	if (!strcmp(what, "store") || !strcmp(what, "all"))
 		rc = bench_scale_store(store_argc, store_argv, cfg.quick);
 	free(store_argv);

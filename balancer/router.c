@@ -301,7 +301,7 @@ void router_plan_load(struct router_bk *bks, int nb, const struct router_job *jo
 			break;
 		}
 	for (int k = 0; k < nb; k++)
-		base[k] = stale(&bks[k]) && k < sample_end ? base_spp(bks, nb, k, prior) : b0;
+		base[k] = k < sample_end && stale(&bks[k]) ? base_spp(bks, nb, k, prior) : b0;
 	struct plan p = {bks, nb, base, prior};
 	double budget = ROUTER_LOOKAHEAD_WORK;
 	for (int i = 0; i < nj; i++) {

@@ -45,8 +45,8 @@ static const struct {
 	const char *cls;
 	double share, price;
 } CLASSES[] = {
-	{"h100", 0.10, 2.49}, {"a100", 0.15, 1.29}, {"l40s", 0.10, 0.99},   {"rtx4090", 0.25, 0.69},
-	{"rtx3090", 0.25, 0.39}, {"t4", 0.10, 0.20},
+	{"h100", 0.10, 2.49},    {"a100", 0.15, 1.29},    {"l40s", 0.10, 0.99},
+	{"rtx4090", 0.25, 0.69}, {"rtx3090", 0.25, 0.39}, {"t4", 0.10, 0.20},
 };
 #define N_CLASSES (sizeof CLASSES / sizeof CLASSES[0])
 #define BK_SIGMA 0.15
@@ -86,21 +86,22 @@ struct sim_job {
 struct sim_bk {
 	const char *cls;
 	double price, true_spp;
-	unsigned models;           /* bit m: offers MODELS[m] */
-	double spp;                /* the router's estimate, as struct bk */
+	unsigned models; /* bit m: offers MODELS[m] */
+	double spp;      /* the router's estimate, as struct bk */
 	long samples;
 	double last_used;
 	const char *loaded_model;
-	struct sim_job *job, *behind; /* running; sent behind it */
+	struct sim_job *job, *behind;     /* running; sent behind it */
 	struct sim_job *fifo, *fifo_tail; /* reference: jobs queued on the backend */
-	int running;               /* jobs on it (reference: with its FIFO) */
-	double end_at;             /* when the running job ends */
-	int heap_at;               /* index in the completion heap, -1 = none */
+	int running;                      /* jobs on it (reference: with its FIFO) */
+	double end_at;                    /* when the running job ends */
+	int heap_at;                      /* index in the completion heap, -1 = none */
 };
 
 struct cfg {
 	int quick, seed, max_queue;
 	int free_router; /* --free-router: decisions cost no virtual time (the router's ideal) */
+	double cheapest; /* --cheapest: the share of jobs that prefer the cheapest backend */
 	double seconds, warmup, tail, prefetch_s;
 	int backends[MAX_LIST], n_backends;
 	double rates[MAX_LIST];
@@ -200,7 +201,7 @@ struct sim {
 	double rate, now, end;
 	struct sim_bk *bks;
 	struct heap heap;
-	struct rng arrivals_rng, noise_rng;
+	struct rng arrivals_rng;
 	double next_arrival;
 	struct sim_job *qhead, *qtail;
 	int queued, fifo_queued; /* in the balancer's queue; on backends (reference) */
@@ -263,8 +264,8 @@ static int offers_cb(const void *ctx, const char *model)
 /* The next arrival's job, from the arrivals' own stream (the same for the
  * router and the reference): half SD 1.5 at 512² x 25 steps, 40 % SDXL at
  * 1024² x 30, 10 % four SD 1.5 images; a quarter name a checkpoint, one in
- * ten accepts only some GPU classes, one in ten sets a max price, one in
- * twenty prefers the cheapest. */
+ * ten accepts only some GPU classes, one in ten sets a max price; --cheapest
+ * of them (default none) prefer the cheapest backend. */
 static struct sim_job *job_new(struct sim *s, double at)
 {
 	struct rng *r = &s->arrivals_rng;
@@ -293,7 +294,7 @@ static struct sim_job *job_new(struct sim *s, double at)
 	}
 	if (!j->n_gpus && rng_unit(r) < 0.1)
 		j->max_price = 1.0; /* never both: a job no backend can serve is refused at its submission */
-	j->prefer = rng_unit(r) < 0.05 ? ROUTER_PREFER_CHEAPEST : ROUTER_PREFER_FASTEST;
+	j->prefer = rng_unit(r) < s->cfg->cheapest ? ROUTER_PREFER_CHEAPEST : ROUTER_PREFER_FASTEST;
 	j->in_window = in_window(s, at);
 	return j;
 }
@@ -432,7 +433,8 @@ static double schedule(struct sim *s)
 			behind_taken[p->k] = 1;
 		if (starts[i]) {
 			struct router_bk *v = &views[p->k];
-			v->loaded_model = loaded[p->k] ? loaded[p->k] : pk->loaded_model; /* changed by an earlier start */
+			v->loaded_model = loaded[p->k] ? loaded[p->k]
+						       : pk->loaded_model; /* changed by an earlier start */
 			switch_s[i] = router_switch_s(v, &rjobs[i]);
 			if (rjobs[i].model)
 				loaded[p->k] = rjobs[i].model;
@@ -564,7 +566,7 @@ static void complete(struct sim *s, int ki, int reference)
 }
 
 /* The whole run, router (reference 0) or least-loaded (1). */
-static void run(struct sim *s, int reference)
+static void sim_run(struct sim *s, int reference)
 {
 	/* Arrivals go on for --tail seconds after the window, then stop, and the
 	 * run goes on until every job of the window is done (at most DRAIN_MAX_S
@@ -689,7 +691,7 @@ static struct result simulate(const struct cfg *cfg, int nb, double rate, int re
 	s.arrivals_rng.s = (uint64_t)cfg->seed * 104729u + (uint64_t)(rate * 1000);
 	pool_init(&s);
 	rr_next = 0;
-	run(&s, reference);
+	sim_run(&s, reference);
 	count_unfinished(&s);
 	struct result r = {0};
 	r.load = rate / capacity(&s);
@@ -731,8 +733,10 @@ static int parse_list(const char *arg, double *out, int cap)
 
 static void usage(void)
 {
-	printf("usage: bench_scale [router|snapshot|store|all] [--quick] [--backends LIST] [--rates LIST] [--seconds S]\n"
+	printf("usage: bench_scale [router|snapshot|store|all] [--quick] [--backends LIST] [--rates LIST] [--seconds "
+	       "S]\n"
 	       "       [--warmup S] [--tail S] [--seed N] [--max-queue N] [--prefetch-ms N] [--free-router]\n"
+	       "       [--cheapest SHARE]\n"
 	       "       [store options]\n"
 	       "snapshot: one router_plan_load over N backends and 1..1000 queued jobs, timed.\n"
 	       "router: snapshot, then the real router over N simulated backends (default 100,1000,10000) at R jobs/s\n"
@@ -891,12 +895,13 @@ static void print_router(const struct cfg *cfg)
 		for (int r = 0; r < cfg->n_rates; r++)
 			for (int ref = 0; ref < 2; ref++) {
 				struct result x = simulate(cfg, cfg->backends[b], cfg->rates[r], ref);
-				printf("| %d | %g | %.2f | %s | %ld | %.0f / %.0f / %.0f | %.1f | %.0f | %.0f %% | %.0f %% |"
+				printf("| %d | %g | %.2f | %s | %ld | %.0f / %.0f / %.0f | %.1f | %.0f | %.0f %% | "
+				       "%.0f %% |"
 				       " %.1f / %.0f | %.0f %% | %.2f / %.2f | %.2f | %ld | %ld |\n",
-				       cfg->backends[b], cfg->rates[r], x.load, ref ? "least-loaded" : "router", x.turns,
-				       x.turn_p50, x.turn_p99, x.turn_max, x.per_job_us, x.jobs_per_core_s,
-				       100 * x.core_busy, 100 * x.plan_share, x.q_mean, x.q_max, 100 * x.util, x.lat_p50,
-				       x.lat_p99, x.wait_p99, x.refused, x.unfinished);
+				       cfg->backends[b], cfg->rates[r], x.load, ref ? "least-loaded" : "router",
+				       x.turns, x.turn_p50, x.turn_p99, x.turn_max, x.per_job_us, x.jobs_per_core_s,
+				       100 * x.core_busy, 100 * x.plan_share, x.q_mean, x.q_max, 100 * x.util,
+				       x.lat_p50, x.lat_p99, x.wait_p99, x.refused, x.unfinished);
 				fflush(stdout);
 			}
 	printf("\n");
@@ -928,6 +933,8 @@ int main(int argc, char **argv)
 			cfg.seed = atoi(argv[++i]);
 		else if (!strcmp(a, "--max-queue") && v)
 			cfg.max_queue = atoi(argv[++i]);
+		else if (!strcmp(a, "--cheapest") && v)
+			cfg.cheapest = atof(argv[++i]);
 		else if (!strcmp(a, "--free-router"))
 			cfg.free_router = 1;
 		else if (!strcmp(a, "--prefetch-ms") && v)

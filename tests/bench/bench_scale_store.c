@@ -135,7 +135,8 @@ static struct run_result sqlite_run(const char *dir, long jobs, int batch)
 	long total = 3 * jobs + 3 * IN_FLIGHT, nl = 0, done = 0;
 	double *lat = calloc((size_t)(total / batch + 2), sizeof *lat);
 	char *doc = malloc(DOC_BYTES * 2);
-	if (!lat || !doc || sqlite3_open(path, &db) != SQLITE_OK || sqlite3_exec(db, LITE_SCHEMA, 0, 0, 0) != SQLITE_OK ||
+	if (!lat || !doc || sqlite3_open(path, &db) != SQLITE_OK ||
+	    sqlite3_exec(db, LITE_SCHEMA, 0, 0, 0) != SQLITE_OK ||
 	    sqlite3_prepare_v2(db, LITE_SAVE, -1, &st, NULL) != SQLITE_OK) {
 		fprintf(stderr, "sqlite: %s\n", db ? sqlite3_errmsg(db) : "open failed");
 		goto out;
@@ -274,7 +275,8 @@ static struct run_result pg_run(const char *url, long jobs, int batch, int write
 	pthread_barrier_t start;
 	pthread_barrier_init(&start, NULL, (unsigned)writers);
 	for (int i = 0; i < writers; i++) {
-		w[i] = (struct pg_writer){.url = url, .jobs = jobs / writers, .batch = batch, .index = i, .start = &start};
+		w[i] = (struct pg_writer){
+			.url = url, .jobs = jobs / writers, .batch = batch, .index = i, .start = &start};
 		pthread_create(&t[i], NULL, pg_write, &w[i]);
 	}
 	r.ok = 1;
@@ -310,7 +312,7 @@ static void print_row(const char *store, int writers, int batch, long jobs, cons
 typedef struct run_result (*run_fn)(const void *arg, long jobs, int batch);
 static struct run_result median_run(run_fn fn, const void *arg, long jobs, int batch, int repeat)
 {
-	struct run_result r[9];
+	struct run_result r[9] = {{0}};
 	int n = repeat < 1 ? 1 : repeat > 9 ? 9 : repeat;
 	for (int i = 0; i < n; i++) {
 		r[i] = fn(arg, jobs, batch);

@@ -108,7 +108,7 @@ static int on_metrics(struct httpd *h, h2o_req_t *req, const char *rest)
 	metric(&t, "sdgate_dispatch_latency_seconds", "summary", "Time from acceptance to first dispatch.");
 	add(&t, "sdgate_dispatch_latency_seconds_sum %.6f\nsdgate_dispatch_latency_seconds_count %ld\n",
 	    b->m.dispatch_latency_sum, b->m.dispatch_latency_count);
-	metric(&t, "sdgate_results_bytes", "gauge", "Bytes of finished jobs' images kept (in the SQLite file).");
+	metric(&t, "sdgate_results_bytes", "gauge", "Bytes of finished jobs' images kept (in the store).");
 	add(&t, "sdgate_results_bytes %lld\n", store_results_bytes(b->store));
 	metric(&t, "sdgate_results_evicted_total", "counter",
 	       "Results whose images were dropped to stay within --result-max-bytes(-per-client).");

@@ -11,6 +11,7 @@
 
 #include "caps.h"
 #include "error.h"
+#include "events.h"
 #include "fetch.h"
 #include "httpd.h"
 #include "image.h"
@@ -42,7 +43,8 @@
 
 struct bal_config {
 	const char *listen;
-	const char *db;
+	const char *db;              /* a SQLite file or a postgresql:// URL (store.h) */
+	double db_wait_s;            /* PostgreSQL down at start: retried this long */
 	char **backends;             /* static, from --backend */
 	char **trusted_proxies;      /* --trusted-proxy: peers whose X-Real-IP / X-Forwarded-For name the client */
 	char **allowed_origins;      /* --allowed-origin: web origins whose browser requests are let through */
@@ -147,7 +149,7 @@ struct job {
 	double created;                     /* unix seconds */
 	double enqueued, started, finished; /* monotonic seconds */
 	double finished_unix;
-	int last_position; /* last queued{position} sent to subscribers */
+	int last_position; /* the position its last queued event gave */
 	long queue_ms, inference_ms;
 	double inference_s;
 	json_t *result; /* when done: A1111's {"images", "parameters", "info"} until the images are handed to
@@ -167,6 +169,7 @@ struct job {
 	double next_poll, deadline;
 	double next_preview; /* polls ask for a preview from then on (until one comes) */
 	struct sse *subs;
+	struct job_events events; /* its event ids and what a resuming reader is replayed (events.h) */
 	struct waiter *waiter;
 	int interrupted;           /* its façade client interrupted it while it ran (1 + the step it was at then): the
 				      backend's answer is what was made */
@@ -310,10 +313,20 @@ json_t *jobs_doc(const struct job *j);
 void jobs_announce_final(struct balancer *b, struct job *j);
 /* GET /v1/jobs/{id} document. */
 json_t *jobs_view(struct balancer *b, const struct job *j);
-/* Events to subscribers: name, data (stolen). */
-void jobs_emit(struct balancer *b, struct job *j, const char *event, json_t *data);
-/* The job's current state as an event (for late subscribers). */
-void jobs_current_event(struct balancer *b, const struct job *j, const char **event, json_t **data);
+/* Events to subscribers, under the job's next id (events.h): a state event
+ * (kept for readers that resume) or an update (only the latest is kept).
+ * name: a static string; data is stolen. */
+void jobs_emit_state(struct balancer *b, struct job *j, const char *event, json_t *data);
+void jobs_emit_update(struct balancer *b, struct job *j, const char *event, json_t *data);
+/* progress {step, steps, progress, preview?} from the job's last progress;
+ * with_preview: its preview too. New reference. */
+json_t *jobs_progress_data(const struct job *j, int with_preview);
+/* Before a new reader is replayed the kept events: a queued position or
+ * progress that moved while nobody listened (no event was made) is emitted
+ * now. */
+void jobs_refresh_events(struct balancer *b, struct job *j);
+/* A finished job's final event (its id: j->events.last_id). New reference in *data. */
+void jobs_final_event(struct balancer *b, const struct job *j, const char **event, json_t **data);
 void jobs_expire(struct balancer *b, double unix_now);
 void jobs_load(struct balancer *b);
 void jobs_free_all(struct balancer *b);
@@ -349,7 +362,7 @@ const char *results_extension(const char *mime);
 
 /* sse.c: a Server-Sent Events stream bound to a job. */
 void sse_open(struct balancer *b, h2o_req_t *req, struct job *j);
-void sse_send(struct sse *s, const char *event, const json_t *data);
+void sse_send(struct sse *s, long long id, const char *event, const json_t *data);
 struct sse *sse_next(struct sse *s);
 void sse_close_all(struct job *j); /* after the final event */
 void sse_keepalive(struct job *j);

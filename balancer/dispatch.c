@@ -148,9 +148,7 @@ static void interrupt_backend(struct balancer *b, struct bk *k)
  * once it has used its attempts. */
 static void queue_again(struct balancer *b, struct job *j)
 {
-	jobs_enqueue(b, j, 1);
-	j->last_position = jobs_position(b, j);
-	jobs_emit(b, j, "queued", json_pack("{s:i}", "position", j->last_position));
+	jobs_enqueue(b, j, 1); /* its queued event too */
 	if (!j->facade)
 		jobs_save(b, j, NULL, NULL);
 }
@@ -348,7 +346,7 @@ static void interrupt_again(struct balancer *b, struct job *j, int step)
 /* A poll's answer: an event for the subscribers when the step moved or a new
  * preview came. The event carries the preview only when it is new (a client
  * keeps the last one it got; one joining later gets it with the current
- * state, sse.c), so that the many small step events stay small. */
+ * state: jobs_refresh_events), so that the many small step events stay small. */
 static void on_poll(const struct fetch_result *r, void *user)
 {
 	struct job *j = user;
@@ -373,15 +371,8 @@ static void on_poll(const struct fetch_result *r, void *user)
 			j->preview_type = j->preview ? ap.preview_type : NULL;
 			j->next_preview = bal_now() + b->cfg.preview_interval_ms / 1000.0;
 		}
-		if (changed && j->subs) {
-			json_t *ev = json_pack("{s:i,s:i,s:f}", "step", ap.step, "steps", ap.steps, "progress",
-					       ap.progress);
-			if (fresh && j->preview) {
-				json_object_set_new(ev, "preview", json_string(j->preview));
-				json_object_set_new(ev, "preview_type", json_string(j->preview_type));
-			}
-			jobs_emit(b, j, "progress", ev);
-		}
+		if (changed && j->subs)
+			jobs_emit_update(b, j, "progress", jobs_progress_data(j, fresh));
 	}
 	json_decref(p);
 }
@@ -465,9 +456,10 @@ static void start(struct balancer *b, struct job *j, struct bk *k, double switch
 		 behind >= 0 ? " (behind its running job)" : "", timeout, cap);
 	j->call = registry_call(b, k, "POST", job_is_img2img(j) ? "/sdapi/v1/img2img" : "/sdapi/v1/txt2img", body,
 				body_len, (long)(timeout * 1000.0), cap, on_call, j);
-	jobs_emit(b, j, "assigned",
-		  json_pack("{s:s,s:s,s:s,s:s,s:i}", "backend", k->id, "provider", bk_str(k, "provider"), "location",
-			    bk_str(k, "location"), "gpu", bk_str(k, "gpu_class"), "attempt", j->attempt));
+	jobs_emit_state(b, j, "assigned",
+			json_pack("{s:s,s:s,s:s,s:s,s:i}", "backend", k->id, "provider", bk_str(k, "provider"),
+				  "location", bk_str(k, "location"), "gpu", bk_str(k, "gpu_class"), "attempt",
+				  j->attempt));
 	if (!j->facade) /* see api_a1111.c */
 		jobs_save(b, j, NULL, NULL);
 	if (!j->call)
@@ -574,7 +566,7 @@ static void send_positions(struct balancer *b)
 		pos++;
 		if (j->subs && j->last_position != pos) {
 			j->last_position = pos;
-			jobs_emit(b, j, "queued", json_pack("{s:i}", "position", pos));
+			jobs_emit_update(b, j, "queued", json_pack("{s:i}", "position", pos));
 		}
 	}
 }

@@ -216,6 +216,7 @@ static void free_job(struct job *j)
 	json_decref(j->error);
 	image_files_free(&j->files);
 	free(j->preview);
+	events_clear(&j->events);
 	free(j);
 }
 
@@ -271,6 +272,9 @@ void jobs_enqueue(struct balancer *b, struct job *j, int front)
 	}
 	b->queued++;
 	b->reschedule = 1;
+	/* Recorded even with no reader: one that comes later is replayed it. */
+	j->last_position = front ? 1 : b->queued;
+	jobs_emit_state(b, j, "queued", json_pack("{s:i}", "position", j->last_position));
 }
 
 void jobs_dequeue(struct balancer *b, struct job *j)
@@ -336,6 +340,7 @@ json_t *jobs_doc(const struct job *j)
 			      j->created, "queue_ms", (json_int_t)j->queue_ms, "inference_ms",
 			      (json_int_t)j->inference_ms, "inference_s", j->inference_s, "finished_unix",
 			      j->finished_unix);
+	json_object_set_new(d, "event_id", json_integer((json_int_t)j->events.last_id));
 	if (j->prefer == ROUTER_PREFER_CHEAPEST)
 		json_object_set_new(d, "prefer", json_string("cheapest"));
 	if (j->idem_key[0]) {
@@ -392,13 +397,51 @@ json_t *jobs_view(struct balancer *b, const struct job *j)
 	return v;
 }
 
-void jobs_emit(struct balancer *b, struct job *j, const char *event, json_t *data)
+static void emit(struct job *j, long long id, const char *event, json_t *data)
 {
 	for (struct sse *s = j->subs, *next; s; s = next) {
 		next = sse_next(s);
-		sse_send(s, event, data);
+		sse_send(s, id, event, data);
 	}
 	json_decref(data);
+}
+
+void jobs_emit_state(struct balancer *b, struct job *j, const char *event, json_t *data)
+{
+	emit(j, events_add_state(&j->events, event, data), event, data);
+}
+
+void jobs_emit_update(struct balancer *b, struct job *j, const char *event, json_t *data)
+{
+	emit(j, events_add_update(&j->events, event, data), event, data);
+}
+
+json_t *jobs_progress_data(const struct job *j, int with_preview)
+{
+	json_t *p = json_pack("{s:i,s:i,s:f}", "step", j->step, "steps", j->steps, "progress", j->progress);
+	if (with_preview && j->preview) {
+		json_object_set_new(p, "preview", json_string(j->preview));
+		json_object_set_new(p, "preview_type", json_string(j->preview_type));
+	}
+	return p;
+}
+
+void jobs_refresh_events(struct balancer *b, struct job *j)
+{
+	const json_t *last = j->events.update.data;
+	if (j->status == JOB_QUEUED) {
+		int pos = jobs_position(b, j);
+		if (pos != j->last_position) {
+			j->last_position = pos;
+			jobs_emit_update(b, j, "queued", json_pack("{s:i}", "position", pos));
+		}
+	} else if (j->status == JOB_RUNNING && j->steps > 0) {
+		const char *kept = json_string_value(json_object_get(j->events.preview.data, "preview"));
+		int new_preview = j->preview && (!kept || strcmp(kept, j->preview));
+		if (new_preview || !last || json_integer_value(json_object_get(last, "step")) != j->step ||
+		    json_integer_value(json_object_get(last, "steps")) != j->steps)
+			jobs_emit_update(b, j, "progress", jobs_progress_data(j, new_preview));
+	}
 }
 
 static json_t *final_data(const struct job *j)
@@ -419,32 +462,19 @@ static json_t *final_data(const struct job *j)
 	}
 }
 
-void jobs_current_event(struct balancer *b, const struct job *j, const char **event, json_t **data)
+void jobs_final_event(struct balancer *b, const struct job *j, const char **event, json_t **data)
 {
-	/* A done job whose images are being stored is still running to its readers. */
-	switch (j->storing ? JOB_RUNNING : j->status) {
-	case JOB_QUEUED:
-		*event = "queued";
-		*data = json_pack("{s:i}", "position", jobs_position(b, j));
-		return;
-	case JOB_RUNNING:
-		*event = "assigned";
-		*data = json_pack("{s:s,s:s,s:s,s:s,s:i}", "backend", placed_str(j, "backend"), "provider",
-				  placed_str(j, "provider"), "location", placed_str(j, "location"), "gpu",
-				  placed_str(j, "gpu"), "attempt", j->attempt);
-		return;
-	default:
-		*event = status_name(j->status);
-		*data = final_data(j);
-	}
+	*event = status_name(j->status);
+	*data = final_data(j);
 }
 
 void jobs_announce_final(struct balancer *b, struct job *j)
 {
 	const char *event;
 	json_t *data;
-	jobs_current_event(b, j, &event, &data);
-	jobs_emit(b, j, event, data);
+	events_clear(&j->events); /* a finished job answers only its final event */
+	jobs_final_event(b, j, &event, &data);
+	emit(j, j->events.last_id, event, data);
 	sse_close_all(j);
 }
 
@@ -461,6 +491,9 @@ static void finish(struct balancer *b, struct job *j, enum job_status status)
 	if (!j->started)
 		j->queue_ms = (long)((j->finished - j->enqueued) * 1000.0);
 	b->reschedule = 1;
+	/* The final event's id, saved with the document now; a done job's event
+	 * comes once its images are stored (results.c). */
+	events_reserve(&j->events);
 	if (status == JOB_DONE) {
 		results_keep(b, j);
 		return;
@@ -553,6 +586,8 @@ static void load_one(json_t *doc, int has_images, void *user)
 	if ((v = json_object_get(doc, "error")) && json_is_object(v))
 		j->error = json_incref(v);
 	j->last_position = -1;
+	events_restore(&j->events, int_or(doc, "event_id", 0), status == JOB_QUEUED || status == JOB_RUNNING,
+		       bal_unix_now());
 	derive(j);
 	j->enqueued = j->finished = bal_now();
 	link_job(b, j);

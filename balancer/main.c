@@ -1,7 +1,7 @@
-/* main.c — sdgate-balancer: flags, the SQLite store, the static backends
- * and what the store remembers, the h2o server with its four APIs, the
+/* main.c — sdgate-balancer: flags, the store (SQLite or PostgreSQL), the
+ * static backends and what the store remembers, the h2o server with its four APIs, the
  * periodic work (dispatch, health, heartbeats, expiry), and a clean stop on
- * SIGINT/SIGTERM that leaves every unfinished job in the file for the next
+ * SIGINT/SIGTERM that leaves every unfinished job in the store for the next
  * start. */
 #include "balancer.h"
 
@@ -30,7 +30,12 @@ static const char *log_level = "info";
 static const struct config_option OPTIONS[] = {
 	{"listen", CONFIG_STRING, &B.cfg.listen, "HOST:PORT", "address of the API (A1111 façade, jobs, backends, ops)",
 	 0, 0},
-	{"db", CONFIG_STRING, &B.cfg.db, "FILE", "SQLite file (WAL) for jobs and registered backends", 0, 0},
+	{"db", CONFIG_STRING, &B.cfg.db, "FILE|URL",
+	 "where jobs, results and registered backends are kept: a SQLite file (WAL), or a PostgreSQL server "
+	 "(postgresql://USER@HOST:PORT/DB; a password is better in PGPASSWORD or ~/.pgpass than in the URL)",
+	 0, 0},
+	{"db-wait-s", CONFIG_DOUBLE, &B.cfg.db_wait_s, "S",
+	 "at start, how long a PostgreSQL server that does not answer is tried again before giving up", 0, 3600},
 	{"backend", CONFIG_LIST, &B.cfg.backends, "URL",
 	 "a static backend (repeatable); identity may ride in the fragment: "
 	 "URL#provider=P&location=L&gpu_class=C&price_per_hour=X&slots=N",
@@ -80,7 +85,7 @@ static const struct config_option OPTIONS[] = {
 	{"result-ttl", CONFIG_INT, &B.cfg.result_ttl_s, "S", "how long finished jobs and their images are kept", 1,
 	 31536000},
 	{"result-max-bytes", CONFIG_INT, &B.cfg.result_max_bytes, "N",
-	 "images kept in all (bytes, in the SQLite file); past it the oldest results are dropped", 1, 1e15},
+	 "images kept in all (bytes, in the store); past it the oldest results are dropped", 1, 1e15},
 	{"result-max-bytes-per-client", CONFIG_INT, &B.cfg.result_max_bytes_per_client, "N",
 	 "images kept per client (bytes); past it that client's oldest results are dropped", 1, 1e15},
 	{"max-connections", CONFIG_INT, &B.cfg.max_connections, "N",
@@ -92,7 +97,7 @@ _Static_assert(BAL_MAX_BODY == 1048576 && BAL_MAX_ANSWER == 268435456 && BAL_MAX
 		       IMAGE_MAX_SIDE == 16384 && BAL_MAX_SLOTS == 8 && BAL_MAX_BACKENDS == 1024 &&
 		       BAL_MAX_GPUS == 16 && BAL_MAX_REGISTRATION == 16384 && BAL_MAX_PROVIDERS == 4096 &&
 		       BAL_MAX_URL == 512 && FORWARD_MAX_STRING == 8192 && FORWARD_MAX_STYLES == 64 &&
-		       BAL_MAX_INFO == 65536 && BAL_IMAGE_CHUNK == 262144,
+		       BAL_MAX_INFO == 65536 && BAL_IMAGE_CHUNK == 262144 && BAL_EVENTS_KEPT == 16,
 	       "update the --help epilog");
 
 static const struct config_program PROGRAM = {
@@ -112,7 +117,9 @@ static const struct config_program PROGRAM = {
 	"  8192 bytes, 64 styles), override_settings sd_model_checkpoint, sd_vae and\n"
 	"  CLIP_stop_at_last_layers (restored afterwards), save_images false; scripts only where a\n"
 	"  backend says allow_scripts (balancer/README.md). A kept result's info 65536 bytes (A1111's\n"
-	"  parameters go only to the façade's client); images are read back 262144 bytes at a time.\n",
+	"  parameters go only to the façade's client); images are read back 262144 bytes at a time.\n"
+	"  An unfinished job keeps its last 16 state events and its latest progress for event\n"
+	"  streams that resume with Last-Event-ID (docs/jobs-api.md).\n",
 };
 
 static void on_tick(struct httpd *h)
@@ -273,6 +280,7 @@ static void set_defaults(struct bal_config *c)
 {
 	c->listen = "127.0.0.1:7860";
 	c->db = "sdgate-balancer.db";
+	c->db_wait_s = 30;
 	c->max_queue = 1000;
 	c->max_queue_per_client = 100;
 	c->max_attempts = 3;
@@ -334,7 +342,7 @@ int main(int argc, char **argv)
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	bal_random_id(b->instance);
 	b->m.inference_by_class = json_object();
-	b->store = store_open(b->cfg.db, b->cfg.result_max_bytes, b->cfg.result_max_bytes_per_client);
+	b->store = store_open(b->cfg.db, b->cfg.db_wait_s, b->cfg.result_max_bytes, b->cfg.result_max_bytes_per_client);
 	if (!b->store)
 		goto out;
 	store_prune(b->store, bal_unix_now() - (double)b->cfg.result_ttl_s); /* before anything is loaded */
@@ -386,8 +394,10 @@ int main(int argc, char **argv)
 	store_load_backends(b->store, load_backend, b);
 	jobs_load(b);
 	httpd_set_tick(b->httpd, on_tick);
+	char db[512];
+	store_db_label(b->cfg.db, db, sizeof db);
 	log_info("listening on http://%s:%d (db %s, %d backend(s), %d job(s) queued, instance %s)", host,
-		 httpd_port(b->httpd), b->cfg.db, b->n_backends, b->queued, b->instance);
+		 httpd_port(b->httpd), db, b->n_backends, b->queued, b->instance);
 	if (b->cfg.allow_private_backends)
 		log_warn("--allow-private-backends: registrations may point at loopback and private addresses");
 	httpd_run(b->httpd);

@@ -46,6 +46,8 @@ static void stored(struct balancer *b, struct job *j)
 	j->reply = NULL;
 	if (j->subs) /* a façade job usually has no reader: its final event is not even built */
 		jobs_announce_final(b, j);
+	else
+		events_clear(&j->events); /* a finished job answers only its final event */
 }
 
 static void on_kept(void *user, const struct store_kept *k)

@@ -5,7 +5,12 @@
  * `pending` and go out together. The stream's state lives in the request's
  * pool; its dispose hook unlinks it from the job, so a client that hangs up
  * costs nothing further. A reader too slow to take SSE_MAX_PENDING bytes is
- * cut off rather than buffered without bound. */
+ * cut off rather than buffered without bound.
+ *
+ * Every event has an id (events.h). A new reader gets the job's current
+ * state; one that sends Last-Event-ID (or ?last_event_id=, for clients
+ * without EventSource) an id that the kept events cover gets what came after
+ * it, then the live events (docs/jobs-api.md "Resuming a stream"). */
 #include "balancer.h"
 
 #include "log.h"
@@ -14,6 +19,7 @@
 #include <string.h>
 
 #define SSE_MAX_PENDING (64u << 20)
+#define SSE_RETRY_MS 1000 /* EventSource's wait before it reconnects (and resumes) */
 
 struct sse {
 	struct sse *next; /* the job's subscriber list */
@@ -97,13 +103,13 @@ static void append(struct sse *s, const char *text, size_t len)
 
 struct sse *sse_next(struct sse *s) { return s->next; }
 
-void sse_send(struct sse *s, const char *event, const json_t *data)
+void sse_send(struct sse *s, long long id, const char *event, const json_t *data)
 {
 	char *text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
 	if (!text)
 		return;
-	char head[64];
-	int n = snprintf(head, sizeof head, "event: %s\ndata: ", event);
+	char head[96];
+	int n = snprintf(head, sizeof head, "id: %lld\nevent: %s\ndata: ", id, event);
 	append(s, head, (size_t)n);
 	append(s, text, strlen(text)); /* compact JSON has no newline */
 	append(s, "\n\n", 2);
@@ -111,8 +117,41 @@ void sse_send(struct sse *s, const char *event, const json_t *data)
 	flush(s);
 }
 
+/* The reader's Last-Event-ID, or its ?last_event_id= when it sends no such
+ * header: 0 and *out when it is one of ours in form, else -1 (absent,
+ * malformed, too long: the reader is new). */
+static int last_event_id(h2o_req_t *req, long long *out)
+{
+	h2o_iovec_t v = httpd_header(req, "last-event-id");
+	if (v.base)
+		return events_parse_id(v.base, v.len, out);
+	char q[BAL_EVENTS_MAX_ID_DIGITS + 2];
+	int n = httpd_query_param(req, "last_event_id", q, sizeof q);
+	return n < 0 ? -1 : events_parse_id(q, (size_t)n, out);
+}
+
+/* 204 No Content, no body and no Content-Length (RFC 9110 8.6). */
+static void reply_no_content(h2o_req_t *req)
+{
+	static h2o_generator_t gen = {NULL, NULL};
+	req->res.status = 204;
+	req->res.reason = "No Content";
+	h2o_start_response(req, &gen);
+	h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL);
+}
+
+static void replay_one(void *user, const struct job_event *e) { sse_send(user, e->id, e->name, e->data); }
+
 void sse_open(struct balancer *b, h2o_req_t *req, struct job *j)
 {
+	long long after = 0;
+	int resuming = last_event_id(req, &after) == 0;
+	int final = jobs_is_final(j) && !j->storing;
+	if (final && resuming && after == j->events.last_id) {
+		/* It has the final event: 204 tells EventSource to stop reconnecting. */
+		reply_no_content(req);
+		return;
+	}
 	struct sse *s = httpd_alloc_guarded(req, sizeof *s, on_dispose);
 	s->req = req;
 	s->gen.proceed = on_proceed;
@@ -124,30 +163,25 @@ void sse_open(struct balancer *b, h2o_req_t *req, struct job *j)
 	h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-accel-buffering"), 0, NULL,
 			      H2O_STRLIT("no"));
 	h2o_start_response(req, &s->gen);
+	char retry[32];
+	int n = snprintf(retry, sizeof retry, "retry: %d\n\n", SSE_RETRY_MS);
+	append(s, retry, (size_t)n);
 
-	const char *event;
-	json_t *data;
-	jobs_current_event(b, j, &event, &data);
-	sse_send(s, event, data);
-	if (j->status == JOB_QUEUED) /* so the scheduler does not repeat it */
-		j->last_position = (int)json_integer_value(json_object_get(data, "position"));
-	if (j->status == JOB_RUNNING && j->steps > 0) {
-		json_t *p = json_pack("{s:i,s:i,s:f}", "step", j->step, "steps", j->steps, "progress",
-				      (double)j->step / j->steps);
-		if (j->preview) {
-			json_object_set_new(p, "preview", json_string(j->preview));
-			json_object_set_new(p, "preview_type", json_string(j->preview_type));
-		}
-		sse_send(s, "progress", p);
-		json_decref(p);
-	}
-	json_decref(data);
-	if (jobs_is_final(j) && !j->storing) {
+	if (final) { /* all a finished job answers, whatever the reader had */
+		const char *event;
+		json_t *data;
+		jobs_final_event(b, j, &event, &data);
+		sse_send(s, j->events.last_id, event, data);
+		json_decref(data);
 		s->closing = 1;
 		s->job = NULL;
 		flush(s);
 		return;
 	}
+	jobs_refresh_events(b, j);
+	if (!resuming || !events_resumable(&j->events, after))
+		after = events_current(&j->events);
+	events_replay(&j->events, after, replay_one, s);
 	s->next = j->subs;
 	j->subs = s;
 }

@@ -1,81 +1,47 @@
-/* store.c — see store.h.
+/* store.c — see store.h. What does not depend on the database lives here:
+ * the store's lane and its tasks, the batches, the migrations' order, the
+ * caps and which results they drop, the documents' text. The SQL is in one
+ * file per engine (store_engine.h: store_sqlite.c, store_pg.c).
  *
  * Batches: the store's lane hands its thread whatever is queued (up to
  * BATCH_MAX tasks) at once, and the batch runs in one transaction
- * (batch_begin, batch_end): a commit, its WAL frames and the pages the rows
- * share (index leaves, the tables' last pages) are paid once per batch, not
- * once per task. A task that needs all-or-none (a result, an expiry) runs in
- * a savepoint inside it. The tasks' callbacks run only after the commit, so
- * nothing is acknowledged before it is in the file; should the commit fail,
- * each task of the batch runs again on its own, as without batches. Under
- * light load a batch is one task. */
+ * (batch_begin, batch_end): a commit (for SQLite its WAL frames and the
+ * pages the rows share, for PostgreSQL a round trip and a WAL flush) is paid
+ * once per batch, not once per task. A task that needs all-or-none (a
+ * result, an expiry) runs in a savepoint inside it. The tasks' callbacks run
+ * only after the commit, so nothing is acknowledged before it is stored;
+ * should the commit fail, each task of the batch runs again on its own, as
+ * without batches. Under light load a batch is one task.
+ *
+ * One thread at a time uses the engine's connection: `lock` is held by the
+ * store's thread for a batch and by the main thread while it loads (its
+ * callbacks may already submit tasks, which then wait for the load). */
 #include "store.h"
 
 #include "image.h"
 #include "lane.h"
 #include "log.h"
+#include "store_engine.h"
 
-#include <fcntl.h>
-#include <sqlite3.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 enum task_kind { SAVE_JOB, SAVE_BACKEND, DELETE_BACKEND, EXPIRE_JOBS, PUT_RESULT, READ_IMAGE };
-
-/* Every statement, prepared once (on the store's thread, or on the main
- * thread before that thread starts). */
-enum stmt_kind {
-	Q_SAVE_JOB,
-	Q_SAVE_BACKEND,
-	Q_DELETE_BACKEND,
-	Q_EXPIRE_JOBS,
-	Q_EXPIRED_BYTES,
-	Q_EXPIRE_IMAGES,
-	Q_INSERT_IMAGE,
-	Q_TOTAL_BYTES,
-	Q_CLIENT_BYTES,
-	Q_OLDEST,
-	Q_OLDEST_OF_CLIENT,
-	Q_JOB_BYTES,
-	Q_DELETE_IMAGES,
-	Q_FIND_IMAGE,
-	N_STMTS
-};
-
-static const char *const SQL[N_STMTS] = {
-	[Q_SAVE_JOB] = "INSERT INTO jobs (id, status, doc, finished, created) VALUES (?, ?, ?, ?,"
-		       " (SELECT coalesce(max(created), 0) + 1 FROM jobs))"
-		       " ON CONFLICT(id) DO UPDATE SET status = excluded.status, doc = excluded.doc,"
-		       " finished = excluded.finished",
-	[Q_SAVE_BACKEND] = "INSERT OR REPLACE INTO backends (id, doc) VALUES (?, ?)",
-	[Q_DELETE_BACKEND] = "DELETE FROM backends WHERE id = ?",
-	[Q_EXPIRE_JOBS] = "DELETE FROM jobs WHERE status IN ('done', 'failed', 'cancelled') AND finished < ?",
-	[Q_EXPIRED_BYTES] = "SELECT coalesce(sum(bytes), 0) FROM images WHERE finished < ?",
-	[Q_EXPIRE_IMAGES] = "DELETE FROM images WHERE finished < ?",
-	[Q_INSERT_IMAGE] = "INSERT OR REPLACE INTO images (job_id, n, mime, bytes, client, finished, data)"
-			   " VALUES (?, ?, ?, ?, ?, ?, ?)",
-	[Q_TOTAL_BYTES] = "SELECT coalesce(sum(bytes), 0) FROM images",
-	[Q_CLIENT_BYTES] = "SELECT coalesce((SELECT bytes FROM client_bytes WHERE client = ?), 0)",
-	[Q_OLDEST] = "SELECT job_id FROM images ORDER BY finished, rowid LIMIT 1",
-	[Q_OLDEST_OF_CLIENT] = "SELECT job_id FROM images WHERE client = ? ORDER BY finished, rowid LIMIT 1",
-	[Q_JOB_BYTES] = "SELECT coalesce(sum(bytes), 0) FROM images WHERE job_id = ?",
-	[Q_DELETE_IMAGES] = "DELETE FROM images WHERE job_id = ?",
-	[Q_FIND_IMAGE] = "SELECT rowid, length(data) FROM images WHERE job_id = ? AND n = ?",
-};
 
 #define BATCH_MAX 64
 
 struct store {
-	sqlite3 *db;
+	const struct store_engine *e;
+	struct store_conn *c;
+	pthread_mutex_t lock;
 	struct lane *lane;
 	int in_batch;                         /* the store's thread is in a batch's transaction */
 	long long batch_bytes, batch_evicted; /* bytes and evicted when it began */
-	sqlite3_stmt *stmts[N_STMTS];
 	long long max_bytes, max_per_client;
-	_Atomic long long bytes;   /* images kept; written by whichever thread owns the file */
+	_Atomic long long bytes;   /* images kept; written by whichever thread holds the lock */
 	_Atomic long long evicted; /* results dropped by the caps */
 };
 
@@ -83,7 +49,7 @@ struct store_task {
 	struct lane_task base; /* first */
 	struct store *s;
 	enum task_kind kind;
-	char id[80];
+	char id[STORE_ID_MAX];
 	char status[16];
 	double when;
 	json_t *doc;
@@ -103,142 +69,15 @@ struct store_task {
 	store_read_fn read;
 };
 
-static const char SCHEMA[] =
-	"PRAGMA journal_mode=WAL;"
-	"PRAGMA synchronous=NORMAL;"
-	"PRAGMA journal_size_limit=67108864;" /* the WAL shrinks back after a large result */
-	/* A checkpoint every 16 MiB of WAL, not 4: a page that many results
-	 * rewrite (index leaves, the tables' last pages) is copied to the file
-	 * and synced once per checkpoint, not once per 4 MiB. */
-	"PRAGMA wal_autocheckpoint=4000;"
-	"PRAGMA recursive_triggers=ON;" /* INSERT OR REPLACE's deletes fire images_drop */
-	"CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, status TEXT NOT NULL,"
-	" finished REAL NOT NULL DEFAULT 0, created INTEGER NOT NULL, doc TEXT NOT NULL);"
-	"CREATE INDEX IF NOT EXISTS jobs_finished ON jobs(status, finished);"
-	"CREATE INDEX IF NOT EXISTS jobs_created ON jobs(created);"
-	"CREATE TABLE IF NOT EXISTS backends (id TEXT PRIMARY KEY, doc TEXT NOT NULL);"
-	"CREATE TABLE IF NOT EXISTS images (job_id TEXT NOT NULL, n INTEGER NOT NULL, mime TEXT NOT NULL,"
-	" bytes INTEGER NOT NULL, client TEXT NOT NULL, finished REAL NOT NULL, data BLOB NOT NULL,"
-	" PRIMARY KEY (job_id, n));"
-	"CREATE INDEX IF NOT EXISTS images_finished ON images(finished);"
-	"CREATE INDEX IF NOT EXISTS images_client ON images(client, finished, bytes);"
-	/* Each client's kept bytes, kept up to date by the images' triggers: the
-	 * per-client cap reads one row instead of summing the client's images
-	 * (a scan per result that grew with the results kept). Rebuilt at open. */
-	"CREATE TABLE IF NOT EXISTS client_bytes (client TEXT PRIMARY KEY, bytes INTEGER NOT NULL);"
-	"CREATE TRIGGER IF NOT EXISTS images_add AFTER INSERT ON images BEGIN"
-	" INSERT INTO client_bytes (client, bytes) VALUES (new.client, new.bytes)"
-	" ON CONFLICT(client) DO UPDATE SET bytes = bytes + excluded.bytes; END;"
-	"CREATE TRIGGER IF NOT EXISTS images_drop AFTER DELETE ON images BEGIN"
-	" UPDATE client_bytes SET bytes = bytes - old.bytes WHERE client = old.client;"
-	" DELETE FROM client_bytes WHERE client = old.client AND bytes <= 0; END;"
-	"BEGIN IMMEDIATE;"
-	"DELETE FROM client_bytes;"
-	"INSERT INTO client_bytes (client, bytes) SELECT client, sum(bytes) FROM images GROUP BY client;"
-	"COMMIT;";
-
-/* The file and its -wal/-shm hold every client's prompts and images: they
- * are the balancer user's alone (SQLite gives -wal/-shm the file's mode). */
-static void make_private(const char *path)
-{
-	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-	if (fd >= 0) {
-		if (fchmod(fd, 0600) != 0)
-			log_warn("db %s: cannot make it private (mode 0600)", path);
-		close(fd);
-	}
-	static const char *const side[] = {"-wal", "-shm"};
-	for (size_t i = 0; i < sizeof side / sizeof side[0]; i++) {
-		char p[4096];
-		if (snprintf(p, sizeof p, "%s%s", path, side[i]) < (int)sizeof p)
-			chmod(p, 0600); /* absent is fine */
-	}
-}
-
-/* The statement of that kind, reset and ready to bind; NULL if it cannot be
- * prepared (logged). */
-static sqlite3_stmt *stmt(struct store *s, enum stmt_kind k)
-{
-	if (!s->stmts[k] && sqlite3_prepare_v2(s->db, SQL[k], -1, &s->stmts[k], NULL) != SQLITE_OK) {
-		log_error("db: %s", sqlite3_errmsg(s->db));
-		return NULL;
-	}
-	sqlite3_reset(s->stmts[k]);
-	sqlite3_clear_bindings(s->stmts[k]);
-	return s->stmts[k];
-}
-
-/* Runs a bound statement that returns no row; 1 if it completed. */
-static int step_done(struct store *s, sqlite3_stmt *st)
-{
-	if (!st)
-		return 0;
-	int rc = sqlite3_step(st);
-	if (rc != SQLITE_DONE)
-		log_error("db: %s", sqlite3_errmsg(s->db));
-	sqlite3_reset(st);
-	return rc == SQLITE_DONE;
-}
-
-/* Runs a bound statement whose first row's first column is an integer;
- * -1 if it failed. */
-static long long step_int(struct store *s, sqlite3_stmt *st)
-{
-	if (!st)
-		return -1;
-	int rc = sqlite3_step(st);
-	long long v = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
-	if (rc != SQLITE_ROW)
-		log_error("db: %s", sqlite3_errmsg(s->db));
-	sqlite3_reset(st);
-	return v;
-}
-
-static int exec(struct store *s, const char *sql)
-{
-	char *err = NULL;
-	if (sqlite3_exec(s->db, sql, NULL, NULL, &err) == SQLITE_OK)
-		return 1;
-	log_error("db: %s: %s", sql, err ? err : "failed");
-	sqlite3_free(err);
-	return 0;
-}
+static int exec(struct store *s, const char *sql) { return s->e->exec(s->c, sql); }
 
 /* A task's all-or-none: a savepoint in the batch's transaction, else a
  * transaction of its own. */
-static int tx_begin(struct store *s) { return exec(s, s->in_batch ? "SAVEPOINT task" : "BEGIN IMMEDIATE"); }
+static int tx_begin(struct store *s) { return exec(s, s->in_batch ? "SAVEPOINT task" : s->e->begin_sql); }
 
 static int tx_commit(struct store *s) { return exec(s, s->in_batch ? "RELEASE task" : "COMMIT"); }
 
 static void tx_rollback(struct store *s) { exec(s, s->in_batch ? "ROLLBACK TO task; RELEASE task" : "ROLLBACK"); }
-
-static sqlite3_stmt *with_text(sqlite3_stmt *st, const char *text)
-{
-	if (st)
-		sqlite3_bind_text(st, 1, text, -1, SQLITE_STATIC);
-	return st;
-}
-
-static sqlite3_stmt *with_real(sqlite3_stmt *st, double v)
-{
-	if (st)
-		sqlite3_bind_double(st, 1, v);
-	return st;
-}
-
-/* The job whose images are the oldest kept (of client, when not NULL), in
- * id (size 80); 0 when none is kept. */
-static int oldest(struct store *s, const char *client, char id[80])
-{
-	sqlite3_stmt *st = client ? with_text(stmt(s, Q_OLDEST_OF_CLIENT), client) : stmt(s, Q_OLDEST);
-	if (!st)
-		return 0;
-	int found = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_text(st, 0);
-	if (found)
-		snprintf(id, 80, "%s", (const char *)sqlite3_column_text(st, 0));
-	sqlite3_reset(st);
-	return found;
-}
 
 /* Drops the oldest results (of client, or anyone's) until the kept bytes
  * fit cap; their ids go to evicted (may be NULL). 0 on a failed write. */
@@ -247,14 +86,17 @@ static int evict(struct store *s, const char *client, long long cap, json_t *evi
 	if (cap <= 0)
 		return 1;
 	for (;;) {
-		long long total = client ? step_int(s, with_text(stmt(s, Q_CLIENT_BYTES), client)) : s->bytes;
-		char id[80];
+		long long total = client ? s->e->client_bytes(s->c, client) : s->bytes;
+		char id[STORE_ID_MAX];
 		if (total < 0)
 			return 0;
-		if (total <= cap || !oldest(s, client, id))
+		if (total <= cap)
 			return 1;
-		long long bytes = step_int(s, with_text(stmt(s, Q_JOB_BYTES), id));
-		if (bytes < 0 || !step_done(s, with_text(stmt(s, Q_DELETE_IMAGES), id)))
+		int found = s->e->oldest(s->c, client, id);
+		if (found <= 0)
+			return found == 0;
+		long long bytes = s->e->drop_images(s->c, id);
+		if (bytes < 0)
 			return 0;
 		s->bytes -= bytes;
 		if (evicted)
@@ -262,34 +104,116 @@ static int evict(struct store *s, const char *client, long long cap, json_t *evi
 	}
 }
 
-struct store *store_open(const char *path, long long max_bytes, long long max_bytes_per_client)
+/* Brings the schema to the engine's last version, each migration in one
+ * transaction with its row in schema_migrations, under the engine's lock
+ * (balancers starting together on one database). A database newer than
+ * this binary is refused. 0 on success. */
+static int migrate(struct store *s, const char *label)
+{
+	const struct store_engine *e = s->e;
+	if (e->lock && !e->lock(s->c)) {
+		log_error("db %s: cannot take the migrations' lock", label);
+		return -1;
+	}
+	int rc = -1, v = e->version(s->c);
+	if (v < 0) {
+		log_error("db %s: cannot read the schema's version", label);
+	} else if (v > e->n_migrations) {
+		log_error("db %s: schema version %d is newer than this sdgate-balancer knows (%d): "
+			  "run a newer sdgate-balancer, or restore a backup of this version",
+			  label, v, e->n_migrations);
+	} else {
+		rc = 0;
+		for (int i = v; i < e->n_migrations && rc == 0; i++) {
+			char record[96];
+			snprintf(record, sizeof record, "INSERT INTO schema_migrations (version) VALUES (%d)", i + 1);
+			if (exec(s, e->begin_sql) && exec(s, e->migrations[i]) && exec(s, record) &&
+			    exec(s, "COMMIT")) {
+				log_info("db %s: schema migrated to version %d", label, i + 1);
+			} else {
+				exec(s, "ROLLBACK");
+				log_error("db %s: migration to version %d failed; the schema stays at version %d",
+					  label, i + 1, i);
+				rc = -1;
+			}
+		}
+	}
+	if (e->unlock)
+		e->unlock(s->c);
+	return rc;
+}
+
+int store_is_url(const char *db)
+{
+	return strncmp(db, "postgresql://", 13) == 0 || strncmp(db, "postgres://", 11) == 0;
+}
+
+/* Appends k bytes of text to out (size n, *len used), truncating. */
+static void put(char *out, size_t n, size_t *len, const char *text, size_t k)
+{
+	while (k-- && *len + 1 < n)
+		out[(*len)++] = *text++;
+	out[*len] = '\0';
+}
+
+void store_db_label(const char *db, char *out, size_t n)
+{
+	size_t len = 0;
+	if (!n)
+		return;
+	out[0] = '\0';
+	if (!store_is_url(db)) {
+		put(out, n, &len, db, strlen(db));
+		return;
+	}
+	/* postgresql://user:PASSWORD@host/...: between the first ':' after
+	 * the scheme and the authority's last '@'. */
+	const char *auth = strstr(db, "://") + 3, *at = NULL, *p = db;
+	for (const char *q = auth; q < auth + strcspn(auth, "/?#"); q++)
+		if (*q == '@')
+			at = q;
+	const char *colon = at ? memchr(auth, ':', (size_t)(at - auth)) : NULL;
+	if (colon) {
+		put(out, n, &len, db, (size_t)(colon + 1 - db));
+		put(out, n, &len, "***", 3);
+		p = at;
+	}
+	/* ...?password=PASSWORD&...: up to the next '&' or '#'. */
+	int in_query = 0;
+	while (*p) {
+		put(out, n, &len, p, 1);
+		in_query |= *p == '?';
+		if (in_query && (*p == '?' || *p == '&') && strncmp(p + 1, "password=", 9) == 0) {
+			put(out, n, &len, "password=***", 12);
+			p += 10;
+			p += strcspn(p, "&#");
+			continue;
+		}
+		p++;
+	}
+}
+
+struct store *store_open(const char *db, double wait_s, long long max_bytes, long long max_bytes_per_client)
 {
 	struct store *s = calloc(1, sizeof *s);
 	if (!s)
 		return NULL;
+	char label[512];
+	store_db_label(db, label, sizeof label);
 	s->max_bytes = max_bytes;
 	s->max_per_client = max_bytes_per_client;
-	make_private(path);
-	if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) !=
-	    SQLITE_OK) {
-		log_error("db %s: %s", path, s->db ? sqlite3_errmsg(s->db) : "cannot open");
+	pthread_mutex_init(&s->lock, NULL);
+	s->c = store_is_url(db) ? store_pg_open(db, wait_s, &s->e) : store_sqlite_open(db, &s->e);
+	if (!s->c || migrate(s, label) != 0 || (s->e->ready && !s->e->ready(s->c)))
 		goto fail;
-	}
-	sqlite3_busy_timeout(s->db, 5000);
-	char *err = NULL;
-	if (sqlite3_exec(s->db, SCHEMA, NULL, NULL, &err) != SQLITE_OK) {
-		log_error("db %s: %s", path, err ? err : "schema failed");
-		sqlite3_free(err);
-		goto fail;
-	}
-	s->bytes = step_int(s, stmt(s, Q_TOTAL_BYTES));
+	s->bytes = s->e->total_bytes(s->c);
 	if (s->bytes < 0)
 		goto fail;
 	return s;
 fail:
-	for (int k = 0; k < N_STMTS; k++)
-		sqlite3_finalize(s->stmts[k]);
-	sqlite3_close(s->db);
+	if (s->c)
+		s->e->close(s->c);
+	pthread_mutex_destroy(&s->lock);
 	free(s);
 	return NULL;
 }
@@ -299,25 +223,27 @@ static void task_run(struct lane_task *lt);
 static void batch_begin(void *ctx)
 {
 	struct store *s = ctx;
+	pthread_mutex_lock(&s->lock);
 	s->batch_bytes = s->bytes;
 	s->batch_evicted = s->evicted;
-	s->in_batch = exec(s, "BEGIN IMMEDIATE"); /* else each task runs on its own */
+	s->in_batch = exec(s, s->e->begin_sql); /* else each task runs on its own */
 }
 
 static void batch_end(void *ctx, struct lane_task *tasks)
 {
 	struct store *s = ctx;
-	if (!s->in_batch)
-		return;
-	s->in_batch = 0;
-	if (exec(s, "COMMIT"))
-		return;
-	exec(s, "ROLLBACK");
-	s->bytes = s->batch_bytes;
-	s->evicted = s->batch_evicted;
-	log_warn("db: a batch of writes could not be committed; each is tried on its own");
-	for (struct lane_task *t = tasks; t; t = t->next)
-		task_run(t);
+	if (s->in_batch) {
+		s->in_batch = 0;
+		if (!exec(s, "COMMIT")) {
+			exec(s, "ROLLBACK");
+			s->bytes = s->batch_bytes;
+			s->evicted = s->batch_evicted;
+			log_warn("db: a batch of writes could not be committed; each is tried on its own");
+			for (struct lane_task *t = tasks; t; t = t->next)
+				task_run(t);
+		}
+	}
+	pthread_mutex_unlock(&s->lock);
 }
 
 int store_start(struct store *s, struct httpd *h)
@@ -332,9 +258,8 @@ void store_close(struct store *s)
 	if (!s)
 		return;
 	lane_drain_and_free(s->lane);
-	for (int k = 0; k < N_STMTS; k++)
-		sqlite3_finalize(s->stmts[k]);
-	sqlite3_close(s->db);
+	s->e->close(s->c);
+	pthread_mutex_destroy(&s->lock);
 	free(s);
 }
 
@@ -347,10 +272,8 @@ static int expire(struct store *s, double before)
 {
 	if (!tx_begin(s))
 		return 0;
-	long long gone = step_int(s, with_real(stmt(s, Q_EXPIRED_BYTES), before));
-	int ok = gone >= 0 && step_done(s, with_real(stmt(s, Q_EXPIRE_IMAGES), before)) &&
-		 step_done(s, with_real(stmt(s, Q_EXPIRE_JOBS), before)) && tx_commit(s);
-	if (!ok) {
+	long long gone = s->e->expire(s->c, before);
+	if (gone < 0 || !tx_commit(s)) {
 		tx_rollback(s);
 		return 0;
 	}
@@ -360,21 +283,24 @@ static int expire(struct store *s, double before)
 
 void store_prune(struct store *s, double before)
 {
+	pthread_mutex_lock(&s->lock);
 	long long was = s->bytes;
 	json_t *evicted = json_array();
 	int ok = expire(s, before);
-	if (ok && exec(s, "BEGIN IMMEDIATE")) {
+	if (ok && exec(s, s->e->begin_sql)) {
 		if (evict(s, NULL, s->max_bytes, evicted) && exec(s, "COMMIT")) {
 			s->evicted += (long long)json_array_size(evicted);
 		} else {
 			exec(s, "ROLLBACK");
-			s->bytes = step_int(s, stmt(s, Q_TOTAL_BYTES));
+			json_array_clear(evicted);
+			s->bytes = s->e->total_bytes(s->c);
 		}
 	}
 	if (was != s->bytes)
 		log_info("db: kept images %lld -> %lld bytes (%zu result(s) over --result-max-bytes dropped)", was,
 			 s->bytes, json_array_size(evicted));
 	json_decref(evicted);
+	pthread_mutex_unlock(&s->lock);
 }
 
 /* One image of a result (a file answer.c checked) inserted; its metadata
@@ -384,19 +310,8 @@ static int put_image(struct store *s, struct store_task *t, int n, const struct 
 	const char *mime = image_mime(file->facts.type);
 	json_array_append_new(t->meta, json_pack("{s:s,s:I,s:i,s:i}", "type", mime, "bytes", (json_int_t)file->len,
 						 "width", file->facts.width, "height", file->facts.height));
-	sqlite3_stmt *st = stmt(s, Q_INSERT_IMAGE);
-	int ok = 0;
-	if (st) {
-		sqlite3_bind_text(st, 1, t->id, -1, SQLITE_STATIC);
-		sqlite3_bind_int(st, 2, n);
-		sqlite3_bind_text(st, 3, mime, -1, SQLITE_STATIC);
-		sqlite3_bind_int64(st, 4, (sqlite3_int64)file->len);
-		sqlite3_bind_text(st, 5, t->client, -1, SQLITE_STATIC);
-		sqlite3_bind_double(st, 6, t->when);
-		sqlite3_bind_blob64(st, 7, file->data, file->len, SQLITE_STATIC);
-		ok = step_done(s, st);
-		sqlite3_clear_bindings(st); /* the file is freed once the task is done */
-	}
+	struct store_image_row row = {t->id, mime, t->client, n, t->when, file->data, file->len};
+	int ok = s->e->insert_image(s->c, &row);
 	if (ok)
 		s->bytes += (long long)file->len;
 	return ok;
@@ -404,14 +319,7 @@ static int put_image(struct store *s, struct store_task *t, int n, const struct 
 
 static int save_job_doc(struct store *s, const char *id, const char *status, double finished, const char *text)
 {
-	sqlite3_stmt *st = stmt(s, Q_SAVE_JOB);
-	if (!st)
-		return 0;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, status, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, text, -1, SQLITE_STATIC);
-	sqlite3_bind_double(st, 4, finished);
-	return step_done(s, st);
+	return s->e->save_job(s->c, id, status, finished, text);
 }
 
 /* The result's images, the evictions and the job's document, all or none;
@@ -446,40 +354,6 @@ static void put_result(struct store *s, struct store_task *t)
 	t->ok = ok;
 }
 
-static void read_image(struct store *s, struct store_task *t)
-{
-	sqlite3_stmt *st = with_text(stmt(s, Q_FIND_IMAGE), t->id);
-	t->total = -1;
-	if (!st)
-		return;
-	sqlite3_bind_int(st, 2, t->n);
-	sqlite3_int64 rowid = 0;
-	if (sqlite3_step(st) == SQLITE_ROW) {
-		rowid = sqlite3_column_int64(st, 0);
-		t->total = sqlite3_column_int64(st, 1);
-	}
-	sqlite3_reset(st);
-	if (t->total < 0 || t->offset >= t->total)
-		return;
-	long long want = t->total - t->offset;
-	size_t n = want < (long long)t->cap ? (size_t)want : t->cap;
-	sqlite3_blob *blob = NULL;
-	if (sqlite3_blob_open(s->db, "main", "images", "data", rowid, 0, &blob) == SQLITE_OK &&
-	    sqlite3_blob_read(blob, t->buf, (int)n, (int)t->offset) == SQLITE_OK)
-		t->len = n;
-	else
-		log_warn("db: reading image %d of job %s: %s", t->n, t->id, sqlite3_errmsg(s->db));
-	sqlite3_blob_close(blob);
-}
-
-static int run_text(struct store *s, enum stmt_kind k, const char *a, const char *b)
-{
-	sqlite3_stmt *st = with_text(stmt(s, k), a);
-	if (st && b)
-		sqlite3_bind_text(st, 2, b, -1, SQLITE_STATIC);
-	return step_done(s, st);
-}
-
 static void task_run(struct lane_task *lt)
 {
 	struct store_task *t = (struct store_task *)lt;
@@ -493,12 +367,12 @@ static void task_run(struct lane_task *lt)
 	}
 	case SAVE_BACKEND: {
 		char *text = json_dumps(t->doc, JSON_COMPACT);
-		t->ok = text && run_text(s, Q_SAVE_BACKEND, t->id, text);
+		t->ok = text && s->e->save_backend(s->c, t->id, text);
 		free(text);
 		break;
 	}
 	case DELETE_BACKEND:
-		t->ok = run_text(s, Q_DELETE_BACKEND, t->id, NULL);
+		t->ok = s->e->delete_backend(s->c, t->id);
 		break;
 	case EXPIRE_JOBS:
 		t->ok = expire(s, t->when);
@@ -507,7 +381,7 @@ static void task_run(struct lane_task *lt)
 		put_result(s, t);
 		break;
 	case READ_IMAGE:
-		read_image(s, t);
+		t->total = s->e->read_image(s->c, t->id, t->n, t->offset, t->buf, t->cap, &t->len);
 		break;
 	}
 }
@@ -620,43 +494,41 @@ void store_read_image(struct store *s, const char *job_id, int n, long long offs
 	lane_submit(s->lane, &t->base);
 }
 
-static int load(struct store *s, const char *sql, void (*fn)(json_t *doc, int flag, void *user),
-		void (*plain)(json_t *doc, void *user), void *user)
+/* The caller's callback for one loaded row, its document parsed. */
+struct loading {
+	void (*job)(json_t *doc, int has_images, void *user);
+	void (*backend)(json_t *doc, void *user);
+	void *user;
+};
+
+static void loaded(const char *text, int has_images, void *ctx)
 {
-	sqlite3_stmt *st = NULL;
-	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
-		log_error("db: %s", sqlite3_errmsg(s->db));
-		return -1;
-	}
-	int rc, n = 0;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		const char *text = (const char *)sqlite3_column_text(st, 0);
-		json_error_t err;
-		json_t *doc = text ? json_loads(text, 0, &err) : NULL;
-		if (json_is_object(doc)) {
-			if (fn)
-				fn(doc, sqlite3_column_int(st, 1), user);
-			else
-				plain(doc, user);
-			n++;
-		} else {
-			log_warn("db: skipping an unreadable row");
-		}
-		json_decref(doc);
-	}
-	sqlite3_finalize(st);
-	return rc == SQLITE_DONE ? n : -1;
+	const struct loading *l = ctx;
+	json_error_t err;
+	json_t *doc = text ? json_loads(text, 0, &err) : NULL;
+	if (!json_is_object(doc))
+		log_warn("db: skipping an unreadable row");
+	else if (l->job)
+		l->job(doc, has_images, l->user);
+	else
+		l->backend(doc, l->user);
+	json_decref(doc);
 }
 
 int store_load_jobs(struct store *s, void (*fn)(json_t *doc, int has_images, void *user), void *user)
 {
-	return load(s,
-		    "SELECT doc, EXISTS (SELECT 1 FROM images WHERE images.job_id = jobs.id) FROM jobs"
-		    " ORDER BY created",
-		    fn, NULL, user);
+	struct loading l = {fn, NULL, user};
+	pthread_mutex_lock(&s->lock);
+	int n = s->e->load_jobs(s->c, loaded, &l);
+	pthread_mutex_unlock(&s->lock);
+	return n;
 }
 
 int store_load_backends(struct store *s, void (*fn)(json_t *doc, void *user), void *user)
 {
-	return load(s, "SELECT doc FROM backends ORDER BY rowid", NULL, fn, user);
+	struct loading l = {NULL, fn, user};
+	pthread_mutex_lock(&s->lock);
+	int n = s->e->load_backends(s->c, loaded, &l);
+	pthread_mutex_unlock(&s->lock);
+	return n;
 }

@@ -1,19 +1,28 @@
-/* store.h — the balancer's SQLite file (WAL, mode 0600): jobs and registered
- * backends, each row a JSON document plus the columns that queries need, and
- * the images of finished jobs (one BLOB row each, never held in RAM). Loading
+/* store.h — the balancer's database: jobs and registered backends, each
+ * row a JSON document plus the columns that queries need, and the images of
+ * finished jobs (one row each, never held in RAM). Two engines behind this
+ * one interface: a SQLite file (WAL, mode 0600), or a PostgreSQL server when
+ * --db is a postgresql:// URL (store_engine.h). Opening brings the schema to
+ * this binary's version (versioned migrations, docs/operators.md). Loading
  * runs on the main thread before the loop starts; every read and write
- * afterwards runs on the store's own thread (a lane), in submission order, so
- * the loop never waits on the disk, and an image read submitted after the
- * write that stored it always finds it. All SQL goes through prepared
- * statements.
+ * afterwards runs on the store's own thread (a lane), in submission order,
+ * so the loop never waits on the database, and an image read submitted
+ * after the write that stored it always finds it. All SQL goes through
+ * prepared statements.
  *
  * Kept images are bounded: in all (max_bytes) and per client
  * (max_bytes_per_client). Storing a result that would pass a bound first
  * drops the oldest kept results (the client's own for its bound, then
  * anyone's); a dropped result's job document stays.
  *
- * Durability: synchronous=NORMAL in WAL mode survives a process crash
- * (kill -9) with every committed write; a power loss may lose the last ones. */
+ * Durability: a write is acknowledged (its callback runs with ok = 1) only
+ * once committed. SQLite: synchronous=NORMAL in WAL mode survives a process
+ * crash (kill -9) with every committed write; a power loss may lose the
+ * last ones. PostgreSQL: a commit is as durable as the server makes it
+ * (with its defaults, fsync and synchronous_commit on, it survives a crash
+ * of the balancer and of the server). A connection lost to PostgreSQL fails
+ * the task that met it through its callback (logged once); the next task
+ * reconnects. */
 #ifndef SDGATE_STORE_H
 #define SDGATE_STORE_H
 
@@ -24,9 +33,17 @@
 
 struct store;
 
-/* Opens (creating if needed, private to the user) the file; NULL with the
- * reason logged. The caps are in bytes of decoded images. */
-struct store *store_open(const char *path, long long max_bytes, long long max_bytes_per_client);
+/* Opens db: a postgresql:// or postgres:// URL (libpq's), retried for
+ * wait_s while the server does not answer; anything else is a SQLite file
+ * (created if needed, private to the user). Then migrates the schema (a
+ * database newer than this binary is refused). NULL with the reason logged.
+ * The caps are in bytes of decoded images. */
+struct store *store_open(const char *db, double wait_s, long long max_bytes, long long max_bytes_per_client);
+/* 1 if db names a PostgreSQL server. */
+int store_is_url(const char *db);
+/* db as it may be logged, into out (size n): a URL's password (user:PASS@
+ * or password=PASS) masked as ***. */
+void store_db_label(const char *db, char *out, size_t n);
 /* Starts the store's thread; call once the loop exists. */
 int store_start(struct store *s, struct httpd *h);
 /* Runs every pending task, then closes. */

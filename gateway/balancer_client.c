@@ -9,7 +9,9 @@
  * PNG, JPEG, WebP), sent on as base64 with that type; DELETE on
  * cancel or when the client's connection closes. A balancer that cannot be
  * reached is skipped for the next one (--balancer is repeatable); an event
- * stream that breaks is re-opened for --stream-patience-s (the balancer keeps
+ * stream that breaks is re-opened for --stream-patience-s, with Last-Event-ID:
+ * the last event id it delivered, so the balancer replays what was missed
+ * and nothing twice (the balancer keeps
  * accepted jobs across a restart, and a late subscriber gets the job's
  * current state), and if its balancer stays away the job is submitted to the
  * next one. Every board_interval_ms, GET /v1/backends feeds the board.
@@ -82,7 +84,9 @@ struct job {
 	struct retry_window stream; /* re-opens since the stream last delivered an event */
 	struct retry_window submit; /* submissions since no balancer took the job */
 	double retry_at;
-	char job_id[64]; /* the balancer's id, once accepted */
+	char job_id[64];        /* the balancer's id, once accepted */
+	char last_event_id[24]; /* of the last event its stream delivered (digits), sent as Last-Event-ID when the
+				   stream is re-opened: the balancer replays what was missed (docs/jobs-api.md) */
 	int cancel_requested;
 	int detached; /* the connection is gone: no more events */
 	int final;
@@ -410,6 +414,7 @@ static void job_submit(struct bc *bc, struct job *j)
 	j->state = J_SUBMITTING;
 	j->submits++;
 	j->job_id[0] = '\0';
+	j->last_event_id[0] = '\0';
 	j->stream = (struct retry_window){0};
 	char key[96];
 	snprintf(key, sizeof key, "Idempotency-Key: %s", j->idem_key);
@@ -423,10 +428,12 @@ static void job_submit(struct bc *bc, struct job *j)
 
 static void job_stream(struct bc *bc, struct job *j)
 {
-	char path[128];
+	char path[128], resume[64] = "";
 	snprintf(path, sizeof path, "/v1/jobs/%s/events", j->job_id);
+	if (j->last_event_id[0])
+		snprintf(resume, sizeof resume, "Last-Event-ID: %s", j->last_event_id);
 	j->state = J_STREAMING;
-	j->x = xfer_start(bc, X_STREAM, j->bal, NULL, path, NULL, NULL, j->addr);
+	j->x = xfer_start(bc, X_STREAM, j->bal, NULL, path, resume[0] ? resume : NULL, NULL, j->addr);
 	if (j->x)
 		j->x->job = j;
 	else
@@ -513,6 +520,9 @@ static void on_sse_event(struct xfer *x, const char *name, const char *data, siz
 	if (!j || j->final)
 		return;
 	j->stream = (struct retry_window){0}; /* the stream works (again) */
+	size_t idn = strlen(x->sse.id);
+	if (idn && idn < sizeof j->last_event_id && strspn(x->sse.id, "0123456789") == idn)
+		memcpy(j->last_event_id, x->sse.id, idn + 1);
 	json_t *d = json_loadb(data, len, 0, NULL);
 	if (!json_is_object(d)) {
 		log_warn("job %s: %s event with a body that is not a JSON object", j->job_id, name);

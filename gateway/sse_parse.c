@@ -69,6 +69,11 @@ static void sse_line(struct sse_parser *s, char *line, size_t n)
 		memcpy(s->name, value, k);
 		s->name[k] = '\0';
 		s->any = 1;
+	} else if (flen == 2 && !memcmp(line, "id", 2)) {
+		if (vlen < sizeof s->id && !memchr(value, '\0', vlen)) {
+			memcpy(s->id, value, vlen);
+			s->id[vlen] = '\0';
+		}
 	} else if (flen == 4 && !memcmp(line, "data", 4)) {
 		if ((s->data_len && sse_buf_append(&s->data, &s->data_len, &s->data_cap, "\n", 1, s->max)) ||
 		    sse_buf_append(&s->data, &s->data_len, &s->data_cap, value, vlen, s->max))

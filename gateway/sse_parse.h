@@ -17,6 +17,8 @@ struct sse_parser {
 	char *line;
 	size_t line_len, line_cap;
 	char name[32];
+	char id[24]; /* the last event ID (the "id" field, kept across events as the SSE spec says): up to 23
+			bytes; a longer one, or one with a NUL, is ignored */
 	char *data;
 	size_t data_len, data_cap;
 	int any;      /* a field of the current event was seen */

@@ -13,7 +13,9 @@ Not a ctest: a benchmark, not a pass/fail test. Needs nginx and wrk
     once) sent direct to a backend, through the balancer's A1111 façade
     (POST /sdapi/v1/txt2img, which waits and returns the A1111 answer), and
     through NGINX (least_conn upstream with keepalive over the same
-    backends). Latency: wrk with one connection, p50/p99 and what the path
+    backends); with --store both, also through a second balancer whose
+    store is a throwaway PostgreSQL server on this host (its CPU counted
+    with the balancer's). Latency: wrk with one connection, p50/p99 and what the path
     adds to the direct one. Throughput: wrk at several connection counts;
     direct means one wrk per backend at once (the backends' own ceiling).
     Targets: added p50 < 1 ms; jobs/s >= 0.8 x NGINX's.
@@ -49,6 +51,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 import sdtest as t  # noqa: E402  (process start-up on free ports, temp dirs, cleanup at exit)
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+PG_PATH = "balancer (PostgreSQL)"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 
 _nginxes = []
@@ -100,11 +103,11 @@ def start_backends(specs, port=None):
     return out
 
 
-def start_balancer(backends, log_level, extra=()):
+def start_balancer(backends, log_level, extra=(), db=None, name="balancer"):
     args = ["--log-level", log_level, "--max-queue", "100000", "--max-queue-per-client", "100000"] + list(extra)
     for be in backends:
         args += ["--backend", t.static_backend_arg(be.url, **be.identity)]
-    bal = t.start_balancer(*args, name="balancer")
+    bal = t.start_balancer(*args, name=name, db=db)
     # Wait until the balancer sees every backend idle (it probes /sdgate/v1/info).
     t.wait_until(lambda: (t.http("GET", bal.url + "/healthz", timeout=5)[1] or {}).get("backends", {}).get("idle")
                  == len(backends), timeout=30)
@@ -401,6 +404,18 @@ def overhead(args):
         proxy_pids["balancer"] = [bal.proc.pid]
     except Exception as e:  # noqa: BLE001 - the other columns still mean something
         note("balancer did not start: %s" % str(e)[:2000])
+    pg_bal = None
+    if args.store == "both":  # the same balancer on a PostgreSQL server of its own (its CPU counts as the proxy's)
+        try:
+            pg = t.start_postgres()
+            pg_bal = start_balancer(bes, args.balancer_log_level, args.balancer_arg,
+                                    db=pg.url(pg.create_database()), name="balancer-pg")
+            paths.insert(2 if bal else 1, (PG_PATH, [pg_bal.url], [pg_bal.url]))
+            with open(os.path.join(pg.data, "postmaster.pid")) as f:
+                postmaster = int(f.readline())
+            proxy_pids[PG_PATH] = [pg_bal.proc.pid, postmaster] + children_of(postmaster)
+        except Exception as e:  # noqa: BLE001
+            note("balancer on PostgreSQL did not start: %s" % str(e)[:2000])
     broken = set()
     for name, urls, _ in paths:
         st, _, prov, _, err = post_job(urls[0], body)
@@ -489,7 +504,7 @@ def overhead(args):
     print("\n(CPU µs/job: user+system time of the proxy's processes — all threads; NGINX master and workers — and"
           " of the backends, over every throughput run, per job answered; %d CPUs in all, shared with wrk.)\n"
           % os.cpu_count())
-    for name in ("balancer", "nginx least_conn"):
+    for name in ("balancer", PG_PATH, "nginx least_conn"):
         if name in per_round and args.rounds > 1:
             print("- %s CPU µs/job by round: %s" % (name, ", ".join(
                 "%.0f" % (c / max(1, j) * 1e6) for c, j in per_round[name])))
@@ -512,6 +527,8 @@ def overhead(args):
         except Exception as e:  # noqa: BLE001
             note("balancer /metrics: %s" % e)
     ng.stop()
+    if pg_bal is not None:
+        stop(pg_bal)
     if bal is not None:
         rc = stop(bal)
         if rc != 0:
@@ -771,6 +788,9 @@ def main():
                     help="balancer --log-level (default warn, as NGINX runs with access_log off)")
     ap.add_argument("--balancer-arg", action="append", default=[],
                     help="an extra balancer flag, repeatable (e.g. --balancer-arg=--result-ttl --balancer-arg=5)")
+    ap.add_argument("--store", choices=("sqlite", "both"), default="sqlite",
+                    help="(a) both: the balancer on SQLite and, as a path of its own, on a throwaway PostgreSQL "
+                    "server (default sqlite)")
     ap.add_argument("--jobs", type=int, default=200, help="(b) jobs per run (default 200)")
     ap.add_argument("--loads", type=lambda s: [float(x) for x in s.split(",")], default=[0.70, 0.95],
                     help="(b) offered load as fractions of capacity (default 0.70,0.95)")

@@ -16,6 +16,8 @@
  * the same with --store-writers connections at once (balancers sharing one
  * database). Images (store_put_result) are not counted: only documents. */
 #include "bench_scale.h"
+#include "log.h"
+#include "store.h"
 
 #include <math.h>
 #include <pthread.h>
@@ -26,9 +28,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifdef BENCH_HAVE_PQ
 #include <libpq-fe.h>
-#endif
 
 #define BATCH_MAX 64 /* store.c */
 #define DOC_BYTES 1500
@@ -182,7 +182,6 @@ out:
 	return r;
 }
 
-#ifdef BENCH_HAVE_PQ
 static const char PG_SCHEMA[] = "SET client_min_messages TO warning;"
 				"CREATE TABLE IF NOT EXISTS bench_jobs (id text PRIMARY KEY, status text NOT NULL,"
 				" finished double precision NOT NULL DEFAULT 0,"
@@ -293,7 +292,114 @@ static struct run_result pg_run(const char *url, long jobs, int batch, int write
 	free(t);
 	return r;
 }
-#endif
+
+/* Through the real store (store.h): store_open on a SQLite file or a
+ * postgresql:// URL, its lane thread started on an httpd loop, job documents
+ * (json_t) handed to store_save_job, each acknowledged on the loop once
+ * committed. `in_flight` writes outstanding at most: 1 is a light load
+ * (each write its own transaction), IN_FLIGHT lets the lane batch (up to
+ * its BATCH_MAX a transaction). Latency: submitted -> acknowledged. */
+struct api_run {
+	struct store *st;
+	struct httpd *h;
+	long jobs, next_w, total_w, submitted, acked, failed;
+	int in_flight;
+	char prefix[16];
+	double *lat;
+};
+
+struct api_write {
+	struct api_run *run;
+	double at;
+};
+
+static void api_submit(struct api_run *r);
+
+static void api_ack(void *user, int ok)
+{
+	struct api_write *w = user;
+	struct api_run *r = w->run;
+	r->lat[r->acked++] = wall_now() - w->at;
+	r->failed += !ok;
+	free(w);
+	if (r->acked == r->submitted && r->next_w >= r->total_w)
+		httpd_stop(r->h);
+	else
+		api_submit(r);
+}
+
+static void api_submit(struct api_run *r)
+{
+	char doc[DOC_BYTES * 2], id[48];
+	while (r->submitted - r->acked < r->in_flight && r->next_w < r->total_w) {
+		struct write x;
+		if (!write_at(r->next_w++, r->jobs, &x))
+			continue;
+		snprintf(id, sizeof id, "%s%016lx", r->prefix, x.job);
+		make_doc(doc, sizeof doc, r->prefix, x.job, x.state);
+		json_t *d = json_loads(doc, 0, NULL);
+		struct api_write *w = malloc(sizeof *w);
+		if (!d || !w) {
+			fprintf(stderr, "bench_scale: out of memory\n");
+			exit(1);
+		}
+		*w = (struct api_write){r, wall_now()};
+		r->submitted++;
+		store_save_job(r->st, id, STATES[x.state], x.state == 2 ? 1.7e9 + (double)x.job : 0, d, api_ack, w);
+	}
+}
+
+static void api_tick(struct httpd *h)
+{
+	struct api_run *r = httpd_user(h);
+	if (r->acked == r->submitted && r->next_w >= r->total_w)
+		httpd_stop(h);
+}
+
+static struct run_result api_run_once(const char *db, long jobs, int in_flight)
+{
+	static int runs;
+	struct run_result res = {0};
+	struct api_run r = {.jobs = jobs, .total_w = 3 * jobs + 3 * IN_FLIGHT, .in_flight = in_flight};
+	snprintf(r.prefix, sizeof r.prefix, "a%d-", runs++); /* every job a fresh row, run after run */
+	r.lat = calloc((size_t)(3 * jobs + 1), sizeof *r.lat);
+	struct httpd_config hc = {.host = "127.0.0.1", .port = 0, .max_body = 1024, .user = &r};
+	r.h = httpd_new(&hc);
+	r.st = r.h && r.lat ? store_open(db, 10, 1LL << 30, 1LL << 30) : NULL;
+	if (!r.st || store_start(r.st, r.h) != 0) {
+		fprintf(stderr, "bench_scale: the store did not open (%s)\n", db);
+		goto out;
+	}
+	httpd_set_tick(r.h, api_tick);
+	double t0 = wall_now();
+	api_submit(&r);
+	httpd_run(r.h);
+	summarize(&res, r.lat, r.acked, t0, r.acked);
+	res.ok = r.failed == 0 && r.acked == 3 * jobs;
+out:
+	if (r.st)
+		store_close(r.st);
+	if (r.h)
+		httpd_free(r.h);
+	free(r.lat);
+	return res;
+}
+
+struct api_arg {
+	const char *db;
+	int sqlite;
+};
+
+static struct run_result api_fn(const void *arg, long jobs, int in_flight)
+{
+	const struct api_arg *a = arg;
+	if (a->sqlite)
+		remove_db(a->db);
+	struct run_result r = api_run_once(a->db, jobs, in_flight);
+	if (a->sqlite)
+		remove_db(a->db);
+	return r;
+}
 
 static void print_row(const char *store, int writers, int batch, long jobs, const struct run_result *r)
 {
@@ -330,7 +436,6 @@ static struct run_result median_run(run_fn fn, const void *arg, long jobs, int b
 
 static struct run_result sqlite_fn(const void *dir, long jobs, int batch) { return sqlite_run(dir, jobs, batch); }
 
-#ifdef BENCH_HAVE_PQ
 struct pg_arg {
 	const char *url;
 	int writers;
@@ -340,7 +445,6 @@ static struct run_result pg_fn(const void *arg, long jobs, int batch)
 	const struct pg_arg *a = arg;
 	return pg_run(a->url, jobs, batch, a->writers);
 }
-#endif
 
 int bench_scale_store(int argc, char **argv, int quick)
 {
@@ -364,13 +468,25 @@ int bench_scale_store(int argc, char **argv, int quick)
 	}
 	if (jobs < IN_FLIGHT)
 		jobs = IN_FLIGHT;
+	log_init("bench_scale", LOG_WARN); /* the store's own lines: warnings only */
 	int rc = 0;
 	printf("## Store: job state writes (3 per job, ~%d B documents), %ld jobs a run, median of %d runs\n\n",
 	       DOC_BYTES, jobs, repeat);
-	printf("| store | writers | writes a transaction | jobs | writes/s | jobs/s (3 writes) |"
-	       " transaction p50 / p99 (ms) | seconds |\n");
+	printf("| store | writers | writes a transaction (store.h: in flight) | jobs | writes/s | jobs/s (3 writes) |"
+	       " transaction (store.h: write) p50 / p99 (ms) | seconds |\n");
 	printf("|---|---:|---:|---:|---:|---:|---|---:|\n");
-	int batches[2] = {1, BATCH_MAX};
+	int batches[2] = {1, BATCH_MAX}, in_flight[2] = {1, IN_FLIGHT};
+	const char *url = getenv("SDGATE_BENCH_PG");
+	char lite[600];
+	snprintf(lite, sizeof lite, "%s/bench_scale_store.db", dir);
+	const struct api_arg api[2] = {{lite, 1}, {url, 0}};
+	for (int e = 0; e < (url && *url ? 2 : 1); e++)
+		for (int b = 0; b < 2; b++) {
+			long n = in_flight[b] == 1 ? jobs / 4 : jobs;
+			struct run_result r = median_run(api_fn, &api[e], n, in_flight[b], repeat);
+			print_row(e ? "store.h on PostgreSQL" : "store.h on SQLite", 1, in_flight[b], n, &r);
+			rc |= !r.ok;
+		}
 	for (int b = 0; b < 2; b++) {
 		/* one write a transaction is slow: fewer jobs */
 		long n = batches[b] == 1 ? jobs / 4 : jobs;
@@ -378,8 +494,6 @@ int bench_scale_store(int argc, char **argv, int quick)
 		print_row("SQLite (WAL, synchronous=NORMAL)", 1, batches[b], n, &r);
 		rc |= !r.ok;
 	}
-	const char *url = getenv("SDGATE_BENCH_PG");
-#ifdef BENCH_HAVE_PQ
 	if (url && *url) {
 		char *save = NULL;
 		for (char *t = strtok_r(writers_list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -395,10 +509,6 @@ int bench_scale_store(int argc, char **argv, int quick)
 			}
 		}
 	}
-#else
-	if (url && *url)
-		fprintf(stderr, "bench_scale: built without libpq; SDGATE_BENCH_PG ignored\n");
-#endif
 	printf("\n");
 	return rc;
 }

@@ -731,16 +731,202 @@ def start_balancer(*args, name="balancer", port=None, db=None, env=None):
     """Starts sdgate-balancer --listen 127.0.0.1:<port> --db <db>
     --allow-private-backends ARGS and waits until GET /healthz answers 200
     (every test's backends are on loopback; a test of the default passes
-    --allow-private-backends=false). db defaults to a fresh file in a temp
-    dir; pass the same db (prog.db) to restart on the same state. Returns the
-    Program, with .db set. Raises when it does not come up."""
+    --allow-private-backends=false). db defaults to a fresh store: a file in
+    a temp dir, or with SDGATE_TEST_STORE=postgresql a fresh database on
+    this test's PostgreSQL server (postgres()); pass the same db (prog.db) to
+    restart on the same state. Returns the Program, with .db set. Raises
+    when it does not come up."""
     if db is None:
-        db = os.path.join(tmpdir(name + "-db"), "balancer.db")
+        db = fresh_db(name)
 
     def setup(prog):
         prog.db = db
     return start_program(name, balancer_path(), ["--db", db, "--allow-private-backends"] + list(args), "/healthz",
                          port, setup, env)
+
+
+# ---------------------------------------------------------------- the balancer's store
+
+def test_store():
+    """"postgresql" when SDGATE_TEST_STORE says so (ctest's integration_pg_*), else "sqlite"."""
+    return "postgresql" if os.environ.get("SDGATE_TEST_STORE", "").lower() in ("postgresql", "postgres", "pg") \
+        else "sqlite"
+
+
+def on_postgresql():
+    return test_store() == "postgresql"
+
+
+def fresh_db(name="balancer"):
+    """A --db value for a new, empty store of the kind this run tests."""
+    if on_postgresql():
+        pg = postgres()
+        return pg.url(pg.create_database())
+    return os.path.join(tmpdir(name + "-db"), "balancer.db")
+
+
+def pg_bin_dir():
+    """Debian's PostgreSQL server programs: $SDGATE_PG_BIN, else the newest
+    /usr/lib/postgresql/N/bin, else wherever pg_ctl is on PATH."""
+    if os.environ.get("SDGATE_PG_BIN"):
+        return os.environ["SDGATE_PG_BIN"]
+    base = "/usr/lib/postgresql"
+    versions = sorted((int(v) for v in os.listdir(base) if v.isdigit()), reverse=True) if os.path.isdir(base) else []
+    for v in versions:
+        d = os.path.join(base, str(v), "bin")
+        if os.access(os.path.join(d, "pg_ctl"), os.X_OK):
+            return d
+    ctl = shutil.which("pg_ctl")
+    if ctl:
+        return os.path.dirname(ctl)
+    raise RuntimeError("no PostgreSQL server programs (initdb, pg_ctl): install Debian's postgresql "
+                       "(deploy/install-deps.sh) or set SDGATE_PG_BIN")
+
+
+class Postgres:
+    """A throwaway PostgreSQL server: initdb in a temp dir, pg_ctl on a free
+    loopback port (socket dir in the temp dir), trust auth, superuser
+    "sdgate"; fsync off (the tests kill balancers, never this server). The
+    server refuses to run as root, so as root it runs as the "postgres" user
+    (runuser) in a temp dir given to that user. Stopped at exit like any
+    program (registered for teardown), after the balancers."""
+
+    def __init__(self):
+        self.bin = pg_bin_dir()
+        self.dir = tempfile.mkdtemp(prefix="sdgate-pg-")  # not under _tmp_root: the server's user must reach it
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self.as_user:
+            shutil.chown(self.dir, "postgres")
+        self.data = os.path.join(self.dir, "data")
+        self.log_path = os.path.join(self.dir, "log.txt")
+        self.port = None
+        self.closed = False
+        self._n = 0
+        self._pg("initdb", "-D", self.data, "-A", "trust", "-U", "sdgate", "-E", "UTF8", "--locale=C", "--no-sync",
+                 timeout=120)
+        self.start()
+        _servers.append(self)
+        self._watchdog()
+        print("# PostgreSQL server (%s) on 127.0.0.1:%d" % (self.bin, self.port), flush=True)
+
+    def _watchdog(self):
+        """A shell in a session of its own that stops the server and removes
+        its folder once this process is gone, however it ended (a ctest
+        timeout's SIGKILL runs no teardown)."""
+        stop = " ".join(self.as_user + [os.path.join(self.bin, "pg_ctl"), "-D", self.data, "-m", "immediate", "-w",
+                                        "stop"])
+        script = ("while kill -0 %d 2>/dev/null; do sleep 1; done; %s >/dev/null 2>&1; rm -rf '%s'"
+                  % (os.getpid(), stop, self.dir))
+        subprocess.Popen(["sh", "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+
+    def _pg(self, prog, *args, timeout=60):
+        p = subprocess.run(self.as_user + [os.path.join(self.bin, prog)] + list(args), capture_output=True,
+                           timeout=timeout, stdin=subprocess.DEVNULL, cwd=self.dir)
+        if p.returncode != 0:
+            raise RuntimeError("%s failed (%d): %s %s" % (prog, p.returncode, p.stdout.decode(errors="replace"),
+                                                          p.stderr.decode(errors="replace")))
+        return p
+
+    def start(self):
+        """Starts the server (again: on the same port) and waits until it accepts connections."""
+        for attempt in range(3):
+            port = self.port or free_port()
+            try:
+                self._pg("pg_ctl", "-D", self.data, "-l", self.log_path, "-w", "-t", "60", "-o",
+                         "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
+                         % (port, self.dir), "start", timeout=90)
+                self.port = port
+                return
+            except RuntimeError:
+                if self.port or attempt == 2:
+                    raise
+
+    def stop(self, mode="fast"):
+        """Stops the server (mode: fast, immediate); start() brings it back."""
+        self._pg("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
+
+    def url(self, dbname="postgres", password=None):
+        """postgresql://sdgate[:password]@127.0.0.1:PORT/DBNAME"""
+        return "postgresql://sdgate%s@127.0.0.1:%d/%s" % (":" + password if password else "", self.port, dbname)
+
+    def create_database(self, name=None):
+        """Creates a new empty database; returns its name."""
+        if name is None:
+            self._n += 1
+            name = "t%d" % self._n
+        self.query("postgres", 'CREATE DATABASE "%s"' % name)
+        return name
+
+    def query(self, dbname, sql):
+        """Runs sql on database dbname (a name or a URL): psql_query()."""
+        return psql_query(dbname if "://" in dbname else self.url(dbname), sql)
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.stop("immediate")
+        except (RuntimeError, subprocess.SubprocessError, OSError):
+            pass
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def psql_query(url, sql):
+    """Runs sql with psql on the database at url: the rows, each a list of
+    text fields (NULL as None). Raises with psql's message on an error."""
+    psql = os.path.join(pg_bin_dir(), "psql")
+    p = subprocess.run([psql if os.path.exists(psql) else "psql", "-X", "-q", "-A", "-t", "-F", "\x1f",
+                        "-P", "null=\x1e", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
+                       capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    if p.returncode != 0:
+        raise RuntimeError("psql: %s" % p.stderr.decode(errors="replace").strip())
+    out = p.stdout.decode("utf-8", "replace")
+    return [[None if f == "\x1e" else f for f in line.split("\x1f")] for line in out.split("\n") if line]
+
+
+_postgres = None
+
+
+def postgres():
+    """This test process's PostgreSQL server, started on first use."""
+    global _postgres
+    if _postgres is None or _postgres.closed:
+        _postgres = Postgres()
+    return _postgres
+
+
+def start_postgres():
+    """A PostgreSQL server of its own (a test that stops or restarts it)."""
+    return Postgres()
+
+
+def _sql_literal(v):
+    if v is None:
+        return "NULL"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return "'" + str(v).replace("'", "''") + "'"
+
+
+def db_query(db, sql, params=()):
+    """Reads a balancer's store directly, on either engine: db is a
+    Program's .db (a file or a URL); sql uses ? placeholders and standard
+    SQL. The rows as tuples (PostgreSQL's as text; None for NULL). A store
+    that cannot be read (yet) raises."""
+    if "://" in db:
+        parts = sql.split("?")
+        if len(parts) - 1 != len(params):
+            raise ValueError("placeholders and params differ")
+        text = parts[0] + "".join(_sql_literal(v) + rest for v, rest in zip(params, parts[1:]))
+        return [tuple(r) for r in psql_query(db, text)]
+    import sqlite3
+    con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10)
+    try:
+        return con.execute(sql, params).fetchall()
+    finally:
+        con.close()
 
 
 def static_backend_arg(url, **identity):
@@ -926,12 +1112,15 @@ def metric(m, name, default=None, **labels):
 class EventStream:
     """GET url as Server-Sent Events, read on a thread. .events is a list of
     (name, data, monotonic time) with data parsed as JSON when it is JSON;
-    .ended is set when the server closed the stream; .status/.headers are
-    the response's."""
+    .ids beside it: each event's id: field (a string, or None); .retry: the
+    last retry: field; .ended is set when the server closed the stream;
+    .status/.headers are the response's."""
 
     def __init__(self, url, timeout=60.0, headers=None):
         self.url = url
         self.events = []
+        self.ids = []
+        self.retry = None
         self.comments = []
         self.status = None
         self.headers = {}
@@ -960,7 +1149,7 @@ class EventStream:
             if resp.status != 200:
                 self.body = resp.read()
                 return
-            name, data = None, []
+            name, data, eid = None, [], None
             while True:
                 line = resp.readline()
                 if not line:
@@ -975,8 +1164,9 @@ class EventStream:
                             parsed = text
                         with self._cv:
                             self.events.append((name or "message", parsed, time.monotonic()))
+                            self.ids.append(eid)
                             self._cv.notify_all()
-                    name, data = None, []
+                    name, data, eid = None, [], None
                 elif line.startswith(":"):
                     self.comments.append(line)
                 else:
@@ -987,6 +1177,10 @@ class EventStream:
                         name = value
                     elif field == "data":
                         data.append(value)
+                    elif field == "id":
+                        eid = value
+                    elif field == "retry":
+                        self.retry = value
         except Exception as e:  # noqa: BLE001 - recorded for the test to report
             self.error = e
         finally:
@@ -1094,6 +1288,82 @@ def _handler_base():
             self.wfile.write(body)
 
     return H
+
+
+class TcpProxy:
+    """A TCP pass-through on a free port to target_port. .accepted counts the
+    connections it accepted; .sent holds, per connection, the first 64 KiB a
+    client sent through it (its requests); cut() closes every open
+    connection at once (a network blip). hold_stream_end: a connection that
+    carried a done event passes nothing more (the end of the event stream is
+    held back, as from a balancer that does not end it)."""
+
+    def __init__(self, target_port, hold_stream_end=False):
+        self.target = target_port
+        self.hold = hold_stream_end
+        self.accepted = 0
+        self.sent = []
+        self.open = []
+        self.lock = threading.Lock()
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.lsock.getsockname()[1]
+        self.url = "http://127.0.0.1:%d" % self.port
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            try:
+                u = socket.create_connection(("127.0.0.1", self.target), timeout=10)
+            except OSError:
+                c.close()
+                continue
+            u.settimeout(None)
+            head = bytearray()
+            with self.lock:
+                self.sent.append(head)
+                self.open += [c, u]
+            for a, b, hold, rec in ((c, u, False, head), (u, c, self.hold, None)):
+                threading.Thread(target=self._pipe, args=(a, b, hold, rec), daemon=True).start()
+
+    def cut(self):
+        """Closes every connection open now (both sides)."""
+        with self.lock:
+            socks, self.open = self.open, []
+        for s in socks:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    @staticmethod
+    def _pipe(src, dst, hold, rec):
+        held = False
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if rec is not None and len(rec) < 65536:
+                    rec += data[:65536 - len(rec)]
+                if held:
+                    continue
+                if hold and b"event: done" in data:
+                    held = True
+                    if data.endswith(b"\r\n0\r\n\r\n"):  # the chunked stream's end
+                        data = data[:-5]
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class RecordingProxy(_Server):

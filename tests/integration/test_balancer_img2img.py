@@ -34,15 +34,11 @@ def loc(reply):
 
 
 def stored_doc(db, job_id):
-    """The job's document in the balancer's SQLite file, or None yet."""
+    """The job's document in the balancer's store (SQLite or PostgreSQL), or None yet."""
     try:
-        con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=5)
-        try:
-            row = con.execute("SELECT doc FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        finally:
-            con.close()
-        return json.loads(row[0]) if row else None
-    except sqlite3.Error:
+        rows = t.db_query(db, "SELECT doc FROM jobs WHERE id = ?", (job_id,))
+        return json.loads(rows[0][0]) if rows else None
+    except (sqlite3.Error, RuntimeError):
         return None
 
 
@@ -77,7 +73,7 @@ def main():
         if job_id:
             doc = t.wait_until(lambda: stored_doc(bal.db, job_id), timeout=10)
             req = (doc or {}).get("request")
-            t.check("the job log (SQLite) keeps no init image, only their count",
+            t.check("the job log (the store) keeps no init image, only their count",
                     isinstance(req, dict) and "init_images" not in req and req.get("init_images_omitted") == 1,
                     sorted(req) if isinstance(req, dict) else doc)
 

@@ -4,7 +4,7 @@ balancer on the same --db queues them again and finishes every one, with the
 seeds fixed before the crash. A job finished before the crash keeps its
 result across restarts (also a clean SIGTERM restart).
 Contract: ../../docs/jobs-api.md "Jobs" ("The 202 is sent only once the job is
-in the SQLite file"), ../../docs/architecture.md "Storage"."""
+in the balancer's database"), ../../docs/architecture.md "Storage"."""
 
 import os
 import sys

@@ -160,14 +160,20 @@ def part_b(be_urls):
     late = run_jobs(bal, [("c%d" % (s % 3), big_job(300 + s)) for s in range(2)])
     t.check("5 jobs done before the restart", all(d and d["status"] == "done" for d in early + late))
     kept_before, _ = kept_bytes(bal)
-    mode = stat.S_IMODE(os.stat(bal.db).st_mode)
-    wal = bal.db + "-wal"
-    wal_mode = stat.S_IMODE(os.stat(wal).st_mode) if os.path.exists(wal) else None
-    t.check("the SQLite file and its WAL are private (%o, %s)" % (mode, wal_mode and "%o" % wal_mode),
-            mode == 0o600 and wal_mode in (None, 0o600))
     db = bal.db
+    wal = db + "-wal"
+    if t.on_postgresql():
+        print("# (skipped on PostgreSQL: the SQLite file's mode; the server's files are its own)")
+    else:
+        mode = stat.S_IMODE(os.stat(db).st_mode)
+        wal_mode = stat.S_IMODE(os.stat(wal).st_mode) if os.path.exists(wal) else None
+        t.check("the SQLite file and its WAL are private (%o, %s)" % (mode, wal_mode and "%o" % wal_mode),
+                mode == 0o600 and wal_mode in (None, 0o600))
     bal.stop()
-    size = os.path.getsize(db) + (os.path.getsize(wal) if os.path.exists(wal) else 0)
+    if t.on_postgresql():
+        size = int(t.db_query(db, "SELECT pg_database_size(current_database())")[0][0])
+    else:
+        size = os.path.getsize(db) + (os.path.getsize(wal) if os.path.exists(wal) else 0)
     bal = t.start_balancer(*args, db=db, name="balancer-b2")
     rss_restart = t.proc_rss_mib(bal.proc.pid)
     kept_after, _ = kept_bytes(bal)
@@ -249,7 +255,11 @@ def part_c():
     print("  8 readers fetched the %d-byte image %d times in 3 s; /healthz polled %d times, worst %.1f ms" %
           (size, fetched[0], polls, worst * 1000))
     t.check("every read was whole and right", not bad and fetched[0] >= 8, bad[:5])
-    t.check("/healthz stays quick while they read (worst %.1f ms < 250 ms)" % (worst * 1000), worst < 0.25)
+    # The loop never waits on the store (store.h); a PostgreSQL server reading the chunks competes
+    # for the test machine's cores with the readers and the poller, where SQLite reads in-process.
+    bound = 0.5 if t.on_postgresql() else 0.25
+    t.check("/healthz stays quick while they read (worst %.1f ms < %.0f ms)" % (worst * 1000, bound * 1000),
+            worst < bound)
 
     socks = []
     for _ in range(40):

@@ -20,9 +20,7 @@ the messages lws now hands it in pieces, connections per job:
   whose end the proxy holds back is still cut soon after its done event."""
 
 import os
-import socket
 import sys
-import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -80,64 +78,10 @@ def check_pieces(gw):
     ws.close()
 
 
-class CountingProxy:
-    """A TCP pass-through on a free port to target_port that counts the
-    connections it accepts. hold_stream_end: a connection that carried a done
-    event passes nothing more (the end of the event stream is held back, as
-    from a balancer that does not end it)."""
-
-    def __init__(self, target_port, hold_stream_end=False):
-        self.target = target_port
-        self.hold = hold_stream_end
-        self.accepted = 0
-        self.lsock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.lsock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                c, _ = self.lsock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            try:
-                u = socket.create_connection(("127.0.0.1", self.target), timeout=10)
-            except OSError:
-                c.close()
-                continue
-            u.settimeout(None)
-            for a, b, hold in ((c, u, False), (u, c, self.hold)):
-                threading.Thread(target=self._pipe, args=(a, b, hold), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src, dst, hold):
-        held = False
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if held:
-                    continue
-                if hold and b"event: done" in data:
-                    held = True
-                    if data.endswith(b"\r\n0\r\n\r\n"):  # the chunked stream's end
-                        data = data[:-5]
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-
 def run_jobs(bal, n, hold_stream_end=False):
     """n tiny jobs one after another through a gateway whose balancer is
-    behind a CountingProxy: (jobs done, connections opened, slowest in s)."""
-    proxy = CountingProxy(bal.port, hold_stream_end)
+    behind a t.TcpProxy: (jobs done, connections opened, slowest in s)."""
+    proxy = t.TcpProxy(bal.port, hold_stream_end)
     gw = t.start_gateway("--balancer", "http://127.0.0.1:%d" % proxy.port, "--board-interval-ms", "60000",
                          name="gateway-held" if hold_stream_end else "gateway-proxied", wait_board=True)
     ws = WSClient("127.0.0.1", gw.port, "/ws", timeout=30)

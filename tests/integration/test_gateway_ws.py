@@ -14,6 +14,7 @@ frames that must not hurt the gateway."""
 
 import base64
 import os
+import re
 import signal
 import socket
 import struct
@@ -453,6 +454,31 @@ def main():
     m = t.metrics(fo2.url)
     t.check("/metrics counts failovers", t.metric(m, "sdgate_gateway_balancer_failovers_total", 0) >= 1, m)
     g.close()
+
+    # A stream cut mid-job (a network blip, not a dead balancer) is re-opened with Last-Event-ID: the
+    # balancer replays only what the gateway missed, so its client sees each event once.
+    proxy = t.TcpProxy(bal.port)
+    fo3 = start_gateway("--balancer", proxy.url, "--stream-patience-s", "10", name="gateway-blip")
+    h = connect(fo3)
+    h.send_json(job("b1", steps=25, gpus=["rtx3090"]))
+    acc = h.wait_type("accepted", 30, id="b1") or {}
+    t.check("blip: the job is assigned", h.wait_type("assigned", 30, id="b1") is not None)
+    t.check("blip: …and makes progress", h.wait_type("progress", 30, id="b1") is not None)
+    proxy.cut()
+    m = final_of(h, "b1", 90)
+    t.check("blip: the job still finishes, once, on the same balancer job (not resubmitted)",
+            isinstance(m, dict) and m.get("type") == "done"
+            and [x.get("job") for x in h.of_job("b1") if x.get("type") == "accepted"] == [acc.get("job")], m)
+    head = re.compile(rb"GET /v1/jobs/%s/events[^\r]*\r\n(?:[^\r]+\r\n)*\r\n" % str(acc.get("job")).encode())
+    streams = [m.group(0) for x in proxy.sent for m in head.finditer(bytes(x))]
+    t.check("blip: the stream was re-opened with Last-Event-ID (and opened first without)",
+            len(streams) >= 2 and b"last-event-id" not in streams[0].lower()
+            and all(re.search(rb"(?i)\r\nlast-event-id: [0-9]+\r\n", x) for x in streams[1:]), streams)
+    t.check("blip: its client got each state event once (assigned once, done once)",
+            [x.get("type") for x in h.of_job("b1")].count("assigned") == 1
+            and [x.get("type") for x in h.of_job("b1")].count("done") == 1, h.of_job("b1"))
+    h.close()
+    fo3.stop()
 
     # the gateways must exit 0 on SIGTERM, with open connections and nothing leaked (ASan)
     keep = connect(gw)

@@ -1,0 +1,88 @@
+/* store_engine.h — internal to the store: what store.c (the lane, the
+ * batches, the caps and their eviction, the migrations' order, the
+ * documents) asks of a database engine. Two engines implement it:
+ * store_sqlite.c (a file) and store_pg.c (a PostgreSQL server, libpq).
+ *
+ * An engine's connection is used by one thread at a time: store.c holds its
+ * lock around every call (the main thread while loading, the store's thread
+ * for a batch). Every call that can fail logs why (once per lost
+ * connection, not once per task) and returns 0 or -1; store.c decides. The
+ * SQL lives only in the engine files; the rules (what a result, an expiry
+ * or an eviction does, in which transaction) only in store.c. */
+#ifndef SDGATE_STORE_ENGINE_H
+#define SDGATE_STORE_ENGINE_H
+
+#include <stddef.h>
+
+#define STORE_ID_MAX 80 /* bytes of a job id, with its NUL */
+
+struct store_conn; /* an engine's connection and statements */
+
+/* A loaded row: its document's text (borrowed) and, for a job, whether any
+ * of its images are kept (0 for a backend). */
+typedef void (*store_row_fn)(const char *doc, int has_images, void *user);
+
+/* One image row of a result. */
+struct store_image_row {
+	const char *job_id, *mime, *client;
+	int n;
+	double finished;
+	const unsigned char *data;
+	size_t len;
+};
+
+struct store_engine {
+	const char *name; /* "sqlite", "postgresql" */
+	/* Migrations, in order: migrations[i] takes the schema from version i
+	 * to i + 1. Each runs in one transaction with its row in
+	 * schema_migrations. Never edit a shipped one: append. */
+	const char *const *migrations;
+	int n_migrations;
+
+	void (*close)(struct store_conn *c);
+	/* SQL without parameters or rows (several statements allowed); 1 if
+	 * it ran (a COMMIT that the server turned into a rollback did not). */
+	int (*exec)(struct store_conn *c, const char *sql);
+	const char *begin_sql; /* a write transaction */
+
+	/* Migrations: the schema's version (0: empty database; -1: error),
+	 * and a lock held across them so that balancers starting together on
+	 * one database do not race (NULL: none needed). */
+	int (*version)(struct store_conn *c);
+	int (*lock)(struct store_conn *c);
+	void (*unlock)(struct store_conn *c);
+	/* Once migrated, before anything is read (may be NULL). */
+	int (*ready)(struct store_conn *c);
+
+	/* Rows. 1 (or the value) if done, 0 / -1 if it failed. */
+	int (*save_job)(struct store_conn *c, const char *id, const char *status, double finished, const char *doc);
+	int (*save_backend)(struct store_conn *c, const char *id, const char *doc);
+	int (*delete_backend)(struct store_conn *c, const char *id);
+	/* Deletes finished jobs and the images finished before `before`;
+	 * the images' bytes, -1 on failure. */
+	long long (*expire)(struct store_conn *c, double before);
+	long long (*total_bytes)(struct store_conn *c);
+	long long (*client_bytes)(struct store_conn *c, const char *client);
+	/* The job whose kept images are the oldest (of client, when not
+	 * NULL) into id: 1, 0 when none is kept, -1 on failure. */
+	int (*oldest)(struct store_conn *c, const char *client, char id[STORE_ID_MAX]);
+	/* Deletes a job's images: their bytes, -1 on failure. */
+	long long (*drop_images)(struct store_conn *c, const char *job_id);
+	int (*insert_image)(struct store_conn *c, const struct store_image_row *r);
+	/* Up to cap bytes of image n of job_id from offset into buf: the
+	 * image's size (-1: not kept, or failed), *len = bytes read. */
+	long long (*read_image)(struct store_conn *c, const char *job_id, int n, long long offset, unsigned char *buf,
+				size_t cap, size_t *len);
+	/* Each job's document (oldest first, with whether it has kept
+	 * images), each backend's (in the order they were last saved):
+	 * the number of rows, -1 on failure. */
+	int (*load_jobs)(struct store_conn *c, store_row_fn row, void *user);
+	int (*load_backends)(struct store_conn *c, store_row_fn row, void *user);
+};
+
+/* Open: the engine and its connection, NULL with the reason logged. */
+struct store_conn *store_sqlite_open(const char *path, const struct store_engine **engine);
+/* wait_s: how long a server that refuses connections is retried. */
+struct store_conn *store_pg_open(const char *url, double wait_s, const struct store_engine **engine);
+
+#endif

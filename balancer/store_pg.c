@@ -1,0 +1,497 @@
+/* store_pg.c — the store's PostgreSQL engine (store_engine.h), over one
+ * libpq connection, used by one thread at a time (store.c's lock).
+ *
+ * Connection: --db is a postgresql:// (or postgres://) URL that libpq reads;
+ * defaults that the URL may override bound every wait (connect_timeout,
+ * TCP keepalives, tcp_user_timeout), so a server that vanishes fails a
+ * task, never hangs the store's thread. A server that does not answer at
+ * start is tried again with backoff for wait_s. A connection lost later is
+ * logged once; the task that met it fails, and the next task reconnects
+ * (never in the middle of a transaction: a batch that lost its connection
+ * fails as a whole, and store.c runs its tasks again one by one). Logs name
+ * the server by its URL with the password masked (store_db_label).
+ *
+ * Statements are prepared once per connection (by name, again after a
+ * reconnect), their parameters sent apart from the SQL. Images are bytea
+ * stored without compression (STORAGE EXTERNAL: they are PNG/JPEG/WebP
+ * already), so that substring() reads only the chunk asked for. */
+#include "store_engine.h"
+
+#include "log.h"
+#include "store.h"
+
+#include <arpa/inet.h>
+#include <libpq-fe.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define PG_RETRY_FIRST_S 0.25 /* backoff at start: 0.25 s, doubling ... */
+#define PG_RETRY_MAX_S 4.0    /* ... up to 4 s between tries */
+/* The migrations' lock (pg_advisory_lock): one key for sdgate-balancer. */
+#define PG_MIGRATION_LOCK "7310293695874560001"
+
+enum stmt_kind {
+	Q_SAVE_JOB,
+	Q_SAVE_BACKEND,
+	Q_DELETE_BACKEND,
+	Q_EXPIRE_IMAGES,
+	Q_EXPIRE_JOBS,
+	Q_INSERT_IMAGE,
+	Q_TOTAL_BYTES,
+	Q_CLIENT_BYTES,
+	Q_OLDEST,
+	Q_OLDEST_OF_CLIENT,
+	Q_DROP_IMAGES,
+	Q_READ_IMAGE,
+	N_STMTS
+};
+
+static const char *const SQL[N_STMTS] = {
+	[Q_SAVE_JOB] = "INSERT INTO jobs (id, status, doc, finished) VALUES ($1, $2, $3, $4)"
+		       " ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc,"
+		       " finished = excluded.finished",
+	[Q_SAVE_BACKEND] = "INSERT INTO backends (id, doc) VALUES ($1, $2)"
+			   " ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, saved = nextval('backends_saved')",
+	[Q_DELETE_BACKEND] = "DELETE FROM backends WHERE id = $1",
+	[Q_EXPIRE_IMAGES] = "WITH gone AS (DELETE FROM images WHERE finished < $1 RETURNING bytes)"
+			    " SELECT coalesce(sum(bytes), 0)::bigint FROM gone",
+	[Q_EXPIRE_JOBS] = "DELETE FROM jobs WHERE status IN ('done', 'failed', 'cancelled') AND finished < $1",
+	[Q_INSERT_IMAGE] = "INSERT INTO images (job_id, n, mime, bytes, client, finished, data)"
+			   " VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (job_id, n) DO UPDATE SET"
+			   " mime = excluded.mime, bytes = excluded.bytes, client = excluded.client,"
+			   " finished = excluded.finished, data = excluded.data",
+	[Q_TOTAL_BYTES] = "SELECT coalesce(sum(bytes), 0)::bigint FROM images",
+	[Q_CLIENT_BYTES] = "SELECT coalesce(sum(bytes), 0)::bigint FROM images WHERE client = $1",
+	[Q_OLDEST] = "SELECT job_id FROM images ORDER BY finished, job_id LIMIT 1",
+	[Q_OLDEST_OF_CLIENT] = "SELECT job_id FROM images WHERE client = $1 ORDER BY finished, job_id LIMIT 1",
+	[Q_DROP_IMAGES] = "WITH gone AS (DELETE FROM images WHERE job_id = $1 RETURNING bytes)"
+			  " SELECT coalesce(sum(bytes), 0)::bigint FROM gone",
+	[Q_READ_IMAGE] = "SELECT octet_length(data), substring(data FROM $3 FOR $4) FROM images"
+			 " WHERE job_id = $1 AND n = $2",
+};
+
+/* Version 1. Later versions (active-active: a job's owner and lease,
+ * shared Idempotency-Keys, an events table) are new entries, each its own
+ * transaction. */
+static const char *const MIGRATIONS[] = {
+	"CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
+	" applied_at timestamptz NOT NULL DEFAULT now());"
+	"CREATE SEQUENCE jobs_created;"
+	"CREATE TABLE jobs (id text PRIMARY KEY, status text NOT NULL,"
+	" finished double precision NOT NULL DEFAULT 0,"
+	" created bigint NOT NULL DEFAULT nextval('jobs_created'), doc json NOT NULL);"
+	"ALTER SEQUENCE jobs_created OWNED BY jobs.created;"
+	"CREATE INDEX jobs_finished ON jobs (status, finished);"
+	"CREATE INDEX jobs_by_created ON jobs (created);"
+	"CREATE SEQUENCE backends_saved;"
+	"CREATE TABLE backends (id text PRIMARY KEY, saved bigint NOT NULL DEFAULT nextval('backends_saved'),"
+	" doc json NOT NULL);"
+	"ALTER SEQUENCE backends_saved OWNED BY backends.saved;"
+	"CREATE TABLE images (job_id text NOT NULL, n integer NOT NULL, mime text NOT NULL,"
+	" bytes bigint NOT NULL, client text NOT NULL, finished double precision NOT NULL,"
+	" data bytea NOT NULL, PRIMARY KEY (job_id, n));"
+	"ALTER TABLE images ALTER COLUMN data SET STORAGE EXTERNAL;"
+	"CREATE INDEX images_finished ON images (finished, job_id);"
+	"CREATE INDEX images_client ON images (client, finished, job_id) INCLUDE (bytes);",
+};
+
+struct store_conn {
+	PGconn *pg;
+	char label[512];   /* the URL, password masked */
+	unsigned prepared; /* bit k: stmt k is prepared on this connection */
+	int in_tx;         /* a transaction was open when last seen */
+	int lost;          /* the loss was logged */
+};
+
+/* libpq's message, first line only (the rest is hints over several lines). */
+#define FIRST_LINE(m) (int)strcspn((m), "\n"), (m)
+
+/* After a failed call: a lost connection is logged once, any other error
+ * each time. */
+static void failed(struct store_conn *c, const char *what)
+{
+	if (PQstatus(c->pg) == CONNECTION_BAD) {
+		if (!c->lost)
+			log_error("db %s: connection lost (%.*s); the next task reconnects", c->label,
+				  FIRST_LINE(PQerrorMessage(c->pg)));
+		c->lost = 1;
+		return;
+	}
+	log_error("db: %.200s: %.*s", what, FIRST_LINE(PQerrorMessage(c->pg)));
+}
+
+/* The connection, reconnected if it was lost and no transaction was open
+ * on it; 0 when unusable. */
+static int usable(struct store_conn *c)
+{
+	if (PQstatus(c->pg) == CONNECTION_OK)
+		return 1;
+	if (c->in_tx)
+		return 0;
+	PQreset(c->pg);
+	if (PQstatus(c->pg) != CONNECTION_OK)
+		return 0;
+	log_info("db %s: reconnected", c->label);
+	c->prepared = 0;
+	c->lost = 0;
+	return 1;
+}
+
+static int result_ok(PGresult *r)
+{
+	ExecStatusType st = PQresultStatus(r);
+	return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}
+
+static int pg_exec(struct store_conn *c, const char *sql)
+{
+	int ends = strcmp(sql, "COMMIT") == 0 || strcmp(sql, "ROLLBACK") == 0;
+	if (strcmp(sql, "ROLLBACK") == 0 && !c->in_tx)
+		return 1; /* a failed COMMIT ended it already */
+	if (!usable(c)) {
+		if (ends)
+			c->in_tx = 0;
+		return 0;
+	}
+	PGresult *r = PQexec(c->pg, sql);
+	/* A COMMIT of a transaction that had failed answers "ROLLBACK". */
+	int ok = result_ok(r) && !(strcmp(sql, "COMMIT") == 0 && strcmp(PQcmdStatus(r), "ROLLBACK") == 0);
+	if (!ok)
+		failed(c, sql);
+	PQclear(r);
+	if (ends) {
+		c->in_tx = 0;
+	} else if (PQstatus(c->pg) == CONNECTION_OK) {
+		PGTransactionStatusType ts = PQtransactionStatus(c->pg);
+		c->in_tx = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
+	} /* lost: what was known stays, so that no reconnect lands inside it */
+	return ok;
+}
+
+/* Runs statement k with n text parameters (binary where lens[i] > 0);
+ * the result (caller clears), NULL on failure (logged). */
+static PGresult *run(struct store_conn *c, enum stmt_kind k, int n, const char *const *vals, const int *lens,
+		     int binary_result)
+{
+	if (!usable(c))
+		return NULL;
+	char name[16];
+	snprintf(name, sizeof name, "sdgate_%d", (int)k);
+	if (!(c->prepared & (1u << k))) {
+		PGresult *p = PQprepare(c->pg, name, SQL[k], 0, NULL);
+		int ok = result_ok(p);
+		PQclear(p);
+		if (!ok) {
+			failed(c, SQL[k]);
+			return NULL;
+		}
+		c->prepared |= 1u << k;
+	}
+	int fmts[8] = {0};
+	for (int i = 0; lens && i < n; i++)
+		fmts[i] = lens[i] > 0;
+	PGresult *r = PQexecPrepared(c->pg, name, n, vals, lens, fmts, binary_result);
+	if (!result_ok(r)) {
+		failed(c, SQL[k]);
+		PQclear(r);
+		return NULL;
+	}
+	return r;
+}
+
+static int run_ok(struct store_conn *c, enum stmt_kind k, int n, const char *const *vals)
+{
+	PGresult *r = run(c, k, n, vals, NULL, 0);
+	PQclear(r);
+	return r != NULL;
+}
+
+/* The first row's first column as an integer; -1 if it failed. */
+static long long run_int(struct store_conn *c, enum stmt_kind k, int n, const char *const *vals)
+{
+	PGresult *r = run(c, k, n, vals, NULL, 0);
+	long long v = r && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0) ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : -1;
+	PQclear(r);
+	return v;
+}
+
+static long long query_int(struct store_conn *c, const char *sql)
+{
+	if (!usable(c))
+		return -1;
+	PGresult *r = PQexec(c->pg, sql);
+	long long v = -1;
+	if (result_ok(r) && PQntuples(r) > 0 && !PQgetisnull(r, 0, 0))
+		v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	else
+		failed(c, sql);
+	PQclear(r);
+	return v;
+}
+
+static void pg_close(struct store_conn *c)
+{
+	if (!c)
+		return;
+	PQfinish(c->pg);
+	free(c);
+}
+
+static int pg_version(struct store_conn *c)
+{
+	long long has = query_int(c, "SELECT (to_regclass('schema_migrations') IS NOT NULL)::int");
+	if (has <= 0)
+		return (int)has;
+	return (int)query_int(c, "SELECT coalesce(max(version), 0) FROM schema_migrations");
+}
+
+static int pg_lock(struct store_conn *c)
+{
+	return query_int(c, "SELECT 1 FROM pg_advisory_lock(" PG_MIGRATION_LOCK ")") == 1;
+}
+
+static void pg_unlock(struct store_conn *c) { query_int(c, "SELECT pg_advisory_unlock(" PG_MIGRATION_LOCK ")::int"); }
+
+static void real_text(double v, char out[32]) { snprintf(out, 32, "%.17g", v); }
+
+static int pg_save_job(struct store_conn *c, const char *id, const char *status, double finished, const char *doc)
+{
+	char f[32];
+	real_text(finished, f);
+	const char *v[] = {id, status, doc, f};
+	return run_ok(c, Q_SAVE_JOB, 4, v);
+}
+
+static int pg_save_backend(struct store_conn *c, const char *id, const char *doc)
+{
+	const char *v[] = {id, doc};
+	return run_ok(c, Q_SAVE_BACKEND, 2, v);
+}
+
+static int pg_delete_backend(struct store_conn *c, const char *id)
+{
+	const char *v[] = {id};
+	return run_ok(c, Q_DELETE_BACKEND, 1, v);
+}
+
+static long long pg_expire(struct store_conn *c, double before)
+{
+	char b[32];
+	real_text(before, b);
+	const char *v[] = {b};
+	long long gone = run_int(c, Q_EXPIRE_IMAGES, 1, v);
+	return gone >= 0 && run_ok(c, Q_EXPIRE_JOBS, 1, v) ? gone : -1;
+}
+
+static long long pg_total_bytes(struct store_conn *c) { return run_int(c, Q_TOTAL_BYTES, 0, NULL); }
+
+static long long pg_client_bytes(struct store_conn *c, const char *client)
+{
+	const char *v[] = {client};
+	return run_int(c, Q_CLIENT_BYTES, 1, v);
+}
+
+static int pg_oldest(struct store_conn *c, const char *client, char id[STORE_ID_MAX])
+{
+	const char *v[] = {client};
+	PGresult *r = client ? run(c, Q_OLDEST_OF_CLIENT, 1, v, NULL, 0) : run(c, Q_OLDEST, 0, NULL, NULL, 0);
+	if (!r)
+		return -1;
+	int found = PQntuples(r) > 0;
+	if (found)
+		snprintf(id, STORE_ID_MAX, "%s", PQgetvalue(r, 0, 0));
+	PQclear(r);
+	return found;
+}
+
+static long long pg_drop_images(struct store_conn *c, const char *job_id)
+{
+	const char *v[] = {job_id};
+	return run_int(c, Q_DROP_IMAGES, 1, v);
+}
+
+static int pg_insert_image(struct store_conn *c, const struct store_image_row *r)
+{
+	if (r->len > (size_t)INT32_MAX)
+		return 0;
+	char n[16], bytes[24], finished[32];
+	snprintf(n, sizeof n, "%d", r->n);
+	snprintf(bytes, sizeof bytes, "%zu", r->len);
+	real_text(r->finished, finished);
+	const char *v[] = {r->job_id, n, r->mime, bytes, r->client, finished, (const char *)r->data};
+	const int lens[] = {0, 0, 0, 0, 0, 0, (int)r->len};
+	PGresult *res = run(c, Q_INSERT_IMAGE, 7, v, lens, 0);
+	PQclear(res);
+	return res != NULL;
+}
+
+static long long pg_read_image(struct store_conn *c, const char *job_id, int n, long long offset, unsigned char *buf,
+			       size_t cap, size_t *len)
+{
+	*len = 0;
+	if (offset < 0 || offset >= INT32_MAX || cap > (size_t)INT32_MAX)
+		return -1;
+	char num[16], from[24], count[24];
+	snprintf(num, sizeof num, "%d", n);
+	snprintf(from, sizeof from, "%lld", offset + 1); /* substring() counts from 1 */
+	snprintf(count, sizeof count, "%zu", cap);
+	const char *v[] = {job_id, num, from, count};
+	PGresult *r = run(c, Q_READ_IMAGE, 4, v, NULL, 1);
+	if (!r)
+		return -1;
+	long long total = -1;
+	if (PQntuples(r) > 0 && PQgetlength(r, 0, 0) == 4) {
+		uint32_t be;
+		memcpy(&be, PQgetvalue(r, 0, 0), 4);
+		total = ntohl(be);
+		size_t got = (size_t)PQgetlength(r, 0, 1);
+		if (got <= cap) {
+			memcpy(buf, PQgetvalue(r, 0, 1), got);
+			*len = got;
+		}
+	}
+	PQclear(r);
+	return total;
+}
+
+/* Streams the rows of sql (single-row mode: the result set is never held
+ * whole); the number of rows, -1 on failure. */
+static int load(struct store_conn *c, const char *sql, store_row_fn row, void *user)
+{
+	if (!usable(c))
+		return -1;
+	if (!PQsendQuery(c->pg, sql) || !PQsetSingleRowMode(c->pg)) {
+		failed(c, sql);
+		return -1;
+	}
+	int n = 0, ok = 1;
+	PGresult *r;
+	while ((r = PQgetResult(c->pg)) != NULL) {
+		ExecStatusType st = PQresultStatus(r);
+		if (st == PGRES_SINGLE_TUPLE) {
+			row(PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1)[0] == 't', user);
+			n++;
+		} else if (st != PGRES_TUPLES_OK) {
+			ok = 0;
+			failed(c, sql);
+		}
+		PQclear(r);
+	}
+	return ok ? n : -1;
+}
+
+static int pg_load_jobs(struct store_conn *c, store_row_fn row, void *user)
+{
+	return load(c,
+		    "SELECT doc, EXISTS (SELECT 1 FROM images WHERE images.job_id = jobs.id) FROM jobs"
+		    " ORDER BY created",
+		    row, user);
+}
+
+static int pg_load_backends(struct store_conn *c, store_row_fn row, void *user)
+{
+	return load(c, "SELECT doc, false FROM backends ORDER BY saved", row, user);
+}
+
+static const struct store_engine PG_ENGINE = {
+	.name = "postgresql",
+	.migrations = MIGRATIONS,
+	.n_migrations = (int)(sizeof MIGRATIONS / sizeof MIGRATIONS[0]),
+	.close = pg_close,
+	.exec = pg_exec,
+	.begin_sql = "BEGIN",
+	.version = pg_version,
+	.lock = pg_lock,
+	.unlock = pg_unlock,
+	.save_job = pg_save_job,
+	.save_backend = pg_save_backend,
+	.delete_backend = pg_delete_backend,
+	.expire = pg_expire,
+	.total_bytes = pg_total_bytes,
+	.client_bytes = pg_client_bytes,
+	.oldest = pg_oldest,
+	.drop_images = pg_drop_images,
+	.insert_image = pg_insert_image,
+	.read_image = pg_read_image,
+	.load_jobs = pg_load_jobs,
+	.load_backends = pg_load_backends,
+};
+
+static void on_notice(void *arg, const char *message)
+{
+	const struct store_conn *c = arg;
+	log_warn("db %s: %.*s", c->label, FIRST_LINE(message));
+}
+
+static double mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Defaults before the URL's own settings, which win (expand_dbname);
+ * options: no notices (CREATE ... IF NOT EXISTS and the like), in every
+ * session, a reconnected one too. */
+static const char *const CONNECT_KEYS[] = {"connect_timeout",  "keepalives",
+					   "keepalives_idle",  "keepalives_interval",
+					   "keepalives_count", "tcp_user_timeout",
+					   "application_name", "options",
+					   "dbname",           NULL};
+#define CONNECT_DEFAULTS "10", "1", "30", "10", "3", "60000", "sdgate-balancer", "-c client_min_messages=warning"
+
+static PGconn *connect_once(const char *url)
+{
+	const char *const vals[] = {CONNECT_DEFAULTS, url, NULL};
+	return PQconnectdbParams(CONNECT_KEYS, vals, 1);
+}
+
+/* 1 if the server does not answer (down, starting, stopping): worth
+ * waiting for; 0 if it answers (then it refused us: password, database) or
+ * the URL itself is wrong. */
+static int server_down(const char *url)
+{
+	const char *const vals[] = {CONNECT_DEFAULTS, url, NULL};
+	PGPing p = PQpingParams(CONNECT_KEYS, vals, 1);
+	return p == PQPING_NO_RESPONSE || p == PQPING_REJECT;
+}
+
+struct store_conn *store_pg_open(const char *url, double wait_s, const struct store_engine **engine)
+{
+	struct store_conn *c = calloc(1, sizeof *c);
+	if (!c)
+		return NULL;
+	store_db_label(url, c->label, sizeof c->label);
+	double deadline = mono_now() + wait_s, pause = PG_RETRY_FIRST_S;
+	for (int tries = 1;; tries++) {
+		c->pg = connect_once(url);
+		if (c->pg && PQstatus(c->pg) == CONNECTION_OK)
+			break;
+		/* A server that answers but refuses us (password, database) will
+		 * not change its mind: only one that is down is waited for. */
+		int down = server_down(url);
+		if (!down || mono_now() + pause > deadline) {
+			log_error("db %s: cannot connect%s (%d tries): %.*s", c->label,
+				  down ? " within --db-wait-s" : "", tries,
+				  FIRST_LINE(c->pg ? PQerrorMessage(c->pg) : "out of memory"));
+			pg_close(c);
+			return NULL;
+		}
+		if (tries == 1)
+			log_warn("db %s: not answering (%.*s); trying again for up to %.0f s", c->label,
+				 FIRST_LINE(PQerrorMessage(c->pg)), wait_s);
+		PQfinish(c->pg);
+		c->pg = NULL;
+		struct timespec ts = {(time_t)pause, (long)((pause - (double)(time_t)pause) * 1e9)};
+		nanosleep(&ts, NULL);
+		pause = pause * 2 < PG_RETRY_MAX_S ? pause * 2 : PG_RETRY_MAX_S;
+	}
+	/* The server's warnings go to the log, not raw to stderr; notices
+	 * (CREATE ... IF NOT EXISTS and the like) are not asked for. */
+	PQsetNoticeProcessor(c->pg, on_notice, c);
+	*engine = &PG_ENGINE;
+	return c;
+}

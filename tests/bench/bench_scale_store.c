@@ -3,17 +3,17 @@
  * about 1.5 KB (queued: an insert; running; done: updates), interleaved as on
  * a busy balancer (while one job is queued, earlier ones start and finish).
  *
- * SQLite: sqlite3 directly, with store.c's pragmas (WAL, synchronous=NORMAL,
- * wal_autocheckpoint=4000), its jobs table and indexes and its upsert, in
- * transactions of 1 write (a light load: store.c's lane then hands its thread
- * one task at a time) and of 64 (BATCH_MAX, what the lane batches under
- * load). Not store.c itself: its lane runs on the balancer's h2o loop, and
- * the store is being split behind an interface for PostgreSQL in parallel
- * (issue 13); this measures the same SQL on the same file settings.
- * PostgreSQL (when SDGATE_BENCH_PG=postgresql://... is set): libpq, a jobs
- * table with a json doc (as store_pg.c), the same upsert (created from a sequence), one
- * transaction per batch, prepared statements, one round trip per write; and
- * the same with --store-writers connections at once (balancers sharing one
+ * Through the real store first (store.h: store_open, its lane thread on an
+ * httpd loop, store_save_job acknowledged once committed) on a SQLite file
+ * and, when SDGATE_BENCH_PG=postgresql://... is set, on PostgreSQL: 1 write
+ * in flight (a light load: each its own transaction) and IN_FLIGHT (the lane
+ * batches up to its BATCH_MAX a transaction). Then the same SQL directly,
+ * without the lane and JSON: sqlite3 with the store's pragmas (WAL,
+ * synchronous=NORMAL, wal_autocheckpoint=4000), jobs table, indexes and
+ * upsert, in transactions of 1 and of BATCH_MAX writes; and libpq with
+ * store_pg.c's jobs table (json doc, created from a sequence), prepared
+ * upsert, one round trip a write, one transaction a batch, also with
+ * --store-writers connections at once (balancers sharing one
  * database). Images (store_put_result) are not counted: only documents. */
 #include "bench_scale.h"
 #include "log.h"

@@ -73,7 +73,7 @@ static double rng_lognormal(struct rng *r, double sigma)
 }
 
 struct sim_job {
-	double arrive, work, started, switch_s, true_noise;
+	double arrive, work, started, sent, switch_s, true_noise;
 	const char *model;
 	const char *gpus[2];
 	int n_gpus;
@@ -374,6 +374,7 @@ static void start(struct sim *s, int ki, struct sim_job *j, double switch_s, int
 	struct sim_bk *k = &s->bks[ki];
 	k->running++;
 	j->switch_s = switch_s;
+	j->sent = now;
 	if (k->running == 1 && now - k->last_used >= ROUTER_RETRY_S)
 		k->samples = 0;
 	k->last_used = now;
@@ -551,7 +552,8 @@ static void complete(struct sim *s, int ki, int reference)
 		if (k->behind) {
 			struct sim_job *b = k->behind;
 			k->behind = NULL;
-			begin_running(s, ki, b, now);
+			/* not before it was sent: the job ahead may have ended during the turn that sent it */
+			begin_running(s, ki, b, fmax(now, b->sent));
 		}
 		s->reschedule = 1;
 	} else if (k->fifo) {

@@ -101,6 +101,11 @@ struct bk {
 	int slots, running;
 	struct job *jobs[BAL_MAX_SLOTS];   /* running in each slot */
 	struct job *behind[BAL_MAX_SLOTS]; /* sent behind it, waiting in the backend's own queue (--prefetch-ms) */
+	/* A shared database (docs/cluster.md): each slot is leased before a
+	 * job is sent to it, and given back once it is empty. */
+	struct job *leasing[BAL_MAX_SLOTS]; /* waiting for the slot's lease, out of the queue */
+	int leased[BAL_MAX_SLOTS];          /* this balancer holds the slot's lease */
+	double held_until[BAL_MAX_SLOTS];   /* another balancer held it when last asked: not before then */
 	enum bk_state state;
 	double spp;       /* measured seconds per unit of work (router_learn); 0 = not yet */
 	double last_used; /* monotonic time it was last given a job (router.h: re-tries) */
@@ -108,7 +113,7 @@ struct bk {
 	long jobs_done, jobs_failed;
 	double inference_sum;
 	double last_heartbeat, next_check;
-	double added; /* when it came into this balancer's registry */
+	double added;        /* when it came into this balancer's registry */
 	int strikes;         /* jobs failed in a row: each doubles the wait before the next health check */
 	struct fetch *check; /* probe or health check in flight */
 	/* After a cancel: interrupt, then poll progress until the backend is

@@ -65,6 +65,8 @@ static int running_slot(const struct bk *k, const struct job *j)
  * j ended as the backend meant (done, or refused by it: `ok`); otherwise it
  * goes back to the front of the queue, so that no interrupt or failure meant
  * for j reaches it. */
+static void give_back(struct balancer *b, struct bk *k);
+
 static void release_slot(struct balancer *b, struct job *j, int ok)
 {
 	struct bk *k = j->bk;
@@ -84,6 +86,7 @@ static void release_slot(struct balancer *b, struct job *j, int ok)
 	k->running--;
 	b->running--;
 	j->bk = NULL;
+	give_back(b, k);
 	fetch_cancel(j->call);
 	fetch_cancel(j->poll);
 	j->call = j->poll = NULL;
@@ -109,6 +112,7 @@ static void drain_answer(const struct fetch_result *r, void *user)
 	json_decref(p);
 	if (ap.idle) {
 		k->draining = 0;
+		give_back(b, k);
 		b->reschedule = 1;
 		return;
 	}
@@ -123,6 +127,7 @@ static void drain_tick(struct balancer *b, struct bk *k, double now)
 	if (now > k->drain_deadline) {
 		log_warn("backend %s still busy %.0f s after an interrupt; using it again", k->id, DRAIN_MAX_S);
 		k->draining = 0;
+		give_back(b, k);
 		b->reschedule = 1;
 		return;
 	}
@@ -403,18 +408,27 @@ static void promote(struct balancer *b, struct bk *k, int slot)
  * slot `behind`, where the backend's own queue holds it until that job ends
  * (--prefetch-ms: the round trip from one job's answer to the next job's
  * start is then not lost on a busy backend). */
-static void start(struct balancer *b, struct job *j, struct bk *k, double switch_s, int behind)
+/* A slot that is free here: no job, none waiting for its lease, and not
+ * held by another balancer when last asked; -1 if none is. */
+static int free_slot(const struct bk *k, double now)
+{
+	for (int s = 0; s < k->slots && s < BAL_MAX_SLOTS; s++)
+		if (!k->jobs[s] && !k->leasing[s] && k->held_until[s] <= now)
+			return s;
+	return -1;
+}
+
+static void start(struct balancer *b, struct job *j, struct bk *k, double switch_s, int behind, int slot)
 {
 	double now = bal_now();
-	int slot = 0;
 	if (behind >= 0) {
 		if (behind >= BAL_MAX_SLOTS || !k->jobs[behind] || k->behind[behind])
 			return; /* cannot happen: the caller checked */
 		k->behind[behind] = j;
 	} else {
-		while (slot < BAL_MAX_SLOTS && k->jobs[slot])
-			slot++;
-		if (slot >= BAL_MAX_SLOTS)
+		if (slot < 0)
+			slot = free_slot(k, now);
+		if (slot < 0 || slot >= BAL_MAX_SLOTS || k->jobs[slot])
 			return; /* cannot happen: the router checked slots */
 		k->jobs[slot] = j;
 	}
@@ -464,6 +478,85 @@ static void start(struct balancer *b, struct job *j, struct bk *k, double switch
 		jobs_save(b, j, NULL, NULL);
 	if (!j->call)
 		backend_failed(b, j, "out of memory");
+}
+
+/* A shared database: a free slot is leased before its job is sent (the job
+ * waits out of the queue meanwhile, the slot counts as busy); a slot
+ * another live balancer holds is left alone for a beat. */
+struct lease_req {
+	struct balancer *b;
+	char job[BAL_ID_LEN + 1], bk[BAL_ID_LEN + 1], key[BAL_MAX_URL + 64];
+	int slot;
+	double switch_s;
+};
+
+static void on_lease(void *user, int r, json_t *rows)
+{
+	(void)rows;
+	struct lease_req *q = user;
+	struct balancer *b = q->b;
+	struct bk *k = registry_find(b, q->bk);
+	struct job *j = jobs_find(b, q->job);
+	int slot = q->slot;
+	if (!k || !j || k->leasing[slot] != j) { /* the backend went meanwhile (removed) */
+		if (j && !jobs_is_final(j) && !j->bk && !j->in_queue)
+			jobs_enqueue(b, j, 1);
+		if (r == 1 && !(k && (k->jobs[slot] || k->leased[slot])))
+			store_release_slot(b->store, q->key, slot);
+		b->reschedule = 1;
+		free(q);
+		return;
+	}
+	k->leasing[slot] = NULL;
+	if (r == 1)
+		k->leased[slot] = 1;
+	if (r == 1 && !jobs_is_final(j) && !b->stopping) {
+		start(b, j, k, q->switch_s, -1, slot);
+	} else {
+		if (r == 1)
+			k->leased[slot] = 0, store_release_slot(b->store, k->key, slot);
+		else
+			k->held_until[slot] = bal_now() + b->cfg.lease_s / 4;
+		if (!jobs_is_final(j))
+			jobs_enqueue(b, j, 1);
+	}
+	b->reschedule = 1;
+	free(q);
+}
+
+/* Starts j on k now (0), or asks for the slot's lease first (1). */
+static int lease_then_start(struct balancer *b, struct job *j, struct bk *k, double switch_s)
+{
+	int slot = free_slot(k, bal_now());
+	if (!store_shared(b->store) || slot < 0 || k->leased[slot])
+		return 0;
+	struct lease_req *q = calloc(1, sizeof *q);
+	if (!q)
+		return 0;
+	q->b = b;
+	snprintf(q->job, sizeof q->job, "%s", j->id);
+	snprintf(q->bk, sizeof q->bk, "%s", k->id);
+	snprintf(q->key, sizeof q->key, "%s", k->key);
+	q->slot = slot;
+	q->switch_s = switch_s;
+	jobs_dequeue(b, j);
+	k->leasing[slot] = j;
+	store_lease_slot(b->store, k->key, slot, b->cfg.lease_s, on_lease, q);
+	return 1;
+}
+
+/* A slot that emptied: its lease goes back, unless the backend is still
+ * being drained (an interrupt meant for this balancer's job must not meet
+ * another's). */
+static void give_back(struct balancer *b, struct bk *k)
+{
+	if (k->draining)
+		return;
+	for (int s = 0; s < BAL_MAX_SLOTS; s++)
+		if (k->leased[s] && !k->jobs[s] && !k->behind[s] && !k->leasing[s]) {
+			k->leased[s] = 0;
+			store_release_slot(b->store, k->key, s);
+		}
 }
 
 static int offers_cb(const void *ctx, const char *model) { return registry_offers(ctx, model); }
@@ -518,6 +611,8 @@ static void fill_free_in(const struct bk *k, struct router_bk *v, double now, do
 {
 	for (int s = 0; s < k->slots; s++) {
 		v->free_in[s] = k->jobs[s] ? remaining_s(v, k->jobs[s], now, base) : 0;
+		if (!k->jobs[s] && (k->leasing[s] || k->held_until[s] > now)) /* busy, for how long unknown */
+			v->free_in[s] = fmax(k->held_until[s] - now, 1.0);
 		if (k->behind[s])
 			v->free_in[s] += expected_s(v, k->behind[s], base);
 	}
@@ -633,7 +728,9 @@ void dispatch_schedule(struct balancer *b)
 			j->deadline = 0;
 			struct router_bk *v = &views[p->k];
 			v->loaded_model = pk->loaded_model; /* an earlier start may have changed it */
-			start(b, j, pk, router_switch_s(v, &rjobs[i]), assign[i] >= 0 ? -1 : p->slot);
+			double switch_s = router_switch_s(v, &rjobs[i]);
+			if (assign[i] < 0 || !lease_then_start(b, j, pk, switch_s))
+				start(b, j, pk, switch_s, assign[i] >= 0 ? -1 : p->slot, -1);
 		} else if (assign[i] == ROUTER_NONE) {
 			if (!j->deadline)
 				j->deadline = now + NO_BACKEND_GRACE_S;
@@ -663,9 +760,9 @@ void dispatch_cancel(struct balancer *b, struct job *j)
 	struct bk *k = j->bk;
 	if (k) {
 		int running = running_slot(k, j) >= 0; /* not one waiting behind another: it must not be interrupted */
-		release_slot(b, j, 0);
-		if (running)
+		if (running) /* first: the slot's lease is kept until the backend is drained */
 			interrupt_backend(b, k);
+		release_slot(b, j, 0);
 	}
 	jobs_finish_cancelled(b, j);
 }

@@ -41,7 +41,9 @@ enum task_kind {
 	FIND_JOB,
 	FIND_IDEMPOTENT,
 	TOUCH_BACKEND,
-	LIST_BACKENDS
+	LIST_BACKENDS,
+	LEASE_SLOT,
+	RELEASE_SLOT
 };
 
 #define BATCH_MAX 64
@@ -78,8 +80,9 @@ struct store_task {
 	store_kept_fn kept;
 	/* BEAT, CLAIM, FIND_*: [{doc, flags}] found (NULL: failed) */
 	json_t *rows;
-	char key[160];
+	char key[640]; /* FIND_IDEMPOTENT: the Idempotency-Key; *_SLOT: the backend's URL */
 	store_rows_fn found;
+	int slot; /* LEASE_SLOT, RELEASE_SLOT */
 	/* READ_IMAGE */
 	int n;
 	long long offset, total;
@@ -380,6 +383,11 @@ static void run_shared(struct store *s, struct store_task *t)
 	case LIST_BACKENDS:
 		n = s->e->list_backends(s->c, found_row, t);
 		break;
+	case LEASE_SLOT:
+	case RELEASE_SLOT:
+		n = s->e->slot(s->c, t->kind == LEASE_SLOT, t->key, t->slot, s->member, t->when);
+		t->n = n;
+		break;
 	default:
 		break;
 	}
@@ -456,6 +464,8 @@ static void task_run(struct lane_task *lt)
 	case FIND_IDEMPOTENT:
 	case TOUCH_BACKEND:
 	case LIST_BACKENDS:
+	case LEASE_SLOT:
+	case RELEASE_SLOT:
 		run_shared(s, t);
 		break;
 	}
@@ -478,7 +488,8 @@ static void task_done(struct httpd *h, struct lane_task *lt)
 	if (t->read)
 		t->read(t->user, t->base.cancelled ? -1 : t->total, t->base.cancelled ? 0 : t->len);
 	if (t->found)
-		t->found(t->user, t->kind == BEAT ? (t->base.cancelled || !t->rows ? -1 : t->n) : 0,
+		t->found(t->user,
+			 t->kind == BEAT || t->kind == LEASE_SLOT ? (t->base.cancelled || !t->rows ? -1 : t->n) : 0,
 			 t->base.cancelled ? NULL : t->rows);
 	json_decref(t->rows);
 	json_decref(t->doc);
@@ -683,4 +694,25 @@ void store_list_backends(struct store *s, store_rows_fn done, void *user)
 	struct store_task *t = shared_task(s, LIST_BACKENDS, NULL, 0, done, user);
 	if (t)
 		lane_submit(s->lane, &t->base);
+}
+
+void store_lease_slot(struct store *s, const char *backend, int slot, double dead_after_s, store_rows_fn done,
+		      void *user)
+{
+	struct store_task *t = shared_task(s, LEASE_SLOT, NULL, dead_after_s, done, user);
+	if (!t)
+		return;
+	snprintf(t->key, sizeof t->key, "%s", backend);
+	t->slot = slot;
+	lane_submit(s->lane, &t->base);
+}
+
+void store_release_slot(struct store *s, const char *backend, int slot)
+{
+	struct store_task *t = shared_task(s, RELEASE_SLOT, NULL, 0, ignore_rows, NULL);
+	if (!t)
+		return;
+	snprintf(t->key, sizeof t->key, "%s", backend);
+	t->slot = slot;
+	lane_submit(s->lane, &t->base);
 }

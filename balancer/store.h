@@ -129,6 +129,15 @@ void store_find_idempotent(struct store *s, const char *client, const char *key,
  * the milliseconds since its last heartbeat: [{"doc", "age_ms"}]. */
 void store_touch_backend(struct store *s, const char *id);
 void store_list_backends(struct store *s, store_rows_fn done, void *user);
+/* A backend's slot, leased so that two balancers never send one slot a job
+ * each; the backend is named by its base URL (the same on every balancer,
+ * static or registered): r = 1 this member holds it now (it was free, its
+ * holder dead, or this member's already), 0 another live member holds it,
+ * -1 failed. Release gives it back (nothing if another member took it
+ * since). */
+void store_lease_slot(struct store *s, const char *backend, int slot, double dead_after_s, store_rows_fn done,
+		      void *user);
+void store_release_slot(struct store *s, const char *backend, int slot);
 
 /* Gauges, any thread: bytes of images kept, results dropped by the caps. */
 long long store_results_bytes(const struct store *s);

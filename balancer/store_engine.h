@@ -103,6 +103,11 @@ struct store_engine {
 	 * milliseconds since its last heartbeat (through any member). */
 	int (*touch_backend)(struct store_conn *c, const char *id);
 	int (*list_backends)(struct store_conn *c, store_row_fn row, void *user);
+	/* lease 1: member takes a backend's slot if nobody live holds it
+	 * (1, 0 when another live member does); lease 0: gives it back. -1 on
+	 * failure. */
+	int (*slot)(struct store_conn *c, int lease, const char *backend, int slot, const char *member,
+		    double dead_after_s);
 };
 
 /* Open: the engine and its connection, NULL with the reason logged. */

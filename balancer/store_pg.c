@@ -54,6 +54,8 @@ enum stmt_kind {
 	Q_FIND_IDEMPOTENT,
 	Q_TOUCH_BACKEND,
 	Q_LIST_BACKENDS,
+	Q_LEASE_SLOT,
+	Q_RELEASE_SLOT,
 	N_STMTS
 };
 
@@ -100,6 +102,12 @@ static const char *const SQL[N_STMTS] = {
 	[Q_TOUCH_BACKEND] = "UPDATE backends SET heartbeat_at = now() WHERE id = $1",
 	[Q_LIST_BACKENDS] = "SELECT doc, least(extract(epoch FROM now() - heartbeat_at) * 1000, 2e9)::int"
 			    " FROM backends ORDER BY saved",
+	[Q_LEASE_SLOT] = "INSERT INTO slot_leases (backend, slot, holder) VALUES ($1, $2, $3)"
+			 " ON CONFLICT (backend, slot) DO UPDATE SET holder = excluded.holder"
+			 " WHERE slot_leases.holder IS NULL OR slot_leases.holder = excluded.holder OR NOT EXISTS"
+			 " (SELECT 1 FROM balancers m WHERE m.id = slot_leases.holder AND m.heartbeat_at >="
+			 " now() - make_interval(secs => $4::float8))",
+	[Q_RELEASE_SLOT] = "UPDATE slot_leases SET holder = NULL WHERE backend = $1 AND slot = $2 AND holder = $3",
 };
 
 /* Version 1. Later versions (active-active: a job's owner and lease,
@@ -130,6 +138,8 @@ static const char *const MIGRATIONS[] = {
 	" heartbeat_at timestamptz NOT NULL DEFAULT now());"
 	"ALTER TABLE jobs ADD COLUMN owner text;"
 	"ALTER TABLE backends ADD COLUMN heartbeat_at timestamptz NOT NULL DEFAULT now();"
+	"CREATE TABLE slot_leases (backend text NOT NULL, slot integer NOT NULL, holder text,"
+	" PRIMARY KEY (backend, slot));"
 	"CREATE INDEX jobs_unfinished ON jobs (created) WHERE status IN ('queued', 'running');"
 	"CREATE UNIQUE INDEX jobs_idempotency ON jobs ((doc->>'client'), (doc->>'idempotency_key'))"
 	" WHERE doc->>'idempotency_key' IS NOT NULL;",
@@ -368,6 +378,17 @@ static int pg_list_backends(struct store_conn *c, store_row_fn row, void *user)
 	return run_rows(c, Q_LIST_BACKENDS, 0, NULL, row, user);
 }
 
+static int pg_slot(struct store_conn *c, int lease, const char *backend, int slot, const char *member,
+		   double dead_after_s)
+{
+	char n[16], dead[32];
+	snprintf(n, sizeof n, "%d", slot);
+	real_text(dead_after_s, dead);
+	const char *v[] = {backend, n, member, dead};
+	long long rows = run_count(c, lease ? Q_LEASE_SLOT : Q_RELEASE_SLOT, lease ? 4 : 3, v);
+	return rows < 0 ? -1 : rows > 0;
+}
+
 static int pg_find_idempotent(struct store_conn *c, const char *client, const char *key, double dead_after_s,
 			      store_row_fn row, void *user)
 {
@@ -536,6 +557,7 @@ static const struct store_engine PG_ENGINE = {
 	.find_idempotent = pg_find_idempotent,
 	.touch_backend = pg_touch_backend,
 	.list_backends = pg_list_backends,
+	.slot = pg_slot,
 };
 
 static void on_notice(void *arg, const char *message)

@@ -7,6 +7,8 @@ backends. Checked:
   - an Idempotency-Key sent to A and then to B makes one job: B replays A's
     (200, Idempotency-Replayed), another body under that key is refused on
     B, and two balancers racing with one key answer the same job;
+  - one backend slot that A and B both send jobs to never gets two at
+    once (slot leases), and every lease is given back;
   - a provider registered (and beating) through B is routed to by A and C,
     and gone from all once it deregisters;
   - a job A runs is readable on B: GET (its saved state), DELETE answers 503
@@ -44,13 +46,17 @@ def main():
     url = pg.url(pg.create_database())
     bes = [t.start_backend("--pace-ms-per-step", PACE_MS, "--provider", "p%d" % i, "--gpu-class", "l40",
                            name="backend-%d" % i) for i in range(2)]
-    common = ["--lease-s", LEASE_S, "--provider-token", TOKEN, "--heartbeat-interval", 2]
+    solo = t.start_backend("--pace-ms-per-step", PACE_MS, "--provider", "solo", "--gpu-class", "a10", name="solo")
+    proxy = t.RecordingProxy(solo.url)  # counts the txt2img calls it has open at once
+    # --prefetch-ms 0: no job sent behind another (one balancer may queue its own second job on a backend)
+    common = ["--lease-s", LEASE_S, "--provider-token", TOKEN, "--heartbeat-interval", 2, "--prefetch-ms", 0,
+              "--backend", t.static_backend_arg(proxy.url, provider="solo", gpu_class="a10")]
     for be in bes:
         common += ["--backend", t.static_backend_arg(be.url, provider=be.name, gpu_class="l40")]
     bals = {n: t.start_balancer(*common, name="balancer-" + n, db=url) for n in "ABC"}
     A, B, C = bals["A"], bals["B"], bals["C"]
     for b in bals.values():
-        t.check("%s sees both backends" % b.name, t.wait_idle_backends(b.url, 2, 30))
+        t.check("%s sees the three backends" % b.name, t.wait_idle_backends(b.url, 3, 30))
     rows = t.db_query(url, "SELECT count(*) FROM balancers")
     t.check("the three are members of the database", t.wait_until(
         lambda: int(t.db_query(url, "SELECT count(*) FROM balancers")[0][0]) == 3, 10), rows)
@@ -107,6 +113,26 @@ def main():
             (sts, ids))
     for a in answers.values():
         t.wait_job(B.url, (a.json or {}).get("id") or "", timeout=60)
+
+    # ---- one backend slot, two balancers sending it jobs at once: leased, never two at once
+    subs = []
+
+    def send(name, i):
+        subs.append((name, t.submit_job(bals[name].url, dict(body(60 + i), gpus=["a10"]))))
+    ths = [threading.Thread(target=send, args=(n, i)) for i in range(3) for n in "AB"]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join(30)
+    docs = [t.wait_job(bals[n].url, (r.json or {}).get("id") or "", timeout=60) for n, r in subs]
+    t.check("six jobs for one backend slot through A and B at once are all done",
+            len(docs) == 6 and all((d or {}).get("status") == "done" for d in docs),
+            [(d or {}).get("status") for d in docs])
+    t.check("…one at a time: the backend never had two of them (slot leases)", proxy.max_inflight == 1,
+            proxy.max_inflight)
+    t.check("…and every lease was given back",
+            t.wait_until(lambda: int(t.db_query(url, "SELECT count(*) FROM slot_leases WHERE holder IS NOT NULL")
+                                     [0][0]) == 0, 5), t.db_query(url, "SELECT * FROM slot_leases"))
 
     # ---- a provider registers through B: every balancer routes to it; it leaves through B: gone everywhere
     reg = t.start_backend("--provider", "Registered Inc", "--gpu-class", "h100", "--balancer", B.url, "--token", TOKEN,

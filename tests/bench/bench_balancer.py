@@ -13,9 +13,10 @@ Not a ctest: a benchmark, not a pass/fail test. Needs nginx and wrk
     once) sent direct to a backend, through the balancer's A1111 façade
     (POST /sdapi/v1/txt2img, which waits and returns the A1111 answer), and
     through NGINX (least_conn upstream with keepalive over the same
-    backends); with --store both, also through a second balancer whose
-    store is a throwaway PostgreSQL server on this host (its CPU counted
-    with the balancer's). Latency: wrk with one connection, p50/p99 and what the path
+    backends); with --store both, also through a balancer whose store is a
+    throwaway PostgreSQL server on this host, and through 2 and 3
+    balancers sharing one database (docs/cluster.md) behind an NGINX round
+    robin (the server's and that NGINX's CPU counted with the path's). Latency: wrk with one connection, p50/p99 and what the path
     adds to the direct one. Throughput: wrk at several connection counts;
     direct means one wrk per backend at once (the backends' own ceiling).
     Targets: added p50 < 1 ms; jobs/s >= 0.8 x NGINX's.
@@ -52,6 +53,8 @@ import sdtest as t  # noqa: E402  (process start-up on free ports, temp dirs, cl
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 PG_PATH = "balancer (PostgreSQL)"
+PG2_PATH = "2 balancers, one PostgreSQL (NGINX rr)"
+PG3_PATH = "3 balancers, one PostgreSQL (NGINX rr)"
 WRK = shutil.which("wrk") or "/usr/bin/wrk"
 
 _nginxes = []
@@ -404,18 +407,32 @@ def overhead(args):
         proxy_pids["balancer"] = [bal.proc.pid]
     except Exception as e:  # noqa: BLE001 - the other columns still mean something
         note("balancer did not start: %s" % str(e)[:2000])
-    pg_bal = None
-    if args.store == "both":  # the same balancer on a PostgreSQL server of its own (its CPU counts as the proxy's)
+    pg_bals, pg_ngx = [], None
+    if args.store == "both":
+        # The same balancer on a PostgreSQL server of its own, then 2 and 3 balancers sharing one
+        # database (docs/cluster.md) behind an NGINX round robin; the server's (and that NGINX's)
+        # CPU counts as the path's.
         try:
             pg = t.start_postgres()
-            pg_bal = start_balancer(bes, args.balancer_log_level, args.balancer_arg,
-                                    db=pg.url(pg.create_database()), name="balancer-pg")
-            paths.insert(2 if bal else 1, (PG_PATH, [pg_bal.url], [pg_bal.url]))
+            at = 2 if bal else 1
+            one = pg.url(pg.create_database())
+            shared = pg.url(pg.create_database())
+            pg_bals = [start_balancer(bes, args.balancer_log_level, args.balancer_arg, db=one, name="balancer-pg")]
+            pg_bals += [start_balancer(bes, args.balancer_log_level, args.balancer_arg, db=shared,
+                                       name="balancer-pg-%d" % i) for i in range(3)]
+            pg_ngx = Nginx([("pg2", "round_robin", [b.port for b in pg_bals[1:3]]),
+                            ("pg3", "round_robin", [b.port for b in pg_bals[1:4]])], workers=1)
             with open(os.path.join(pg.data, "postmaster.pid")) as f:
                 postmaster = int(f.readline())
-            proxy_pids[PG_PATH] = [pg_bal.proc.pid, postmaster] + children_of(postmaster)
+            db_pids = [postmaster] + children_of(postmaster)
+            ngx_pids = [pg_ngx.proc.pid] + children_of(pg_ngx.proc.pid)
+            for k, (name, url, bals) in enumerate([(PG_PATH, pg_bals[0].url, pg_bals[:1]),
+                                                    (PG2_PATH, pg_ngx.urls["pg2"], pg_bals[1:3]),
+                                                    (PG3_PATH, pg_ngx.urls["pg3"], pg_bals[1:4])]):
+                paths.insert(at + k, (name, [url], [url]))
+                proxy_pids[name] = [b.proc.pid for b in bals] + db_pids + (ngx_pids if k else [])
         except Exception as e:  # noqa: BLE001
-            note("balancer on PostgreSQL did not start: %s" % str(e)[:2000])
+            note("balancers on PostgreSQL did not start: %s" % str(e)[:2000])
     broken = set()
     for name, urls, _ in paths:
         st, _, prov, _, err = post_job(urls[0], body)
@@ -504,7 +521,7 @@ def overhead(args):
     print("\n(CPU µs/job: user+system time of the proxy's processes — all threads; NGINX master and workers — and"
           " of the backends, over every throughput run, per job answered; %d CPUs in all, shared with wrk.)\n"
           % os.cpu_count())
-    for name in ("balancer", PG_PATH, "nginx least_conn"):
+    for name in ("balancer", PG_PATH, PG2_PATH, PG3_PATH, "nginx least_conn"):
         if name in per_round and args.rounds > 1:
             print("- %s CPU µs/job by round: %s" % (name, ", ".join(
                 "%.0f" % (c / max(1, j) * 1e6) for c, j in per_round[name])))
@@ -527,8 +544,10 @@ def overhead(args):
         except Exception as e:  # noqa: BLE001
             note("balancer /metrics: %s" % e)
     ng.stop()
-    if pg_bal is not None:
-        stop(pg_bal)
+    if pg_ngx is not None:
+        pg_ngx.stop()
+    for b in pg_bals:
+        stop(b)
     if bal is not None:
         rc = stop(bal)
         if rc != 0:

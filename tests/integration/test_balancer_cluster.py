@@ -9,6 +9,8 @@ backends. Checked:
     B, and two balancers racing with one key answer the same job;
   - one backend slot that A and B both send jobs to never gets two at
     once (slot leases), and every lease is given back;
+  - the gateway, whose balancer D is killed mid-job, resubmits the job to
+    B under the same Idempotency-Key: one job, done once;
   - a provider registered (and beating) through B is routed to by A and C,
     and gone from all once it deregisters;
   - a job A runs is readable on B: GET (its saved state), DELETE answers 503
@@ -29,6 +31,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sdtest as t  # noqa: E402
+from wsclient import WSClient  # noqa: E402
 
 LEASE_S = 2.0
 TOKEN = "cluster-provider-token-0123"
@@ -133,6 +136,28 @@ def main():
     t.check("…and every lease was given back",
             t.wait_until(lambda: int(t.db_query(url, "SELECT count(*) FROM slot_leases WHERE holder IS NOT NULL")
                                      [0][0]) == 0, 5), t.db_query(url, "SELECT * FROM slot_leases"))
+
+    # ---- the gateway: its balancer dies mid-job; resubmitted to another under the same key, it is one job
+    D = t.start_balancer(*common, name="balancer-D", db=url)
+    t.wait_idle_backends(D.url, 3, 30)
+    gw = t.start_gateway("--balancer", D.url, "--balancer", B.url, "--stream-patience-s", 1, wait_board=True)
+    ws = WSClient("127.0.0.1", gw.port, "/ws", timeout=30)
+    ws.send_json({"type": "hello"})
+    ws.wait_type("welcome", 20)
+    ws.send_json({"type": "generate", "id": "g1", "prompt": "the gateway's job survives", "negative_prompt": "",
+                  "sampler_name": "Euler", "steps": 30, "cfg_scale": 7, "width": 64, "height": 64, "seed": 77,
+                  "gpus": ["l40"]})
+    t.check("gateway: its job is assigned by D", ws.wait_type("assigned", 30, id="g1") is not None, ws.of_job("g1"))
+    D.kill()
+    m = ws.wait_for(lambda m: isinstance(m, dict) and m.get("id") == "g1" and m.get("type") in ("done", "error"), 60)
+    accs = {x.get("job") for x in ws.of_job("g1") if x.get("type") == "accepted"}
+    rows = t.db_query(url, "SELECT status FROM jobs WHERE doc->'request'->>'prompt' = ?",
+                      ("the gateway's job survives",))
+    t.check("gateway: D killed mid-job, the job is done once: one job id on both balancers, one row",
+            isinstance(m, dict) and m.get("type") == "done" and len(accs) == 1 and rows == [("done",)],
+            (m and m.get("type"), accs, rows))
+    ws.close()
+    gw.stop()
 
     # ---- a provider registers through B: every balancer routes to it; it leaves through B: gone everywhere
     reg = t.start_backend("--provider", "Registered Inc", "--gpu-class", "h100", "--balancer", B.url, "--token", TOKEN,

@@ -325,6 +325,7 @@ static int on_backend(struct httpd *h, h2o_req_t *req, const char *rest)
 		return 0;
 	if (heartbeat) {
 		k->last_heartbeat = bal_now();
+		store_touch_backend(b->store, k->id); /* the others see it (a shared database; else nothing) */
 		httpd_reply_json(req, 200, json_pack("{s:s}", "id", k->id));
 		return 0;
 	}

@@ -108,6 +108,7 @@ struct bk {
 	long jobs_done, jobs_failed;
 	double inference_sum;
 	double last_heartbeat, next_check;
+	double added; /* when it came into this balancer's registry */
 	int strikes;         /* jobs failed in a row: each doubles the wait before the next health check */
 	struct fetch *check; /* probe or health check in flight */
 	/* After a cancel: interrupt, then poll progress until the backend is
@@ -277,6 +278,10 @@ struct fetch *registry_call(struct balancer *b, const struct bk *k, const char *
 /* The registered backend this provider name holds, or NULL. */
 struct bk *registry_find_owner(struct balancer *b, const char *owner);
 void registry_remove(struct balancer *b, struct bk *k, const char *why);
+/* A registered backend's stored document (registration, owner, secret's
+ * hash, call token) taken in; NULL (and its row deleted) when it is not
+ * one, or when its URL is taken here. */
+struct bk *registry_load_doc(struct balancer *b, json_t *doc);
 struct bk *registry_find(struct balancer *b, const char *id);
 struct bk *registry_find_url(struct balancer *b, const char *url);
 /* Passive check: a failed call marks it down until a health check passes. */

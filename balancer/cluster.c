@@ -14,18 +14,66 @@
  * A member that finds its membership gone (it was stopped or cut off
  * longer than the lease, and its jobs were taken) stops at once, exit code
  * 3, and its supervisor starts it again as a new member: it never goes on
- * with jobs that another balancer now runs. Loop thread. */
+ * with jobs that another balancer now runs.
+ *
+ * Registrations are shared the same way: after each claim the member reads
+ * every registered backend's row, takes in those registered through
+ * another balancer, lets go of those deregistered or expired elsewhere
+ * (rows gone), and takes the freshest heartbeat, so that a provider may
+ * register and beat through any balancer. Loop thread. */
 #include "balancer.h"
 
 #include "log.h"
 
+#include <string.h>
+
 #define CLAIM_MAX 64
+
+static void on_backends(void *user, int r, json_t *rows)
+{
+	(void)r;
+	struct balancer *b = user;
+	b->beating = 0;
+	if (!rows || b->stopping)
+		return;
+	double now = bal_now(), asked = b->next_beat - b->cfg.lease_s / 4;
+	size_t i;
+	json_t *row;
+	/* Gone from the store: let go (first, so that a re-registration's new
+	 * row, on the same URL, can come in below). */
+	for (struct bk *k = b->backends, *next; k; k = next) {
+		next = k->next;
+		if (!k->registered || k->added >= asked)
+			continue; /* static, or newer than what was read */
+		int found = 0;
+		json_array_foreach(rows, i, row)
+		{
+			const char *id = json_string_value(json_object_get(json_object_get(row, "doc"), "id"));
+			if (id && !strcmp(id, k->id)) {
+				found = 1;
+				break;
+			}
+		}
+		if (!found)
+			registry_remove(b, k, "deregistered, or expired, through another balancer");
+	}
+	json_array_foreach(rows, i, row)
+	{
+		json_t *doc = json_object_get(row, "doc");
+		const char *id = json_string_value(json_object_get(doc, "id"));
+		struct bk *k = id ? registry_find(b, id) : NULL;
+		if (!k && id && (k = registry_load_doc(b, doc)) != NULL)
+			log_info("backend %s (%s): registered through another balancer", k->id, k->key);
+		double beat = now - (double)json_integer_value(json_object_get(row, "age_ms")) / 1000.0;
+		if (k && beat > k->last_heartbeat)
+			k->last_heartbeat = beat;
+	}
+}
 
 static void on_claimed(void *user, int r, json_t *rows)
 {
 	(void)r;
 	struct balancer *b = user;
-	b->beating = 0;
 	size_t i, n = 0;
 	json_t *row;
 	json_array_foreach(rows, i, row)
@@ -43,6 +91,7 @@ static void on_claimed(void *user, int r, json_t *rows)
 	b->taken_over += (long)n;
 	if (n)
 		dispatch_schedule(b);
+	store_list_backends(b->store, on_backends, b);
 }
 
 static void on_beat(void *user, int r, json_t *rows)

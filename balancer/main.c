@@ -190,28 +190,7 @@ static int parse_static(const char *spec, char **url, json_t **fixed)
 
 /* A registration the store remembers. One from before registrations had
  * secrets is dropped: its backend registers again when its heartbeat 404s. */
-static void load_backend(json_t *doc, void *user)
-{
-	struct balancer *b = user;
-	const char *id = json_string_value(json_object_get(doc, "id"));
-	const char *url = json_string_value(json_object_get(doc, "url"));
-	const char *owner = json_string_value(json_object_get(doc, "owner"));
-	const char *hash = json_string_value(json_object_get(doc, "secret_sha256"));
-	const char *call = json_string_value(json_object_get(doc, "call_token"));
-	json_t *fixed = json_object_get(doc, "fixed");
-	struct bk_auth auth;
-	if (!id || !url || strlen(id) != BAL_ID_LEN || !json_is_object(fixed) || registry_find_url(b, url) || !owner ||
-	    strlen(owner) > BAL_MAX_FIELD || !hash || strlen(hash) != BAL_SECRET_HEX || !call ||
-	    strlen(call) != BAL_SECRET_HEX) {
-		if (id)
-			store_delete_backend(b->store, id);
-		return;
-	}
-	snprintf(auth.owner, sizeof auth.owner, "%s", owner);
-	snprintf(auth.secret_sha256, sizeof auth.secret_sha256, "%s", hash);
-	snprintf(auth.call_token, sizeof auth.call_token, "%s", call);
-	registry_add(b, url, json_incref(fixed), &auth, id);
-}
+static void load_backend(json_t *doc, void *user) { registry_load_doc(user, doc); }
 
 /* --provider-tokens FILE: "<name>\t<token>" lines; blank lines and '#'
  * comments skipped. Names and tokens must be unique, tokens as strong as

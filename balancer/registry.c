@@ -380,12 +380,34 @@ struct bk *registry_add(struct balancer *b, const char *url, json_t *fixed, cons
 	caps_init(&k->caps);
 	k->state = BK_PROBING;
 	k->probe_step = STEP_INFO;
-	k->last_heartbeat = bal_now();
+	k->last_heartbeat = k->added = bal_now();
 	k->next = b->backends;
 	b->backends = k;
 	b->n_backends++;
 	start_check(b, k);
 	return k;
+}
+
+struct bk *registry_load_doc(struct balancer *b, json_t *doc)
+{
+	const char *id = json_string_value(json_object_get(doc, "id"));
+	const char *url = json_string_value(json_object_get(doc, "url"));
+	const char *owner = json_string_value(json_object_get(doc, "owner"));
+	const char *hash = json_string_value(json_object_get(doc, "secret_sha256"));
+	const char *call = json_string_value(json_object_get(doc, "call_token"));
+	json_t *fixed = json_object_get(doc, "fixed");
+	struct bk_auth auth;
+	if (!id || !url || strlen(id) != BAL_ID_LEN || !json_is_object(fixed) || registry_find_url(b, url) || !owner ||
+	    strlen(owner) > BAL_MAX_FIELD || !hash || strlen(hash) != BAL_SECRET_HEX || !call ||
+	    strlen(call) != BAL_SECRET_HEX) {
+		if (id)
+			store_delete_backend(b->store, id);
+		return NULL;
+	}
+	snprintf(auth.owner, sizeof auth.owner, "%s", owner);
+	snprintf(auth.secret_sha256, sizeof auth.secret_sha256, "%s", hash);
+	snprintf(auth.call_token, sizeof auth.call_token, "%s", call);
+	return registry_add(b, url, json_incref(fixed), &auth, id);
 }
 
 struct bk *registry_find(struct balancer *b, const char *id)

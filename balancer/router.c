@@ -11,6 +11,7 @@
 
 #define TIE_ABS_S 1e-3
 #define TIE_REL 0.02
+#define BASE_SAMPLE 64 /* router_base_spp: the first 64 measured, plenty for a median */
 
 double router_work(const struct router_work_in *w)
 {
@@ -57,30 +58,61 @@ static int cmp_double(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-double router_base_spp(const struct router_bk *bks, int nb, int skip)
+/* router_base_spp, each backend's class prior given (NULL: gpu_prior). */
+static double base_spp(const struct router_bk *bks, int nb, int skip, const double *prior)
 {
-	double v[64]; /* the first 64 measured: plenty for a median */
+	double v[BASE_SAMPLE];
 	int n = 0;
 	for (int i = 0; i < nb && n < (int)(sizeof v / sizeof v[0]); i++)
 		if (bks[i].spp > 0 && i != skip)
-			v[n++] = bks[i].spp * gpu_prior(bks[i].gpu_class);
+			v[n++] = bks[i].spp * (prior ? prior[i] : gpu_prior(bks[i].gpu_class));
 	if (n == 0)
 		return GPU_PRIOR_BASE_SPP;
 	qsort(v, (size_t)n, sizeof v[0], cmp_double);
 	return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+double router_base_spp(const struct router_bk *bks, int nb, int skip) { return base_spp(bks, nb, skip, NULL); }
+
+/* prior[k] = gpu_prior(bks[k].gpu_class), one string match per class name
+ * seen (a pool has a few classes and may have thousands of backends). */
+static void read_priors(const struct router_bk *bks, int nb, double *prior)
+{
+	enum { SEEN = 16 };
+	const char *cls[SEEN];
+	double val[SEEN];
+	int n = 0, next = 0;
+	for (int k = 0; k < nb; k++) {
+		const char *c = bks[k].gpu_class;
+		int i = 0;
+		while (i < n && !(c == cls[i] || (c && cls[i] && strcmp(c, cls[i]) == 0)))
+			i++;
+		if (i < n) {
+			prior[k] = val[i];
+			continue;
+		}
+		prior[k] = gpu_prior(c);
+		i = n < SEEN ? n++ : next++ % SEEN; /* more classes than SEEN: replace in turn */
+		cls[i] = c;
+		val[i] = prior[k];
+	}
+}
+
 static double retry_s(const struct router_bk *k) { return k->retry_s > 0 ? k->retry_s : ROUTER_RETRY_S; }
 
-double router_spp(const struct router_bk *k, double base)
+/* router_spp with k's class prior given (gpu_prior(k->gpu_class)): the
+ * planner reads each backend's prior once per plan, not once per job. */
+static double spp_at(const struct router_bk *k, double base, double class_prior)
 {
-	double prior = base / gpu_prior(k->gpu_class);
+	double prior = base / class_prior;
 	if (k->idle_s < retry_s(k))
 		return k->spp > 0 ? k->spp : prior;
 	if (k->spp > 0)
 		return fmin(k->spp, prior);
 	return base / gpu_prior_best(); /* never tried: once as the fastest class there is */
 }
+
+double router_spp(const struct router_bk *k, double base) { return spp_at(k, base, gpu_prior(k->gpu_class)); }
 
 double router_switch_s(const struct router_bk *k, const struct router_job *j)
 {
@@ -152,12 +184,15 @@ static int stale(const struct router_bk *k) { return k->spp > 0 && k->idle_s >= 
 struct plan {
 	struct router_bk *bks;
 	int nb;
-	const double *base; /* per backend: the base spp its estimate uses */
+	const double *base;  /* per backend: the base spp its estimate uses */
+	const double *prior; /* per backend: gpu_prior of its class (a string match: read once) */
 };
 
+/* router_estimate(&p->bks[k], j, p->base[k]), the prior read once a plan. */
 static double run_s(const struct plan *p, int k, const struct router_job *j)
 {
-	return router_estimate(&p->bks[k], j, p->base[k]);
+	const struct router_bk *v = &p->bks[k];
+	return spp_at(v, p->base[k], p->prior[k]) * j->work + router_switch_s(v, j);
 }
 
 /* Where job j, arriving at `at` seconds from now, would finish earliest on
@@ -243,10 +278,9 @@ void router_plan_load(struct router_bk *bks, int nb, const struct router_job *jo
 {
 	for (int i = 0; picks && i < nj; i++)
 		picks[i] = (struct router_pick){.k = -1};
-	double b0 = router_base_spp(bks, nb, -1);
 	/* A stale backend is re-tried at the prior the others imply: its own
 	 * slow measurement must not pull its prior down with it. */
-	double *base = malloc((size_t)nb * sizeof *base);
+	double *base = malloc(2 * (size_t)nb * sizeof *base), *prior = base ? base + nb : NULL;
 	double *scratch = malloc(2 * (size_t)nb * ROUTER_MAX_SLOTS * sizeof *scratch);
 	if (!base) {
 		for (int i = 0; i < nj; i++)
@@ -254,9 +288,21 @@ void router_plan_load(struct router_bk *bks, int nb, const struct router_job *jo
 		free(scratch);
 		return;
 	}
+	read_priors(bks, nb, prior);
+	double b0 = base_spp(bks, nb, -1, prior);
+	/* The median takes the first BASE_SAMPLE measured backends: leaving out
+	 * one that comes after them changes nothing, so only the stale ones
+	 * among them need their own (a pool of thousands may have thousands of
+	 * stale backends, each a median of BASE_SAMPLE otherwise). */
+	int sample_end = nb, measured = 0;
 	for (int k = 0; k < nb; k++)
-		base[k] = stale(&bks[k]) ? router_base_spp(bks, nb, k) : b0;
-	struct plan p = {bks, nb, base};
+		if (bks[k].spp > 0 && ++measured == BASE_SAMPLE) {
+			sample_end = k + 1;
+			break;
+		}
+	for (int k = 0; k < nb; k++)
+		base[k] = k < sample_end && stale(&bks[k]) ? base_spp(bks, nb, k, prior) : b0;
+	struct plan p = {bks, nb, base, prior};
 	double budget = ROUTER_LOOKAHEAD_WORK;
 	for (int i = 0; i < nj; i++) {
 		const struct router_job *j = &jobs[i];

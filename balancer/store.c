@@ -39,7 +39,9 @@ enum task_kind {
 	BEAT,
 	CLAIM,
 	FIND_JOB,
-	FIND_IDEMPOTENT
+	FIND_IDEMPOTENT,
+	TOUCH_BACKEND,
+	LIST_BACKENDS
 };
 
 #define BATCH_MAX 64
@@ -345,7 +347,8 @@ static void found_row(const char *text, int flags, void *ctx)
 	struct store_task *t = ctx;
 	json_t *doc = text ? json_loads(text, 0, NULL) : NULL;
 	if (json_is_object(doc))
-		json_array_append_new(t->rows, json_pack("{s:o,s:i}", "doc", doc, "flags", flags));
+		json_array_append_new(t->rows, json_pack("{s:o,s:i}", "doc", doc,
+							 t->kind == LIST_BACKENDS ? "age_ms" : "flags", flags));
 	else
 		json_decref(doc);
 }
@@ -370,6 +373,12 @@ static void run_shared(struct store *s, struct store_task *t)
 		break;
 	case FIND_IDEMPOTENT:
 		n = s->e->find_idempotent(s->c, t->client, t->key, t->when, found_row, t);
+		break;
+	case TOUCH_BACKEND:
+		n = s->e->touch_backend(s->c, t->id) ? 0 : -1;
+		break;
+	case LIST_BACKENDS:
+		n = s->e->list_backends(s->c, found_row, t);
 		break;
 	default:
 		break;
@@ -445,6 +454,8 @@ static void task_run(struct lane_task *lt)
 	case CLAIM:
 	case FIND_JOB:
 	case FIND_IDEMPOTENT:
+	case TOUCH_BACKEND:
+	case LIST_BACKENDS:
 		run_shared(s, t);
 		break;
 	}
@@ -656,4 +667,20 @@ void store_find_idempotent(struct store *s, const char *client, const char *key,
 	snprintf(t->client, sizeof t->client, "%s", client);
 	snprintf(t->key, sizeof t->key, "%s", key);
 	lane_submit(s->lane, &t->base);
+}
+
+static void ignore_rows(void *user, int r, json_t *rows) { (void)user, (void)r, (void)rows; }
+
+void store_touch_backend(struct store *s, const char *id)
+{
+	struct store_task *t = shared_task(s, TOUCH_BACKEND, id, 0, ignore_rows, NULL);
+	if (t)
+		lane_submit(s->lane, &t->base);
+}
+
+void store_list_backends(struct store *s, store_rows_fn done, void *user)
+{
+	struct store_task *t = shared_task(s, LIST_BACKENDS, NULL, 0, done, user);
+	if (t)
+		lane_submit(s->lane, &t->base);
 }

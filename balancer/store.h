@@ -124,6 +124,11 @@ void store_claim_orphans(struct store *s, double dead_after_s, int max, store_ro
 void store_find_job(struct store *s, const char *id, double dead_after_s, store_rows_fn done, void *user);
 void store_find_idempotent(struct store *s, const char *client, const char *key, double dead_after_s,
 			   store_rows_fn done, void *user);
+/* Registrations are shared too: a heartbeat through any member is written
+ * (touch), and each member reads every registered backend's document with
+ * the milliseconds since its last heartbeat: [{"doc", "age_ms"}]. */
+void store_touch_backend(struct store *s, const char *id);
+void store_list_backends(struct store *s, store_rows_fn done, void *user);
 
 /* Gauges, any thread: bytes of images kept, results dropped by the caps. */
 long long store_results_bytes(const struct store *s);

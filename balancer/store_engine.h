@@ -99,6 +99,10 @@ struct store_engine {
 	int (*find_job)(struct store_conn *c, const char *id, double dead_after_s, store_row_fn row, void *user);
 	int (*find_idempotent)(struct store_conn *c, const char *client, const char *key, double dead_after_s,
 			       store_row_fn row, void *user);
+	/* A registered backend's heartbeat; every backend's row, given the
+	 * milliseconds since its last heartbeat (through any member). */
+	int (*touch_backend)(struct store_conn *c, const char *id);
+	int (*list_backends)(struct store_conn *c, store_row_fn row, void *user);
 };
 
 /* Open: the engine and its connection, NULL with the reason logged. */

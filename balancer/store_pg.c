@@ -52,6 +52,8 @@ enum stmt_kind {
 	Q_CLAIM,
 	Q_FIND_JOB,
 	Q_FIND_IDEMPOTENT,
+	Q_TOUCH_BACKEND,
+	Q_LIST_BACKENDS,
 	N_STMTS
 };
 
@@ -66,7 +68,8 @@ static const char *const SQL[N_STMTS] = {
 		       " ON CONFLICT (id) DO UPDATE SET status = excluded.status, doc = excluded.doc,"
 		       " finished = excluded.finished WHERE jobs.owner IS NOT DISTINCT FROM excluded.owner",
 	[Q_SAVE_BACKEND] = "INSERT INTO backends (id, doc) VALUES ($1, $2)"
-			   " ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, saved = nextval('backends_saved')",
+			   " ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, saved = nextval('backends_saved'),"
+			   " heartbeat_at = now()",
 	[Q_DELETE_BACKEND] = "DELETE FROM backends WHERE id = $1",
 	[Q_EXPIRE_IMAGES] = "WITH gone AS (DELETE FROM images WHERE finished < $1 RETURNING bytes)"
 			    " SELECT coalesce(sum(bytes), 0)::bigint FROM gone",
@@ -94,6 +97,9 @@ static const char *const SQL[N_STMTS] = {
 	[Q_FIND_IDEMPOTENT] = "SELECT doc, " ROW_FLAGS(
 		"3") " FROM jobs"
 		     " WHERE doc->>'client' = $1 AND doc->>'idempotency_key' = $2",
+	[Q_TOUCH_BACKEND] = "UPDATE backends SET heartbeat_at = now() WHERE id = $1",
+	[Q_LIST_BACKENDS] = "SELECT doc, least(extract(epoch FROM now() - heartbeat_at) * 1000, 2e9)::int"
+			    " FROM backends ORDER BY saved",
 };
 
 /* Version 1. Later versions (active-active: a job's owner and lease,
@@ -123,6 +129,7 @@ static const char *const MIGRATIONS[] = {
 	"CREATE TABLE balancers (id text PRIMARY KEY, started_at timestamptz NOT NULL DEFAULT now(),"
 	" heartbeat_at timestamptz NOT NULL DEFAULT now());"
 	"ALTER TABLE jobs ADD COLUMN owner text;"
+	"ALTER TABLE backends ADD COLUMN heartbeat_at timestamptz NOT NULL DEFAULT now();"
 	"CREATE INDEX jobs_unfinished ON jobs (created) WHERE status IN ('queued', 'running');"
 	"CREATE UNIQUE INDEX jobs_idempotency ON jobs ((doc->>'client'), (doc->>'idempotency_key'))"
 	" WHERE doc->>'idempotency_key' IS NOT NULL;",
@@ -350,6 +357,17 @@ static int pg_find_job(struct store_conn *c, const char *id, double dead_after_s
 	return run_rows(c, Q_FIND_JOB, 2, v, row, user);
 }
 
+static int pg_touch_backend(struct store_conn *c, const char *id)
+{
+	const char *v[] = {id};
+	return run_count(c, Q_TOUCH_BACKEND, 1, v) >= 0;
+}
+
+static int pg_list_backends(struct store_conn *c, store_row_fn row, void *user)
+{
+	return run_rows(c, Q_LIST_BACKENDS, 0, NULL, row, user);
+}
+
 static int pg_find_idempotent(struct store_conn *c, const char *client, const char *key, double dead_after_s,
 			      store_row_fn row, void *user)
 {
@@ -516,6 +534,8 @@ static const struct store_engine PG_ENGINE = {
 	.claim = pg_claim,
 	.find_job = pg_find_job,
 	.find_idempotent = pg_find_idempotent,
+	.touch_backend = pg_touch_backend,
+	.list_backends = pg_list_backends,
 };
 
 static void on_notice(void *arg, const char *message)

@@ -7,6 +7,8 @@ backends. Checked:
   - an Idempotency-Key sent to A and then to B makes one job: B replays A's
     (200, Idempotency-Replayed), another body under that key is refused on
     B, and two balancers racing with one key answer the same job;
+  - a provider registered (and beating) through B is routed to by A and C,
+    and gone from all once it deregisters;
   - a job A runs is readable on B: GET (its saved state), DELETE answers 503
     running_elsewhere, its event stream on B ends with the job's `done`, and
     once done its document and image bytes on B equal A's;
@@ -27,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sdtest as t  # noqa: E402
 
 LEASE_S = 2.0
+TOKEN = "cluster-provider-token-0123"
 PACE_MS = 60
 STEPS = 12  # about 0.75 s a job
 
@@ -41,7 +44,7 @@ def main():
     url = pg.url(pg.create_database())
     bes = [t.start_backend("--pace-ms-per-step", PACE_MS, "--provider", "p%d" % i, "--gpu-class", "l40",
                            name="backend-%d" % i) for i in range(2)]
-    common = ["--lease-s", LEASE_S]
+    common = ["--lease-s", LEASE_S, "--provider-token", TOKEN, "--heartbeat-interval", 2]
     for be in bes:
         common += ["--backend", t.static_backend_arg(be.url, provider=be.name, gpu_class="l40")]
     bals = {n: t.start_balancer(*common, name="balancer-" + n, db=url) for n in "ABC"}
@@ -104,6 +107,25 @@ def main():
             (sts, ids))
     for a in answers.values():
         t.wait_job(B.url, (a.json or {}).get("id") or "", timeout=60)
+
+    # ---- a provider registers through B: every balancer routes to it; it leaves through B: gone everywhere
+    reg = t.start_backend("--provider", "Registered Inc", "--gpu-class", "h100", "--balancer", B.url, "--token", TOKEN,
+                          name="backend-registered")
+    on_all = t.wait_until(lambda: all(t.board_entry(t.board(b.url) or [], provider="Registered Inc")
+                                      for b in (A, B, C)), 10, 0.1)
+    t.check("a backend registered through B is on A's and C's boards too", on_all,
+            [len(t.board(b.url) or []) for b in (A, B, C)])
+    r = t.submit_job(A.url, dict(body(40), gpus=["h100"]))
+    d = t.wait_job(A.url, (r.json or {}).get("id") or "", timeout=30)
+    t.check("…and A runs a job on it", (d or {}).get("status") == "done"
+            and (d or {}).get("provider") == "Registered Inc", d)
+    time.sleep(4 * 2)  # past its heartbeats' expiry (3 x 2 s) on A and C, which it never calls
+    t.check("its heartbeats through B keep it on A's board (shared heartbeats)",
+            t.board_entry(t.board(A.url) or [], provider="Registered Inc") is not None)
+    reg.stop()
+    gone = t.wait_until(lambda: not any(t.board_entry(t.board(b.url) or [], provider="Registered Inc")
+                                        for b in (A, B, C)), 10, 0.1)
+    t.check("deregistered through B (it stopped): gone from every board", gone)
 
     # ---- kill -9 of A with jobs running and queued
     jobs = []

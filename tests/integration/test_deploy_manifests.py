@@ -248,11 +248,11 @@ def check_k8s_postgresql(by, bal):
     t.check("k8s: every Secret key the manifests read is created in a documented `kubectl create secret` "
             "(no Secret with a value in the repository)", not missing and
             not any(k == "Secret" for k, _ in by), (missing, secrets))
+    host = re.escape(svc["metadata"]["name"] if svc else "?")
+    text = "".join(open(f).read() for f in glob.glob(os.path.join(ROOT, "deploy", "k8s", "*.yaml")))
     t.check("k8s: the documented sdgate-postgresql URL names the postgresql Service and no password",
-            "sdgate-postgresql" in secrets and re.search(
-                r"--from-literal=url=postgresql://\w+@%s:5432/\w+\s" % re.escape(svc["metadata"]["name"] if svc else "?"),
-                "".join(open(f).read() for f in glob.glob(os.path.join(ROOT, "deploy", "k8s", "*.yaml")))),
-            secrets)
+            "sdgate-postgresql" in secrets and re.search(r"--from-literal=url=postgresql://\w+@%s:5432/\w+\s" % host,
+                                                         text), secrets)
 
 
 def check_k8s_sqlite(base):

@@ -24,6 +24,13 @@ gateway)
 balancer)
 	add listen "${SDGATE_LISTEN:-0.0.0.0:7860}"
 	add db "${SDGATE_DB:-/var/lib/sdgate/balancer.db}"
+	add db-wait-s "${SDGATE_DB_WAIT_S:-}"
+	add lease-s "${SDGATE_LEASE_S:-}"
+	# libpq reads PGPASSWORD itself; the shipped placeholder is no password.
+	if [ "${PGPASSWORD:-}" = CHANGE_ME ]; then
+		echo "sdgate-entrypoint: PGPASSWORD is the placeholder CHANGE_ME: set the database's real password" >&2
+		exit 2
+	fi
 	add provider-tokens "${SDGATE_PROVIDER_TOKENS:-}"
 	case "${SDGATE_ALLOW_PRIVATE_BACKENDS:-}" in 1 | true | yes) set_args="$set_args --allow-private-backends" ;; esac
 	for b in ${SDGATE_BACKENDS:-}; do add backend "$b"; done

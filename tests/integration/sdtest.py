@@ -1538,6 +1538,7 @@ def job_info(doc):
 # ---------------------------------------------------------------- NGINX
 
 NGINX_CONF = os.path.join(SOURCE_ROOT, "deploy", "nginx", "sdgate.conf")
+NGINX_PG_CONF = os.path.join(SOURCE_ROOT, "deploy", "nginx", "sdgate-postgresql.conf")
 
 
 def nginx_path():
@@ -1545,12 +1546,13 @@ def nginx_path():
 
 
 def render_nginx_conf(conf, gateways, balancers, web_port, api_port):
-    """The shipped config with this run's addresses: the upstream servers in
-    order, and the two listen ports."""
+    """The shipped config (sdgate.conf: two balancers, sdgate-postgresql.conf:
+    three) with this run's addresses: the upstream servers in order, and the
+    two listen ports."""
     text = open(conf).read()
     for old, new in zip(["127.0.0.1:8080", "127.0.0.1:8081"], gateways):
         text = text.replace("server %s " % old, "server 127.0.0.1:%d " % new, 1)
-    for old, new in zip(["127.0.0.1:7860", "127.0.0.1:7870"], balancers):
+    for old, new in zip(["127.0.0.1:7860", "127.0.0.1:7870", "127.0.0.1:7880"], balancers):
         text = text.replace("server %s " % old, "server 127.0.0.1:%d " % new, 1)
     text = re.sub(r"listen 80;", "listen 127.0.0.1:%d;" % web_port, text)
     text = re.sub(r"listen 7800;", "listen 127.0.0.1:%d;" % api_port, text)

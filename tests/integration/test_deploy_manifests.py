@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """The deployment files, checked: every Akash SDL in sdl/ and every
-Kubernetes manifest in deploy/k8s/ parsed with a real YAML parser (PyYAML)
-and checked for the structure and fields that matter; the systemd units
-through `systemd-analyze verify`; the container files' stages and users; and
-the container entry point for real (it starts a backend from SDGATE_*
-variables, whose identity then shows in /sdgate/v1/info)."""
+Kubernetes manifest in deploy/k8s/ (the three balancers on PostgreSQL, and
+the SQLite single-balancer option in deploy/k8s/sqlite/) parsed with a real
+YAML parser (PyYAML) and checked for the structure and fields that matter;
+both NGINX configs through `nginx -t`; the systemd units through
+`systemd-analyze verify`; the container files' stages and users; and the
+container entry point for real (it starts a backend from SDGATE_* variables,
+whose identity then shows in /sdgate/v1/info)."""
 
 import glob
 import os
@@ -70,6 +72,46 @@ def check_sdl(path):
     return d
 
 
+def env_of(service):
+    """An SDL service's env as a dict."""
+    return dict(e.split("=", 1) for e in service.get("env", []) if "=" in e)
+
+
+def check_front_postgresql(front):
+    """front.yaml: several balancers on one PostgreSQL service whose data is
+    on persistent storage, reachable by the balancers only."""
+    services, compute = front["services"], front["profiles"]["compute"]
+    bal, pg = services["balancer"], services.get("postgres")
+    if not t.check("front: a postgres service", pg is not None, list(services)):
+        return
+    benv, penv = env_of(bal), env_of(pg)
+    t.check("front: the postgres image is the official Debian-based one (postgres:N-bookworm)",
+            re.match(r"^postgres:\d+(\.\d+)?-bookworm$", pg["image"]), pg["image"])
+    t.check("front: postgres is exposed to the balancer only",
+            all(x.get("service") == "balancer" and not x.get("global") for e in pg["expose"] for x in e["to"]) and
+            {e["port"] for e in pg["expose"]} == {5432}, pg["expose"])
+    m = re.match(r"^postgresql://(\w+)@postgres:5432/(\w+)$", benv.get("SDGATE_DB", ""))
+    t.check("front: the balancers' SDGATE_DB is the postgres service's URL, without a password",
+            m and m.groups() == (penv.get("POSTGRES_USER"), penv.get("POSTGRES_DB")), (benv.get("SDGATE_DB"), penv))
+    t.check("front: the password is a placeholder on both sides (PGPASSWORD, POSTGRES_PASSWORD)",
+            benv.get("PGPASSWORD") == "CHANGE_ME" and penv.get("POSTGRES_PASSWORD") == "CHANGE_ME", (benv, penv))
+    storage = compute["postgres"]["resources"]["storage"]
+    persistent = [x for x in storage if isinstance(x, dict) and x.get("attributes", {}).get("persistent")]
+    mount = pg.get("params", {}).get("storage", {})
+    cls = persistent[0]["attributes"].get("class") if persistent else None
+    t.check("front: postgres keeps its data on persistent storage (class beta2 or beta3) mounted above PGDATA",
+            len(persistent) == 1 and cls in ("beta2", "beta3") and persistent[0].get("name") in mount and
+            penv.get("PGDATA", "").startswith(mount[persistent[0]["name"]]["mount"].rstrip("/") + "/"),
+            (storage, mount, penv.get("PGDATA")))
+    bstorage = compute["balancer"]["resources"]["storage"]
+    t.check("front: the balancers have no persistent volume (each replica would get its own)",
+            not any(isinstance(x, dict) and x.get("attributes", {}).get("persistent")
+                    for x in (bstorage if isinstance(bstorage, list) else [bstorage])), bstorage)
+    counts = {n: g["count"] for n, groups in front["deployment"].items() for g in groups.values()}
+    t.check("front: several balancers (count ≥ 2), one postgres", counts.get("balancer", 0) >= 2 and
+            counts.get("postgres") == 1, counts)
+
+
 def sdl_gpus(d):
     out = {}
     for pname, p in d["profiles"]["compute"].items():
@@ -93,13 +135,7 @@ def check_sdls():
         bal = front["services"]["balancer"]
         t.check("front: the balancer is not exposed globally",
                 not any(x.get("global") for e in bal["expose"] for x in e["to"]), bal["expose"])
-        storage = front["profiles"]["compute"]["balancer"]["resources"]["storage"]
-        persistent = [s for s in storage if isinstance(s, dict) and s.get("attributes", {}).get("persistent")]
-        mount = bal.get("params", {}).get("storage", {})
-        t.check("front: the balancer has persistent storage mounted where its db lives",
-                persistent and persistent[0].get("name") in mount and
-                any("SDGATE_DB=" + mount[persistent[0]["name"]]["mount"] in e for e in bal.get("env", [])),
-                (storage, mount))
+        check_front_postgresql(front)
     backends = docs.get("backends.yaml")
     if backends:
         gpus = sdl_gpus(backends)
@@ -126,30 +162,145 @@ def check_sdls():
                 all(x.get("service") == "backend" for e in a_exp for x in e["to"]), a_exp)
 
 
-def check_k8s():
+def k8s_docs(files):
     docs = []
-    for f in sorted(glob.glob(os.path.join(ROOT, "deploy", "k8s", "*.yaml"))):
+    for f in files:
         docs += [d for d in yaml.safe_load_all(open(f)) if d]
-    by = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+    return {(d["kind"], d["metadata"]["name"]): d for d in docs}
+
+
+def containers(workload):
+    return workload["spec"]["template"]["spec"]["containers"]
+
+
+def env_refs(container):
+    """{name: ("value", v) or ("secret", (secret, key))} of a container's env."""
+    out = {}
+    for e in container.get("env", []):
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        out[e["name"]] = ("secret", (ref["name"], ref["key"])) if ref else ("value", e.get("value"))
+    return out
+
+
+def documented_secrets():
+    """{secret: {keys}} that the comments of deploy/k8s/*.yaml tell how to
+    create (kubectl -n sdgate create secret generic NAME --from-literal=KEY=...)."""
+    out = {}
+    for f in glob.glob(os.path.join(ROOT, "deploy", "k8s", "*.yaml")):
+        lines = [ln.lstrip("# ").rstrip() for ln in open(f)]
+        for k, ln in enumerate(lines):
+            m = re.match(r"kubectl -n sdgate create secret generic ([\w-]+)", ln)
+            if not m:
+                continue
+            command = ln
+            while command.endswith("\\") and k + 1 < len(lines):  # continued on the next line
+                k += 1
+                command = command[:-1] + " " + lines[k]
+            out[m.group(1)] = set(re.findall(r"--from-literal=(\w[\w-]*)=", command))
+    return out
+
+
+def check_k8s_postgresql(by, bal):
+    """The balancers on a shared PostgreSQL: three, no volume of their own,
+    the URL and password from the Secret that the StatefulSet's server uses."""
+    t.check("k8s: three balancers (replicas 3), rolling updates",
+            bal["spec"]["replicas"] == 3 and bal["spec"].get("strategy", {}).get("type", "RollingUpdate") ==
+            "RollingUpdate", bal["spec"])
+    vols = bal["spec"]["template"]["spec"].get("volumes", [])
+    t.check("k8s: the balancers have no PersistentVolumeClaim (the database is shared)",
+            not any("persistentVolumeClaim" in v for v in vols), vols)
+    env = env_refs(containers(bal)[0])
+    db, pw = env.get("SDGATE_DB"), env.get("PGPASSWORD")
+    t.check("k8s: the balancers' SDGATE_DB and PGPASSWORD come from one Secret",
+            db and pw and db[0] == pw[0] == "secret" and db[1][0] == pw[1][0], (db, pw))
+    for probe in ("readinessProbe", "livenessProbe"):
+        p = containers(bal)[0].get(probe, {})
+        t.check("k8s: the balancers' %s is GET /healthz" % probe, p.get("httpGet", {}).get("path") == "/healthz", p)
+    sts = [d for (k, _), d in by.items() if k == "StatefulSet"]
+    if not t.check("k8s: one StatefulSet, PostgreSQL's", len(sts) == 1, [d["metadata"]["name"] for d in sts]):
+        return
+    pg = sts[0]
+    c = containers(pg)[0]
+    penv = env_refs(c)
+    t.check("k8s: PostgreSQL is the official Debian-based image (postgres:N-bookworm)",
+            re.match(r"^postgres:\d+(\.\d+)?-bookworm$", c["image"]), c["image"])
+    t.check("k8s: its POSTGRES_PASSWORD is the balancers' PGPASSWORD (same Secret and key)",
+            penv.get("POSTGRES_PASSWORD") == pw, (penv.get("POSTGRES_PASSWORD"), pw))
+    claims = {v["metadata"]["name"] for v in pg["spec"].get("volumeClaimTemplates", [])}
+    mounts = {m["name"]: m["mountPath"] for m in c.get("volumeMounts", [])}
+    pgdata = penv.get("PGDATA", ("value", ""))[1] or ""
+    t.check("k8s: its data is on a volumeClaimTemplate mounted above PGDATA",
+            any(n in mounts and pgdata.startswith(mounts[n].rstrip("/") + "/") for n in claims), (claims, mounts,
+                                                                                                 pgdata))
+    svc = by.get(("Service", pg["spec"].get("serviceName")))
+    t.check("k8s: the StatefulSet's serviceName is a Service of port 5432",
+            svc is not None and any(p["port"] == 5432 for p in svc["spec"]["ports"]), pg["spec"].get("serviceName"))
+    secrets = documented_secrets()
+    used = {}
+    for (kind, name), d in by.items():
+        if kind in ("Deployment", "StatefulSet"):
+            for ctr in containers(d):
+                for var, (how, what) in env_refs(ctr).items():
+                    if how == "secret":
+                        used.setdefault(what[0], set()).add(what[1])
+    missing = {n: sorted(keys - secrets.get(n, set())) for n, keys in used.items()
+               if ("Secret", n) not in by and keys - secrets.get(n, set())}
+    t.check("k8s: every Secret key the manifests read is created in a documented `kubectl create secret` "
+            "(no Secret with a value in the repository)", not missing and
+            not any(k == "Secret" for k, _ in by), (missing, secrets))
+    host = re.escape(svc["metadata"]["name"] if svc else "?")
+    text = "".join(open(f).read() for f in glob.glob(os.path.join(ROOT, "deploy", "k8s", "*.yaml")))
+    t.check("k8s: the documented sdgate-postgresql URL names the postgresql Service and no password",
+            "sdgate-postgresql" in secrets and re.search(r"--from-literal=url=postgresql://\w+@%s:5432/\w+\s" % host,
+                                                         text), secrets)
+
+
+def check_k8s_sqlite(base):
+    """deploy/k8s/sqlite/balancer.yaml, applied instead of balancer.yaml and
+    postgresql.yaml: one balancer on its SQLite file."""
+    by = k8s_docs([os.path.join(ROOT, "deploy", "k8s", "sqlite", "balancer.yaml")])
+    bal = by.get(("Deployment", "sdgate-balancer"))
+    if not t.check("k8s/sqlite: a balancer Deployment of the same name", bal is not None, list(by)):
+        return
+    t.check("k8s/sqlite: it replaces the same Service (same name and selector)",
+            by.get(("Service", "sdgate-balancer"), {}).get("spec") == base.get(("Service", "sdgate-balancer"),
+                                                                               {}).get("spec"))
+    vols = bal["spec"]["template"]["spec"].get("volumes", [])
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in vols if "persistentVolumeClaim" in v]
+    t.check("k8s/sqlite: the balancer's db is on a PersistentVolumeClaim that exists",
+            claims and ("PersistentVolumeClaim", claims[0]) in by, claims)
+    mounts = {m["name"]: m["mountPath"] for m in containers(bal)[0].get("volumeMounts", [])}
+    db = env_refs(containers(bal)[0]).get("SDGATE_DB", ("", ""))[1] or ""
+    data = [v["name"] for v in vols if "persistentVolumeClaim" in v]
+    t.check("k8s/sqlite: its SDGATE_DB is a file on that volume",
+            data and data[0] in mounts and db.startswith(mounts[data[0]].rstrip("/") + "/"), (db, mounts))
+    t.check("k8s/sqlite: one balancer per volume (replicas 1, Recreate)",
+            bal["spec"]["replicas"] == 1 and bal["spec"]["strategy"]["type"] == "Recreate", bal["spec"])
+
+
+def check_k8s():
+    by = k8s_docs(sorted(glob.glob(os.path.join(ROOT, "deploy", "k8s", "*.yaml"))))
     deps = {n: d for (k, n), d in by.items() if k == "Deployment"}
+    workloads = {n: d for (k, n), d in by.items() if k in ("Deployment", "StatefulSet")}
     t.check("k8s: Deployments for gateway, balancer and backend",
             set(deps) == {"sdgate-gateway", "sdgate-balancer", "sdgate-backend"}, list(deps))
-    for name, d in deps.items():
+    for name, d in workloads.items():
         sel = d["spec"]["selector"]["matchLabels"]
         labels = d["spec"]["template"]["metadata"]["labels"]
         t.check("k8s: %s's selector matches its pod labels" % name, all(labels.get(k) == v for k, v in sel.items()),
                 (sel, labels))
         for c in d["spec"]["template"]["spec"]["containers"]:
             for e in c.get("env", []):
-                if re.search("TOKEN|SECRET", e["name"]):
+                if re.search("TOKEN|SECRET|PASSWORD|^SDGATE_DB$", e["name"]):
                     t.check("k8s: %s's %s comes from a Secret, not a value" % (name, e["name"]),
                             "value" not in e and "secretKeyRef" in e.get("valueFrom", {}), e)
     for (kind, name), svc in by.items():
         if kind != "Service":
             continue
-        target = [d for d in deps.values() if all(d["spec"]["template"]["metadata"]["labels"].get(k) == v
-                                                  for k, v in svc["spec"]["selector"].items())]
-        t.check("k8s: Service %s selects exactly one Deployment" % name, len(target) == 1, svc["spec"]["selector"])
+        target = [d for d in workloads.values() if all(d["spec"]["template"]["metadata"]["labels"].get(k) == v
+                                                       for k, v in svc["spec"]["selector"].items())]
+        t.check("k8s: Service %s selects exactly one Deployment or StatefulSet" % name, len(target) == 1,
+                svc["spec"]["selector"])
         if target:
             ports = {p.get("name"): p["containerPort"] for c in target[0]["spec"]["template"]["spec"]["containers"]
                      for p in c.get("ports", [])}
@@ -169,12 +320,8 @@ def check_k8s():
                 len(reg) == 1 and any(reg[0].startswith(m.rstrip("/") + "/") for m in mounts), (reg, mounts))
     bal = deps.get("sdgate-balancer")
     if bal:
-        vols = bal["spec"]["template"]["spec"].get("volumes", [])
-        claims = [v["persistentVolumeClaim"]["claimName"] for v in vols if "persistentVolumeClaim" in v]
-        t.check("k8s: the balancer's db is on a PersistentVolumeClaim that exists",
-                claims and ("PersistentVolumeClaim", claims[0]) in by, claims)
-        t.check("k8s: one balancer per volume (replicas 1, Recreate)",
-                bal["spec"]["replicas"] == 1 and bal["spec"]["strategy"]["type"] == "Recreate", bal["spec"])
+        check_k8s_postgresql(by, bal)
+    check_k8s_sqlite(by)
     so = [d for (k, _), d in by.items() if k == "ScaledObject"]
     t.check("k8s: one KEDA ScaledObject", len(so) == 1, [d["metadata"]["name"] for d in so])
     if so:
@@ -186,6 +333,33 @@ def check_k8s():
         trig = spec["triggers"][0]
         t.check("KEDA: a Prometheus trigger on sdgate_queue_depth",
                 trig["type"] == "prometheus" and "sdgate_queue_depth" in trig["metadata"]["query"], trig)
+
+
+def check_nginx():
+    """Both shipped NGINX configs pass `nginx -t`, included from an http{}
+    block as their comments say; the active-active one has no backup."""
+    confs = {n: os.path.join(ROOT, "deploy", "nginx", n) for n in ("sdgate.conf", "sdgate-postgresql.conf")}
+    pg = open(confs["sdgate-postgresql.conf"]).read()
+    ups = re.search(r"upstream sdgate_balancers \{(.*?)\}", pg, re.S)
+    servers = re.findall(r"^\s*server (\S+)([^;]*);", ups.group(1) if ups else "", re.M)
+    t.check("sdgate-postgresql.conf: three balancers, all equal (no backup, no down)",
+            len(servers) == 3 and not any(re.search(r"\b(backup|down)\b", o) for _, o in servers) and
+            len({o for _, o in servers}) == 1, servers)
+    t.check("sdgate-postgresql.conf: POSTs are passed on after sending only under an Idempotency-Key",
+            pg.count("non_idempotent") == 1 and re.search(
+                r"location @(\w+) \{[^}]*non_idempotent", pg) and "$http_idempotency_key" in pg, None)
+    if not t.check("nginx is installed (deploy/install-deps.sh installs nginx-light)", t.nginx_path()):
+        return
+    for name, path in confs.items():
+        d = t.tmpdir("nginx-t")
+        with open(os.path.join(d, "nginx.conf"), "w") as f:
+            f.write("worker_processes 1;\npid %s/nginx.pid;\nevents { worker_connections 64; }\nhttp {\n"
+                    "  access_log off;\n  client_body_temp_path %s/body;\n  proxy_temp_path %s/proxy;\n"
+                    "  fastcgi_temp_path %s/fcgi;\n  uwsgi_temp_path %s/uwsgi;\n  scgi_temp_path %s/scgi;\n"
+                    "  include %s;\n}\n" % ((d,) * 6 + (path,)))
+        r = subprocess.run([t.nginx_path(), "-t", "-q", "-e", os.path.join(d, "error.log"), "-p", d, "-c",
+                            os.path.join(d, "nginx.conf")], capture_output=True, text=True, timeout=30)
+        t.check("nginx -t accepts deploy/nginx/%s" % name, r.returncode == 0, r.stdout + r.stderr)
 
 
 def check_systemd():
@@ -276,6 +450,18 @@ def check_entrypoint():
                                 SDGATE_DB=os.path.join(t.tmpdir("entry-db"), "b.db")))
     t.check("the shipped placeholder SDGATE_PROVIDER_TOKEN=CHANGE_ME is refused at start (exit 2)",
             r.returncode == 2 and "CHANGE_ME" in r.stderr, (r.returncode, r.stderr[-300:]))
+    entry = os.path.join(ROOT, "deploy", "docker", "sdgate-entrypoint.sh")
+    base = dict(os.environ, SDGATE_EXE=shutil.which("echo") or "/bin/echo", SDGATE_DB="postgresql://sdgate@db/sdgate")
+    r = subprocess.run(["sh", entry, "balancer"], capture_output=True, text=True, timeout=30,
+                       env=dict(base, SDGATE_LEASE_S="6", SDGATE_DB_WAIT_S="120", PGPASSWORD="a-real-one"))
+    t.check("sdgate-entrypoint passes SDGATE_DB, SDGATE_LEASE_S and SDGATE_DB_WAIT_S as --db, --lease-s, "
+            "--db-wait-s (and PGPASSWORD not at all)",
+            r.returncode == 0 and "--db postgresql://sdgate@db/sdgate " in r.stdout and "--lease-s 6" in r.stdout and
+            "--db-wait-s 120" in r.stdout and "a-real-one" not in r.stdout, (r.returncode, r.stdout, r.stderr))
+    r = subprocess.run(["sh", entry, "balancer"], capture_output=True, text=True, timeout=30,
+                       env=dict(base, PGPASSWORD="CHANGE_ME"))
+    t.check("the shipped placeholder PGPASSWORD=CHANGE_ME is refused at start (exit 2)",
+            r.returncode == 2 and "CHANGE_ME" in r.stderr and not r.stdout, (r.returncode, r.stdout, r.stderr))
     r = subprocess.run(["sh", os.path.join(ROOT, "deploy", "docker", "sdgate-entrypoint.sh"), "nonsense"],
                        capture_output=True, text=True)
     t.check("sdgate-entrypoint refuses an unknown program with exit code 2", r.returncode == 2, r.stderr)
@@ -287,6 +473,7 @@ def main():
         return
     check_sdls()
     check_k8s()
+    check_nginx()
     check_systemd()
     check_dockerfiles()
     check_entrypoint()

@@ -3,10 +3,21 @@
 two sdgate-gateways and two sdgate-balancers (sharing one backend). Requests
 keep succeeding when one balancer and then one gateway stop: the A1111 façade
 and /healthz through the balancer port, the web UI and a websocket job
-(upgrade through NGINX) through the gateway port."""
+(upgrade through NGINX) through the gateway port.
+
+Then deploy/nginx/sdgate-postgresql.conf, the active-active variant, in front
+of two balancers on one PostgreSQL database and a stand-in that reads each
+request and closes the connection without an answer (a balancer that died
+holding it): a POST /v1/jobs with an Idempotency-Key that met the stand-in
+is passed on and accepted once; one without a key is not (502, no job); a
+key replayed through NGINX finds its job; every job is readable and done
+through NGINX, also after one balancer is killed (-9)."""
 
 import os
+import re
+import socket
 import sys
+import threading
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sdtest as t  # noqa: E402
@@ -32,6 +43,134 @@ def ws_job(port, id):
         return ws.wait_for(lambda m: m.get("id") == id and m.get("type") in ("done", "error"), 60, start=start)
     finally:
         ws.close()
+
+
+class Dropper:
+    """The stand-in upstream: reads a whole request, notes (method, has an
+    Idempotency-Key), and closes the connection without answering."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.seen = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._drop, args=(conn,), daemon=True).start()
+
+    def _drop(self, conn):
+        conn.settimeout(10)
+        data = b""
+        try:
+            while b"\r\n\r\n" not in data and len(data) < 65536:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, body = data.split(b"\r\n\r\n", 1)
+            m = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            while m and len(body) < int(m.group(1)):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                body += chunk
+            with self.lock:
+                self.seen.append((head.split(b" ", 1)[0].decode(), bool(re.search(rb"(?im)^idempotency-key:", head))))
+        except (OSError, ValueError):
+            pass
+        finally:
+            conn.close()
+
+    def count(self, method, keyed):
+        with self.lock:
+            return self.seen.count((method, keyed))
+
+    def close(self):
+        self.sock.close()
+
+
+def pg_job(i):
+    return dict(JOB, prompt="active-active %d" % i, seed=700 + i)
+
+
+def active_active(be, gateway_ports):
+    pg = t.start_postgres()
+    url = pg.url(pg.create_database())
+    args = ["--lease-s", 2, "--trusted-proxy", "127.0.0.1", "--backend", be.url]
+    A = t.start_balancer(*args, name="pg-balancer-A", db=url)
+    B = t.start_balancer(*args, name="pg-balancer-B", db=url)
+    drop = Dropper()
+    web_port, api_port = t.free_port(), t.free_port()
+    text = t.render_nginx_conf(t.NGINX_PG_CONF, gateway_ports, [A.port, B.port, drop.port], web_port, api_port)
+    # The stand-in is never left out (max_fails=0 on its line only), so that
+    # each kind of request meets it within a few tries (least_conn takes the
+    # three in turn while none is busy).
+    text = text.replace("server 127.0.0.1:%d max_fails=2 " % drop.port, "server 127.0.0.1:%d max_fails=0 " % drop.port)
+    ngx = t.Nginx(text)
+    api = "http://127.0.0.1:%d" % api_port
+    try:
+        up = t.wait_until(lambda: t.request("GET", api + "/healthz", timeout=5).status == 200, 20)
+        t.check("active-active: nginx serves sdgate-postgresql.conf (/healthz answers 200)", up, ngx.log())
+        gets = [t.request("GET", api + "/healthz", timeout=10).status for _ in range(6)]
+        t.check("active-active: GETs that meet the stand-in are passed on (6 × 200; it saw %d)"
+                % drop.count("GET", False), gets == [200] * 6 and drop.count("GET", False) >= 1, gets)
+
+        keyed, met = {}, []
+        for i in range(9):
+            before = drop.count("POST", True)
+            r = t.submit_job(api, pg_job(i), headers={"Idempotency-Key": "aa-%d" % i})
+            keyed[i] = r
+            if drop.count("POST", True) > before:
+                met.append(r.status)
+        t.check("active-active: every POST /v1/jobs with an Idempotency-Key is accepted (202), those the "
+                "stand-in dropped (%d) too: passed on to a balancer" % len(met),
+                all(r.status == 202 for r in keyed.values()) and met and set(met) == {202},
+                {i: r.status for i, r in keyed.items()})
+        again = t.submit_job(api, pg_job(0), headers={"Idempotency-Key": "aa-0"})
+        t.check("active-active: the key replayed through NGINX finds its job (200, Idempotent-Replayed)",
+                again.status == 200 and (again.json or {}).get("id") == (keyed[0].json or {}).get("id") and
+                again.headers.get("idempotent-replayed") == "true", t.describe(again))
+
+        plain, dropped = [], 0
+        for i in range(9):
+            before = drop.count("POST", False)
+            r = t.submit_job(api, pg_job(100 + i))
+            hit = drop.count("POST", False) > before
+            dropped += hit
+            plain.append((r.status, hit))
+        t.check("active-active: a POST without a key that the stand-in dropped is not sent again (502), the "
+                "others are accepted (202)", dropped >= 1 and all(st == (502 if hit else 202) for st, hit in plain),
+                plain)
+        n_jobs = int(t.db_query(url, "SELECT count(*) FROM jobs")[0][0])
+        t.check("active-active: one job per accepted POST in the database (%d), none for the dropped ones" % n_jobs,
+                n_jobs == 9 + sum(1 for st, _ in plain if st == 202), (n_jobs, plain))
+
+        ids = [(r.json or {}).get("id") for r in keyed.values()]
+
+        def all_done():
+            return all((t.get_job(api, i, timeout=10) or {}).get("status") == "done" for i in ids)
+        t.check("active-active: every keyed job is done, read through NGINX from either balancer",
+                t.wait_until(all_done, 60), [t.get_job(api, i) for i in ids[:2]])
+
+        A.kill()
+        t.check("active-active: balancer A is killed (-9)", not A.running())
+        after = [t.submit_job(api, pg_job(200 + i), headers={"Idempotency-Key": "bb-%d" % i}) for i in range(4)]
+        t.check("active-active: with A dead, keyed POSTs through NGINX are still accepted (202)",
+                all(r.status == 202 for r in after), [t.describe(r) for r in after])
+        ids += [(r.json or {}).get("id") for r in after]
+        t.check("active-active: with A dead, every job is read through NGINX and done",
+                t.wait_until(all_done, 60), [t.get_job(api, i) for i in ids[-2:]])
+    finally:
+        ngx.stop()
+        drop.close()
 
 
 def main():
@@ -92,6 +231,7 @@ def main():
         t.check("with gateway-1 down, the web UI through NGINX answers 200", page.status == 200, t.describe(page))
     finally:
         ngx.stop()
+    active_active(be, [g1.port, g2.port])
 
 
 if __name__ == "__main__":

@@ -105,6 +105,8 @@ struct bk {
 	 * job is sent to it, and given back once it is empty. */
 	struct job *leasing[BAL_MAX_SLOTS]; /* waiting for the slot's lease, out of the queue */
 	int leased[BAL_MAX_SLOTS];          /* this balancer holds the slot's lease */
+	double leased_since[BAL_MAX_SLOTS]; /* ... since then, without a break */
+	double freed_at[BAL_MAX_SLOTS];     /* when its last job left it */
 	double held_until[BAL_MAX_SLOTS];   /* another balancer held it when last asked: not before then */
 	enum bk_state state;
 	double spp;       /* measured seconds per unit of work (router_learn); 0 = not yet */

@@ -77,6 +77,7 @@ static void release_slot(struct balancer *b, struct job *j, int ok)
 			k->behind[s] = NULL;
 		if (k->jobs[s] == j) {
 			k->jobs[s] = NULL;
+			k->freed_at[s] = bal_now();
 			if (k->behind[s] && ok)
 				promote(b, k, s);
 			else if (k->behind[s])
@@ -488,6 +489,7 @@ struct lease_req {
 	char job[BAL_ID_LEN + 1], bk[BAL_ID_LEN + 1], key[BAL_MAX_URL + 64];
 	int slot;
 	double switch_s;
+	double hold_s; /* refused: the slot is left alone this long */
 };
 
 static void on_lease(void *user, int r, json_t *rows)
@@ -508,15 +510,17 @@ static void on_lease(void *user, int r, json_t *rows)
 		return;
 	}
 	k->leasing[slot] = NULL;
-	if (r == 1)
+	if (r == 1 && !k->leased[slot]) {
 		k->leased[slot] = 1;
+		k->leased_since[slot] = bal_now();
+	}
 	if (r == 1 && !jobs_is_final(j) && !b->stopping) {
 		start(b, j, k, q->switch_s, -1, slot);
 	} else {
 		if (r == 1)
 			k->leased[slot] = 0, store_release_slot(b->store, k->key, slot);
 		else
-			k->held_until[slot] = bal_now() + b->cfg.lease_s / 4;
+			k->held_until[slot] = bal_now() + q->hold_s;
 		if (!jobs_is_final(j))
 			jobs_enqueue(b, j, 1);
 	}
@@ -524,8 +528,13 @@ static void on_lease(void *user, int r, json_t *rows)
 	free(q);
 }
 
-/* Starts j on k now (0), or asks for the slot's lease first (1). */
-static int lease_then_start(struct balancer *b, struct job *j, struct bk *k, double switch_s)
+/* Starts j on k now (0), or asks for the slot's lease first (1). A slot
+ * another balancer holds is asked for again after about the time this job
+ * would take there (the holder's is likely alike), at least LEASE_HOLD_MIN_S
+ * and at most a beat: short jobs do not leave a slot idle for a beat, long
+ * ones do not make every balancer ask the database all the time. */
+#define LEASE_HOLD_MIN_S 0.02
+static int lease_then_start(struct balancer *b, struct job *j, struct bk *k, double switch_s, double expected_s)
 {
 	int slot = free_slot(k, bal_now());
 	if (!store_shared(b->store) || slot < 0 || k->leased[slot])
@@ -539,6 +548,7 @@ static int lease_then_start(struct balancer *b, struct job *j, struct bk *k, dou
 	snprintf(q->key, sizeof q->key, "%s", k->key);
 	q->slot = slot;
 	q->switch_s = switch_s;
+	q->hold_s = fmin(fmax(expected_s, LEASE_HOLD_MIN_S), b->cfg.lease_s / 4);
 	jobs_dequeue(b, j);
 	k->leasing[slot] = j;
 	store_lease_slot(b->store, k->key, slot, b->cfg.lease_s, on_lease, q);
@@ -547,13 +557,18 @@ static int lease_then_start(struct balancer *b, struct job *j, struct bk *k, dou
 
 /* A slot that emptied: its lease goes back, unless the backend is still
  * being drained (an interrupt meant for this balancer's job must not meet
- * another's). */
+ * another's), or this balancer has jobs queued and has held it for less
+ * than a beat (the next one starts without a round trip to the database;
+ * past a beat it lets the others have their turn). dispatch_tick gives
+ * back what the queue did not use. */
 static void give_back(struct balancer *b, struct bk *k)
 {
 	if (k->draining)
 		return;
+	double now = bal_now();
 	for (int s = 0; s < BAL_MAX_SLOTS; s++)
-		if (k->leased[s] && !k->jobs[s] && !k->behind[s] && !k->leasing[s]) {
+		if (k->leased[s] && !k->jobs[s] && !k->behind[s] && !k->leasing[s] &&
+		    !(b->queued > 0 && now - k->leased_since[s] < b->cfg.lease_s / 4 && now - k->freed_at[s] < 0.1)) {
 			k->leased[s] = 0;
 			store_release_slot(b->store, k->key, s);
 		}
@@ -729,7 +744,7 @@ void dispatch_schedule(struct balancer *b)
 			struct router_bk *v = &views[p->k];
 			v->loaded_model = pk->loaded_model; /* an earlier start may have changed it */
 			double switch_s = router_switch_s(v, &rjobs[i]);
-			if (assign[i] < 0 || !lease_then_start(b, j, pk, switch_s))
+			if (assign[i] < 0 || !lease_then_start(b, j, pk, switch_s, expected_s(v, j, base)))
 				start(b, j, pk, switch_s, assign[i] >= 0 ? -1 : p->slot, -1);
 		} else if (assign[i] == ROUTER_NONE) {
 			if (!j->deadline)
@@ -812,7 +827,10 @@ void dispatch_tick(struct balancer *b, double now)
 	}
 	if (b->running)
 		poll_progress(b, now);
-	for (struct bk *k = b->backends; k; k = k->next)
+	for (struct bk *k = b->backends; k; k = k->next) {
 		if (k->draining)
 			drain_tick(b, k, now);
+		else if (store_shared(b->store) && !k->running)
+			give_back(b, k);
+	}
 }

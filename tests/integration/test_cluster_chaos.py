@@ -29,7 +29,8 @@ At the end the database's jobs rows are all final (every ws/api job done),
 and no balancer has anything queued or running. Printed: the timeline, the
 figures per entry point, and how many jobs ran twice on backends (from the
 backends' logs, one line per txt2img with its seed): docs/cluster.md allows
-that only for a job whose balancer died while it ran."""
+that only for a job whose balancer died while it ran, so each of those must
+have been taken over (a balancer's log says so)."""
 
 import collections
 import os
@@ -78,6 +79,7 @@ class Cluster:
             self.args += ["--backend", t.static_backend_arg(be.url, provider=be.name, gpu_class="l40")]
         self.ports = [t.free_port() for _ in range(3)]
         self.starts = collections.Counter()
+        self.every_balancer = []  # every balancer process started, killed ones too (their logs)
         self.bals = [self.start_balancer(k) for k in range(3)]
         gw_port, web_port, api_port = t.free_port(), t.free_port(), t.free_port()
         self.ngx = t.Nginx(t.render_nginx_conf(t.NGINX_PG_CONF, [gw_port, gw_port], self.ports, web_port, api_port))
@@ -91,8 +93,15 @@ class Cluster:
 
     def start_balancer(self, k):
         self.starts[k] += 1
-        return t.start_balancer(*self.args, name="balancer-%s-%d" % ("ABC"[k], self.starts[k]), port=self.ports[k],
-                                db=self.db)
+        bal = t.start_balancer(*self.args, name="balancer-%s-%d" % ("ABC"[k], self.starts[k]), port=self.ports[k],
+                               db=self.db)
+        self.every_balancer.append(bal)
+        return bal
+
+    def taken_over(self):
+        """The ids of the jobs a balancer took over from a dead one (its log)."""
+        return {m.group(1) for b in self.every_balancer
+                for m in re.finditer(r"job ([0-9a-f]+): taken over from a balancer", b.log_tail(100000))}
 
 
 def chaos(cl, t0, log):
@@ -279,6 +288,7 @@ def main():
                 problems.append((key,) + problem)
                 continue
         figures[via][status] += 1
+        rec["done"] = status == "done"
         if img is None or (img.width, img.height) != (SIZE, SIZE):
             problems.append((key, "no %dx%d image" % (SIZE, SIZE)))
             continue
@@ -314,7 +324,11 @@ def main():
     twice = {k: runs[r["body"]["seed"]] for k, r in record.items()
              if r["via"] != "facade" and runs[r["body"]["seed"]][0] > 1}
     t.check("every done websocket and jobs API job ran on a backend",
-            all(runs[r["body"]["seed"]][0] >= 1 for r in record.values() if r["via"] != "facade"))
+            all(runs[r["body"]["seed"]][0] >= 1 for r in record.values() if r["via"] != "facade" and r.get("done")))
+    taken = cl.taken_over()
+    t.check("a job ran twice on backends only when it was taken over from a dead balancer (%d ran twice, %d taken "
+            "over)" % (len(twice), len(taken)), all(record[k].get("job") in taken for k in twice),
+            {k: record[k].get("job") for k in twice if record[k].get("job") not in taken})
 
     # ------------------------------------------------------------ figures
     print("# timeline:")
@@ -333,6 +347,7 @@ def main():
     print("# jobs that ran twice on backends: %d of %d websocket and jobs API jobs (%d of those first runs "
           "were interrupted when their balancer died): %s"
           % (len(twice), N["ws"] + N["api"], sum(1 for r in twice.values() if r[1]), sorted(twice)))
+    print("# jobs taken over from a dead balancer: %d" % len(taken))
     print("# façade: %d backend runs for %d requests sent"
           % (sum(runs[r["body"]["seed"]][0] for r in record.values() if r["via"] == "facade"),
              sum(len(r["tries"]) for r in record.values() if r["via"] == "facade")))

@@ -4,10 +4,11 @@ the shipped NGINX (deploy/nginx/sdgate-postgresql.conf), killed with -9 and
 restarted one after another while 100 jobs arrive (issue 13, tests item 2;
 the guarantees are docs/cluster.md's).
 
-The marketplace: four native backends (paced: 0.3-0.8 s a job), each a
-static --backend of every balancer; three balancers (--lease-s 2, fixed
-ports, one database); NGINX in front of them; the gateway, whose one
---balancer is NGINX's balancer port. The jobs, spread over about 12 s:
+The marketplace: three balancers (--lease-s 2, fixed ports, one database);
+NGINX in front of them; four native backends (paced: 0.3-0.8 s a job) that
+register and beat through NGINX (so with whichever balancer it picks: the
+registrations are shared); the gateway, whose one --balancer is NGINX's
+balancer port. The jobs, spread over about 12 s:
 
   ws      through the gateway's websocket (4 connections)
   api     POST /v1/jobs through NGINX, each under its own Idempotency-Key,
@@ -43,13 +44,16 @@ import sdtest as t  # noqa: E402
 from wsclient import WSClient  # noqa: E402
 
 LEASE_S = 2
+PROVIDER = "cluster-chaos-provider-token"
 STEPS, SIZE = 8, 64
 BACKENDS = [("be-40", 40), ("be-60", 60), ("be-80", 80), ("be-100", 100)]  # ms per step: 0.32-0.8 s a job
 N = {"ws": 50, "api": 30, "facade": 20}
 SEED0 = {"ws": 1000, "api": 2000, "facade": 3000}
-SPREAD_S = 12.0       # the jobs of each kind arrive evenly over this
+SPREAD_S = 16.0       # the jobs of each kind arrive evenly over this
 N_CONNS = 4
-KILL_AT_S = (2.0, 5.5, 9.0)
+# NGINX leaves a balancer out for 5 s (fail_timeout) after its second failure, which comes as late as its restart:
+# kills 6 s apart leave two of the three in its rotation (closer, NGINX has moments with none: "no live upstreams")
+KILL_AT_S = (2.0, 8.0, 14.0)
 DOWN_S = 1.0
 KILL_WAIT_S = 5.0     # bound on waiting for the victim to run a job
 FACADE_TRIES = 3
@@ -71,12 +75,9 @@ class Cluster:
     def __init__(self):
         pg = t.start_postgres()
         self.db = pg.url(pg.create_database())
-        self.backends = [t.start_backend("--pace-ms-per-step", pace, "--provider", name, "--gpu-class", "l40",
-                                         name=name) for name, pace in BACKENDS]
         self.args = ["--lease-s", LEASE_S, "--trusted-proxy", "127.0.0.1", "--max-queue-per-client", 1000,
-                     "--max-attempts", 8, "--progress-interval-ms", 100]
-        for be in self.backends:
-            self.args += ["--backend", t.static_backend_arg(be.url, provider=be.name, gpu_class="l40")]
+                     "--max-attempts", 8, "--progress-interval-ms", 100, "--provider-token", PROVIDER,
+                     "--heartbeat-interval", 2]
         self.ports = [t.free_port() for _ in range(3)]
         self.starts = collections.Counter()
         self.every_balancer = []  # every balancer process started, killed ones too (their logs)
@@ -87,6 +88,9 @@ class Cluster:
         t.check("NGINX serves sdgate-postgresql.conf in front of the three balancers",
                 t.wait_until(lambda: t.request("GET", self.api + "/healthz", timeout=5).status == 200, 20),
                 self.ngx.log())
+        self.backends = [t.start_backend("--pace-ms-per-step", pace, "--provider", name, "--gpu-class", "l40",
+                                         "--balancer", self.api, "--token", PROVIDER, name=name)
+                         for name, pace in BACKENDS]
         self.gw = t.start_gateway("--balancer", self.api, "--max-jobs-per-connection", 50, port=gw_port,
                                   wait_board=True)
         self.reference = t.start_backend("--provider", "reference", name="reference")
@@ -164,10 +168,13 @@ def facade_client(cl, i, rec):
     kill cut it, up to FACADE_TRIES times. rec["tries"]: 200, "cut: ..." (the
     connection broke, or NGINX's own 502) or a balancer's other answer."""
     for _ in range(FACADE_TRIES):
+        sent = time.monotonic()
         try:
             r = t.request("POST", cl.api + "/sdapi/v1/txt2img", json_body=rec["body"], timeout=90)
         except (OSError, t.httpclient.HTTPException) as e:
             rec["tries"].append("cut: %s" % type(e).__name__)
+            rec.setdefault("cuts", []).append((sent, time.monotonic()))
+            time.sleep(0.5)
             continue
         if r.status == 200:
             rec["tries"].append(200)
@@ -178,6 +185,8 @@ def facade_client(cl, i, rec):
             rec["tries"].append(r.status)
             return
         rec["tries"].append("cut: NGINX 502")
+        rec.setdefault("cuts", []).append((sent, time.monotonic()))
+        time.sleep(0.5)
 
 
 def clients(cl, t0, record, kind, fn):
@@ -353,6 +362,10 @@ def main():
              sum(len(r["tries"]) for r in record.values() if r["via"] == "facade")))
     print("# all clients had their outcome %.1f s after the first job; wall time %.1f s"
           % (loaded_s, time.monotonic() - t0_all))
+    cuts = sorted((a - t0, b - t0, k) for k, r in record.items() for a, b in r.get("cuts", []))
+    print("# façade cuts (sent, answered, request): %s" % ", ".join("%.1f-%.1f %s" % c for c in cuts))
+    print("# NGINX had no balancer in its rotation %d times (\"no live upstreams\" in its error log)"
+          % cl.ngx.log(10 ** 7).count("no live upstreams"))
     for c in conns:
         c.close()
     cl.ngx.stop()

@@ -1578,9 +1578,10 @@ class Nginx:
                                       os.path.join(self.dir, "nginx.conf"), "-g", "daemon off;"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
 
-    def log(self):
+    def log(self, tail=3000):
+        """The last tail characters of its error log."""
         try:
-            return open(os.path.join(self.dir, "error.log")).read()[-3000:]
+            return open(os.path.join(self.dir, "error.log")).read()[-tail:]
         except OSError:
             return ""
 

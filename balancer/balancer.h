@@ -167,6 +167,7 @@ struct job {
 	json_t *images; /* once stored: [{type, bytes, width, height}] (results.c) */
 	int storing;    /* done, its images on their way to the store: readers see it running */
 	int gone;       /* its images were dropped (caps) or could not be stored: they answer 410 */
+	int unsaved;    /* its last state could not be written (the database was away): written again later */
 	json_t *error;  /* {"code", "message"} when failed */
 	/* When done: its images, decoded and checked (answer.c), until results_keep hands them to the store. */
 	struct image_files files;
@@ -229,6 +230,7 @@ struct balancer {
 	int beating;              /* a heartbeat (and its claim) in flight */
 	int fenced;               /* the others ended its membership: it stops */
 	long taken_over;          /* jobs claimed from dead balancers */
+	int unsaved;              /* jobs whose last state is not in the store yet (jobs_save_again) */
 };
 
 struct balancer *balancer_of(struct httpd *h);
@@ -318,6 +320,10 @@ int jobs_position(struct balancer *b, const struct job *j); /* 1-based, 0 if not
 int jobs_count_client(struct balancer *b, const char *client);
 /* Persists the job's current state; done as in store_save_job. */
 void jobs_save(struct balancer *b, struct job *j, store_done_fn done, void *user);
+/* Writes again, a few at a time, the jobs whose last state could not be
+ * written (a database that was down or unreachable): so that a job that
+ * finished meanwhile is not run again after a restart or a takeover. */
+void jobs_save_again(struct balancer *b);
 /* Terminal transitions: set status, timings, emit the final event, answer
  * the waiter, persist. */
 void jobs_finish_done(struct balancer *b, struct job *j, json_t *result);

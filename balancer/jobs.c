@@ -184,6 +184,8 @@ static void unlink_active(struct balancer *b, struct job *j)
 
 static void unlink_job(struct balancer *b, struct job *j)
 {
+	if (j->unsaved)
+		b->unsaved--;
 	struct job **pp = &b->table[bucket_of(j->id)];
 	while (*pp && *pp != j)
 		pp = &(*pp)->hnext;
@@ -353,9 +355,51 @@ json_t *jobs_doc(const struct job *j)
 	return d;
 }
 
+/* A write without a caller waiting: a failure leaves the job to be
+ * written again (jobs_save_again). */
+struct bg_save {
+	struct balancer *b;
+	char id[BAL_ID_LEN + 1];
+};
+
+static void mark_unsaved(struct balancer *b, struct job *j, int unsaved)
+{
+	if (j && j->unsaved != unsaved) {
+		j->unsaved = unsaved;
+		b->unsaved += unsaved ? 1 : -1;
+	}
+}
+
+static void on_bg_saved(void *user, int ok)
+{
+	struct bg_save *s = user;
+	mark_unsaved(s->b, jobs_find(s->b, s->id), !ok && !s->b->stopping);
+	free(s);
+}
+
 void jobs_save(struct balancer *b, struct job *j, store_done_fn done, void *user)
 {
+	struct bg_save *s = done ? NULL : malloc(sizeof *s);
+	if (s) {
+		s->b = b;
+		snprintf(s->id, sizeof s->id, "%s", j->id);
+		done = on_bg_saved;
+		user = s;
+	}
 	store_save_job(b->store, j->id, status_name(j->status), j->finished_unix, jobs_doc(j), done, user);
+}
+
+#define SAVE_AGAIN_MAX 16 /* jobs written again per call */
+
+void jobs_save_again(struct balancer *b)
+{
+	int n = 0;
+	for (struct job *j = b->all; j && b->unsaved > 0 && n < SAVE_AGAIN_MAX; j = j->all_next)
+		if (j->unsaved && !j->storing) {
+			mark_unsaved(b, j, 0); /* set again if this write fails too */
+			jobs_save(b, j, NULL, NULL);
+			n++;
+		}
 }
 
 static const char *placed_str(const struct job *j, const char *key)

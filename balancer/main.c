@@ -138,6 +138,8 @@ static void on_tick(struct httpd *h)
 	b->next_slow_tick = now + SLOW_TICK_S;
 	registry_tick(b, now);
 	waiters_check(b);
+	if (b->unsaved)
+		jobs_save_again(b);
 	for (struct job *j = b->active; j; j = j->act_next)
 		if (j->subs)
 			sse_keepalive(j);

@@ -74,6 +74,8 @@ static void on_kept(void *user, const struct store_kept *k)
 		log_error("job %s: its images could not be stored", j->id);
 	}
 	stored(b, j);
+	if (!k->ok) /* its document may be missing too (a database away): done, images gone */
+		jobs_save(b, j, NULL, NULL);
 }
 
 void results_keep(struct balancer *b, struct job *j)
@@ -180,10 +182,7 @@ static void guard_dispose(void *p)
 		free(st);
 }
 
-static void reply_code(h2o_req_t *req, enum sd_error e, const char *message)
-{
-	bal_reply_error(req, e, message, NULL);
-}
+static void reply_code(h2o_req_t *req, enum sd_error e, const char *message) { bal_reply_error(req, e, message, NULL); }
 
 static void start_response(struct image_stream *st)
 {

@@ -130,6 +130,11 @@ def start_together(n, url, be_arg):
                             stderr=subprocess.DEVNULL)
     hold.stdin.write(b"BEGIN; CREATE TABLE schema_migrations (version integer);\n")
     hold.stdin.flush()
+    # Only once the hold is in place (psql is slow to start on a loaded machine: balancers started
+    # before it would migrate unhindered and never wait).
+    t.check("the test's session holds schema_migrations in an open transaction", t.wait_until(
+        lambda: int(t.db_query(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'psql'"
+                                    " AND state = 'idle in transaction'")[0][0]) >= 1, timeout=30))
     runs = [t.Background(t.start_balancer, "--backend", be_arg, name="pg-together-%d" % i, db=url)
             for i in range(n)]
     waiting = t.wait_until(lambda: int(t.db_query(url, "SELECT count(*) FROM pg_stat_activity WHERE"

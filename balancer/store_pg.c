@@ -297,10 +297,15 @@ static int pg_version(struct store_conn *c)
 
 static int pg_lock(struct store_conn *c)
 {
-	return query_int(c, "SELECT 1 FROM pg_advisory_lock(" PG_MIGRATION_LOCK ")") == 1;
+	return pg_exec(c, "SET lock_timeout = 0") &&
+	       query_int(c, "SELECT 1 FROM pg_advisory_lock(" PG_MIGRATION_LOCK ")") == 1;
 }
 
-static void pg_unlock(struct store_conn *c) { query_int(c, "SELECT pg_advisory_unlock(" PG_MIGRATION_LOCK ")::int"); }
+static void pg_unlock(struct store_conn *c)
+{
+	query_int(c, "SELECT pg_advisory_unlock(" PG_MIGRATION_LOCK ")::int");
+	pg_exec(c, "RESET lock_timeout");
+}
 
 static void real_text(double v, char out[32]) { snprintf(out, 32, "%.17g", v); }
 
@@ -574,14 +579,20 @@ static double mono_now(void)
 }
 
 /* Defaults before the URL's own settings, which win (expand_dbname);
- * options: no notices (CREATE ... IF NOT EXISTS and the like), in every
- * session, a reconnected one too. */
+ * options, in every session, a reconnected one too: no notices (CREATE ...
+ * IF NOT EXISTS and the like); a session left idle inside a transaction for
+ * 1 s is ended by the server (a balancer frozen or cut off mid-batch must
+ * not hold its row locks: the others' takeover and heartbeats would wait
+ * on them), and no statement waits for a lock more than 2 s (it fails, and
+ * its task with it; the migrations' lock waits as long as it takes). */
 static const char *const CONNECT_KEYS[] = {"connect_timeout",  "keepalives",
 					   "keepalives_idle",  "keepalives_interval",
 					   "keepalives_count", "tcp_user_timeout",
 					   "application_name", "options",
 					   "dbname",           NULL};
-#define CONNECT_DEFAULTS "10", "1", "30", "10", "3", "60000", "sdgate-balancer", "-c client_min_messages=warning"
+#define CONNECT_DEFAULTS                                                                                        \
+	"10", "1", "30", "10", "3", "60000", "sdgate-balancer",                                                  \
+	"-c client_min_messages=warning -c idle_in_transaction_session_timeout=1000 -c lock_timeout=2000"
 
 static PGconn *connect_once(const char *url)
 {

@@ -262,26 +262,29 @@ static int on_job(struct httpd *h, h2o_req_t *req, const char *rest)
 		bal_reply_error(req, SDE_NOT_FOUND, "No such job (unknown, or expired)", NULL);
 		return 0;
 	}
+	api_jobs_serve(b, req, j, tail);
+	return 0;
+}
+
+void api_jobs_serve(struct balancer *b, h2o_req_t *req, struct job *j, const char *tail)
+{
 	if (httpd_method_is(req, "GET")) {
-		if (is_image)
+		if (strncmp(tail, "/images/", 8) == 0)
 			results_serve(b, req, j, tail + 8);
-		else if (is_events)
+		else if (strcmp(tail, "/events") == 0)
 			sse_open(b, req, j);
 		else
 			httpd_reply_json(req, 200, jobs_view(b, j));
-		return 0;
-	}
-	if (httpd_method_is(req, "DELETE") && !*tail) {
+	} else if (httpd_method_is(req, "DELETE") && !*tail) {
 		if (jobs_is_final(j)) {
 			bal_reply_error(req, SDE_ALREADY_FINISHED, "The job has already finished", NULL);
-			return 0;
+			return;
 		}
 		dispatch_cancel(b, j);
 		httpd_reply_json(req, 200, json_pack("{s:s,s:s}", "id", j->id, "status", "cancelled"));
-		return 0;
+	} else {
+		bal_reply_error(req, SDE_METHOD_NOT_ALLOWED, "Method Not Allowed", NULL);
 	}
-	bal_reply_error(req, SDE_METHOD_NOT_ALLOWED, "Method Not Allowed", NULL);
-	return 0;
 }
 
 const struct httpd_route API_JOBS_ROUTES[] = {

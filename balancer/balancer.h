@@ -372,6 +372,9 @@ void cluster_tick(struct balancer *b, double now);
  * here, on a shared database: 1 when it took the request (answered now or
  * once the store answers), 0 on a database of one balancer's. */
 int remote_job_request(struct balancer *b, h2o_req_t *req, const char *id, const char *tail);
+/* api_jobs.c: a held job's GET (document, "/events", "/images/N") or
+ * DELETE, tail being what follows its id in the path. */
+void api_jobs_serve(struct balancer *b, h2o_req_t *req, struct job *j, const char *tail);
 void remote_tick(struct balancer *b, double now);
 void remote_free_all(void);
 void jobs_free_all(struct balancer *b);

@@ -34,10 +34,10 @@ struct remote {
 	struct remote_guard *guard;
 	enum remote_kind kind;
 	char id[BAL_ID_LEN + 1];
-	char index[16]; /* R_IMAGE */
-	int reading;    /* a store read in flight */
-	int in_wait;    /* on the waiting list */
-	double next;    /* R_EVENTS waiting: the next read */
+	char tail[64]; /* what follows the id in the path: "", "/events", "/images/N" */
+	int reading;   /* a store read in flight */
+	int in_wait;   /* on the waiting list */
+	double next;   /* R_EVENTS waiting: the next read */
 	struct remote *next_waiting;
 };
 
@@ -75,29 +75,7 @@ static void done(struct remote *r)
 }
 
 /* The request served by a job held here now. */
-static void serve(struct remote *r, struct job *j)
-{
-	struct balancer *b = r->b;
-	switch (r->kind) {
-	case R_VIEW:
-		httpd_reply_json(r->req, 200, jobs_view(b, j));
-		break;
-	case R_EVENTS:
-		sse_open(b, r->req, j);
-		break;
-	case R_IMAGE:
-		results_serve(b, r->req, j, r->index);
-		break;
-	case R_DELETE:
-		if (jobs_is_final(j)) {
-			bal_reply_error(r->req, SDE_ALREADY_FINISHED, "The job has already finished", NULL);
-		} else {
-			dispatch_cancel(b, j);
-			httpd_reply_json(r->req, 200, json_pack("{s:s,s:s}", "id", j->id, "status", "cancelled"));
-		}
-		break;
-	}
-}
+static void serve(struct remote *r, struct job *j) { api_jobs_serve(r->b, r->req, j, r->tail); }
 
 static void read_row(struct remote *r);
 
@@ -129,7 +107,7 @@ static void on_row(void *user, int rc, json_t *rows)
 	} else if (r->kind == R_VIEW) {
 		httpd_reply_json(r->req, 200, jobs_view(b, seen));
 	} else if (r->kind == R_IMAGE) {
-		results_serve(b, r->req, seen, r->index); /* unfinished: not ready */
+		results_serve(b, r->req, seen, r->tail + 8); /* unfinished: not ready */
 	} else if (r->kind == R_DELETE) {
 		bal_reply_error(r->req, SDE_RUNNING_ELSEWHERE,
 				"The job runs on another balancer sharing this database; cancelling across "
@@ -166,15 +144,21 @@ int remote_job_request(struct balancer *b, h2o_req_t *req, const char *id, const
 		bal_reply_error(req, SDE_INTERNAL, "Out of memory", NULL);
 		return 1;
 	}
+	if (strlen(tail) >= sizeof r->tail) { /* no image index is that long */
+		free(r);
+		bal_reply_error(req, SDE_NOT_FOUND, "No such image", NULL);
+		return 1;
+	}
 	r->b = b;
 	r->req = req;
 	snprintf(r->id, sizeof r->id, "%s", id);
+	snprintf(r->tail, sizeof r->tail, "%s", tail);
 	if (httpd_method_is(req, "DELETE"))
 		r->kind = R_DELETE;
 	else if (!strcmp(tail, "/events"))
 		r->kind = R_EVENTS;
 	else if (!strncmp(tail, "/images/", 8))
-		r->kind = R_IMAGE, snprintf(r->index, sizeof r->index, "%s", tail + 8);
+		r->kind = R_IMAGE;
 	else
 		r->kind = R_VIEW;
 	r->guard = httpd_alloc_guarded(req, sizeof *r->guard, guard_dispose);

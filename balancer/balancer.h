@@ -191,6 +191,8 @@ struct job {
 	struct job *inext;                          /* the (client, Idempotency-Key) table */
 	struct job *all_prev, *all_next;
 	struct job *act_prev, *act_next; /* the unfinished jobs */
+	int shadow;           /* a copy of another balancer's job (remote.c): its events are that one's */
+	double watched_until; /* other balancers read its events until then (notices.c) */
 };
 
 struct bal_metrics {
@@ -339,6 +341,10 @@ json_t *jobs_view(struct balancer *b, const struct job *j);
 /* Events to subscribers, under the job's next id (events.h): a state event
  * (kept for readers that resume) or an update (only the latest is kept).
  * name: a static string; data is stolen. */
+/* A shadow's event as its owner numbered it (events_put); data stolen. */
+void jobs_emit_copy(struct job *j, long long id, const char *event, json_t *data, int state);
+/* Someone reads its events: a stream here, or another balancer (notices.c). */
+int jobs_has_readers(const struct job *j);
 void jobs_emit_state(struct balancer *b, struct job *j, const char *event, json_t *data);
 void jobs_emit_update(struct balancer *b, struct job *j, const char *event, json_t *data);
 /* progress {step, steps, progress, preview?} from the job's last progress;
@@ -377,12 +383,30 @@ int remote_job_request(struct balancer *b, h2o_req_t *req, const char *id, const
 void api_jobs_serve(struct balancer *b, h2o_req_t *req, struct job *j, const char *tail);
 void remote_tick(struct balancer *b, double now);
 void remote_free_all(void);
+/* notices.c hands remote.c the owner's events of a job: a "history" (its
+ * kept events) or one "event" notice, parsed; NULL: notices may have been
+ * missed (the listener reconnected). */
+void remote_on_notice(struct balancer *b, const char *kind, json_t *notice);
+
+/* notices.c: what balancers sharing a database tell each other (store.h
+ * notices; docs/cluster.md "Notices"). */
+void notices_start(struct balancer *b);
+/* Publishes {"k": kind, "from": this member, ...fields}; fields stolen. */
+void notices_send(struct balancer *b, const char *kind, json_t *fields);
+/* A job's event, published when other balancers watch the job. */
+enum notice_event { NOTICE_UPDATE, NOTICE_STATE, NOTICE_FINAL };
+void notices_job_event(struct balancer *b, const struct job *j, long long id, const char *event, const json_t *data,
+		       enum notice_event kind);
+/* The events a watcher needs first: the job's kept ones, as one notice. */
+void notices_job_history(struct balancer *b, struct job *j);
 void jobs_free_all(struct balancer *b);
 int jobs_is_final(const struct job *j);
 
 /* dispatch.c */
 void dispatch_schedule(struct balancer *b);
 void dispatch_cancel(struct balancer *b, struct job *j);
+/* Another balancer gave back backend `key`'s slot (notices.c). */
+void dispatch_slot_freed(struct balancer *b, const char *key, int slot);
 /* A façade client's interrupt (skip 0) or skip (1), as A1111's: see dispatch.c. */
 void dispatch_interrupt(struct balancer *b, struct job *j, int skip);
 void dispatch_tick(struct balancer *b, double now);
@@ -413,6 +437,9 @@ void sse_open(struct balancer *b, h2o_req_t *req, struct job *j);
 void sse_send(struct sse *s, long long id, const char *event, const json_t *data);
 struct sse *sse_next(struct sse *s);
 void sse_close_all(struct job *j); /* after the final event */
+/* from's streams go on from to (a shadow's, when its job came here or
+ * finished): each from the last event it got, as a resuming reader. */
+void sse_move_all(struct balancer *b, struct job *from, struct job *to);
 void sse_keepalive(struct job *j);
 
 /* intake.c: a txt2img body (+ hints) → a new job, or the error to answer. */

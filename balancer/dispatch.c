@@ -50,6 +50,7 @@ static size_t answer_cap(const struct job *j, size_t request_len)
 }
 
 static void promote(struct balancer *b, struct bk *k, int slot);
+static void lease_return(struct balancer *b, const char *key, int slot);
 static void requeue_behind(struct balancer *b, struct bk *k, int slot);
 
 /* The slot of k where j runs, or -1 (queued, or waiting behind another). */
@@ -377,7 +378,7 @@ static void on_poll(const struct fetch_result *r, void *user)
 			j->preview_type = j->preview ? ap.preview_type : NULL;
 			j->next_preview = bal_now() + b->cfg.preview_interval_ms / 1000.0;
 		}
-		if (changed && j->subs)
+		if (changed && jobs_has_readers(j))
 			jobs_emit_update(b, j, "progress", jobs_progress_data(j, fresh));
 	}
 	json_decref(p);
@@ -504,7 +505,7 @@ static void on_lease(void *user, int r, json_t *rows)
 		if (j && !jobs_is_final(j) && !j->bk && !j->in_queue)
 			jobs_enqueue(b, j, 1);
 		if (r == 1 && !(k && (k->jobs[slot] || k->leased[slot])))
-			store_release_slot(b->store, q->key, slot);
+			lease_return(b, q->key, slot);
 		b->reschedule = 1;
 		free(q);
 		return;
@@ -518,7 +519,7 @@ static void on_lease(void *user, int r, json_t *rows)
 		start(b, j, k, q->switch_s, -1, slot);
 	} else {
 		if (r == 1)
-			k->leased[slot] = 0, store_release_slot(b->store, k->key, slot);
+			k->leased[slot] = 0, lease_return(b, k->key, slot);
 		else
 			k->held_until[slot] = bal_now() + q->hold_s;
 		if (!jobs_is_final(j))
@@ -526,6 +527,23 @@ static void on_lease(void *user, int r, json_t *rows)
 	}
 	b->reschedule = 1;
 	free(q);
+}
+
+/* A slot's lease given back, and the other balancers told (notices.c): one
+ * that was refused it asks again now. */
+static void lease_return(struct balancer *b, const char *key, int slot)
+{
+	store_release_slot(b->store, key, slot);
+	notices_send(b, "slot", json_pack("{s:s,s:i}", "backend", key, "slot", slot));
+}
+
+void dispatch_slot_freed(struct balancer *b, const char *key, int slot)
+{
+	struct bk *k = registry_find_url(b, key);
+	if (!k || slot < 0 || slot >= BAL_MAX_SLOTS || k->held_until[slot] <= bal_now())
+		return;
+	k->held_until[slot] = 0;
+	dispatch_schedule(b);
 }
 
 /* Starts j on k now (0), or asks for the slot's lease first (1). A slot
@@ -570,7 +588,7 @@ static void give_back(struct balancer *b, struct bk *k)
 		if (k->leased[s] && !k->jobs[s] && !k->behind[s] && !k->leasing[s] &&
 		    !(b->queued > 0 && now - k->leased_since[s] < b->cfg.lease_s / 4 && now - k->freed_at[s] < 0.1)) {
 			k->leased[s] = 0;
-			store_release_slot(b->store, k->key, s);
+			lease_return(b, k->key, s);
 		}
 }
 
@@ -674,7 +692,7 @@ static void send_positions(struct balancer *b)
 	int pos = 0;
 	for (struct job *j = b->qhead; j; j = j->qnext) {
 		pos++;
-		if (j->subs && j->last_position != pos) {
+		if (jobs_has_readers(j) && j->last_position != pos) {
 			j->last_position = pos;
 			jobs_emit_update(b, j, "queued", json_pack("{s:i}", "position", pos));
 		}

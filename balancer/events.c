@@ -53,6 +53,27 @@ long long events_add_update(struct job_events *h, const char *name, json_t *data
 	return id;
 }
 
+int events_put(struct job_events *h, long long id, const char *name, json_t *data, int state)
+{
+	if (id <= h->last_id || id > BAL_EVENTS_MAX_ID)
+		return 0;
+	h->last_id = id - 1;
+	if (state)
+		events_add_state(h, name, data);
+	else
+		events_add_update(h, name, data);
+	return 1;
+}
+
+const char *events_name(const char *name)
+{
+	static const char *const names[] = {"queued", "assigned", "progress", "done", "failed", "cancelled"};
+	for (size_t i = 0; name && i < sizeof names / sizeof names[0]; i++)
+		if (!strcmp(name, names[i]))
+			return names[i];
+	return NULL;
+}
+
 void events_clear(struct job_events *h)
 {
 	for (int i = 0; i < h->n_state; i++)

@@ -48,6 +48,13 @@ struct job_events {
  * history takes a reference of its own); name must be static. */
 long long events_add_state(struct job_events *h, const char *name, json_t *data);
 long long events_add_update(struct job_events *h, const char *name, json_t *data);
+/* A copy of another balancer's job (remote.c) records that balancer's
+ * events under their own ids: one above last_id is kept as a state event
+ * (state 1) or an update (0) and returns 1; any other is old and ignored
+ * (0). name must be static (events_name). */
+int events_put(struct job_events *h, long long id, const char *name, json_t *data, int state);
+/* The static name of a job event named `name`, or NULL if no job event is. */
+const char *events_name(const char *name);
 /* The next id, for an event that is not kept (the final one). */
 long long events_reserve(struct job_events *h);
 /* Forgets every kept event (a finished job's); the ids go on. */

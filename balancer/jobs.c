@@ -452,13 +452,27 @@ static void emit(struct job *j, long long id, const char *event, json_t *data)
 
 void jobs_emit_state(struct balancer *b, struct job *j, const char *event, json_t *data)
 {
-	emit(j, events_add_state(&j->events, event, data), event, data);
+	long long id = events_add_state(&j->events, event, data);
+	notices_job_event(b, j, id, event, data, NOTICE_STATE);
+	emit(j, id, event, data);
 }
 
 void jobs_emit_update(struct balancer *b, struct job *j, const char *event, json_t *data)
 {
-	emit(j, events_add_update(&j->events, event, data), event, data);
+	long long id = events_add_update(&j->events, event, data);
+	notices_job_event(b, j, id, event, data, NOTICE_UPDATE);
+	emit(j, id, event, data);
 }
+
+void jobs_emit_copy(struct job *j, long long id, const char *event, json_t *data, int state)
+{
+	if (events_put(&j->events, id, event, data, state))
+		emit(j, id, event, data);
+	else
+		json_decref(data);
+}
+
+int jobs_has_readers(const struct job *j) { return j->subs || j->watched_until > bal_now(); }
 
 json_t *jobs_progress_data(const struct job *j, int with_preview)
 {
@@ -472,6 +486,8 @@ json_t *jobs_progress_data(const struct job *j, int with_preview)
 
 void jobs_refresh_events(struct balancer *b, struct job *j)
 {
+	if (j->shadow) /* its events come from the balancer that runs it */
+		return;
 	const json_t *last = j->events.update.data;
 	if (j->status == JOB_QUEUED) {
 		int pos = jobs_position(b, j);
@@ -518,6 +534,7 @@ void jobs_announce_final(struct balancer *b, struct job *j)
 	json_t *data;
 	events_clear(&j->events); /* a finished job answers only its final event */
 	jobs_final_event(b, j, &event, &data);
+	notices_job_event(b, j, j->events.last_id, event, data, NOTICE_FINAL);
 	emit(j, j->events.last_id, event, data);
 	sse_close_all(j);
 }
@@ -543,8 +560,8 @@ static void finish(struct balancer *b, struct job *j, enum job_status status)
 		return;
 	}
 	waiter_finish(b, j);
+	jobs_save(b, j, NULL, NULL); /* before the final event's notice (notices.c): readers elsewhere read the row */
 	jobs_announce_final(b, j);
-	jobs_save(b, j, NULL, NULL);
 }
 
 void jobs_finish_done(struct balancer *b, struct job *j, json_t *result)

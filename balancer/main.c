@@ -382,6 +382,7 @@ int main(int argc, char **argv)
 	}
 	store_load_backends(b->store, load_backend, b);
 	jobs_load(b);
+	notices_start(b);
 	httpd_set_tick(b->httpd, on_tick);
 	char db[512];
 	store_db_label(b->cfg.db, db, sizeof db);
@@ -400,6 +401,7 @@ out:
 		sse_close_all(j);
 		waiter_shutdown(j);
 	}
+	remote_free_all(); /* the streams of other balancers' jobs too */
 	dispatch_drop_fetches(b);
 	fetcher_free(b->fetcher);
 	b->fetcher = NULL; /* fetch_start on NULL fails; nothing may start one now */
@@ -409,7 +411,6 @@ out:
 	b->store = NULL; /* what the last turn delivers may not use it (store.h: NULL is refused) */
 	if (b->httpd)
 		h2o_evloop_run(httpd_loop(b->httpd), 0);
-	remote_free_all();
 	httpd_free(b->httpd);
 	registry_free_all(b);
 	jobs_free_all(b);

@@ -44,7 +44,7 @@ static void stored(struct balancer *b, struct job *j)
 	waiter_finish(b, j);
 	json_decref(j->reply); /* its client hung up meanwhile: not kept in memory */
 	j->reply = NULL;
-	if (j->subs) /* a façade job usually has no reader: its final event is not even built */
+	if (jobs_has_readers(j)) /* a façade job usually has none: its final event is not even built */
 		jobs_announce_final(b, j);
 	else
 		events_clear(&j->events); /* a finished job answers only its final event */

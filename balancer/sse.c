@@ -30,6 +30,7 @@ struct sse {
 	size_t plen, pcap;
 	int sending, closing, ended;
 	double last_send;
+	long long last_id; /* the last event's id sent */
 };
 
 static void detach(struct sse *s)
@@ -110,6 +111,7 @@ void sse_send(struct sse *s, long long id, const char *event, const json_t *data
 		return;
 	char head[96];
 	int n = snprintf(head, sizeof head, "id: %lld\nevent: %s\ndata: ", id, event);
+	s->last_id = id;
 	append(s, head, (size_t)n);
 	append(s, text, strlen(text)); /* compact JSON has no newline */
 	append(s, "\n\n", 2);
@@ -142,6 +144,8 @@ static void reply_no_content(h2o_req_t *req)
 
 static void replay_one(void *user, const struct job_event *e) { sse_send(user, e->id, e->name, e->data); }
 
+static void feed(struct balancer *b, struct sse *s, struct job *j, int resuming, long long after);
+
 void sse_open(struct balancer *b, h2o_req_t *req, struct job *j)
 {
 	long long after = 0;
@@ -167,7 +171,15 @@ void sse_open(struct balancer *b, h2o_req_t *req, struct job *j)
 	int n = snprintf(retry, sizeof retry, "retry: %d\n\n", SSE_RETRY_MS);
 	append(s, retry, (size_t)n);
 
-	if (final) { /* all a finished job answers, whatever the reader had */
+	feed(b, s, j, resuming, after);
+}
+
+/* What a stream gets from job j from now on: a finished job's final event
+ * and the end; else what it missed after `after` (resuming, when the kept
+ * events cover it) or the current state, then the live events. */
+static void feed(struct balancer *b, struct sse *s, struct job *j, int resuming, long long after)
+{
+	if (jobs_is_final(j) && !j->storing) { /* all a finished job answers, whatever the reader had */
 		const char *event;
 		json_t *data;
 		jobs_final_event(b, j, &event, &data);
@@ -182,8 +194,20 @@ void sse_open(struct balancer *b, h2o_req_t *req, struct job *j)
 	if (!resuming || !events_resumable(&j->events, after))
 		after = events_current(&j->events);
 	events_replay(&j->events, after, replay_one, s);
+	s->job = j;
 	s->next = j->subs;
 	j->subs = s;
+}
+
+void sse_move_all(struct balancer *b, struct job *from, struct job *to)
+{
+	while (from->subs) {
+		struct sse *s = from->subs;
+		from->subs = s->next;
+		s->next = NULL;
+		s->job = NULL;
+		feed(b, s, to, 1, s->last_id);
+	}
 }
 
 void sse_close_all(struct job *j)

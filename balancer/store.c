@@ -23,11 +23,13 @@
 #include "log.h"
 #include "store_engine.h"
 
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 enum task_kind {
 	SAVE_JOB,
@@ -43,7 +45,8 @@ enum task_kind {
 	TOUCH_BACKEND,
 	LIST_BACKENDS,
 	LEASE_SLOT,
-	RELEASE_SLOT
+	RELEASE_SLOT,
+	NOTIFY
 };
 
 #define BATCH_MAX 64
@@ -60,6 +63,9 @@ struct store {
 	_Atomic long long evicted; /* results dropped by the caps */
 	char member[STORE_ID_MAX]; /* a shared database's member ("": none yet) */
 	int joined;                /* its first heartbeat went through */
+	char *db;                  /* what --db named: the listener connects to it too */
+	struct httpd *h;
+	struct listener *listener; /* store_listen's thread, or NULL */
 };
 
 struct store_task {
@@ -89,6 +95,7 @@ struct store_task {
 	unsigned char *buf;
 	size_t cap, len;
 	store_read_fn read;
+	char *text; /* NOTIFY: the payload */
 };
 
 static int exec(struct store *s, const char *sql) { return s->e->exec(s->c, sql); }
@@ -226,7 +233,8 @@ struct store *store_open(const char *db, double wait_s, long long max_bytes, lon
 	s->max_per_client = max_bytes_per_client;
 	pthread_mutex_init(&s->lock, NULL);
 	s->c = store_is_url(db) ? store_pg_open(db, wait_s, &s->e) : store_sqlite_open(db, &s->e);
-	if (!s->c || migrate(s, label) != 0 || (s->e->ready && !s->e->ready(s->c)))
+	s->db = strdup(db);
+	if (!s->c || !s->db || migrate(s, label) != 0 || (s->e->ready && !s->e->ready(s->c)))
 		goto fail;
 	s->bytes = s->e->total_bytes(s->c);
 	if (s->bytes < 0)
@@ -236,11 +244,13 @@ fail:
 	if (s->c)
 		s->e->close(s->c);
 	pthread_mutex_destroy(&s->lock);
+	free(s->db);
 	free(s);
 	return NULL;
 }
 
 static void task_run(struct lane_task *lt);
+static void listener_stop(struct store *s);
 
 static void batch_begin(void *ctx)
 {
@@ -271,6 +281,7 @@ static void batch_end(void *ctx, struct lane_task *tasks)
 int store_start(struct store *s, struct httpd *h)
 {
 	struct lane_batch batch = {batch_begin, batch_end, s, BATCH_MAX};
+	s->h = h;
 	s->lane = lane_new_batched(h, "store", &batch);
 	return s->lane ? 0 : -1;
 }
@@ -279,9 +290,11 @@ void store_close(struct store *s)
 {
 	if (!s)
 		return;
+	listener_stop(s);
 	lane_drain_and_free(s->lane);
 	s->e->close(s->c);
 	pthread_mutex_destroy(&s->lock);
+	free(s->db);
 	free(s);
 }
 
@@ -468,6 +481,9 @@ static void task_run(struct lane_task *lt)
 	case RELEASE_SLOT:
 		run_shared(s, t);
 		break;
+	case NOTIFY:
+		t->ok = s->e->notify(s->c, t->text);
+		break;
 	}
 }
 
@@ -496,6 +512,7 @@ static void task_done(struct httpd *h, struct lane_task *lt)
 	image_files_free(&t->images);
 	json_decref(t->meta);
 	json_decref(t->evicted);
+	free(t->text);
 	free(t);
 }
 
@@ -715,4 +732,132 @@ void store_release_slot(struct store *s, const char *backend, int slot)
 	snprintf(t->key, sizeof t->key, "%s", backend);
 	t->slot = slot;
 	lane_submit(s->lane, &t->base);
+}
+
+void store_notify(struct store *s, const char *payload)
+{
+	size_t len = strlen(payload);
+	if (len > STORE_NOTICE_MAX) {
+		log_warn("db: a notice of %zu bytes is over %d; not sent", len, STORE_NOTICE_MAX);
+		return;
+	}
+	struct store_task *t = store_shared(s) ? task_new(s, NOTIFY, NULL) : NULL;
+	if (!t)
+		return;
+	t->text = strdup(payload);
+	if (!t->text) {
+		free(t);
+		return;
+	}
+	lane_submit(s->lane, &t->base);
+}
+
+/* The listener: a thread that waits on its own connection for notices and
+ * posts each to the loop thread. */
+struct listener {
+	struct store *s;
+	store_notice_fn fn;
+	void *user;
+	pthread_t thread;
+	int stop[2]; /* a pipe: written to stop the thread */
+};
+
+#define LISTEN_RETRY_MS 2000
+#define LISTEN_WAIT_MS 10000
+
+struct notice_msg {
+	struct httpd_msg msg; /* first */
+	store_notice_fn fn;   /* copies: the listener may be gone when it is delivered */
+	void *user;
+	int reconnected; /* NULL to fn: notices may have been missed */
+	char text[];
+};
+
+static void notice_deliver(struct httpd *h, struct httpd_msg *m)
+{
+	(void)h;
+	struct notice_msg *n = (struct notice_msg *)m;
+	n->fn(n->user, n->reconnected ? NULL : n->text);
+	free(n);
+}
+
+static void notice_post(struct listener *l, const char *payload)
+{
+	size_t len = payload ? strlen(payload) : 0;
+	struct notice_msg *n = calloc(1, sizeof *n + len + 1);
+	if (!n)
+		return;
+	n->msg.fn = notice_deliver;
+	n->fn = l->fn;
+	n->user = l->user;
+	n->reconnected = payload == NULL;
+	if (payload)
+		memcpy(n->text, payload, len);
+	httpd_post(l->s->h, &n->msg);
+}
+
+static void on_notice_thread(const char *payload, void *user) { notice_post(user, payload); }
+
+static void *listener_main(void *arg)
+{
+	struct listener *l = arg;
+	const struct store_engine *e = l->s->e;
+	int logged = 0;
+	for (;;) {
+		struct store_listener *c = e->listen_open(l->s->db, !logged);
+		if (c) {
+			logged = 0;
+			notice_post(l, NULL);
+			int r;
+			while ((r = e->listen_wait(c, l->stop[0], LISTEN_WAIT_MS, on_notice_thread, l)) > 0)
+				;
+			e->listen_close(c);
+			if (r == 0)
+				return NULL;
+		}
+		logged = 1;
+		struct pollfd p = {l->stop[0], POLLIN, 0};
+		if (poll(&p, 1, LISTEN_RETRY_MS) > 0)
+			return NULL;
+	}
+}
+
+int store_listen(struct store *s, store_notice_fn fn, void *user)
+{
+	if (!store_shared(s) || !s->h || s->listener)
+		return -1;
+	struct listener *l = calloc(1, sizeof *l);
+	if (!l)
+		return -1;
+	l->s = s;
+	l->fn = fn;
+	l->user = user;
+	if (pipe(l->stop) != 0) {
+		free(l);
+		return -1;
+	}
+	if (pthread_create(&l->thread, NULL, listener_main, l) != 0) {
+		close(l->stop[0]);
+		close(l->stop[1]);
+		free(l);
+		return -1;
+	}
+	s->listener = l;
+	return 0;
+}
+
+/* Stops the listener's thread; the notices it posted are delivered by the
+ * loop's next turn. */
+static void listener_stop(struct store *s)
+{
+	struct listener *l = s->listener;
+	if (!l)
+		return;
+	ssize_t w = write(l->stop[1], "x", 1);
+	(void)w;
+	pthread_join(l->thread, NULL);
+	close(l->stop[0]);
+	close(l->stop[1]);
+	free(l);
+	s->listener = NULL;
 }

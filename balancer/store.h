@@ -139,6 +139,23 @@ void store_lease_slot(struct store *s, const char *backend, int slot, double dea
 		      void *user);
 void store_release_slot(struct store *s, const char *backend, int slot);
 
+/* Notices between the members of a shared database (PostgreSQL's
+ * LISTEN/NOTIFY, one channel per database). store_notify publishes payload
+ * (text, at most STORE_NOTICE_MAX bytes; longer is dropped and logged) when
+ * the batch it joins commits, so that a notice never arrives before a
+ * write this member submitted before it. store_listen starts a thread with
+ * a connection of its own: fn runs on the loop thread for every notice any
+ * member publishes (this one's too), each member's in the order they
+ * committed; and with NULL once the listener (re)connected, after which
+ * notices published while it was away are lost: a member reads again what
+ * it waits for. A lost connection is tried again every few seconds; notices
+ * cost nothing while nobody publishes. Neither does anything on a store
+ * that is not shared (store_listen returns -1). */
+#define STORE_NOTICE_MAX 7900
+void store_notify(struct store *s, const char *payload);
+typedef void (*store_notice_fn)(void *user, const char *payload);
+int store_listen(struct store *s, store_notice_fn fn, void *user);
+
 /* Gauges, any thread: bytes of images kept, results dropped by the caps. */
 long long store_results_bytes(const struct store *s);
 long long store_results_evicted(const struct store *s);

@@ -16,7 +16,8 @@
 
 #define STORE_ID_MAX 80 /* bytes of a job id, with its NUL */
 
-struct store_conn; /* an engine's connection and statements */
+struct store_conn;     /* an engine's connection and statements */
+struct store_listener; /* a connection that waits for notices */
 
 /* A loaded row: its document's text (borrowed) and, for a job, whether any
  * of its images are kept (0 for a backend). */
@@ -108,6 +109,17 @@ struct store_engine {
 	 * failure. */
 	int (*slot)(struct store_conn *c, int lease, const char *backend, int slot, const char *member,
 		    double dead_after_s);
+	/* Notices (store.h): publishes payload when the transaction commits
+	 * (at once outside one): 1, 0 on failure. */
+	int (*notify)(struct store_conn *c, const char *payload);
+	/* A connection of its own that listens for notices: NULL on failure
+	 * (logged only when log_failure). Wait runs fn for each notice that
+	 * came, waiting up to timeout_ms for one: 1, 0 when stop_fd became
+	 * readable, -1 when the connection was lost (logged). */
+	struct store_listener *(*listen_open)(const char *db, int log_failure);
+	int (*listen_wait)(struct store_listener *l, int stop_fd, int timeout_ms,
+			   void (*fn)(const char *payload, void *user), void *user);
+	void (*listen_close)(struct store_listener *l);
 };
 
 /* Open: the engine and its connection, NULL with the reason logged. */

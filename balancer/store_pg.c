@@ -21,7 +21,9 @@
 #include "store.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +34,8 @@
 #define PG_RETRY_MAX_S 4.0    /* ... up to 4 s between tries */
 /* The migrations' lock (pg_advisory_lock): one key for sdgate-balancer. */
 #define PG_MIGRATION_LOCK "7310293695874560001"
+/* The notices' channel (store.h): one per database. */
+#define PG_CHANNEL "sdgate"
 
 enum stmt_kind {
 	Q_SAVE_JOB,
@@ -56,6 +60,7 @@ enum stmt_kind {
 	Q_LIST_BACKENDS,
 	Q_LEASE_SLOT,
 	Q_RELEASE_SLOT,
+	Q_NOTIFY,
 	N_STMTS
 };
 
@@ -108,6 +113,7 @@ static const char *const SQL[N_STMTS] = {
 			 " (SELECT 1 FROM balancers m WHERE m.id = slot_leases.holder AND m.heartbeat_at >="
 			 " now() - make_interval(secs => $4::float8))",
 	[Q_RELEASE_SLOT] = "UPDATE slot_leases SET holder = NULL WHERE backend = $1 AND slot = $2 AND holder = $3",
+	[Q_NOTIFY] = "SELECT pg_notify('" PG_CHANNEL "', $1)",
 };
 
 /* Version 1. Later versions (active-active: a job's owner and lease,
@@ -534,6 +540,76 @@ static int pg_load_backends(struct store_conn *c, store_row_fn row, void *user)
 	return load(c, "SELECT doc, false FROM backends ORDER BY saved", row, user);
 }
 
+static int pg_notify(struct store_conn *c, const char *payload)
+{
+	const char *v[] = {payload};
+	return run_ok(c, Q_NOTIFY, 1, v);
+}
+
+static PGconn *connect_once(const char *url);
+static void on_notice(void *arg, const char *message);
+
+/* The listener: a connection of its own, LISTENing, read when its socket
+ * is; a dead server is found by the keepalives (CONNECT_DEFAULTS). */
+struct store_listener {
+	struct store_conn c; /* its label, for on_notice */
+};
+
+static void pg_listen_close(struct store_listener *l)
+{
+	if (!l)
+		return;
+	PQfinish(l->c.pg);
+	free(l);
+}
+
+static struct store_listener *pg_listen_open(const char *db, int log_failure)
+{
+	struct store_listener *l = calloc(1, sizeof *l);
+	if (!l)
+		return NULL;
+	store_db_label(db, l->c.label, sizeof l->c.label);
+	l->c.pg = connect_once(db);
+	PGresult *r = NULL;
+	if (l->c.pg && PQstatus(l->c.pg) == CONNECTION_OK) {
+		PQsetNoticeProcessor(l->c.pg, on_notice, &l->c);
+		r = PQexec(l->c.pg, "LISTEN " PG_CHANNEL);
+	}
+	if (!result_ok(r)) {
+		if (log_failure)
+			log_error("db %s: cannot listen for the other balancers' notices (%.*s); trying again",
+				  l->c.label, FIRST_LINE(l->c.pg ? PQerrorMessage(l->c.pg) : "out of memory"));
+		PQclear(r);
+		pg_listen_close(l);
+		return NULL;
+	}
+	PQclear(r);
+	log_info("db %s: listening for the other balancers' notices", l->c.label);
+	return l;
+}
+
+static int pg_listen_wait(struct store_listener *l, int stop_fd, int timeout_ms,
+			  void (*fn)(const char *payload, void *user), void *user)
+{
+	struct pollfd p[2] = {{PQsocket(l->c.pg), POLLIN, 0}, {stop_fd, POLLIN, 0}};
+	int n = poll(p, 2, timeout_ms);
+	if (n < 0 && errno != EINTR)
+		return -1;
+	if (n > 0 && p[1].revents)
+		return 0;
+	if (n > 0 && p[0].revents && !PQconsumeInput(l->c.pg)) {
+		log_error("db %s: the notices' connection was lost (%.*s); reconnecting", l->c.label,
+			  FIRST_LINE(PQerrorMessage(l->c.pg)));
+		return -1;
+	}
+	PGnotify *note;
+	while ((note = PQnotifies(l->c.pg)) != NULL) {
+		fn(note->extra, user);
+		PQfreemem(note);
+	}
+	return 1;
+}
+
 static const struct store_engine PG_ENGINE = {
 	.name = "postgresql",
 	.migrations = MIGRATIONS,
@@ -563,6 +639,10 @@ static const struct store_engine PG_ENGINE = {
 	.touch_backend = pg_touch_backend,
 	.list_backends = pg_list_backends,
 	.slot = pg_slot,
+	.notify = pg_notify,
+	.listen_open = pg_listen_open,
+	.listen_wait = pg_listen_wait,
+	.listen_close = pg_listen_close,
 };
 
 static void on_notice(void *arg, const char *message)

@@ -132,7 +132,7 @@ static void watch(struct shadow *sh)
 static struct shadow *shadow_find(const char *id)
 {
 	for (struct shadow *sh = shadows; sh; sh = sh->next)
-		if (!strcmp(sh->job->id, id))
+		if (!sh->freeing && !strcmp(sh->job->id, id))
 			return sh;
 	return NULL;
 }
@@ -482,7 +482,7 @@ void remote_on_notice(struct balancer *b, const char *kind, json_t *n)
 	}
 	const char *id = json_string_value(json_object_get(n, "job"));
 	struct shadow *sh = id ? shadow_find(id) : NULL;
-	if (!sh || sh->freeing)
+	if (!sh)
 		return;
 	if (!strcmp(kind, "history"))
 		on_history(sh, n);

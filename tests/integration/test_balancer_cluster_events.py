@@ -74,7 +74,7 @@ def main():
     ev = event(es_b, "queued", 10)
     t.check("B's stream of A's queued job: `queued` with its position",
             ev is not None and isinstance(ev[1], dict) and ev[1].get("position") == 1, es_b.names())
-    t.check("B's stream gets `assigned` once A starts it", es_b.wait_event("assigned", 15) is not None, es_b.names())
+    t.check("B's stream gets `assigned` once A starts it", es_b.wait_event("assigned", 15), es_b.names())
     prog = event(es_b, "progress", 10)
     t.check("…and its progress while it runs", prog is not None, es_b.names())
     done = t.wait_job(A.url, jid, timeout=60)
@@ -83,7 +83,7 @@ def main():
     t.check("the job is done on A", (done or {}).get("status") == "done", done)
     t.check("…the first progress event reached B's reader well before the job was done (live, not at the end)",
             prog is not None and t_done - t_prog > 0.5, round(t_done - t_prog, 2))
-    t.check("B's stream ends with `done`", es_b.wait_event("done", 15) is not None and es_b.wait_end(10),
+    t.check("B's stream ends with `done`", es_b.wait_event("done", 15) and es_b.wait_end(10),
             es_b.names())
     es_a.wait_end(10)
     n_prog = sum(1 for n, _, _ in es_b.events if n == "progress")
@@ -110,14 +110,14 @@ def main():
                          headers={"Last-Event-ID": assigned_id or "0"})
     es_q = t.EventStream(C.url + "/v1/jobs/%s/events" % jid, timeout=60,
                          headers={"Last-Event-ID": queued_id or "0"})
-    t.check("resumed on C after `assigned`: the rest, up to `done`", es_c.wait_event("done", 30) is not None,
+    t.check("resumed on C after `assigned`: the rest, up to `done`", es_c.wait_event("done", 30),
             es_c.names())
     t.check("…without `queued` or `assigned` again", "queued" not in es_c.names() and
             "assigned" not in es_c.names(), es_c.names())
     t.check("…ids above the one it resumed from",
             assigned_id and all(int(i) > int(assigned_id) for i in es_c.ids if i), (assigned_id, es_c.ids))
     t.check("resumed on C after `queued`: `assigned` first, no `queued` again",
-            es_q.wait_event("done", 30) is not None and es_q.names()[:1] == ["assigned"]
+            es_q.wait_event("done", 30) and es_q.names()[:1] == ["assigned"]
             and "queued" not in es_q.names(), es_q.names())
     final_id = es_c.ids[-1] if es_c.ids else "0"
     r = t.request("GET", C.url + "/v1/jobs/%s/events" % jid, headers={"Last-Event-ID": final_id})
@@ -146,7 +146,7 @@ def main():
             (t.get_job(A.url, running) or {}).get("status") == "cancelled"
             and t.db_query(url, "SELECT status FROM jobs WHERE id = ?", (running,))[0][0] == "cancelled",
             t.get_job(A.url, running))
-    t.check("…B's stream of it ends with `cancelled`", es_b.wait_event("cancelled", 10) is not None
+    t.check("…B's stream of it ends with `cancelled`", es_b.wait_event("cancelled", 10)
             and es_b.wait_end(10), es_b.names())
     es_b.close()
     nxt = t.submit_job(B.url, body(7, steps=4))

@@ -351,7 +351,7 @@ static int read_held(struct image_stream *st)
 		return 0;
 	const struct image_file *f = &j->files.v[st->n];
 	size_t len = 0;
-	if (st->sent >= 0 && (size_t)st->sent < f->len) {
+	if ((size_t)st->sent < f->len) {
 		len = f->len - (size_t)st->sent;
 		len = len < sizeof st->buf ? len : sizeof st->buf;
 		memcpy(st->buf, f->data + st->sent, len);

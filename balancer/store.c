@@ -403,8 +403,9 @@ static void run_shared(struct store *s, struct store_task *t)
 }
 
 /* The result's images, the evictions and the job's document, all or none;
- * if the images cannot be stored, the document still is (its images then
- * answer 410). Runs again as it is if its batch fails to commit. */
+ * if the images cannot be stored, the document still is (the images go
+ * back to the caller: store_kept). Runs again as it is if its batch fails
+ * to commit. */
 static void put_result(struct store *s, struct store_task *t)
 {
 	long long was = s->bytes;

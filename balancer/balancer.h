@@ -169,9 +169,10 @@ struct job {
 	int storing;    /* done, its images on their way to the store: readers see it running */
 	int gone;       /* its images were dropped (caps) or could not be stored: they answer 410 */
 	int unsaved;    /* its last state could not be written (the database was away): written again later */
-	long long unstored; /* bytes of its images that the store could not take: held (files), stored again
-			       with its state (counted in balancer.unstored) */
 	json_t *error;  /* {"code", "message"} when failed */
+	/* Bytes of its images that the store could not take: held (files) and
+	 * stored again with its state (counted in balancer.unstored). */
+	long long unstored;
 	/* When done: its images, decoded and checked (answer.c), until results_keep hands them to the store;
 	 * again while the store could not take them (unstored). */
 	struct image_files files;

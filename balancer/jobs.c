@@ -410,8 +410,8 @@ void jobs_save_again(struct balancer *b)
 	for (struct job *j = b->all; j && b->unsaved > 0 && n < SAVE_AGAIN_MAX; j = j->all_next)
 		if (j->unsaved && !j->storing) {
 			mark_unsaved(b, j, 0); /* set again if this write fails too */
-			if (j->unstored) /* its images with it */
-				results_keep_again(b, j);
+			if (j->unstored)
+				results_keep_again(b, j); /* its held images with it */
 			else
 				jobs_save(b, j, NULL, NULL);
 			n++;

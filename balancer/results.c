@@ -106,8 +106,8 @@ static int hold(struct balancer *b, struct job *j, struct image_files *images)
 	*images = (struct image_files){NULL, 0};
 	j->unstored = bytes;
 	b->unstored += bytes;
-	log_warn("job %s: its images could not be stored; %lld bytes held in memory until the database answers",
-		 j->id, bytes);
+	log_warn("job %s: its images could not be stored; %lld bytes held in memory until the database answers", j->id,
+		 bytes);
 	return 1;
 }
 

@@ -85,8 +85,9 @@ struct store_kept {
 	json_t *meta;    /* borrowed: [{type, bytes, width, height}] per image (all of them only when ok) */
 	json_t *evicted; /* borrowed: ids of the jobs whose results were dropped (may include this
 			    one, when it alone passes a bound) */
-	struct image_files *images; /* ok = 0: the images handed in, which done may take (moving
-				       them out, leaving it empty) to try again; freed after done */
+	/* ok = 0: the images handed in, which done may take (moving them out,
+	 * leaving it empty) to try again; freed after done. */
+	struct image_files *images;
 };
 typedef void (*store_kept_fn)(void *user, const struct store_kept *k);
 void store_put_result(struct store *s, const struct store_result *r, store_kept_fn done, void *user);

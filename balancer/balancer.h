@@ -39,6 +39,7 @@
 #define BAL_SECRET_HEX 64                /* hex chars of a registration's secret and call token */
 #define BAL_MAX_INFO (64u << 10)         /* a kept result's info (JSON text) */
 #define BAL_IMAGE_CHUNK (256u << 10)     /* GET /v1/jobs/{id}/images/{n}: bytes read from the store at a time */
+#define BAL_MAX_UNSTORED (256u << 20)    /* images held in memory while the database is away (results.c) */
 #define BAL_CAPS_REFRESH_MIN_S 2.0       /* an up backend's capabilities are read again: 10 health intervals, >= this */
 
 struct bal_config {
@@ -169,7 +170,11 @@ struct job {
 	int gone;       /* its images were dropped (caps) or could not be stored: they answer 410 */
 	int unsaved;    /* its last state could not be written (the database was away): written again later */
 	json_t *error;  /* {"code", "message"} when failed */
-	/* When done: its images, decoded and checked (answer.c), until results_keep hands them to the store. */
+	/* Bytes of its images that the store could not take: held (files) and
+	 * stored again with its state (counted in balancer.unstored). */
+	long long unstored;
+	/* When done: its images, decoded and checked (answer.c), until results_keep hands them to the store;
+	 * again while the store could not take them (unstored). */
 	struct image_files files;
 	int step, steps;
 	double progress, progress_at; /* the backend's last progress (0..1) and when it was read (router) */
@@ -233,6 +238,7 @@ struct balancer {
 	int fenced;               /* the others ended its membership: it stops */
 	long taken_over;          /* jobs claimed from dead balancers */
 	int unsaved;              /* jobs whose last state is not in the store yet (jobs_save_again) */
+	long long unstored;       /* bytes of images held until the store takes them (results.c) */
 };
 
 struct balancer *balancer_of(struct httpd *h);
@@ -326,6 +332,8 @@ void jobs_save(struct balancer *b, struct job *j, store_done_fn done, void *user
  * written (a database that was down or unreachable): so that a job that
  * finished meanwhile is not run again after a restart or a takeover. */
 void jobs_save_again(struct balancer *b);
+/* j is to be written again (jobs_save_again), unless the balancer stops. */
+void jobs_mark_unsaved(struct balancer *b, struct job *j);
 /* Terminal transitions: set status, timings, emit the final event, answer
  * the waiter, persist. */
 void jobs_finish_done(struct balancer *b, struct job *j, json_t *result);
@@ -419,9 +427,15 @@ void dispatch_backend_lost(struct balancer *b, struct bk *k, const char *why);
  * stay as they are in the store, to run again after a restart. */
 void dispatch_drop_fetches(struct balancer *b);
 
-/* results.c: a done job's images, kept in the store and read back from it. */
-/* Hands j's images to the store; once stored, announces the job done. */
+/* results.c: a done job's images, kept in the store and read back from it;
+ * held in memory (within BAL_MAX_UNSTORED and the result caps) while the
+ * store cannot take them. */
+/* Hands j's images to the store; once stored (or held), announces the job
+ * done. */
 void results_keep(struct balancer *b, struct job *j);
+/* Hands the images j holds (j->unstored) to the store again, with its
+ * document (jobs_save_again). */
+void results_keep_again(struct balancer *b, struct job *j);
 /* [{url, type, bytes, width, height}] for j's images. New reference. */
 json_t *results_view(const struct job *j);
 /* Restart: j's result and image metadata from its stored document. */

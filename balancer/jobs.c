@@ -186,6 +186,7 @@ static void unlink_job(struct balancer *b, struct job *j)
 {
 	if (j->unsaved)
 		b->unsaved--;
+	b->unstored -= j->unstored;
 	struct job **pp = &b->table[bucket_of(j->id)];
 	while (*pp && *pp != j)
 		pp = &(*pp)->hnext;
@@ -350,7 +351,13 @@ json_t *jobs_doc(const struct job *j)
 		json_object_set_new(d, "request_hash", json_string(j->idem_hash));
 	}
 	set_opt(d, "placed", j->placed);
-	set_opt(d, "result", j->result);
+	if (j->result && j->images) { /* a done job's images described, as the store wrote them (store_put_result) */
+		json_t *result = json_copy(j->result);
+		json_object_set(result, "images", j->images);
+		json_object_set_new(d, "result", result);
+	} else {
+		set_opt(d, "result", j->result);
+	}
 	set_opt(d, "error", j->error);
 	return d;
 }
@@ -368,6 +375,12 @@ static void mark_unsaved(struct balancer *b, struct job *j, int unsaved)
 		j->unsaved = unsaved;
 		b->unsaved += unsaved ? 1 : -1;
 	}
+}
+
+void jobs_mark_unsaved(struct balancer *b, struct job *j)
+{
+	if (!b->stopping)
+		mark_unsaved(b, j, 1);
 }
 
 static void on_bg_saved(void *user, int ok)
@@ -397,7 +410,10 @@ void jobs_save_again(struct balancer *b)
 	for (struct job *j = b->all; j && b->unsaved > 0 && n < SAVE_AGAIN_MAX; j = j->all_next)
 		if (j->unsaved && !j->storing) {
 			mark_unsaved(b, j, 0); /* set again if this write fails too */
-			jobs_save(b, j, NULL, NULL);
+			if (j->unstored)
+				results_keep_again(b, j); /* its held images with it */
+			else
+				jobs_save(b, j, NULL, NULL);
 			n++;
 		}
 }
@@ -707,6 +723,8 @@ void jobs_free_all(struct balancer *b)
 {
 	while (b->all) {
 		struct job *j = b->all;
+		if (j->unstored)
+			log_warn("job %s: its images were never stored (the database was away): lost", j->id);
 		unlink_job(b, j);
 		free_job(j);
 	}

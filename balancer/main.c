@@ -101,7 +101,8 @@ _Static_assert(BAL_MAX_BODY == 1048576 && BAL_MAX_ANSWER == 268435456 && BAL_MAX
 		       IMAGE_MAX_SIDE == 16384 && BAL_MAX_SLOTS == 8 && BAL_MAX_BACKENDS == 1024 &&
 		       BAL_MAX_GPUS == 16 && BAL_MAX_REGISTRATION == 16384 && BAL_MAX_PROVIDERS == 4096 &&
 		       BAL_MAX_URL == 512 && FORWARD_MAX_STRING == 8192 && FORWARD_MAX_STYLES == 64 &&
-		       BAL_MAX_INFO == 65536 && BAL_IMAGE_CHUNK == 262144 && BAL_EVENTS_KEPT == 16,
+		       BAL_MAX_INFO == 65536 && BAL_IMAGE_CHUNK == 262144 && BAL_EVENTS_KEPT == 16 &&
+		       BAL_MAX_UNSTORED == 268435456,
 	       "update the --help epilog");
 
 static const struct config_program PROGRAM = {
@@ -122,6 +123,8 @@ static const struct config_program PROGRAM = {
 	"  CLIP_stop_at_last_layers (restored afterwards), save_images false; scripts only where a\n"
 	"  backend says allow_scripts (balancer/README.md). A kept result's info 65536 bytes (A1111's\n"
 	"  parameters go only to the façade's client); images are read back 262144 bytes at a time.\n"
+	"  Images the database could not take (it was away) are held in memory until it answers:\n"
+	"  268435456 bytes at most, and within --result-max-bytes(-per-client).\n"
 	"  An unfinished job keeps its last 16 state events and its latest progress for event\n"
 	"  streams that resume with Last-Event-ID (docs/jobs-api.md).\n",
 };

@@ -6,6 +6,14 @@
  * a time, so that neither the loop thread nor a connection ever holds a
  * whole result. The job id (128 random bits) is the capability. Loop thread.
  *
+ * Images the store could not take (the database away) are held by their
+ * job, in memory, and served from there, while they fit BAL_MAX_UNSTORED
+ * and the result caps (else they are dropped: the job's images are gone);
+ * jobs_save_again hands them to the store again with the job's document,
+ * until it takes them. While they are on their way, they are the store's
+ * task's: a read submitted after it finds them stored, or, should the
+ * store fail again, held again (the task gives them back first).
+ *
  * A stream's state outlives its request while a read is in flight (the store
  * writes into its buffer); the request's pool holds only a guard. */
 #include "balancer.h"
@@ -20,6 +28,7 @@
 struct kept_ctx {
 	struct balancer *b;
 	char id[BAL_ID_LEN + 1];
+	int again; /* results_keep_again: the job held its images */
 };
 
 /* info (a JSON string), as kept: bounded, or left out. A1111's
@@ -50,6 +59,74 @@ static void stored(struct balancer *b, struct job *j)
 		events_clear(&j->events); /* a finished job answers only its final event */
 }
 
+/* [{type, bytes, width, height}] of images. New reference. */
+static json_t *images_meta(const struct image_files *images)
+{
+	json_t *meta = json_array();
+	for (size_t i = 0; i < images->n; i++)
+		json_array_append_new(meta, store_image_meta(&images->v[i]));
+	return meta;
+}
+
+/* Bytes of images that client's jobs hold. */
+static long long client_unstored(struct balancer *b, const char *client)
+{
+	long long n = 0;
+	for (const struct job *j = b->all; j; j = j->all_next)
+		if (j->unstored && !strcmp(j->client, client))
+			n += j->unstored;
+	return n;
+}
+
+/* What may be held: BAL_MAX_UNSTORED in all, and no more than the store
+ * would keep (--result-max-bytes, in all and per client). */
+static int may_hold(struct balancer *b, const struct job *j, long long bytes)
+{
+	long long cap = BAL_MAX_UNSTORED, per = b->cfg.result_max_bytes_per_client;
+	if (b->cfg.result_max_bytes > 0 && b->cfg.result_max_bytes < cap)
+		cap = b->cfg.result_max_bytes;
+	return b->unstored + bytes <= cap && (per <= 0 || client_unstored(b, j->client) + bytes <= per);
+}
+
+/* j holds the images that the store could not take (moved out of *images)
+ * if they fit what may be held: 1, else 0. */
+static int hold(struct balancer *b, struct job *j, struct image_files *images)
+{
+	long long bytes = 0;
+	for (size_t i = 0; i < images->n; i++)
+		bytes += (long long)images->v[i].len;
+	if (!bytes)
+		return 0;
+	if (!may_hold(b, j, bytes)) {
+		log_error("job %s: %lld bytes of images not held in memory (%lld held already, at most %u): dropped",
+			  j->id, bytes, b->unstored, BAL_MAX_UNSTORED);
+		return 0;
+	}
+	j->files = *images;
+	*images = (struct image_files){NULL, 0};
+	j->unstored = bytes;
+	b->unstored += bytes;
+	log_warn("job %s: its images could not be stored; %lld bytes held in memory until the database answers", j->id,
+		 bytes);
+	return 1;
+}
+
+/* The store's answer to results_keep_again: the held images are stored,
+ * or held again. */
+static void kept_again(struct balancer *b, struct job *j, const struct store_kept *k)
+{
+	if (k->ok) {
+		b->unstored -= j->unstored;
+		j->unstored = 0;
+		log_info("job %s: its images, held while the database was away, are stored", j->id);
+		return;
+	}
+	image_files_free(&j->files);
+	j->files = *k->images;
+	*k->images = (struct image_files){NULL, 0};
+	jobs_mark_unsaved(b, j);
+}
+
 static void on_kept(void *user, const struct store_kept *k)
 {
 	struct kept_ctx *c = user;
@@ -65,10 +142,23 @@ static void on_kept(void *user, const struct store_kept *k)
 		}
 	}
 	struct job *j = jobs_find(b, c->id);
+	int again = c->again;
 	free(c);
-	if (!j || !j->storing)
+	if (!j)
 		return;
-	j->images = json_incref(k->meta);
+	if (again) {
+		kept_again(b, j, k);
+		return;
+	}
+	if (!j->storing)
+		return;
+	/* Not stored: all of them are described (k->meta may list only some) */
+	j->images = k->ok ? json_incref(k->meta) : images_meta(k->images);
+	if (!k->ok && hold(b, j, k->images)) {
+		stored(b, j);
+		jobs_mark_unsaved(b, j); /* its images and document go to the store together */
+		return;
+	}
 	if (!k->ok) {
 		j->gone = 1;
 		log_error("job %s: its images could not be stored", j->id);
@@ -78,37 +168,50 @@ static void on_kept(void *user, const struct store_kept *k)
 		jobs_save(b, j, NULL, NULL);
 }
 
+/* The store's task with j's images (moved out of j->files) and its
+ * document. 0 when out of memory (nothing done). */
+static int put(struct balancer *b, struct job *j, int again)
+{
+	struct kept_ctx *c = calloc(1, sizeof *c);
+	if (!c)
+		return 0;
+	c->b = b;
+	c->again = again;
+	snprintf(c->id, sizeof c->id, "%s", j->id);
+	json_t *doc = jobs_doc(j);
+	json_object_set_new(doc, "result", json_copy(j->result)); /* the store's thread adds "images" to this copy */
+	struct store_result r = {
+		.job_id = j->id,
+		.client = j->client,
+		.finished = j->finished_unix,
+		.images = j->files,
+		.doc = doc,
+	};
+	j->files = (struct image_files){NULL, 0};
+	store_put_result(b->store, &r, on_kept, c);
+	return 1;
+}
+
+void results_keep_again(struct balancer *b, struct job *j)
+{
+	if (j->files.n && !put(b, j, 1))
+		jobs_mark_unsaved(b, j);
+}
+
 void results_keep(struct balancer *b, struct job *j)
 {
-	struct image_files images = j->files;
-	j->files = (struct image_files){NULL, 0};
 	json_t *slim = slim_result(j);
 	if (j->waiter) /* the façade's client gets the whole answer once it is stored (on_kept) */
 		j->reply = json_incref(j->result);
 	json_decref(j->result); /* the base64 now lives only in the façade's reply, if any */
 	j->result = slim;
 	j->storing = 1;
-	json_t *doc = jobs_doc(j);
-	json_object_set_new(doc, "result", json_copy(slim)); /* the store's thread adds "images" to this copy */
-	struct kept_ctx *c = calloc(1, sizeof *c);
-	struct store_result r = {
-		.job_id = j->id,
-		.client = j->client,
-		.finished = j->finished_unix,
-		.images = images,
-		.doc = doc,
-	};
-	if (!c) {
-		image_files_free(&images);
-		json_decref(doc);
+	if (!put(b, j, 0)) {
+		image_files_free(&j->files);
 		j->gone = 1;
 		j->images = json_array();
 		stored(b, j);
-		return;
 	}
-	c->b = b;
-	snprintf(c->id, sizeof c->id, "%s", j->id);
-	store_put_result(b->store, &r, on_kept, c);
 }
 
 json_t *results_view(const struct job *j)
@@ -170,6 +273,7 @@ struct image_stream {
 };
 
 static void stream_read(struct image_stream *st);
+static int read_held(struct image_stream *st);
 
 static void guard_dispose(void *p)
 {
@@ -208,6 +312,8 @@ static void on_chunk(void *user, long long total, size_t len)
 		free(st);
 		return;
 	}
+	if (total < 0 && read_held(st)) /* not stored after all: held again */
+		return;
 	if (st->sent == 0 && st->total < 0) { /* the first chunk: now the size is known */
 		if (total < 0) {
 			st->guard->st = NULL;
@@ -236,8 +342,28 @@ static void on_proceed(h2o_generator_t *gen, h2o_req_t *req)
 	stream_read(st);
 }
 
+/* The next chunk from memory, when the job holds image n (the store could
+ * not take it): 1, else 0. */
+static int read_held(struct image_stream *st)
+{
+	const struct job *j = jobs_find(st->b, st->id);
+	if (!j || (size_t)st->n >= j->files.n)
+		return 0;
+	const struct image_file *f = &j->files.v[st->n];
+	size_t len = 0;
+	if ((size_t)st->sent < f->len) {
+		len = f->len - (size_t)st->sent;
+		len = len < sizeof st->buf ? len : sizeof st->buf;
+		memcpy(st->buf, f->data + st->sent, len);
+	}
+	on_chunk(st, (long long)f->len, len);
+	return 1;
+}
+
 static void stream_read(struct image_stream *st)
 {
+	if (read_held(st))
+		return;
 	st->reading = 1;
 	store_read_image(st->b->store, st->id, st->n, st->sent, st->buf, sizeof st->buf, on_chunk, st);
 }

@@ -338,13 +338,18 @@ void store_prune(struct store *s, double before)
 	pthread_mutex_unlock(&s->lock);
 }
 
+json_t *store_image_meta(const struct image_file *file)
+{
+	return json_pack("{s:s,s:I,s:i,s:i}", "type", image_mime(file->facts.type), "bytes", (json_int_t)file->len,
+			 "width", file->facts.width, "height", file->facts.height);
+}
+
 /* One image of a result (a file answer.c checked) inserted; its metadata
  * appended to meta. 0 on a failed write. */
 static int put_image(struct store *s, struct store_task *t, int n, const struct image_file *file)
 {
 	const char *mime = image_mime(file->facts.type);
-	json_array_append_new(t->meta, json_pack("{s:s,s:I,s:i,s:i}", "type", mime, "bytes", (json_int_t)file->len,
-						 "width", file->facts.width, "height", file->facts.height));
+	json_array_append_new(t->meta, store_image_meta(file));
 	struct store_image_row row = {t->id, mime, t->client, n, t->when, file->data, file->len};
 	int ok = s->e->insert_image(s->c, &row);
 	if (ok)
@@ -411,8 +416,9 @@ static void run_shared(struct store *s, struct store_task *t)
 }
 
 /* The result's images, the evictions and the job's document, all or none;
- * if the images cannot be stored, the document still is (its images then
- * answer 410). Runs again as it is if its batch fails to commit. */
+ * if the images cannot be stored, the document still is (the images go
+ * back to the caller: store_kept). Runs again as it is if its batch fails
+ * to commit. */
 static void put_result(struct store *s, struct store_task *t)
 {
 	long long was = s->bytes;
@@ -494,7 +500,8 @@ static void task_done(struct httpd *h, struct lane_task *lt)
 	if (t->done)
 		t->done(t->user, ok);
 	if (t->kept) {
-		struct store_kept k = {ok, t->meta ? t->meta : json_array(), t->evicted ? t->evicted : json_array()};
+		struct store_kept k = {ok, t->meta ? t->meta : json_array(), t->evicted ? t->evicted : json_array(),
+				       ok ? NULL : &t->images};
 		t->kept(t->user, &k);
 		if (k.meta != t->meta)
 			json_decref(k.meta);
@@ -567,10 +574,10 @@ void store_put_result(struct store *s, const struct store_result *r, store_kept_
 	struct store_task *t = s ? task_new(s, PUT_RESULT, r->job_id) : NULL;
 	if (!t) {
 		struct image_files images = r->images;
-		image_files_free(&images);
 		json_decref(r->doc);
-		struct store_kept k = {0, json_array(), json_array()};
+		struct store_kept k = {0, json_array(), json_array(), &images};
 		done(user, &k);
+		image_files_free(&images);
 		json_decref(k.meta);
 		json_decref(k.evicted);
 		return;

@@ -81,13 +81,19 @@ struct store_result {
 	json_t *doc;               /* stolen: the job's document; doc.result must be its own object */
 };
 struct store_kept {
-	int ok;          /* the images are stored (0: none is, the job's images are gone) */
-	json_t *meta;    /* borrowed: [{type, bytes, width, height}] per image */
+	int ok;          /* the images are stored (0: none is) */
+	json_t *meta;    /* borrowed: [{type, bytes, width, height}] per image (all of them only when ok) */
 	json_t *evicted; /* borrowed: ids of the jobs whose results were dropped (may include this
 			    one, when it alone passes a bound) */
+	/* ok = 0: the images handed in, which done may take (moving them out,
+	 * leaving it empty) to try again; freed after done. */
+	struct image_files *images;
 };
 typedef void (*store_kept_fn)(void *user, const struct store_kept *k);
 void store_put_result(struct store *s, const struct store_result *r, store_kept_fn done, void *user);
+/* An image file's metadata as a result's "images" lists it: {type, bytes,
+ * width, height}. New reference. */
+json_t *store_image_meta(const struct image_file *file);
 
 /* Reads up to cap bytes of image n of job_id from offset into buf (which
  * must stay valid until done runs). done runs on the loop thread with

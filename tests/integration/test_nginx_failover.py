@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
 """deploy/nginx/sdgate.conf for real: Debian's nginx on loopback in front of
-two sdgate-gateways and two sdgate-balancers (sharing one backend). Requests
-keep succeeding when one balancer and then one gateway stop: the A1111 façade
-and /healthz through the balancer port, the web UI and a websocket job
-(upgrade through NGINX) through the gateway port.
+two sdgate-gateways and two sdgate-balancers (sharing one backend). A
+balancer's own 503 reaches the client as the balancer sent it and does not
+take that balancer out: a POST's no_backend from the first balancer, and
+GETs that a stand-in first balancer answers 503 shutting_down (with the
+backup behind it); NGINX keeps idle connections to a balancer for less time
+than the balancer does (it would otherwise reuse one the balancer is
+closing). Requests keep succeeding when one balancer and
+then one gateway stop: the A1111 façade and /healthz through the balancer
+port, the web UI and a websocket job (upgrade through NGINX) through the
+gateway port.
 
 Then deploy/nginx/sdgate-postgresql.conf, the active-active variant, in front
 of two balancers on one PostgreSQL database and a stand-in that reads each
@@ -13,11 +19,14 @@ is passed on and accepted once; one without a key is not (502, no job); a
 key replayed through NGINX finds its job; every job is readable and done
 through NGINX, also after one balancer is killed (-9)."""
 
+import json
 import os
 import re
 import socket
 import sys
 import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sdtest as t  # noqa: E402
@@ -95,6 +104,98 @@ class Dropper:
 
     def close(self):
         self.sock.close()
+
+
+class Unavailable:
+    """A stand-in balancer that is up and answers every request with a
+    balancer's own 503 (shutting_down, as one that stops does on a kept-alive
+    connection): sdgate's error JSON, keep-alive, X-Sdgate-Instance
+    "unavailable". .requests counts what reached it."""
+
+    def __init__(self):
+        owner = self
+        self.requests = 0
+        self.lock = threading.Lock()
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                with owner.lock:
+                    owner.requests += 1
+                body = json.dumps({"detail": "Shutting down", "error": {"code": "shutting_down",
+                                                                        "message": "Shutting down"}}).encode()
+                self.send_response(503)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("X-Sdgate-Instance", "unavailable")
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+
+    def count(self):
+        with self.lock:
+            return self.requests
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def answers_are_not_failures(gateway_ports, backup):
+    """sdgate.conf with a first balancer that answers GETs 503 (Unavailable)
+    and a real backup: the 503 reaches the client, and the first balancer
+    is not left out for it."""
+    standin = Unavailable()
+    web_port, api_port = t.free_port(), t.free_port()
+    ngx = t.Nginx(t.render_nginx_conf(t.NGINX_CONF, gateway_ports, [standin.port, backup.port], web_port, api_port))
+    api = "http://127.0.0.1:%d" % api_port
+    try:
+        t.wait_until(lambda: t.request("GET", api + "/healthz", timeout=5).status, 20)
+        got = [t.request("GET", api + "/v1/jobs/" + "0" * 32, timeout=10) for _ in range(3)]
+        t.check("a GET that the first balancer answers 503 (shutting_down) gets that answer, not the backup's "
+                "(%d reached it)" % standin.count(),
+                all(t.is_sdgate_error(r, 503, "shutting_down") and r.headers.get("x-sdgate-instance") == "unavailable"
+                    for r in got), [t.describe(r) for r in got])
+        t.check("…and the first balancer is not taken for down: every later request still reaches it",
+                standin.count() >= 4, standin.count())
+    finally:
+        ngx.stop()
+        standin.close()
+
+
+def idle_close(port, out, timeout=30):
+    """Measures how long the server on port keeps an idle keep-alive
+    connection open after answering one request: out["s"] (None when it did
+    not close within timeout)."""
+    out["s"] = None
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            last = None
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                last = time.monotonic()
+            out["s"] = time.monotonic() - last if last else None
+    except OSError:
+        pass
+
+
+def upstream_keepalive_s(conf_text, upstream):
+    """The keepalive_timeout (seconds) of an upstream block: NGINX's default
+    60 s when it has none."""
+    block = re.search(r"upstream %s \{([^}]*)\}" % upstream, conf_text)
+    m = re.search(r"keepalive_timeout\s+(\d+)s?;", block.group(1) if block else "")
+    return int(m.group(1)) if m else 60
 
 
 def pg_job(i):
@@ -185,8 +286,13 @@ def main():
     g2 = t.start_gateway("--balancer", b1.url, "--balancer", b2.url, "--trusted-proxy", "127.0.0.1",
                        name="gateway-2")
     web_port, api_port = t.free_port(), t.free_port()
-    ngx = t.Nginx(t.render_nginx_conf(t.NGINX_CONF, [g1.port, g2.port], [b1.port, b2.port], web_port, api_port))
+    conf = t.render_nginx_conf(t.NGINX_CONF, [g1.port, g2.port], [b1.port, b2.port], web_port, api_port)
+    ngx = t.Nginx(conf)
     api, web = "http://127.0.0.1:%d" % api_port, "http://127.0.0.1:%d" % web_port
+    # Measured meanwhile, on the backup (it runs throughout): the balancer's idle close.
+    idle = {}
+    idle_thread = threading.Thread(target=idle_close, args=(b2.port, idle), daemon=True)
+    idle_thread.start()
     try:
         up = t.wait_until(lambda: t.request("GET", api + "/healthz", timeout=5).status == 200, 20)
         t.check("nginx serves the shipped config (balancer port answers /healthz)", up, ngx.log())
@@ -196,6 +302,16 @@ def main():
         board = t.request("GET", api + "/v1/backends", timeout=10)
         t.check("the board through NGINX lists the backend", board.status == 200 and
                 len(board.json.get("backends", [])) == 1, t.describe(board))
+        # A balancer's 503 is its answer, not its failure.
+        first = t.request("GET", b1.url + "/healthz", timeout=10).headers.get("x-sdgate-instance")
+        r = t.submit_job(api, dict(JOB, gpus=["h100"]))
+        t.check("a job no backend can run, through NGINX: the balancer's own 503 no_backend (its JSON error)",
+                t.is_sdgate_error(r, 503, "no_backend"), t.describe(r))
+        t.check("…from the first balancer", first and r.headers.get("x-sdgate-instance") == first,
+                (first, r.headers.get("x-sdgate-instance")))
+        nxt = [t.request("GET", api + "/healthz", timeout=10).headers.get("x-sdgate-instance") for _ in range(3)]
+        t.check("…which is not taken for down: the next requests still go to it, not to the backup",
+                nxt == [first] * 3, (first, nxt))
         page = t.request("GET", web + "/", timeout=10)
         t.check("the web UI through NGINX answers 200 HTML", page.status == 200 and b"<html" in page.raw.lower(),
                 t.describe(page))
@@ -229,8 +345,14 @@ def main():
                 all(isinstance(m, dict) and m.get("type") == "done" for m in results), results)
         page = t.request("GET", web + "/", timeout=10)
         t.check("with gateway-1 down, the web UI through NGINX answers 200", page.status == 200, t.describe(page))
+        idle_thread.join(40)
+        keep = upstream_keepalive_s(conf, "sdgate_balancers")
+        t.check("NGINX keeps an idle balancer connection %d s, less than the balancer (it closed one after %s s)"
+                % (keep, "%.1f" % idle["s"] if idle.get("s") else "?"), idle.get("s") and keep < idle["s"] - 1,
+                idle)
     finally:
         ngx.stop()
+    answers_are_not_failures([g1.port, g2.port], b2)
     active_active(be, [g1.port, g2.port])
 
 

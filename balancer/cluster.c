@@ -39,24 +39,21 @@ static void on_backends(void *user, int r, json_t *rows)
 	double now = bal_now(), asked = b->next_beat - b->cfg.lease_s / 4;
 	size_t i;
 	json_t *row;
+	json_t *ids = json_object(); /* the rows' backend ids (a hash table: one pass, not backends x rows) */
+	json_array_foreach(rows, i, row)
+	{
+		const char *id = json_string_value(json_object_get(json_object_get(row, "doc"), "id"));
+		if (id)
+			json_object_set_new(ids, id, json_true());
+	}
 	/* Gone from the store: let go (first, so that a re-registration's new
 	 * row, on the same URL, can come in below). */
 	for (struct bk *k = b->backends, *next; k; k = next) {
 		next = k->next;
-		if (!k->registered || k->added >= asked)
-			continue; /* static, or newer than what was read */
-		int found = 0;
-		json_array_foreach(rows, i, row)
-		{
-			const char *id = json_string_value(json_object_get(json_object_get(row, "doc"), "id"));
-			if (id && !strcmp(id, k->id)) {
-				found = 1;
-				break;
-			}
-		}
-		if (!found)
+		if (k->registered && k->added < asked && !json_object_get(ids, k->id)) /* not static, nor newer */
 			registry_remove(b, k, "deregistered, or expired, through another balancer");
 	}
+	json_decref(ids);
 	json_array_foreach(rows, i, row)
 	{
 		json_t *doc = json_object_get(row, "doc");

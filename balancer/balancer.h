@@ -399,6 +399,17 @@ void notices_job_event(struct balancer *b, const struct job *j, long long id, co
 		       enum notice_event kind);
 /* The events a watcher needs first: the job's kept ones, as one notice. */
 void notices_job_history(struct balancer *b, struct job *j);
+
+/* options.c: the façade clients' options, in memory (b->prefs), the store
+ * and the "options" notices. Sets client's default checkpoint here, saves
+ * it and tells the other balancers: 0, -1 when prefs refuses it. */
+int options_set_checkpoint(struct balancer *b, const char *client, const char *name);
+/* An "options" notice, any balancer's (this one's too). */
+void options_on_notice(struct balancer *b, json_t *notice);
+/* Startup, main thread: the choices saved in the store. */
+void options_load(struct balancer *b);
+/* With the jobs' expiry: the choices past PREFS_TTL_S deleted from the store. */
+void options_expire(struct balancer *b);
 void jobs_free_all(struct balancer *b);
 int jobs_is_final(const struct job *j);
 

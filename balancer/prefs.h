@@ -2,12 +2,11 @@
  * default checkpoint, used for routing and checkpoint affinity when a later
  * txt2img names none (A1111 keeps one global setting; the marketplace keeps
  * one per client, so that one client's choice never changes another's
- * images). Kept in memory only: at most PREFS_MAX clients, each forgotten
- * PREFS_TTL_S after it was last set or used, the least recently used first
- * when full. Not in the store: clients that use it (Dify, the Akash demo)
- * post it before every generation, others when their user switches, and a
- * write to SQLite for each would cost more than a restart losing it.
- * Loop thread only (no locks). */
+ * images). Held in memory, the read path: at most PREFS_MAX clients, each
+ * forgotten PREFS_TTL_S after it was last set or used, the least recently
+ * used first when full. options.c saves each choice in the store and
+ * shares it with the other balancers of one database. Loop thread only
+ * (no locks). */
 #ifndef SDGATE_BALANCER_PREFS_H
 #define SDGATE_BALANCER_PREFS_H
 

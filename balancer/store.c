@@ -46,7 +46,9 @@ enum task_kind {
 	LIST_BACKENDS,
 	LEASE_SLOT,
 	RELEASE_SLOT,
-	NOTIFY
+	NOTIFY,
+	SAVE_OPTIONS,
+	EXPIRE_OPTIONS
 };
 
 #define BATCH_MAX 64
@@ -80,7 +82,7 @@ struct store_task {
 	void *user;
 	int ok;
 	/* PUT_RESULT */
-	char client[64];
+	char client[64]; /* and SAVE_OPTIONS */
 	struct image_files images;
 	json_t *meta, *evicted;
 	store_kept_fn kept;
@@ -484,6 +486,15 @@ static void task_run(struct lane_task *lt)
 	case NOTIFY:
 		t->ok = s->e->notify(s->c, t->text);
 		break;
+	case SAVE_OPTIONS: {
+		char *text = json_dumps(t->doc, JSON_COMPACT);
+		t->ok = text && s->e->save_options(s->c, t->client, text);
+		free(text);
+		break;
+	}
+	case EXPIRE_OPTIONS:
+		t->ok = s->e->expire_options(s->c, t->when, t->n);
+		break;
 	}
 }
 
@@ -636,6 +647,58 @@ int store_load_backends(struct store *s, void (*fn)(json_t *doc, void *user), vo
 	struct loading l = {NULL, fn, user};
 	pthread_mutex_lock(&s->lock);
 	int n = s->e->load_backends(s->c, loaded, &l);
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
+void store_save_options(struct store *s, const char *client, json_t *doc)
+{
+	struct store_task *t = s && strlen(client) < sizeof t->client ? task_new(s, SAVE_OPTIONS, NULL) : NULL;
+	if (!t) {
+		json_decref(doc);
+		return;
+	}
+	snprintf(t->client, sizeof t->client, "%s", client);
+	t->doc = doc;
+	lane_submit(s->lane, &t->base);
+}
+
+void store_expire_options(struct store *s, double max_age_s, int keep)
+{
+	struct store_task *t = s ? task_new(s, EXPIRE_OPTIONS, NULL) : NULL;
+	if (!t)
+		return;
+	t->when = max_age_s;
+	t->n = keep;
+	lane_submit(s->lane, &t->base);
+}
+
+/* The caller's callback for one loaded client's options. */
+struct options_loading {
+	void (*fn)(const char *client, json_t *doc, double age_s, void *user);
+	void *user;
+};
+
+static void options_loaded(const char *text, int unused, void *ctx)
+{
+	(void)unused;
+	const struct options_loading *l = ctx;
+	json_t *row = text ? json_loads(text, 0, NULL) : NULL;
+	const char *client = json_string_value(json_object_get(row, "client"));
+	json_t *doc = json_object_get(row, "doc"), *age = json_object_get(row, "age_s");
+	if (client && json_is_object(doc) && json_is_number(age))
+		l->fn(client, doc, json_number_value(age), l->user);
+	else
+		log_warn("db: skipping an unreadable row of client_options");
+	json_decref(row);
+}
+
+int store_load_options(struct store *s, int max, double max_age_s,
+		       void (*fn)(const char *client, json_t *doc, double age_s, void *user), void *user)
+{
+	struct options_loading l = {fn, user};
+	pthread_mutex_lock(&s->lock);
+	int n = s->e->load_options(s->c, max, max_age_s, options_loaded, &l);
 	pthread_mutex_unlock(&s->lock);
 	return n;
 }

@@ -1,0 +1,59 @@
+/* options.c — the façade clients' options (POST /sdapi/v1/options: a
+ * client's default checkpoint), the same on every balancer of one database
+ * and kept across a restart. Memory stays the read path (prefs.h,
+ * b->prefs): a txt2img never waits on the database. A change is set here
+ * at once, saved (store.h, table client_options) and, on a shared database,
+ * published as an "options" notice {client, checkpoint} behind the save on
+ * the store's lane, so it goes out once the row is committed. Every
+ * balancer applies every options notice, its own too: notices arrive in
+ * commit order, so when two balancers take one client's choices at once,
+ * each ends with the one saved last, as the row does. At start the newest
+ * PREFS_MAX choices saved within PREFS_TTL_S are loaded; older rows are
+ * deleted with the expired jobs.
+ *
+ * A choice's age in the database is since it was last saved (each POST
+ * saves it), in memory since it was last set or used: a balancer that
+ * restarts forgets a choice not posted again for PREFS_TTL_S even if it was
+ * used meanwhile. Loop thread (loading: main thread, before the loop). */
+#include "balancer.h"
+
+#include "log.h"
+#include "prefs.h"
+
+int options_set_checkpoint(struct balancer *b, const char *client, const char *name)
+{
+	if (prefs_set_checkpoint(b->prefs, client, name, bal_now()) != 0)
+		return -1;
+	store_save_options(b->store, client, json_pack("{s:s}", "sd_model_checkpoint", name));
+	notices_send(b, "options", json_pack("{s:s,s:s}", "client", client, "checkpoint", name));
+	return 0;
+}
+
+void options_on_notice(struct balancer *b, json_t *n)
+{
+	const char *client = json_string_value(json_object_get(n, "client"));
+	const char *name = json_string_value(json_object_get(n, "checkpoint"));
+	/* prefs refuses a client key or a name past its bounds. */
+	if (client && name && *name && prefs_set_checkpoint(b->prefs, client, name, bal_now()) != 0)
+		log_warn("an options notice for client %.64s was not applied (too long, or out of memory)", client);
+}
+
+static void loaded(const char *client, json_t *doc, double age_s, void *user)
+{
+	struct balancer *b = user;
+	const char *name = json_string_value(json_object_get(doc, "sd_model_checkpoint"));
+	if (name && *name)
+		prefs_set_checkpoint(b->prefs, client, name, bal_now() - (age_s > 0 ? age_s : 0));
+}
+
+void options_load(struct balancer *b)
+{
+	int n = store_load_options(b->store, PREFS_MAX, PREFS_TTL_S, loaded, b);
+	if (n < 0)
+		log_warn("cannot load the façade clients' options: each client's default checkpoint is "
+			 "unknown here until it posts one again");
+	else if (n > 0)
+		log_info("%zu façade client(s)' options loaded", prefs_count(b->prefs));
+}
+
+void options_expire(struct balancer *b) { store_expire_options(b->store, PREFS_TTL_S, PREFS_MAX); }

@@ -393,6 +393,9 @@ void remote_on_notice(struct balancer *b, const char *kind, json_t *notice);
 void notices_start(struct balancer *b);
 /* Publishes {"k": kind, "from": this member, ...fields}; fields stolen. */
 void notices_send(struct balancer *b, const char *kind, json_t *fields);
+/* That notice's text (caller frees), for a store task that publishes it
+ * itself; NULL when the store is not shared. fields stolen. */
+char *notices_text(struct balancer *b, const char *kind, json_t *fields);
 /* A job's event, published when other balancers watch the job. */
 enum notice_event { NOTICE_UPDATE, NOTICE_STATE, NOTICE_FINAL };
 void notices_job_event(struct balancer *b, const struct job *j, long long id, const char *event, const json_t *data,

@@ -109,19 +109,24 @@ void notices_start(struct balancer *b)
 			  "of other balancers are seen only by reading the database again");
 }
 
+char *notices_text(struct balancer *b, const char *kind, json_t *fields)
+{
+	char *text = NULL;
+	if (store_shared(b->store) && fields) {
+		json_object_set_new(fields, "k", json_string(kind));
+		json_object_set_new(fields, "from", json_string(b->instance));
+		text = json_dumps(fields, JSON_COMPACT);
+	}
+	json_decref(fields);
+	return text;
+}
+
 void notices_send(struct balancer *b, const char *kind, json_t *fields)
 {
-	if (!store_shared(b->store) || !fields) {
-		json_decref(fields);
-		return;
-	}
-	json_object_set_new(fields, "k", json_string(kind));
-	json_object_set_new(fields, "from", json_string(b->instance));
-	char *text = json_dumps(fields, JSON_COMPACT);
+	char *text = notices_text(b, kind, fields);
 	if (text)
 		store_notify(b->store, text);
 	free(text);
-	json_decref(fields);
 }
 
 /* An event's data as a notice carries it: without a preview. */

@@ -3,11 +3,14 @@
  * and kept across a restart. Memory stays the read path (prefs.h,
  * b->prefs): a txt2img never waits on the database. A change is set here
  * at once, saved (store.h, table client_options) and, on a shared database,
- * published as an "options" notice {client, checkpoint} behind the save on
- * the store's lane, so it goes out once the row is committed. Every
- * balancer applies every options notice, its own too: notices arrive in
- * commit order, so when two balancers take one client's choices at once,
- * each ends with the one saved last, as the row does. At start the newest
+ * published as an "options" notice {client, checkpoint} in the row's own
+ * transaction (store_save_options), so it goes out when the row is
+ * committed. Every balancer applies every options notice, its own too:
+ * notices arrive in commit order, so when two balancers take one client's
+ * choices at once, each ends with the one saved last, as the row does (a
+ * notice sent behind the save, in a later transaction, could overtake
+ * another balancer's save and leave every balancer on a choice the row no
+ * longer holds). At start the newest
  * PREFS_MAX choices saved within PREFS_TTL_S are loaded; older rows are
  * deleted with the expired jobs.
  *
@@ -20,12 +23,15 @@
 #include "log.h"
 #include "prefs.h"
 
+#include <stdlib.h>
+
 int options_set_checkpoint(struct balancer *b, const char *client, const char *name)
 {
 	if (prefs_set_checkpoint(b->prefs, client, name, bal_now()) != 0)
 		return -1;
-	store_save_options(b->store, client, json_pack("{s:s}", "sd_model_checkpoint", name));
-	notices_send(b, "options", json_pack("{s:s,s:s}", "client", client, "checkpoint", name));
+	char *notice = notices_text(b, "options", json_pack("{s:s,s:s}", "client", client, "checkpoint", name));
+	store_save_options(b->store, client, json_pack("{s:s}", "sd_model_checkpoint", name), notice);
+	free(notice);
 	return 0;
 }
 

@@ -97,7 +97,7 @@ struct store_task {
 	unsigned char *buf;
 	size_t cap, len;
 	store_read_fn read;
-	char *text; /* NOTIFY: the payload */
+	char *text; /* NOTIFY, SAVE_OPTIONS: the payload (SAVE_OPTIONS: may be NULL) */
 };
 
 static int exec(struct store *s, const char *sql) { return s->e->exec(s->c, sql); }
@@ -488,7 +488,7 @@ static void task_run(struct lane_task *lt)
 		break;
 	case SAVE_OPTIONS: {
 		char *text = json_dumps(t->doc, JSON_COMPACT);
-		t->ok = text && s->e->save_options(s->c, t->client, text);
+		t->ok = text && s->e->save_options(s->c, t->client, text, t->text);
 		free(text);
 		break;
 	}
@@ -651,7 +651,17 @@ int store_load_backends(struct store *s, void (*fn)(json_t *doc, void *user), vo
 	return n;
 }
 
-void store_save_options(struct store *s, const char *client, json_t *doc)
+/* 1 if payload fits one notice (STORE_NOTICE_MAX); else logged. */
+static int notice_fits(const char *payload)
+{
+	size_t len = strlen(payload);
+	if (len <= STORE_NOTICE_MAX)
+		return 1;
+	log_warn("db: a notice of %zu bytes is over %d; not sent", len, STORE_NOTICE_MAX);
+	return 0;
+}
+
+void store_save_options(struct store *s, const char *client, json_t *doc, const char *notice)
 {
 	struct store_task *t = s && strlen(client) < sizeof t->client ? task_new(s, SAVE_OPTIONS, NULL) : NULL;
 	if (!t) {
@@ -660,6 +670,8 @@ void store_save_options(struct store *s, const char *client, json_t *doc)
 	}
 	snprintf(t->client, sizeof t->client, "%s", client);
 	t->doc = doc;
+	if (notice && store_shared(s) && notice_fits(notice))
+		t->text = strdup(notice); /* out of memory: saved, not told */
 	lane_submit(s->lane, &t->base);
 }
 
@@ -799,12 +811,7 @@ void store_release_slot(struct store *s, const char *backend, int slot)
 
 void store_notify(struct store *s, const char *payload)
 {
-	size_t len = strlen(payload);
-	if (len > STORE_NOTICE_MAX) {
-		log_warn("db: a notice of %zu bytes is over %d; not sent", len, STORE_NOTICE_MAX);
-		return;
-	}
-	struct store_task *t = store_shared(s) ? task_new(s, NOTIFY, NULL) : NULL;
+	struct store_task *t = notice_fits(payload) && store_shared(s) ? task_new(s, NOTIFY, NULL) : NULL;
 	if (!t)
 		return;
 	t->text = strdup(payload);

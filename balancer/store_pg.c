@@ -117,8 +117,11 @@ static const char *const SQL[N_STMTS] = {
 			 " now() - make_interval(secs => $4::float8))",
 	[Q_RELEASE_SLOT] = "UPDATE slot_leases SET holder = NULL WHERE backend = $1 AND slot = $2 AND holder = $3",
 	[Q_NOTIFY] = "SELECT pg_notify('" PG_CHANNEL "', $1)",
-	[Q_SAVE_OPTIONS] = "INSERT INTO client_options (client, doc, updated_at) VALUES ($1, $2, now())"
-			   " ON CONFLICT (client) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at",
+	/* The notice ($3, NULL: none) in the row's statement: published at its commit. */
+	[Q_SAVE_OPTIONS] = "WITH saved AS (INSERT INTO client_options (client, doc, updated_at) VALUES ($1, $2, now())"
+			   " ON CONFLICT (client) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at"
+			   " RETURNING 1) SELECT pg_notify('" PG_CHANNEL "', $3::text) FROM saved"
+			   " WHERE $3::text IS NOT NULL",
 	[Q_EXPIRE_OPTIONS] = "DELETE FROM client_options WHERE updated_at < now() - make_interval(secs => $1::float8)"
 			     " OR client IN (SELECT client FROM client_options ORDER BY updated_at DESC, client"
 			     " OFFSET $2::int)",
@@ -556,10 +559,10 @@ static int pg_load_backends(struct store_conn *c, store_row_fn row, void *user)
 	return load(c, "SELECT doc, false FROM backends ORDER BY saved", row, user);
 }
 
-static int pg_save_options(struct store_conn *c, const char *client, const char *doc)
+static int pg_save_options(struct store_conn *c, const char *client, const char *doc, const char *notice)
 {
-	const char *v[] = {client, doc};
-	return run_ok(c, Q_SAVE_OPTIONS, 2, v);
+	const char *v[] = {client, doc, notice};
+	return run_ok(c, Q_SAVE_OPTIONS, 3, v);
 }
 
 static int pg_expire_options(struct store_conn *c, double max_age_s, int keep)

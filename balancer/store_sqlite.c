@@ -396,8 +396,9 @@ static int sq_load_backends(struct store_conn *c, store_row_fn row, void *user)
 	return load(c, "SELECT doc, 0 FROM backends ORDER BY rowid", row, user);
 }
 
-static int sq_save_options(struct store_conn *c, const char *client, const char *doc)
+static int sq_save_options(struct store_conn *c, const char *client, const char *doc, const char *notice)
 {
+	(void)notice; /* one balancer's file: nobody to tell */
 	return run_text(c, Q_SAVE_OPTIONS, client, doc);
 }
 

@@ -69,7 +69,8 @@ static const char *const SQL[N_STMTS] = {
 	[Q_EXPIRE_OPTIONS] = "DELETE FROM client_options WHERE updated_at < " SQ_NOW " - ?1 OR client IN"
 			     " (SELECT client FROM client_options ORDER BY updated_at DESC, client LIMIT -1 OFFSET ?2)",
 	[Q_LOAD_OPTIONS] = "SELECT json_object('client', client, 'doc', json(doc), 'age_s', " SQ_NOW " - updated_at), 0"
-			   " FROM (SELECT client, doc, updated_at FROM client_options WHERE updated_at >= " SQ_NOW " - ?2"
+			   " FROM (SELECT client, doc, updated_at FROM client_options"
+			   " WHERE updated_at >= " SQ_NOW " - ?2"
 			   " ORDER BY updated_at DESC, client LIMIT ?1) ORDER BY updated_at, client",
 };
 

@@ -68,6 +68,15 @@ static void temp_path(char out[64])
 	close(fd);
 }
 
+/* A temp file migrated to the last version, closed. */
+static void fresh_file(char out[64])
+{
+	temp_path(out);
+	struct store *s = store_open(out, 0, 1 << 20, 1 << 20);
+	assert_non_null(s);
+	store_close(s);
+}
+
 static void drop(const char *path)
 {
 	char p[96];
@@ -145,10 +154,7 @@ static void test_before_versions(void **state)
 {
 	(void)state;
 	char path[64];
-	temp_path(path);
-	struct store *s = store_open(path, 0, 1 << 20, 1 << 20);
-	assert_non_null(s);
-	store_close(s);
+	fresh_file(path);
 	sql(path, "DROP TABLE schema_migrations; DROP TABLE client_options;"
 		  "INSERT INTO jobs (id, status, finished, created, doc) VALUES"
 		  " ('a', 'done', 1e12, 1, '{\"id\":\"a\",\"status\":\"done\"}'),"
@@ -156,7 +162,7 @@ static void test_before_versions(void **state)
 		  "INSERT INTO images (job_id, n, mime, bytes, client, finished, data) VALUES"
 		  " ('a', 0, 'image/png', 3, 'c', 1e12, x'010203');"
 		  "INSERT INTO backends (id, doc) VALUES ('k', '{\"id\":\"k\"}');");
-	s = store_open(path, 0, 1 << 20, 1 << 20);
+	struct store *s = store_open(path, 0, 1 << 20, 1 << 20);
 	assert_non_null(s);
 	assert_int_equal(store_results_bytes(s), 3);
 	int jobs[2] = {0, 0}, backends = 0;
@@ -175,13 +181,11 @@ static void test_newer_refused(void **state)
 {
 	(void)state;
 	char path[64];
-	temp_path(path);
-	struct store *s = store_open(path, 0, 1 << 20, 1 << 20);
-	assert_non_null(s);
-	store_close(s);
+	fresh_file(path);
 	sql(path, "INSERT INTO schema_migrations (version) VALUES (" STR(STORE_SQLITE_VERSION + 1) ")");
 	assert_null(store_open(path, 0, 1 << 20, 1 << 20));
-	assert_int_equal(sql_int(path, "SELECT max(version) FROM schema_migrations"), STORE_SQLITE_VERSION + 1); /* untouched */
+	/* untouched */
+	assert_int_equal(sql_int(path, "SELECT max(version) FROM schema_migrations"), STORE_SQLITE_VERSION + 1);
 	drop(path);
 }
 
@@ -210,21 +214,19 @@ static void test_load_options(void **state)
 {
 	(void)state;
 	char path[64];
-	temp_path(path);
-	struct store *s = store_open(path, 0, 1 << 20, 1 << 20);
-	assert_non_null(s);
-	store_close(s);
+	fresh_file(path);
 	sql(path, "INSERT INTO client_options (client, doc, updated_at) VALUES"
 		  " ('new', '{\"sd_model_checkpoint\":\"n\"}', (julianday('now') - 2440587.5) * 86400.0 - 10),"
 		  " ('old', '{\"sd_model_checkpoint\":\"o\"}', (julianday('now') - 2440587.5) * 86400.0 - 500),"
 		  " ('mid', '{\"sd_model_checkpoint\":\"m\"}', (julianday('now') - 2440587.5) * 86400.0 - 100),"
 		  " ('gone', '{\"sd_model_checkpoint\":\"g\"}', (julianday('now') - 2440587.5) * 86400.0 - 90000),"
 		  " ('odd', '[1]', (julianday('now') - 2440587.5) * 86400.0 - 50)");
-	s = store_open(path, 0, 1 << 20, 1 << 20);
+	struct store *s = store_open(path, 0, 1 << 20, 1 << 20);
 	assert_non_null(s);
 	struct loaded_options l = {0};
-	assert_int_equal(store_load_options(s, 3, 86400, load_option, &l), 3); /* old is past the 3 newest */
-	assert_int_equal(l.n, 2);                                               /* odd is not an object */
+	/* old is past the 3 newest; odd is not an object */
+	assert_int_equal(store_load_options(s, 3, 86400, load_option, &l), 3);
+	assert_int_equal(l.n, 2);
 	assert_string_equal(l.client[0], "mid");
 	assert_string_equal(l.checkpoint[0], "m");
 	assert_true(l.age[0] > 99 && l.age[0] < 110);

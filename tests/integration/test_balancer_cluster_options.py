@@ -18,7 +18,7 @@ Checked:
   - options notices past the bounds (a client key of 200 bytes, a name of
     300 bytes, wrong types, not JSON), published straight into the channel,
     change nothing and stop nobody;
-  - SQLite: a lone balancer restarted on its file keeps the choice."""
+  - SQLite: a lone balancer restarted on its file keeps the choices."""
 
 import json
 import os
@@ -110,8 +110,8 @@ def on_one_database(pg, common, record):
     D = t.start_balancer(*common, name="balancer-D", db=url)
     bals["D"] = D
     t.check("D sees both backends", t.wait_idle_backends(D.url, 2, 30), t.board(D.url))
-    t.check("D, started after the POST, shows client A its choice (loaded at start)",
-            shown(D, KEY_A) == SDXL, (shown(D, KEY_A), D.log_tail(20)))
+    t.check("D, started after the POSTs, shows client B its choice (loaded at start)",
+            shown(D, KEY_B) == NATIVE_MODEL, (shown(D, KEY_B), D.log_tail(20)))
     r, prov, got = txt2img_reached(D, KEY_A, record, 60)
     t.check("client A's txt2img on D runs on the A1111 with its choice",
             r.status == 200 and prov == "a1111" and got == "sd_xl_base_1.0", (t.describe(r), prov, got))
@@ -167,12 +167,14 @@ def on_sqlite(common, record):
     t.check("the SQLite balancer sees both backends", t.wait_idle_backends(bal.url, 2, 30), t.board(bal.url))
     r = post_options(bal, KEY_A, "sd_xl_base_1.0")
     t.check("SQLite: client A posts sd_xl_base_1.0: 200", r.status == 200, t.describe(r))
-    t.check("... its row is in the file", t.wait_until(
-        lambda: t.db_query(db, "SELECT count(*) FROM client_options")[0][0] == 1, 5))
+    r = post_options(bal, KEY_B, NATIVE_MODEL)
+    t.check("SQLite: client B posts the native checkpoint: 200", r.status == 200, t.describe(r))
+    t.check("... their rows are in the file", t.wait_until(
+        lambda: t.db_query(db, "SELECT count(*) FROM client_options")[0][0] == 2, 5))
     bal.stop()
     bal = t.start_balancer(*common, name="sqlite-again", db=db)
     t.check("the restarted balancer sees both backends", t.wait_idle_backends(bal.url, 2, 30), t.board(bal.url))
-    t.check("SQLite, restarted: client A's choice is kept", shown(bal, KEY_A) == SDXL, shown(bal, KEY_A))
+    t.check("SQLite, restarted: client B's choice is kept", shown(bal, KEY_B) == NATIVE_MODEL, shown(bal, KEY_B))
     r, prov, got = txt2img_reached(bal, KEY_A, record, 80)
     t.check("... and its txt2img runs on the A1111 with it",
             r.status == 200 and prov == "a1111" and got == "sd_xl_base_1.0", (t.describe(r), prov, got))

@@ -407,7 +407,8 @@ void notices_job_history(struct balancer *b, struct job *j);
  * and the "options" notices. Sets client's default checkpoint here, saves
  * it and tells the other balancers: 0, -1 when prefs refuses it. */
 int options_set_checkpoint(struct balancer *b, const char *client, const char *name);
-/* An "options" notice, any balancer's (this one's too). */
+/* An "options" notice, any balancer's (this one's too); NULL: the
+ * listener (re)connected, notices may have been missed. */
 void options_on_notice(struct balancer *b, json_t *notice);
 /* Startup, main thread: the choices saved in the store. */
 void options_load(struct balancer *b);

@@ -81,6 +81,7 @@ static void on_notice(void *user, const char *payload)
 		return;
 	if (!payload) { /* (re)connected: what was published meanwhile is lost */
 		remote_on_notice(b, NULL, NULL);
+		options_on_notice(b, NULL);
 		return;
 	}
 	json_t *n = json_loads(payload, 0, NULL);

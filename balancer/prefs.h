@@ -26,6 +26,8 @@ int prefs_set_checkpoint(struct prefs *p, const char *client, const char *name, 
 /* client's default checkpoint, or NULL (none, or expired). Borrowed: valid
  * until the next prefs_* call. Refreshes its age. */
 const char *prefs_checkpoint(struct prefs *p, const char *client, double now);
+/* The same without counting a use: its age stays. */
+const char *prefs_peek(const struct prefs *p, const char *client, double now);
 /* How many clients are remembered (for tests and /metrics). */
 size_t prefs_count(const struct prefs *p);
 

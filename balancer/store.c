@@ -48,7 +48,8 @@ enum task_kind {
 	RELEASE_SLOT,
 	NOTIFY,
 	SAVE_OPTIONS,
-	EXPIRE_OPTIONS
+	EXPIRE_OPTIONS,
+	READ_OPTIONS
 };
 
 #define BATCH_MAX 64
@@ -86,7 +87,7 @@ struct store_task {
 	struct image_files images;
 	json_t *meta, *evicted;
 	store_kept_fn kept;
-	/* BEAT, CLAIM, FIND_*: [{doc, flags}] found (NULL: failed) */
+	/* BEAT, CLAIM, FIND_*: [{doc, flags}] found (NULL: failed); READ_OPTIONS: [{client, doc, age_s}] */
 	json_t *rows;
 	char key[640]; /* FIND_IDEMPOTENT: the Idempotency-Key; *_SLOT: the backend's URL */
 	store_rows_fn found;
@@ -444,6 +445,8 @@ static void put_result(struct store *s, struct store_task *t)
 	t->ok = ok;
 }
 
+static void read_options(struct store *s, struct store_task *t);
+
 static void task_run(struct lane_task *lt)
 {
 	struct store_task *t = (struct store_task *)lt;
@@ -494,6 +497,9 @@ static void task_run(struct lane_task *lt)
 	}
 	case EXPIRE_OPTIONS:
 		t->ok = s->e->expire_options(s->c, t->when, t->n);
+		break;
+	case READ_OPTIONS:
+		read_options(s, t);
 		break;
 	}
 }
@@ -691,18 +697,61 @@ struct options_loading {
 	void *user;
 };
 
+/* A row of client_options as the engine gives it, {client, doc, age_s}
+ * checked (caller decrefs); NULL, logged, when it is not one. */
+static json_t *options_row(const char *text)
+{
+	json_t *row = text ? json_loads(text, 0, NULL) : NULL;
+	if (json_is_string(json_object_get(row, "client")) && json_is_object(json_object_get(row, "doc")) &&
+	    json_is_number(json_object_get(row, "age_s")))
+		return row;
+	log_warn("db: skipping an unreadable row of client_options");
+	json_decref(row);
+	return NULL;
+}
+
 static void options_loaded(const char *text, int unused, void *ctx)
 {
 	(void)unused;
 	const struct options_loading *l = ctx;
-	json_t *row = text ? json_loads(text, 0, NULL) : NULL;
-	const char *client = json_string_value(json_object_get(row, "client"));
-	json_t *doc = json_object_get(row, "doc"), *age = json_object_get(row, "age_s");
-	if (client && json_is_object(doc) && json_is_number(age))
-		l->fn(client, doc, json_number_value(age), l->user);
-	else
-		log_warn("db: skipping an unreadable row of client_options");
+	json_t *row = options_row(text);
+	if (row)
+		l->fn(json_string_value(json_object_get(row, "client")), json_object_get(row, "doc"),
+		      json_number_value(json_object_get(row, "age_s")), l->user);
 	json_decref(row);
+}
+
+static void options_read(const char *text, int unused, void *ctx)
+{
+	(void)unused;
+	struct store_task *t = ctx;
+	json_t *row = options_row(text);
+	if (row)
+		json_array_append_new(t->rows, row);
+}
+
+static void read_options(struct store *s, struct store_task *t)
+{
+	json_decref(t->rows); /* a batch that failed runs its tasks again */
+	t->rows = json_array();
+	if (s->e->load_options(s->c, t->n, t->when, options_read, t) < 0) {
+		json_decref(t->rows);
+		t->rows = NULL;
+	}
+}
+
+void store_read_options(struct store *s, int max, double max_age_s, store_rows_fn done, void *user)
+{
+	struct store_task *t = s ? task_new(s, READ_OPTIONS, NULL) : NULL;
+	if (!t) {
+		done(user, 0, NULL);
+		return;
+	}
+	t->n = max;
+	t->when = max_age_s;
+	t->found = done;
+	t->user = user;
+	lane_submit(s->lane, &t->base);
 }
 
 int store_load_options(struct store *s, int max, double max_age_s,

@@ -15,6 +15,8 @@ Checked:
     txt2img runs there too;
   - a new choice posted on C replaces it on A, B and D; two balancers taking
     one client's choices at once end with the same one, the row's;
+  - a choice posted while every balancer's listener is cut (its notice lost)
+    reaches B, C and D once their listeners are back (the rows read again);
   - options notices past the bounds (a client key of 200 bytes, a name of
     300 bytes, wrong types, not JSON), published straight into the channel,
     change nothing and stop nobody;
@@ -141,6 +143,19 @@ def on_one_database(pg, common, record):
         agree = t.wait_until(lambda: all(shown(b, KEY_A) == want for b in bals.values()), NOTICE_S)
         t.check("round %d: B and D take client A's choices at once: all four show the row's (%s)"
                 % (round_ + 1, want), agree, (row, {n: shown(b, KEY_A) for n, b in bals.items()}))
+
+    # ---- a notice missed while the listeners reconnect: the rows are read again
+    sql = "FROM pg_stat_activity WHERE datname = current_database() AND query = 'LISTEN sdgate'"
+    listeners = int(pg.query(url, "SELECT count(*) " + sql)[0][0])
+    pg.query(url, "SELECT pg_terminate_backend(pid) " + sql)
+    r = post_options(A, KEY_B, "sd_xl_base_1.0")
+    t.check("the %d listeners cut; client B posts sd_xl_base_1.0 on A at once: 200" % listeners,
+            listeners == 4 and r.status == 200, (listeners, t.describe(r)))
+    t0 = time.monotonic()
+    for b in (B, C, D):
+        t.check("%s shows client B its new choice once its listener is back (its notice was lost)" % b.name,
+                shows(b, KEY_B, SDXL, 15), (shown(b, KEY_B), b.log_tail(6)))
+    print("# the choice whose notice was lost seen on B, C and D after %.3f s" % (time.monotonic() - t0))
 
     # ---- hostile notices, straight into the channel
     before = {n: shown(b, KEY_A) for n, b in bals.items()}

@@ -42,6 +42,13 @@ static struct {
 
 static void reread_start(struct balancer *b);
 
+/* A saved row's checkpoint (its doc, options_set_checkpoint's), or NULL. */
+static const char *checkpoint_of(const json_t *doc)
+{
+	const char *name = json_string_value(json_object_get(doc, "sd_model_checkpoint"));
+	return name && *name ? name : NULL;
+}
+
 static void mark_touched(const char *client)
 {
 	if (reread.touched && json_object_size(reread.touched) < PREFS_MAX)
@@ -86,8 +93,8 @@ static void reread_done(void *user, int r, json_t *rows)
 	for (size_t i = 0; !b->stopping && !reread.again && i < json_array_size(rows); i++) {
 		json_t *row = json_array_get(rows, i);
 		const char *client = json_string_value(json_object_get(row, "client"));
-		const char *name = json_string_value(json_object_get(json_object_get(row, "doc"), "sd_model_checkpoint"));
-		if (!client || !name || !*name || json_object_get(reread.touched, client))
+		const char *name = checkpoint_of(json_object_get(row, "doc"));
+		if (!client || !name || json_object_get(reread.touched, client))
 			continue;
 		const char *mine = prefs_peek(b->prefs, client, bal_now());
 		if (mine && !strcmp(mine, name))
@@ -117,8 +124,8 @@ static void reread_start(struct balancer *b)
 static void loaded(const char *client, json_t *doc, double age_s, void *user)
 {
 	struct balancer *b = user;
-	const char *name = json_string_value(json_object_get(doc, "sd_model_checkpoint"));
-	if (name && *name)
+	const char *name = checkpoint_of(doc);
+	if (name)
 		prefs_set_checkpoint(b->prefs, client, name, bal_now() - (age_s > 0 ? age_s : 0));
 }
 

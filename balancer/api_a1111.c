@@ -299,9 +299,10 @@ static int on_options(struct httpd *h, h2o_req_t *req, const char *rest)
 /* POST /sdapi/v1/options: A1111 answers 200 null. sd_model_checkpoint
  * becomes the caller's default checkpoint (prefs.h), on every balancer of
  * the database and kept across a restart (options.c): a later façade
- * txt2img that names none is routed as if it named it. The other keys are accepted
- * and go nowhere: a provider's settings are its own. A checkpoint no live
- * backend offers gets 422 naming the field (A1111: "model ... not found"). */
+ * txt2img that names none is routed as if it named it. The other keys are
+ * accepted and go nowhere: a provider's settings are its own. A checkpoint
+ * no live backend offers gets 422 naming the field (A1111: "model ... not
+ * found"). */
 static int on_set_options(struct httpd *h, h2o_req_t *req, const char *rest)
 {
 	struct balancer *b = bal(h);

@@ -65,20 +65,19 @@ int store_load_backends(struct store *s, void (*fn)(json_t *doc, void *user), vo
  * time, in submission order with the other writes; on a shared database
  * with notice (NULL: none; copied) published in the row's own transaction,
  * so that the members get the notices of one client's rows in the order
- * the rows were written. Expire: deletes those
- * saved more than max_age_s ago, and all but the newest keep. Load
- * (startup, main thread, as above): the newest max saved within max_age_s,
- * oldest first; fn gets each doc (borrowed) and the seconds since it was
- * saved. */
+ * the rows were written. Expire: deletes those saved more than max_age_s
+ * ago, and all but the newest keep. Load (startup, main thread, as above):
+ * the newest max saved within max_age_s, oldest first; fn gets each doc
+ * (borrowed) and the seconds since it was saved. */
 void store_save_options(struct store *s, const char *client, json_t *doc, const char *notice);
 void store_expire_options(struct store *s, double max_age_s, int keep);
 int store_load_options(struct store *s, int max, double max_age_s,
 		       void (*fn)(const char *client, json_t *doc, double age_s, void *user), void *user);
 /* The same rows read on the store's lane, once the loop runs: done (on the
- * loop thread) gets r = 0 and rows [{client, doc, age_s}] (borrowed; NULL
- * when it failed). */
-typedef void (*store_rows_fn)(void *user, int r, json_t *rows);
-void store_read_options(struct store *s, int max, double max_age_s, store_rows_fn done, void *user);
+ * loop thread; a store_rows_fn, below) gets r = 0 and rows [{client, doc,
+ * age_s}] (borrowed; NULL when it failed). */
+void store_read_options(struct store *s, int max, double max_age_s, void (*done)(void *user, int r, json_t *rows),
+			void *user);
 
 /* Writes. doc is stolen. done (may be NULL) runs on the loop thread with
  * ok = 1 once the row is committed, 0 if it failed. Every task below, given
@@ -134,6 +133,7 @@ void store_set_member(struct store *s, const char *member);
  * that is not shared, fails at once (-1, NULL). */
 #define STORE_JOB_IMAGES 1      /* the job has kept images */
 #define STORE_JOB_OWNER_ALIVE 2 /* its owner is a live member */
+typedef void (*store_rows_fn)(void *user, int r, json_t *rows);
 /* The member's heartbeat (the first joins). */
 void store_beat(struct store *s, store_rows_fn done, void *user);
 /* Ends the memberships past dead_after_s and makes this member the owner

@@ -297,10 +297,12 @@ static int on_options(struct httpd *h, h2o_req_t *req, const char *rest)
 }
 
 /* POST /sdapi/v1/options: A1111 answers 200 null. sd_model_checkpoint
- * becomes the caller's default checkpoint (prefs.h): a later façade txt2img
- * that names none is routed as if it named it. The other keys are accepted
- * and go nowhere: a provider's settings are its own. A checkpoint no live
- * backend offers gets 422 naming the field (A1111: "model ... not found"). */
+ * becomes the caller's default checkpoint (prefs.h), on every balancer of
+ * the database and kept across a restart (options.c): a later façade
+ * txt2img that names none is routed as if it named it. The other keys are
+ * accepted and go nowhere: a provider's settings are its own. A checkpoint
+ * no live backend offers gets 422 naming the field (A1111: "model ... not
+ * found"). */
 static int on_set_options(struct httpd *h, h2o_req_t *req, const char *rest)
 {
 	struct balancer *b = bal(h);
@@ -323,7 +325,7 @@ static int on_set_options(struct httpd *h, h2o_req_t *req, const char *rest)
 	} else {
 		char client[64];
 		bal_client_of(b, req, client, sizeof client);
-		if (name && prefs_set_checkpoint(b->prefs, client, name, bal_now()) != 0)
+		if (name && options_set_checkpoint(b, client, name) != 0)
 			httpd_reply_detail(req, 500, "Out of memory");
 		else
 			httpd_reply_json(req, 200, json_null());

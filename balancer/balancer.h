@@ -401,12 +401,27 @@ void remote_on_notice(struct balancer *b, const char *kind, json_t *notice);
 void notices_start(struct balancer *b);
 /* Publishes {"k": kind, "from": this member, ...fields}; fields stolen. */
 void notices_send(struct balancer *b, const char *kind, json_t *fields);
+/* That notice's text (caller frees), for a store task that publishes it
+ * itself; NULL when the store is not shared. fields stolen. */
+char *notices_text(struct balancer *b, const char *kind, json_t *fields);
 /* A job's event, published when other balancers watch the job. */
 enum notice_event { NOTICE_UPDATE, NOTICE_STATE, NOTICE_FINAL };
 void notices_job_event(struct balancer *b, const struct job *j, long long id, const char *event, const json_t *data,
 		       enum notice_event kind);
 /* The events a watcher needs first: the job's kept ones, as one notice. */
 void notices_job_history(struct balancer *b, struct job *j);
+
+/* options.c: the façade clients' options, in memory (b->prefs), the store
+ * and the "options" notices. Sets client's default checkpoint here, saves
+ * it and tells the other balancers: 0, -1 when prefs refuses it. */
+int options_set_checkpoint(struct balancer *b, const char *client, const char *name);
+/* An "options" notice, any balancer's (this one's too); NULL: the
+ * listener (re)connected, notices may have been missed. */
+void options_on_notice(struct balancer *b, json_t *notice);
+/* Startup, main thread: the choices saved in the store. */
+void options_load(struct balancer *b);
+/* With the jobs' expiry: the choices past PREFS_TTL_S deleted from the store. */
+void options_expire(struct balancer *b);
 void jobs_free_all(struct balancer *b);
 int jobs_is_final(const struct job *j);
 

@@ -150,6 +150,7 @@ static void on_tick(struct httpd *h)
 	if (now >= next_expire) {
 		next_expire = now + EXPIRE_EVERY_S;
 		jobs_expire(b, bal_unix_now());
+		options_expire(b);
 	}
 }
 
@@ -384,6 +385,7 @@ int main(int argc, char **argv)
 		free(url);
 	}
 	store_load_backends(b->store, load_backend, b);
+	options_load(b);
 	jobs_load(b);
 	notices_start(b);
 	httpd_set_tick(b->httpd, on_tick);

@@ -1,6 +1,7 @@
 /* notices.c — what the balancers sharing one database tell each other, as
  * notices (store.h: PostgreSQL's LISTEN/NOTIFY). Each notice is a JSON
- * object {"k": kind, "from": member, ...}; a member ignores its own.
+ * object {"k": kind, "from": member, ...}; a member ignores its own
+ * (but options).
  *
  *   watch {job}       a balancer streams the events of a job it does not
  *                     hold (remote.c): the one that runs it publishes the
@@ -13,6 +14,10 @@
  *                     a backend's slot lease was given back: a balancer
  *                     that was refused it asks again now, not after its
  *                     hold (dispatch.c)
+ *   options {client, checkpoint}
+ *                     a façade client's default checkpoint, published
+ *                     once saved (options.c); applied by every member, the
+ *                     sender too, so that all end with the last one saved
  *
  * Progress previews (images) are left out of notices: they do not fit one
  * (STORE_NOTICE_MAX). Notices are best effort: what was missed (a listener
@@ -76,11 +81,16 @@ static void on_notice(void *user, const char *payload)
 		return;
 	if (!payload) { /* (re)connected: what was published meanwhile is lost */
 		remote_on_notice(b, NULL, NULL);
+		options_on_notice(b, NULL);
 		return;
 	}
 	json_t *n = json_loads(payload, 0, NULL);
 	const char *k = json_string_value(json_object_get(n, "k"));
-	if (!k || is_mine(b, n))
+	if (!k)
+		;
+	else if (!strcmp(k, "options"))
+		options_on_notice(b, n); /* its own too: options.c */
+	else if (is_mine(b, n))
 		;
 	else if (!strcmp(k, "watch"))
 		on_watch(b, n);
@@ -100,19 +110,24 @@ void notices_start(struct balancer *b)
 			  "of other balancers are seen only by reading the database again");
 }
 
+char *notices_text(struct balancer *b, const char *kind, json_t *fields)
+{
+	char *text = NULL;
+	if (store_shared(b->store) && fields) {
+		json_object_set_new(fields, "k", json_string(kind));
+		json_object_set_new(fields, "from", json_string(b->instance));
+		text = json_dumps(fields, JSON_COMPACT);
+	}
+	json_decref(fields);
+	return text;
+}
+
 void notices_send(struct balancer *b, const char *kind, json_t *fields)
 {
-	if (!store_shared(b->store) || !fields) {
-		json_decref(fields);
-		return;
-	}
-	json_object_set_new(fields, "k", json_string(kind));
-	json_object_set_new(fields, "from", json_string(b->instance));
-	char *text = json_dumps(fields, JSON_COMPACT);
+	char *text = notices_text(b, kind, fields);
 	if (text)
 		store_notify(b->store, text);
 	free(text);
-	json_decref(fields);
 }
 
 /* An event's data as a notice carries it: without a preview. */

@@ -77,7 +77,7 @@ static void expire(struct prefs *p, double now)
 		drop(p, p->oldest);
 }
 
-static struct pref *find(struct prefs *p, const char *client)
+static struct pref *find(const struct prefs *p, const char *client)
 {
 	for (struct pref *e = p->table[bucket(client)]; e; e = e->hnext)
 		if (!strcmp(e->client, client))
@@ -134,6 +134,12 @@ const char *prefs_checkpoint(struct prefs *p, const char *client, double now)
 	unlink_recency(p, e);
 	push_newest(p, e);
 	return e->checkpoint;
+}
+
+const char *prefs_peek(const struct prefs *p, const char *client, double now)
+{
+	const struct pref *e = p ? find(p, client) : NULL;
+	return e && now - e->used <= PREFS_TTL_S ? e->checkpoint : NULL;
 }
 
 size_t prefs_count(const struct prefs *p) { return p ? p->n : 0; }

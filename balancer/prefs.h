@@ -2,12 +2,11 @@
  * default checkpoint, used for routing and checkpoint affinity when a later
  * txt2img names none (A1111 keeps one global setting; the marketplace keeps
  * one per client, so that one client's choice never changes another's
- * images). Kept in memory only: at most PREFS_MAX clients, each forgotten
- * PREFS_TTL_S after it was last set or used, the least recently used first
- * when full. Not in the store: clients that use it (Dify, the Akash demo)
- * post it before every generation, others when their user switches, and a
- * write to SQLite for each would cost more than a restart losing it.
- * Loop thread only (no locks). */
+ * images). Held in memory, the read path: at most PREFS_MAX clients, each
+ * forgotten PREFS_TTL_S after it was last set or used, the least recently
+ * used first when full. options.c saves each choice in the store and
+ * shares it with the other balancers of one database. Loop thread only
+ * (no locks). */
 #ifndef SDGATE_BALANCER_PREFS_H
 #define SDGATE_BALANCER_PREFS_H
 
@@ -27,6 +26,8 @@ int prefs_set_checkpoint(struct prefs *p, const char *client, const char *name, 
 /* client's default checkpoint, or NULL (none, or expired). Borrowed: valid
  * until the next prefs_* call. Refreshes its age. */
 const char *prefs_checkpoint(struct prefs *p, const char *client, double now);
+/* The same without counting a use: its age stays. */
+const char *prefs_peek(const struct prefs *p, const char *client, double now);
 /* How many clients are remembered (for tests and /metrics). */
 size_t prefs_count(const struct prefs *p);
 

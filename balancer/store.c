@@ -46,7 +46,10 @@ enum task_kind {
 	LIST_BACKENDS,
 	LEASE_SLOT,
 	RELEASE_SLOT,
-	NOTIFY
+	NOTIFY,
+	SAVE_OPTIONS,
+	EXPIRE_OPTIONS,
+	READ_OPTIONS
 };
 
 #define BATCH_MAX 64
@@ -80,11 +83,11 @@ struct store_task {
 	void *user;
 	int ok;
 	/* PUT_RESULT */
-	char client[64];
+	char client[64]; /* and SAVE_OPTIONS */
 	struct image_files images;
 	json_t *meta, *evicted;
 	store_kept_fn kept;
-	/* BEAT, CLAIM, FIND_*: [{doc, flags}] found (NULL: failed) */
+	/* BEAT, CLAIM, FIND_*: [{doc, flags}] found (NULL: failed); READ_OPTIONS: [{client, doc, age_s}] */
 	json_t *rows;
 	char key[640]; /* FIND_IDEMPOTENT: the Idempotency-Key; *_SLOT: the backend's URL */
 	store_rows_fn found;
@@ -95,7 +98,7 @@ struct store_task {
 	unsigned char *buf;
 	size_t cap, len;
 	store_read_fn read;
-	char *text; /* NOTIFY: the payload */
+	char *text; /* NOTIFY, SAVE_OPTIONS: the payload (SAVE_OPTIONS: may be NULL) */
 };
 
 static int exec(struct store *s, const char *sql) { return s->e->exec(s->c, sql); }
@@ -448,6 +451,8 @@ static void put_result(struct store *s, struct store_task *t)
 	t->ok = ok;
 }
 
+static void read_options(struct store *s, struct store_task *t);
+
 static void task_run(struct lane_task *lt)
 {
 	struct store_task *t = (struct store_task *)lt;
@@ -489,6 +494,18 @@ static void task_run(struct lane_task *lt)
 		break;
 	case NOTIFY:
 		t->ok = s->e->notify(s->c, t->text);
+		break;
+	case SAVE_OPTIONS: {
+		char *text = json_dumps(t->doc, JSON_COMPACT);
+		t->ok = text && s->e->save_options(s->c, t->client, text, t->text);
+		free(text);
+		break;
+	}
+	case EXPIRE_OPTIONS:
+		t->ok = s->e->expire_options(s->c, t->when, t->n);
+		break;
+	case READ_OPTIONS:
+		read_options(s, t);
 		break;
 	}
 }
@@ -647,6 +664,113 @@ int store_load_backends(struct store *s, void (*fn)(json_t *doc, void *user), vo
 	return n;
 }
 
+/* 1 if payload fits one notice (STORE_NOTICE_MAX); else logged. */
+static int notice_fits(const char *payload)
+{
+	size_t len = strlen(payload);
+	if (len <= STORE_NOTICE_MAX)
+		return 1;
+	log_warn("db: a notice of %zu bytes is over %d; not sent", len, STORE_NOTICE_MAX);
+	return 0;
+}
+
+void store_save_options(struct store *s, const char *client, json_t *doc, const char *notice)
+{
+	struct store_task *t = s && strlen(client) < sizeof t->client ? task_new(s, SAVE_OPTIONS, NULL) : NULL;
+	if (!t) {
+		json_decref(doc);
+		return;
+	}
+	snprintf(t->client, sizeof t->client, "%s", client);
+	t->doc = doc;
+	if (notice && store_shared(s) && notice_fits(notice))
+		t->text = strdup(notice); /* out of memory: saved, not told */
+	lane_submit(s->lane, &t->base);
+}
+
+void store_expire_options(struct store *s, double max_age_s, int keep)
+{
+	struct store_task *t = s ? task_new(s, EXPIRE_OPTIONS, NULL) : NULL;
+	if (!t)
+		return;
+	t->when = max_age_s;
+	t->n = keep;
+	lane_submit(s->lane, &t->base);
+}
+
+/* The caller's callback for one loaded client's options. */
+struct options_loading {
+	void (*fn)(const char *client, json_t *doc, double age_s, void *user);
+	void *user;
+};
+
+/* A row of client_options as the engine gives it, {client, doc, age_s}
+ * checked (caller decrefs); NULL, logged, when it is not one. */
+static json_t *options_row(const char *text)
+{
+	json_t *row = text ? json_loads(text, 0, NULL) : NULL;
+	if (json_is_string(json_object_get(row, "client")) && json_is_object(json_object_get(row, "doc")) &&
+	    json_is_number(json_object_get(row, "age_s")))
+		return row;
+	log_warn("db: skipping an unreadable row of client_options");
+	json_decref(row);
+	return NULL;
+}
+
+static void options_loaded(const char *text, int unused, void *ctx)
+{
+	(void)unused;
+	const struct options_loading *l = ctx;
+	json_t *row = options_row(text);
+	if (row)
+		l->fn(json_string_value(json_object_get(row, "client")), json_object_get(row, "doc"),
+		      json_number_value(json_object_get(row, "age_s")), l->user);
+	json_decref(row);
+}
+
+static void options_read(const char *text, int unused, void *ctx)
+{
+	(void)unused;
+	struct store_task *t = ctx;
+	json_t *row = options_row(text);
+	if (row)
+		json_array_append_new(t->rows, row);
+}
+
+static void read_options(struct store *s, struct store_task *t)
+{
+	json_decref(t->rows); /* a batch that failed runs its tasks again */
+	t->rows = json_array();
+	if (s->e->load_options(s->c, t->n, t->when, options_read, t) < 0) {
+		json_decref(t->rows);
+		t->rows = NULL;
+	}
+}
+
+void store_read_options(struct store *s, int max, double max_age_s, store_rows_fn done, void *user)
+{
+	struct store_task *t = s ? task_new(s, READ_OPTIONS, NULL) : NULL;
+	if (!t) {
+		done(user, 0, NULL);
+		return;
+	}
+	t->n = max;
+	t->when = max_age_s;
+	t->found = done;
+	t->user = user;
+	lane_submit(s->lane, &t->base);
+}
+
+int store_load_options(struct store *s, int max, double max_age_s,
+		       void (*fn)(const char *client, json_t *doc, double age_s, void *user), void *user)
+{
+	struct options_loading l = {fn, user};
+	pthread_mutex_lock(&s->lock);
+	int n = s->e->load_options(s->c, max, max_age_s, options_loaded, &l);
+	pthread_mutex_unlock(&s->lock);
+	return n;
+}
+
 int store_shared(const struct store *s) { return s && s->e->beat != NULL; }
 
 void store_set_member(struct store *s, const char *member)
@@ -743,12 +867,7 @@ void store_release_slot(struct store *s, const char *backend, int slot)
 
 void store_notify(struct store *s, const char *payload)
 {
-	size_t len = strlen(payload);
-	if (len > STORE_NOTICE_MAX) {
-		log_warn("db: a notice of %zu bytes is over %d; not sent", len, STORE_NOTICE_MAX);
-		return;
-	}
-	struct store_task *t = store_shared(s) ? task_new(s, NOTIFY, NULL) : NULL;
+	struct store_task *t = notice_fits(payload) && store_shared(s) ? task_new(s, NOTIFY, NULL) : NULL;
 	if (!t)
 		return;
 	t->text = strdup(payload);

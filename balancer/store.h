@@ -59,6 +59,26 @@ void store_prune(struct store *s, double before);
 int store_load_jobs(struct store *s, void (*fn)(json_t *doc, int has_images, void *user), void *user);
 int store_load_backends(struct store *s, void (*fn)(json_t *doc, void *user), void *user);
 
+/* The façade clients' options (POST /sdapi/v1/options; prefs.h), one row
+ * per client, so that a restarted balancer, and every balancer on one
+ * database, knows them. Save: client's doc (stolen), at the database's
+ * time, in submission order with the other writes; on a shared database
+ * with notice (NULL: none; copied) published in the row's own transaction,
+ * so that the members get the notices of one client's rows in the order
+ * the rows were written. Expire: deletes those saved more than max_age_s
+ * ago, and all but the newest keep. Load (startup, main thread, as above):
+ * the newest max saved within max_age_s, oldest first; fn gets each doc
+ * (borrowed) and the seconds since it was saved. */
+void store_save_options(struct store *s, const char *client, json_t *doc, const char *notice);
+void store_expire_options(struct store *s, double max_age_s, int keep);
+int store_load_options(struct store *s, int max, double max_age_s,
+		       void (*fn)(const char *client, json_t *doc, double age_s, void *user), void *user);
+/* The same rows read on the store's lane, once the loop runs: done (on the
+ * loop thread; a store_rows_fn, below) gets r = 0 and rows [{client, doc,
+ * age_s}] (borrowed; NULL when it failed). */
+void store_read_options(struct store *s, int max, double max_age_s, void (*done)(void *user, int r, json_t *rows),
+			void *user);
+
 /* Writes. doc is stolen. done (may be NULL) runs on the loop thread with
  * ok = 1 once the row is committed, 0 if it failed. Every task below, given
  * a NULL store (closed at shutdown), fails at once through its callback. */

@@ -83,6 +83,16 @@ struct store_engine {
 	int (*load_jobs)(struct store_conn *c, store_row_fn row, void *user);
 	int (*load_backends)(struct store_conn *c, store_row_fn row, void *user);
 
+	/* The façade clients' options (store.h): saves client's doc, its time
+	 * the database's clock, and publishes notice (when not NULL; a shared
+	 * database's) in the same statement; deletes those saved more than max_age_s ago
+	 * and all but the newest keep; the newest max saved within max_age_s,
+	 * oldest first, each row the JSON text {"client", "doc", "age_s"}
+	 * (seconds since saved). 1 (or the number of rows), 0 / -1 on failure. */
+	int (*save_options)(struct store_conn *c, const char *client, const char *doc, const char *notice);
+	int (*expire_options)(struct store_conn *c, double max_age_s, int keep);
+	int (*load_options)(struct store_conn *c, int max, double max_age_s, store_row_fn row, void *user);
+
 	/* A database several balancers share (store.h "Several balancers");
 	 * all NULL on an engine that is one balancer's. A member is alive
 	 * while its heartbeat is younger than dead_after_s, by the database's

@@ -61,6 +61,9 @@ enum stmt_kind {
 	Q_LEASE_SLOT,
 	Q_RELEASE_SLOT,
 	Q_NOTIFY,
+	Q_SAVE_OPTIONS,
+	Q_EXPIRE_OPTIONS,
+	Q_LOAD_OPTIONS,
 	N_STMTS
 };
 
@@ -114,6 +117,18 @@ static const char *const SQL[N_STMTS] = {
 			 " now() - make_interval(secs => $4::float8))",
 	[Q_RELEASE_SLOT] = "UPDATE slot_leases SET holder = NULL WHERE backend = $1 AND slot = $2 AND holder = $3",
 	[Q_NOTIFY] = "SELECT pg_notify('" PG_CHANNEL "', $1)",
+	/* The notice ($3, NULL: none) in the row's statement: published at its commit. */
+	[Q_SAVE_OPTIONS] = "WITH saved AS (INSERT INTO client_options (client, doc, updated_at) VALUES ($1, $2, now())"
+			   " ON CONFLICT (client) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at"
+			   " RETURNING 1) SELECT pg_notify('" PG_CHANNEL "', $3::text) FROM saved"
+			   " WHERE $3::text IS NOT NULL",
+	[Q_EXPIRE_OPTIONS] = "DELETE FROM client_options WHERE updated_at < now() - make_interval(secs => $1::float8)"
+			     " OR client IN (SELECT client FROM client_options ORDER BY updated_at DESC, client"
+			     " OFFSET $2::int)",
+	[Q_LOAD_OPTIONS] = "SELECT json_build_object('client', client, 'doc', doc, 'age_s',"
+			   " extract(epoch FROM now() - updated_at))::text, 0 FROM (SELECT client, doc, updated_at"
+			   " FROM client_options WHERE updated_at >= now() - make_interval(secs => $2::float8)"
+			   " ORDER BY updated_at DESC, client LIMIT $1::int) o ORDER BY updated_at, client",
 };
 
 /* Version 1. Later versions (active-active: a job's owner and lease,
@@ -149,6 +164,10 @@ static const char *const MIGRATIONS[] = {
 	"CREATE INDEX jobs_unfinished ON jobs (created) WHERE status IN ('queued', 'running');"
 	"CREATE UNIQUE INDEX jobs_idempotency ON jobs ((doc->>'client'), (doc->>'idempotency_key'))"
 	" WHERE doc->>'idempotency_key' IS NOT NULL;",
+	/* 3: the façade clients' options (store.h), one row per client. */
+	"CREATE TABLE client_options (client text PRIMARY KEY, doc json NOT NULL,"
+	" updated_at timestamptz NOT NULL DEFAULT now());"
+	"CREATE INDEX client_options_updated ON client_options (updated_at);",
 };
 
 struct store_conn {
@@ -540,6 +559,30 @@ static int pg_load_backends(struct store_conn *c, store_row_fn row, void *user)
 	return load(c, "SELECT doc, false FROM backends ORDER BY saved", row, user);
 }
 
+static int pg_save_options(struct store_conn *c, const char *client, const char *doc, const char *notice)
+{
+	const char *v[] = {client, doc, notice};
+	return run_ok(c, Q_SAVE_OPTIONS, 3, v);
+}
+
+static int pg_expire_options(struct store_conn *c, double max_age_s, int keep)
+{
+	char age[32], k[16];
+	real_text(max_age_s, age);
+	snprintf(k, sizeof k, "%d", keep);
+	const char *v[] = {age, k};
+	return run_ok(c, Q_EXPIRE_OPTIONS, 2, v);
+}
+
+static int pg_load_options(struct store_conn *c, int max, double max_age_s, store_row_fn row, void *user)
+{
+	char m[16], age[32];
+	snprintf(m, sizeof m, "%d", max);
+	real_text(max_age_s, age);
+	const char *v[] = {m, age};
+	return run_rows(c, Q_LOAD_OPTIONS, 2, v, row, user);
+}
+
 static int pg_notify(struct store_conn *c, const char *payload)
 {
 	const char *v[] = {payload};
@@ -632,6 +675,9 @@ static const struct store_engine PG_ENGINE = {
 	.read_image = pg_read_image,
 	.load_jobs = pg_load_jobs,
 	.load_backends = pg_load_backends,
+	.save_options = pg_save_options,
+	.expire_options = pg_expire_options,
+	.load_options = pg_load_options,
 	.beat = pg_beat,
 	.claim = pg_claim,
 	.find_job = pg_find_job,

@@ -34,8 +34,14 @@ enum stmt_kind {
 	Q_FIND_IMAGE,
 	Q_HAS_TABLE,
 	Q_VERSION,
+	Q_SAVE_OPTIONS,
+	Q_EXPIRE_OPTIONS,
+	Q_LOAD_OPTIONS,
 	N_STMTS
 };
+
+/* Now as unix seconds (client_options.updated_at). */
+#define SQ_NOW "((julianday('now') - 2440587.5) * 86400.0)"
 
 static const char *const SQL[N_STMTS] = {
 	[Q_SAVE_JOB] = "INSERT INTO jobs (id, status, doc, finished, created) VALUES (?, ?, ?, ?,"
@@ -58,6 +64,14 @@ static const char *const SQL[N_STMTS] = {
 	[Q_FIND_IMAGE] = "SELECT rowid, length(data) FROM images WHERE job_id = ? AND n = ?",
 	[Q_HAS_TABLE] = "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
 	[Q_VERSION] = "SELECT coalesce(max(version), 0) FROM schema_migrations",
+	[Q_SAVE_OPTIONS] = "INSERT INTO client_options (client, doc, updated_at) VALUES (?, ?, " SQ_NOW ")"
+			   " ON CONFLICT(client) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at",
+	[Q_EXPIRE_OPTIONS] = "DELETE FROM client_options WHERE updated_at < " SQ_NOW " - ?1 OR client IN"
+			     " (SELECT client FROM client_options ORDER BY updated_at DESC, client LIMIT -1 OFFSET ?2)",
+	[Q_LOAD_OPTIONS] = "SELECT json_object('client', client, 'doc', json(doc), 'age_s', " SQ_NOW " - updated_at), 0"
+			   " FROM (SELECT client, doc, updated_at FROM client_options"
+			   " WHERE updated_at >= " SQ_NOW " - ?2"
+			   " ORDER BY updated_at DESC, client LIMIT ?1) ORDER BY updated_at, client",
 };
 
 struct store_conn {
@@ -100,6 +114,9 @@ static const char *const MIGRATIONS[] = {
 	"CREATE TRIGGER IF NOT EXISTS images_drop AFTER DELETE ON images BEGIN"
 	" UPDATE client_bytes SET bytes = bytes - old.bytes WHERE client = old.client;"
 	" DELETE FROM client_bytes WHERE client = old.client AND bytes <= 0; END;",
+	/* 2: the façade clients' options (store.h), kept across a restart. */
+	"CREATE TABLE client_options (client TEXT PRIMARY KEY, doc TEXT NOT NULL, updated_at REAL NOT NULL);"
+	"CREATE INDEX client_options_updated ON client_options(updated_at);",
 };
 
 /* The file and its -wal/-shm hold every client's prompts and images: they
@@ -338,13 +355,12 @@ static long long sq_read_image(struct store_conn *c, const char *job_id, int n, 
 	return total;
 }
 
-static int load(struct store_conn *c, const char *sql, store_row_fn row, void *user)
+/* Each row (text, int) of a bound statement to row: the count, -1 on
+ * failure. */
+static int each_row(struct store_conn *c, sqlite3_stmt *st, store_row_fn row, void *user)
 {
-	sqlite3_stmt *st = NULL;
-	if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK) {
-		log_error("db: %s", sqlite3_errmsg(c->db));
+	if (!st)
 		return -1;
-	}
 	int rc, n = 0;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		row((const char *)sqlite3_column_text(st, 0), sqlite3_column_int(st, 1), user);
@@ -352,8 +368,20 @@ static int load(struct store_conn *c, const char *sql, store_row_fn row, void *u
 	}
 	if (rc != SQLITE_DONE)
 		log_error("db: %s", sqlite3_errmsg(c->db));
-	sqlite3_finalize(st);
+	sqlite3_reset(st);
 	return rc == SQLITE_DONE ? n : -1;
+}
+
+static int load(struct store_conn *c, const char *sql, store_row_fn row, void *user)
+{
+	sqlite3_stmt *st = NULL;
+	if (sqlite3_prepare_v2(c->db, sql, -1, &st, NULL) != SQLITE_OK) {
+		log_error("db: %s", sqlite3_errmsg(c->db));
+		return -1;
+	}
+	int n = each_row(c, st, row, user);
+	sqlite3_finalize(st);
+	return n;
 }
 
 static int sq_load_jobs(struct store_conn *c, store_row_fn row, void *user)
@@ -367,6 +395,30 @@ static int sq_load_jobs(struct store_conn *c, store_row_fn row, void *user)
 static int sq_load_backends(struct store_conn *c, store_row_fn row, void *user)
 {
 	return load(c, "SELECT doc, 0 FROM backends ORDER BY rowid", row, user);
+}
+
+static int sq_save_options(struct store_conn *c, const char *client, const char *doc, const char *notice)
+{
+	(void)notice; /* one balancer's file: nobody to tell */
+	return run_text(c, Q_SAVE_OPTIONS, client, doc);
+}
+
+static int sq_expire_options(struct store_conn *c, double max_age_s, int keep)
+{
+	sqlite3_stmt *st = with_real(stmt(c, Q_EXPIRE_OPTIONS), max_age_s);
+	if (st)
+		sqlite3_bind_int(st, 2, keep);
+	return step_done(c, st);
+}
+
+static int sq_load_options(struct store_conn *c, int max, double max_age_s, store_row_fn row, void *user)
+{
+	sqlite3_stmt *st = stmt(c, Q_LOAD_OPTIONS);
+	if (st) {
+		sqlite3_bind_int(st, 1, max);
+		sqlite3_bind_double(st, 2, max_age_s);
+	}
+	return each_row(c, st, row, user);
 }
 
 static const struct store_engine SQLITE_ENGINE = {
@@ -390,6 +442,9 @@ static const struct store_engine SQLITE_ENGINE = {
 	.read_image = sq_read_image,
 	.load_jobs = sq_load_jobs,
 	.load_backends = sq_load_backends,
+	.save_options = sq_save_options,
+	.expire_options = sq_expire_options,
+	.load_options = sq_load_options,
 };
 
 struct store_conn *store_sqlite_open(const char *path, const struct store_engine **engine)

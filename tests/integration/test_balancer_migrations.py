@@ -23,8 +23,8 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sdtest as t  # noqa: E402
 
-SQLITE_VERSION = 1  # store_sqlite.c's migrations today
-PG_VERSION = 2      # store_pg.c's: 2 made it shareable by several balancers (store.h)
+SQLITE_VERSION = 2  # store_sqlite.c's migrations today: 2 added client_options
+PG_VERSION = 3      # store_pg.c's: 2 made it shareable by several balancers (store.h), 3 added client_options
 
 # The SQLite schema as sdgate wrote it before schema versions (balancer/store.c up to
 # e5f65ec), verbatim but for its PRAGMAs and the client_bytes rebuild.
@@ -85,16 +85,18 @@ def sqlite_part(be_arg):
     bal = t.start_balancer("--backend", be_arg, name="sqlite-fresh", db=db)
     jid, images = one_job(bal, "kept across the migration")
     bal.stop()
-    t.check("a fresh file is at version %d (schema_migrations)" % SQLITE_VERSION, versions(db) == [SQLITE_VERSION],
-            versions(db))
+    t.check("a fresh file is at version %d (schema_migrations)" % SQLITE_VERSION,
+            versions(db) == list(range(1, SQLITE_VERSION + 1)), versions(db))
 
-    # The layout of a file from before schema versions: that file, less schema_migrations.
+    # The layout of a file from before schema versions: that file, less schema_migrations and
+    # what later versions added.
     old = os.path.join(t.tmpdir("mig-old"), "old.db")
     con = sqlite3.connect(old)
     con.executescript(OLD_SQLITE_SCHEMA)
     con.close()
     con = sqlite3.connect(db)
     con.execute("DROP TABLE schema_migrations")
+    con.execute("DROP TABLE client_options")  # version 2's
     con.commit()
     con.close()
     t.check("without schema_migrations the file has exactly the old layout", layout(db) == layout(old),
@@ -107,7 +109,8 @@ def sqlite_part(be_arg):
             and images and t.job_images(bal.url, d) == images, d)
     one_job(bal, "a new job on the migrated file")
     bal.stop()
-    t.check("…and it is at version %d now" % SQLITE_VERSION, versions(db) == [SQLITE_VERSION], versions(db))
+    t.check("…and it is at version %d now" % SQLITE_VERSION, versions(db) == list(range(1, SQLITE_VERSION + 1)),
+            versions(db))
 
     con = sqlite3.connect(db)
     con.execute("INSERT INTO schema_migrations (version) VALUES (99)")

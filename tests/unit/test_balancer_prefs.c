@@ -41,6 +41,9 @@ static void test_expiry_and_bound(void **state)
 	prefs_set_checkpoint(p, "old", "m", 0);
 	prefs_set_checkpoint(p, "used", "m", 0);
 	assert_non_null(prefs_checkpoint(p, "used", PREFS_TTL_S - 1)); /* a use refreshes it */
+	/* a peek does not */
+	assert_non_null(prefs_peek(p, "old", PREFS_TTL_S - 1));
+	assert_null(prefs_peek(p, "old", PREFS_TTL_S + 1));
 	assert_null(prefs_checkpoint(p, "old", PREFS_TTL_S + 1));
 	assert_non_null(prefs_checkpoint(p, "used", PREFS_TTL_S + 1));
 	char client[32];

@@ -1,7 +1,7 @@
 /* api_a1111.c — the A1111 façade: an A1111 client pointed at the balancer
  * sees one AUTOMATIC1111 whose txt2img runs on whichever backend the router
- * picks. POST /sdapi/v1/txt2img waits for its job (the waiter below); a
- * client that hangs up cancels the job. Progress and interrupt concern the
+ * picks. POST /sdapi/v1/txt2img waits for its job (waiter.c); a client that
+ * hangs up cancels the job. Progress and interrupt concern the
  * caller's own jobs only, and only a caller with an API key has any there
  * (client.c). Loop thread. */
 #include "balancer.h"
@@ -11,143 +11,45 @@
 #include "pnginfo.h"
 #include "prefs.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-
-struct waiter {
-	struct balancer *b;
-	h2o_req_t *req;
-	struct job *job;         /* NULL once answered */
-	waiter_answer_fn answer; /* NULL: A1111's txt2img answer */
-};
 
 static struct balancer *bal(struct httpd *h) { return httpd_user(h); }
 
-/* The request ended: if it was not answered, its client went away. */
-static void waiter_dispose(void *p)
+static struct job *make_txt2img(struct balancer *b, h2o_req_t *req, void *user, struct intake_error *e)
 {
-	struct waiter *w = p;
-	struct job *j = w->job;
-	if (!j || w->b->stopping)
-		return;
-	j->waiter = NULL;
-	w->job = NULL;
-	if (!jobs_is_final(j))
-		dispatch_cancel(w->b, j);
-}
-
-/* The status an ended job's failure answers: its code's (common/error.c). */
-static int failure_status(const char *code) { return sd_error_status(sd_error_of(code)); }
-
-void waiter_finish(struct balancer *b, struct job *j)
-{
-	struct waiter *w = j->waiter;
-	if (!w)
-		return;
-	j->waiter = NULL;
-	w->job = NULL;
-	if (w->answer) {
-		w->answer(b, w->req, j);
-	} else if (j->status == JOB_DONE) {
-		httpd_reply_json(w->req, 200, j->reply ? j->reply : json_incref(j->result));
-		j->reply = NULL; /* stolen by the reply */
-	} else if (j->status == JOB_CANCELLED) {
-		/* Stopped before the backend made anything (an interrupt while
-		 * queued, or a cancel through the jobs API): A1111 answers an
-		 * interrupted txt2img with what was made, here nothing. */
-		httpd_reply_json(w->req, 200,
-				 json_pack("{s:[],s:O,s:s}", "images", "parameters", j->request, "info", "{}"));
-	} else {
-		const char *code = json_string_value(json_object_get(j->error, "code"));
-		const char *msg = json_string_value(json_object_get(j->error, "message"));
-		httpd_reply_detail(w->req, failure_status(code ? code : ""), msg ? msg : "failed");
-	}
-}
-
-void waiter_shutdown(struct job *j)
-{
-	struct waiter *w = j->waiter;
-	if (!w)
-		return;
-	j->waiter = NULL;
-	w->job = NULL;
-	if (w->answer)
-		w->answer(w->b, w->req, j); /* j is not final: the balancer is shutting down */
-	else
-		httpd_reply_detail(w->req, 503, "The balancer is shutting down");
-}
-
-/* HTTP/1: h2o 2.2.5 stops reading a connection while its request is being
- * handled, so a client that hangs up is otherwise noticed only when the
- * answer is written. Peek at the socket instead: end-of-file means it left.
- * (HTTP/2 resets dispose the request, which the waiter handles.) */
-static int client_left(h2o_req_t *req)
-{
-	if (req->version >= 0x200 || !req->conn->callbacks->get_socket)
-		return 0;
-	h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
-	int fd = sock ? h2o_socket_get_fd(sock) : -1;
-	if (fd < 0)
-		return 0;
-	char c;
-	ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-	return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-}
-
-void waiters_check(struct balancer *b)
-{
-	for (struct job *j = b->active, *next; j; j = next) {
-		next = j->act_next;
-		if (j->waiter && client_left(j->waiter->req)) {
-			log_info("job %s: its A1111 client hung up; cancelling", j->id);
-			dispatch_cancel(b, j);
-		}
-	}
-}
-
-void waiter_submit(struct balancer *b, h2o_req_t *req, struct job *j, waiter_answer_fn answer)
-{
-	struct waiter *w = httpd_alloc_guarded(req, sizeof *w, waiter_dispose);
-	w->b = b;
-	w->req = req;
-	w->job = j;
-	w->answer = answer;
-	j->waiter = w;
-	/* Not stored until it ends: its client waits on this connection, which
-	 * a restart would cut anyway, so only the job log needs the record. */
-	if (!dispatch_reject_unservable(b, j)) {
-		jobs_enqueue(b, j, 0);
-		dispatch_schedule(b);
-	}
-}
-
-/* A façade job (txt2img or img2img): queued, its client waiting on req. */
-static int wait_for(struct balancer *b, h2o_req_t *req, struct job *j, struct intake_error *e)
-{
-	if (!j) {
-		intake_reply_error(req, e, 1);
-		intake_error_free(e);
-		return 0;
-	}
-	waiter_submit(b, req, j, NULL);
-	return 0;
-}
-
-static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest)
-{
-	struct intake_error e;
-	return wait_for(bal(h), req, intake_job(bal(h), req, 1, &e), &e);
+	return intake_job(b, req, 1, e);
 }
 
 /* img2img: bodies up to A1111_MAX_IMG2IMG_BODY on this route only
  * (BAL_LARGE_BODY_PATHS, intake.c); routed as txt2img, sent to /sdapi/v1/img2img. */
+static struct job *make_img2img(struct balancer *b, h2o_req_t *req, void *user, struct intake_error *e)
+{
+	return intake_img2img(b, req, e);
+}
+
+static void refuse(h2o_req_t *req, const struct intake_error *e) { intake_reply_error(req, e, 1); }
+
+static void reply_error(h2o_req_t *req, enum sd_error e, const char *message, const char *field)
+{
+	bal_reply_error(req, e, message, field);
+}
+
+/* A1111's answers (NULL): the waiter's own. */
+static const struct waiter_api TXT2IMG = {"/sdapi/v1/txt2img", make_txt2img, refuse, reply_error, NULL};
+static const struct waiter_api IMG2IMG = {"/sdapi/v1/img2img", make_img2img, refuse, reply_error, NULL};
+
+static int on_txt2img(struct httpd *h, h2o_req_t *req, const char *rest)
+{
+	waiter_start(bal(h), req, &TXT2IMG, NULL);
+	return 0;
+}
+
 static int on_img2img(struct httpd *h, h2o_req_t *req, const char *rest)
 {
-	struct intake_error e;
-	return wait_for(bal(h), req, intake_img2img(bal(h), req, &e), &e);
+	waiter_start(bal(h), req, &IMG2IMG, NULL);
+	return 0;
 }
 
 /* The calling client's most recent unfinished façade job, or NULL. Only a

@@ -251,14 +251,37 @@ static const char *public_base(struct balancer *b, h2o_req_t *req)
 /* The job's last n images: A1111 puts a grid first when it makes several. */
 static size_t first_image(size_t count, int n) { return count > (size_t)n ? count - (size_t)n : 0; }
 
+/* The images a job asked for: its request's batch_size. */
+static int images_asked(const struct job *j)
+{
+	return (int)json_integer_value(json_object_get(j->request, "batch_size"));
+}
+
+/* b64_json's answer, with the images from the job's reply or read back
+ * from the store (a retry with the first request's Idempotency-Key). */
+static void answer_b64_images(struct balancer *b, h2o_req_t *req, struct job *j, json_t *images, void *user)
+{
+	(void)b;
+	(void)user;
+	if (!j || !images) {
+		reply_error(req, sd_error_status(SDE_RESULT_GONE), sd_error_code(SDE_RESULT_GONE),
+			    "This job's images are no longer kept", NULL);
+		return;
+	}
+	json_t *data = json_array();
+	for (size_t i = first_image(json_array_size(images), images_asked(j)); i < json_array_size(images); i++)
+		json_array_append_new(data, json_pack("{s:O}", "b64_json", json_array_get(images, i)));
+	httpd_reply_json(req, 200, json_pack("{s:I,s:o}", "created", (json_int_t)bal_unix_now(), "data", data));
+}
+
 static void answer_done(struct balancer *b, h2o_req_t *req, struct job *j, enum oai_format format, int n)
 {
-	json_t *data = json_array();
 	if (format == OAI_B64_JSON) {
-		json_t *images = json_object_get(j->reply, "images");
-		for (size_t i = first_image(json_array_size(images), n); i < json_array_size(images); i++)
-			json_array_append_new(data, json_pack("{s:O}", "b64_json", json_array_get(images, i)));
-	} else if (!j->gone) {
+		results_read_b64(b, req, j, answer_b64_images, NULL);
+		return;
+	}
+	json_t *data = json_array();
+	if (!j->gone) {
 		const char *base = public_base(b, req);
 		for (size_t i = first_image(json_array_size(j->images), n); i < json_array_size(j->images); i++) {
 			const char *type = json_string_value(json_object_get(json_array_get(j->images, i), "type"));
@@ -307,13 +330,28 @@ static void answer(struct balancer *b, h2o_req_t *req, struct job *j, enum oai_f
  * read back from the job's request (its batch_size). */
 static void answer_b64(struct balancer *b, h2o_req_t *req, struct job *j)
 {
-	answer(b, req, j, OAI_B64_JSON, (int)json_integer_value(json_object_get(j->request, "batch_size")));
+	answer(b, req, j, OAI_B64_JSON, images_asked(j));
 }
 
 static void answer_url(struct balancer *b, h2o_req_t *req, struct job *j)
 {
-	answer(b, req, j, OAI_URL, (int)json_integer_value(json_object_get(j->request, "batch_size")));
+	answer(b, req, j, OAI_URL, images_asked(j));
 }
+
+/* The job of the A1111 body built from the request (make's user). */
+static struct job *make(struct balancer *b, h2o_req_t *req, void *user, struct intake_error *e)
+{
+	const char *text = user;
+	return intake_job_from(b, req, text, strlen(text), 1, e);
+}
+
+static void key_error(h2o_req_t *req, enum sd_error e, const char *message, const char *field)
+{
+	reply_error(req, sd_error_status(e), sd_error_code(e), message, field);
+}
+
+static const struct waiter_api B64 = {"/v1/images/generations", make, reply_intake_error, key_error, answer_b64};
+static const struct waiter_api URL = {"/v1/images/generations", make, reply_intake_error, key_error, answer_url};
 
 static int on_generations(struct httpd *h, h2o_req_t *req, const char *rest)
 {
@@ -336,15 +374,11 @@ static int on_generations(struct httpd *h, h2o_req_t *req, const char *rest)
 		reply_error(req, 500, sd_error_code(SDE_INTERNAL), "Out of memory", NULL);
 		return 0;
 	}
-	struct intake_error e;
-	struct job *j = intake_job_from(b, req, text, strlen(text), 1, &e);
+	/* The request's, for make (which may run once the store answered). */
+	char *kept = h2o_mem_alloc_pool(&req->pool, strlen(text) + 1);
+	memcpy(kept, text, strlen(text) + 1);
 	free(text);
-	if (!j) {
-		reply_intake_error(req, &e);
-		intake_error_free(&e);
-		return 0;
-	}
-	waiter_submit(b, req, j, o.format == OAI_B64_JSON ? answer_b64 : answer_url);
+	waiter_start(b, req, o.format == OAI_B64_JSON ? &B64 : &URL, kept);
 	return 0;
 }
 

@@ -389,6 +389,13 @@ int remote_job_request(struct balancer *b, h2o_req_t *req, const char *id, const
 /* api_jobs.c: a held job's GET (document, "/events", "/images/N") or
  * DELETE, tail being what follows its id in the path. */
 void api_jobs_serve(struct balancer *b, h2o_req_t *req, struct job *j, const char *tail);
+/* A façade request waits for another balancer's unfinished job (seen: a
+ * copy from its row, taken) until the job is here: finished there and
+ * taken in, or taken over by this balancer. fn then runs with it while req
+ * lives (j NULL: its row is gone). 0 when no more jobs can be waited on
+ * (nothing will run). */
+typedef void (*remote_here_fn)(struct balancer *b, h2o_req_t *req, struct job *j, void *user);
+int remote_when_here(struct balancer *b, h2o_req_t *req, struct job *seen, remote_here_fn fn, void *user);
 void remote_tick(struct balancer *b, double now);
 void remote_free_all(void);
 /* notices.c hands remote.c the owner's events of a job: a "history" (its
@@ -458,6 +465,12 @@ void results_load(struct job *j, const json_t *result, int has_images);
 /* GET /v1/jobs/{id}/images/{n}: index is the text after "images/" ("n", or
  * "n" + the extension of its type, "0.png"). */
 void results_serve(struct balancer *b, h2o_req_t *req, struct job *j, const char *index);
+/* readback.c: a done job's images as base64 (A1111's "images"), for a
+ * replayed answer: from its reply or memory, else read back from the store.
+ * done runs while req lives, with j found again (NULL: expired meanwhile)
+ * and images (borrowed; NULL: not kept any more, or too large). */
+typedef void (*results_b64_fn)(struct balancer *b, h2o_req_t *req, struct job *j, json_t *images, void *user);
+void results_read_b64(struct balancer *b, h2o_req_t *req, struct job *j, results_b64_fn done, void *user);
 /* ".png", ".jpg" or ".webp" for a kept image's MIME type; "" for another. */
 const char *results_extension(const char *mime);
 
@@ -502,6 +515,43 @@ int job_is_img2img(const struct job *j);
 void intake_reply_error(h2o_req_t *req, const struct intake_error *e, int a1111_shape);
 void intake_error_free(struct intake_error *e);
 
+/* idem.c: the Idempotency-Key of a POST that makes a job (POST /v1/jobs
+ * and the façade's POSTs; see its header comment). */
+struct idem;
+struct idem_ops {
+	/* No job holds the key (or the request has none): make the job, call
+	 * idem_set, and end c (idem_end) or, when a shared database refused
+	 * its row, idem_look_again. */
+	void (*create)(struct idem *c);
+	/* The key's job, for a retry with the same body: held here, or
+	 * (elsewhere) a copy of another balancer's unfinished job from its row
+	 * (jobs_from_doc), which found takes. c ends after it. */
+	void (*found)(struct idem *c, struct job *j, int elsewhere);
+	/* An error to answer, in the API's shape (c->req is live). */
+	void (*error)(struct idem *c, enum sd_error e, const char *message, const char *field);
+};
+struct idem {
+	struct balancer *b;
+	h2o_req_t *req; /* NULL once the request ended */
+	const struct idem_ops *ops;
+	void *user; /* the API's; in req's pool, so read only while req lives */
+	char key[BAL_MAX_IDEMPOTENCY_KEY + 1], hash[17], client[64];
+	char id[BAL_ID_LEN + 1]; /* the job create made (idem_set) */
+	int shared_key;          /* a shared database: the job is queued once its row is in */
+	int after_save;
+	struct idem_guard *guard;
+};
+/* Reads req's Idempotency-Key (malformed: error 422 invalid) and finds its
+ * job, then calls found, create or error. salt tells the routes apart in
+ * the body's hash ("" for POST /v1/jobs). */
+void idem_start(struct balancer *b, h2o_req_t *req, const char *salt, const struct idem_ops *ops, void *user);
+/* create made j: c->id, and the key and hash on j when there is a key. */
+void idem_set(struct idem *c, struct job *j);
+/* j's row was refused (another balancer may have taken the key first):
+ * looks the key up again; found or error follow. */
+void idem_look_again(struct idem *c);
+void idem_end(struct idem *c);
+
 /* api_*.c route tables. */
 extern const struct httpd_route API_A1111_ROUTES[];
 extern const size_t API_A1111_N;
@@ -518,14 +568,24 @@ extern const size_t API_OPENAI_N;
  * lines in api_a1111.c): the union over the live backends' capabilities. */
 int listings_get(struct httpd *h, h2o_req_t *req, const char *rest);
 
-/* api_a1111.c: the façade's waiting request. */
+/* waiter.c: the façade's waiting request (see its header comment). */
 /* How a waiting client is answered once its job ends, or (the job not
  * final) when the balancer shuts down. */
 typedef void (*waiter_answer_fn)(struct balancer *b, h2o_req_t *req, struct job *j);
-/* req waits for j (a façade job from intake_job): j is queued, or failed at
- * once when no live backend could serve it; answer (NULL: A1111's txt2img
- * answer) replies when it ends. A client that hangs up cancels j. */
-void waiter_submit(struct balancer *b, h2o_req_t *req, struct job *j, waiter_answer_fn answer);
+/* A façade route. */
+struct waiter_api {
+	const char *route; /* salts its Idempotency-Key's body hash */
+	/* The job for req (intake.c), or NULL with why in *e. */
+	struct job *(*make)(struct balancer *b, h2o_req_t *req, void *user, struct intake_error *e);
+	void (*refuse)(h2o_req_t *req, const struct intake_error *e); /* intake's refusal, in its shape */
+	void (*error)(h2o_req_t *req, enum sd_error e, const char *message, const char *field);
+	waiter_answer_fn answer; /* NULL: A1111's answer */
+};
+/* req waits for its job: made by api->make and queued (or failed at once
+ * when no live backend could serve it), or, with an Idempotency-Key, the
+ * key's job (waiter.c). api->answer replies when it ends. user goes to
+ * make: in req's pool. A client that hangs up cancels its job. */
+void waiter_start(struct balancer *b, h2o_req_t *req, const struct waiter_api *api, void *user);
 void waiter_finish(struct balancer *b, struct job *j);
 /* Shutdown: answers a waiting façade client with 503 (the job stays in the file). */
 void waiter_shutdown(struct job *j);

@@ -624,10 +624,11 @@ void jobs_expire(struct balancer *b, double unix_now)
 }
 
 /* Restart: every job the file holds comes back; unfinished ones are queued
- * again in their original order (a façade job's client is gone with the old
- * process, so it fails instead of running for nobody; an img2img's init
- * images were never in the file, request_doc, so it fails instead of
- * running as a txt2img). */
+ * again in their original order (a façade job without an Idempotency-Key
+ * has no client any more, gone with the old process, so it fails instead of
+ * running for nobody; one with a key is run again, for its client's retry
+ * (waiter.c); an img2img's init images were never in the file, request_doc,
+ * so it fails instead of running as a txt2img). */
 struct job *jobs_from_doc(json_t *doc, int has_images)
 {
 	const char *id = json_string_value(json_object_get(doc, "id"));
@@ -691,7 +692,7 @@ static void load_one(json_t *doc, int has_images, void *user)
 	if (status == JOB_QUEUED || status == JOB_RUNNING) {
 		j->status = JOB_QUEUED; /* again: it runs here anew */
 		link_active(b, j);
-		if (j->facade) {
+		if (j->facade && !j->idem_key[0]) {
 			j->status = JOB_RUNNING; /* so that finish() records it */
 			jobs_finish_failed(b, j, SDE_BALANCER_RESTARTED,
 					   "The balancer restarted while the client was waiting");

@@ -24,7 +24,11 @@
  *     already_finished when it ended first); an owner that does not act
  *     in time (it died: its jobs are taken over within the lease) is 503
  *     running_elsewhere;
- *   - no such row: 404, as for a job never seen.
+ *   - no such row: 404, as for a job never seen;
+ *   - a façade request whose Idempotency-Key names such a job (waiter.c)
+ *     waits on the job's shadow too (remote_when_here): the shadow's
+ *     re-reads find the job here once it finished (taken in) or was taken
+ *     over by this balancer, and shadow_end hands it the job.
  *
  * The request may end while the store reads or the shadow waits: its state
  * lives apart and the request's pool holds a guard (httpd_alloc_guarded).
@@ -41,7 +45,7 @@
 #define REMOTE_CANCEL_WAIT_S 5.0 /* a cross-balancer DELETE waits this long for the owner to cancel */
 #define REMOTE_MAX_SHADOWS 1024  /* past this, new streams wait for the job to finish or come here */
 
-enum remote_kind { R_VIEW, R_EVENTS, R_IMAGE, R_DELETE };
+enum remote_kind { R_VIEW, R_EVENTS, R_IMAGE, R_DELETE, R_HERE };
 
 struct shadow;
 
@@ -56,6 +60,8 @@ struct remote {
 	double deadline; /* R_DELETE waiting on a shadow */
 	struct shadow *on;
 	struct remote *next_waiting;
+	remote_here_fn here; /* R_HERE: called with the job once it is here */
+	void *here_user;
 };
 
 struct remote_guard {
@@ -172,6 +178,8 @@ static void shadow_end(struct shadow *sh, struct job *j)
 		r->on = NULL;
 		if (!r->req)
 			;
+		else if (r->kind == R_HERE)
+			r->here(b, r->req, j, r->here_user);
 		else if (!j)
 			bal_reply_error(r->req, SDE_NOT_FOUND, "No such job (unknown, or expired)", NULL);
 		else if (r->kind == R_DELETE)
@@ -370,6 +378,28 @@ int remote_job_request(struct balancer *b, h2o_req_t *req, const char *id, const
 	r->guard->r = r;
 	read_row(r);
 	return 1;
+}
+
+int remote_when_here(struct balancer *b, h2o_req_t *req, struct job *seen, remote_here_fn fn, void *user)
+{
+	struct remote *r = calloc(1, sizeof *r);
+	if (!r) {
+		jobs_free_unlinked(seen);
+		return 0;
+	}
+	r->b = b;
+	r->req = req;
+	r->kind = R_HERE;
+	r->here = fn;
+	r->here_user = user;
+	snprintf(r->id, sizeof r->id, "%s", seen->id);
+	r->guard = httpd_alloc_guarded(req, sizeof *r->guard, guard_dispose);
+	r->guard->r = r;
+	if (wait_on_shadow(r, seen))
+		return 1;
+	jobs_free_unlinked(seen); /* past REMOTE_MAX_SHADOWS */
+	done(r);
+	return 0;
 }
 
 /* A shadow's turn: requests that ended or timed out, its watch renewed

@@ -43,6 +43,7 @@ static const struct {
 	[SDE_REJECTED] = {"rejected", 422, "A backend refused the request"},
 	[SDE_BALANCER_RESTARTED] = {"balancer_restarted", 503, "The balancer restarted"},
 	[SDE_RUNNING_ELSEWHERE] = {"running_elsewhere", 503, "The job runs on another balancer"},
+	[SDE_REQUEST_IN_PROGRESS] = {"request_in_progress", 409, "A request with this Idempotency-Key is waiting"},
 	[SDE_TOO_LARGE] = {"too_large", 0, "A message is too large"},
 	[SDE_BAD_UTF8] = {"bad_utf8", 0, "A text message must be valid UTF-8"},
 	[SDE_BINARY_FRAME] = {"binary_frame", 0, "Binary frames are not taken"},

@@ -46,6 +46,7 @@ enum sd_error {
 	SDE_REJECTED,             /* 422 a job: a backend refused the request itself */
 	SDE_BALANCER_RESTARTED,   /* 503 a job: the balancer restarted while its client waited */
 	SDE_RUNNING_ELSEWHERE,    /* 503 cancelling a job another balancer (same database) runs */
+	SDE_REQUEST_IN_PROGRESS,  /* 409 a façade request's Idempotency-Key: another request waits for its job */
 	SDE_TOO_LARGE,            /* websocket (gateway) */
 	SDE_BAD_UTF8,             /* websocket (gateway) */
 	SDE_BINARY_FRAME,         /* websocket (gateway) */

@@ -31,7 +31,6 @@ struct readback {
 	size_t n, i;        /* images, the one being read */
 	unsigned char *buf; /* image i, size bytes */
 	long long size, got;
-	int reading;
 	json_t *images; /* base64 of those read */
 };
 
@@ -64,7 +63,6 @@ static void read_next(struct readback *rb);
 static void on_chunk(void *user, long long total, size_t len)
 {
 	struct readback *rb = user;
-	rb->reading = 0;
 	if (!rb->req) {
 		free_readback(rb);
 		return;
@@ -125,7 +123,6 @@ static void read_next(struct readback *rb)
 		return;
 	}
 	long long left = rb->size - rb->got;
-	rb->reading = 1;
 	store_read_image(rb->b->store, rb->id, (int)rb->i, rb->got, rb->buf + rb->got,
 			 left < BAL_IMAGE_CHUNK ? (size_t)left : BAL_IMAGE_CHUNK, on_chunk, rb);
 }

@@ -73,7 +73,8 @@ static void a1111_answer(struct balancer *b, h2o_req_t *req, struct job *j)
 		/* Stopped before the backend made anything (an interrupt while
 		 * queued, or a cancel through the jobs API): A1111 answers an
 		 * interrupted txt2img with what was made, here nothing. */
-		httpd_reply_json(req, 200, json_pack("{s:[],s:O,s:s}", "images", "parameters", j->request, "info", "{}"));
+		httpd_reply_json(req, 200,
+				 json_pack("{s:[],s:O,s:s}", "images", "parameters", j->request, "info", "{}"));
 	} else if (j->status == JOB_FAILED) {
 		const char *code = json_string_value(json_object_get(j->error, "code"));
 		const char *msg = json_string_value(json_object_get(j->error, "message"));

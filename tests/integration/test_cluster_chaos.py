@@ -14,7 +14,9 @@ balancer port. The jobs, spread over about 12 s:
   api     POST /v1/jobs through NGINX, each under its own Idempotency-Key,
           sent again (same key) whatever went wrong on the way, then polled
           through NGINX (GET /v1/jobs/{id}: any balancer answers)
-  facade  POST /sdapi/v1/txt2img through NGINX, waiting for the image
+  facade  POST /sdapi/v1/txt2img through NGINX, waiting for the image, with no
+          Idempotency-Key of its own: NGINX gives it one and sends it to the
+          next balancer when its balancer dies
 
 Meanwhile each balancer in turn is killed (-9) while its own /metrics shows
 a running job (waited for, bounded), and started again a second later on the
@@ -22,12 +24,13 @@ same port and database.
 
 Checked: every websocket and jobs API job is accepted and done exactly once
 from its client's view (one result, nothing after it), with an image whose
-pixels equal a direct render of the same request; a façade request either
-answers its image (pixel-identical too) or was cut by a kill (docs/cluster.md:
-a façade job is not taken over, its connection is cut): those are counted
-apart, and the client sends it again (a new job), up to FACADE_TRIES times.
-At the end the database's jobs rows are all final (every ws/api job done),
-and no balancer has anything queued or running. Printed: the timeline, the
+pixels equal a direct render of the same request; so does every façade
+request, on its first try: none is cut by a kill (docs/cluster.md: its key
+makes NGINX's retry safe, and its job, stored at intake, is taken over), and
+the database holds exactly one job for each. (Should one be cut, the client
+sends it again, a new job, up to FACADE_TRIES times, and the check fails.)
+At the end the database's jobs rows are all final (every job done), and no
+balancer has anything queued or running. Printed: the timeline, the
 figures per entry point, and how many jobs ran twice on backends (from the
 backends' logs, one line per txt2img with its seed): docs/cluster.md allows
 that only for a job whose balancer died while it ran, so each of those must
@@ -310,13 +313,25 @@ def main():
             not problems, problems)
     t.check("every done image equals a direct render of the same request and seed (%d compared)" % compared,
             compared == done and not unmatched, unmatched)
+    cut = {k: r["tries"] for k, r in record.items() if r["via"] == "facade" and r["tries"] != [200]}
+    t.check("every façade request got its image on its first try: none was cut by a kill (%d)" % len(cut),
+            not cut and figures["facade"]["done"] == N["facade"], cut)
     t.check("all %d websocket and %d jobs API jobs are done" % (N["ws"], N["api"]),
             figures["ws"]["done"] == N["ws"] and figures["api"]["done"] == N["api"], dict(figures))
 
-    rows = t.db_query(cl.db, "SELECT id, status FROM jobs")
-    by_status = collections.Counter(st for _, st in rows)
-    ids = {rec.get("job") for rec in record.values() if rec["via"] != "facade"}
-    t.check("the database's jobs rows are all final (%s) and hold every websocket and jobs API job, done"
+    rows = t.db_query(cl.db, "SELECT id, status, doc->'request'->>'seed' FROM jobs")
+    by_status = collections.Counter(st for _, st, _ in rows)
+    by_seed = collections.defaultdict(list)
+    for i, st, seed in rows:
+        by_seed[seed].append((i, st))
+    facade_rows = {k: by_seed[str(r["body"]["seed"])] for k, r in record.items() if r["via"] == "facade"}
+    t.check("the database holds exactly one job for each façade request, done",
+            all(len(v) == 1 and v[0][1] == "done" for v in facade_rows.values()), facade_rows)
+    for k, v in facade_rows.items():
+        record[k]["job"] = v[0][0] if v else None
+    rows = [(i, st) for i, st, _ in rows]
+    ids = {rec.get("job") for rec in record.values()}
+    t.check("the database's jobs rows are all final (%s) and hold every job, done"
             % dict(by_status), set(by_status) <= set(t.FINAL_STATES)
             and ids <= {i for i, st in rows if st == "done"}, (dict(by_status), sorted(ids - {i for i, _ in rows})))
 
@@ -330,10 +345,9 @@ def main():
             kills and len(kills) == 3 and all(r > 0 for _, r, _ in kills), kills)
 
     runs = backend_runs(cl)
-    twice = {k: runs[r["body"]["seed"]] for k, r in record.items()
-             if r["via"] != "facade" and runs[r["body"]["seed"]][0] > 1}
-    t.check("every done websocket and jobs API job ran on a backend",
-            all(runs[r["body"]["seed"]][0] >= 1 for r in record.values() if r["via"] != "facade" and r.get("done")))
+    twice = {k: runs[r["body"]["seed"]] for k, r in record.items() if runs[r["body"]["seed"]][0] > 1}
+    t.check("every done job ran on a backend",
+            all(runs[r["body"]["seed"]][0] >= 1 for r in record.values() if r.get("done")))
     taken = cl.taken_over()
     t.check("a job ran twice on backends only when it was taken over from a dead balancer (%d ran twice, %d taken "
             "over)" % (len(twice), len(taken)), all(record[k].get("job") in taken for k in twice),
@@ -353,9 +367,10 @@ def main():
     print("# jobs API POSTs sent again: %d (answered as a replay: %d)"
           % (sum(r["posts"] - 1 for r in record.values() if r["via"] == "api"),
              sum(1 for r in record.values() if r.get("replayed"))))
-    print("# jobs that ran twice on backends: %d of %d websocket and jobs API jobs (%d of those first runs "
-          "were interrupted when their balancer died): %s"
-          % (len(twice), N["ws"] + N["api"], sum(1 for r in twice.values() if r[1]), sorted(twice)))
+    print("# jobs that ran twice on backends: %d of %d jobs (%d of those first runs were interrupted when their "
+          "balancer died): %s" % (len(twice), sum(N.values()), sum(1 for r in twice.values() if r[1]), sorted(twice)))
+    print("# façade jobs taken over from a dead balancer: %d"
+          % sum(1 for r in record.values() if r["via"] == "facade" and r.get("job") in taken))
     print("# jobs taken over from a dead balancer: %d" % len(taken))
     print("# façade: %d backend runs for %d requests sent"
           % (sum(runs[r["body"]["seed"]][0] for r in record.values() if r["via"] == "facade"),

@@ -299,6 +299,8 @@ void jobs_dequeue(struct balancer *b, struct job *j)
 
 int jobs_position(struct balancer *b, const struct job *j)
 {
+	if (j->shadow) /* another balancer's queue: the position its last event gave */
+		return j->status == JOB_QUEUED ? j->last_position : 0;
 	if (!j->in_queue)
 		return 0;
 	int pos = 1;
@@ -480,12 +482,34 @@ void jobs_emit_update(struct balancer *b, struct job *j, const char *event, json
 	emit(j, id, event, data);
 }
 
+/* What a shadow's document view (jobs_view) takes from its owner's event. */
+static void shadow_follow(struct job *j, const char *event, const json_t *data)
+{
+	if (!strcmp(event, "queued")) {
+		j->status = JOB_QUEUED;
+		j->last_position = (int)int_or(data, "position", j->last_position);
+	} else if (!strcmp(event, "assigned")) {
+		j->status = JOB_RUNNING;
+		j->attempt = (int)int_or(data, "attempt", j->attempt);
+		j->step = j->steps = 0;
+		json_decref(j->placed);
+		j->placed = json_pack("{s:O*,s:O*,s:O*,s:O*}", "backend", json_object_get(data, "backend"), "provider",
+				      json_object_get(data, "provider"), "location", json_object_get(data, "location"),
+				      "gpu", json_object_get(data, "gpu"));
+	} else if (!strcmp(event, "progress")) {
+		j->step = (int)int_or(data, "step", j->step);
+		j->steps = (int)int_or(data, "steps", j->steps);
+	}
+}
+
 void jobs_emit_copy(struct job *j, long long id, const char *event, json_t *data, int state)
 {
-	if (events_put(&j->events, id, event, data, state))
+	if (events_put(&j->events, id, event, data, state)) {
+		shadow_follow(j, event, data);
 		emit(j, id, event, data);
-	else
+	} else {
 		json_decref(data);
+	}
 }
 
 int jobs_has_readers(const struct job *j) { return j->subs || j->watched_until > bal_now(); }

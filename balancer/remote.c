@@ -6,15 +6,18 @@
  *   - a finished job is taken in (jobs_adopt: kept to be read, never run)
  *     and the request served as if it had always been here: its document,
  *     its images (in the shared store), its final event;
- *   - an unfinished job that another balancer runs: GET answers its last
- *     saved state (queued or running, as that balancer last wrote it); its
- *     event stream is live: this balancer keeps a copy of the job (a
+ *   - an unfinished job that another balancer runs is live here: this
+ *     balancer keeps a copy of the job (a
  *     shadow: jobs_from_doc, marked `shadow`) whose events are the owner's,
  *     ids included. It asks the owner for them with a "watch" notice
  *     (notices.c), renewed while anyone reads, and the owner answers with
  *     the events it keeps (a "history") and then each new one. Streams are
  *     served from the shadow as from a job of this balancer's, Last-Event-ID
- *     included, once the history came; until then they wait. The shadow
+ *     included, once the history came; until then they wait. A GET answers
+ *     the shadow's view (its queue position and progress follow the events),
+ *     after waiting up to REMOTE_VIEW_WAIT_S for a new shadow's history (then
+ *     the row's: what that balancer last wrote). A shadow nobody asked for
+ *     in REMOTE_IDLE_S ends (so a client that polls keeps one). The shadow
  *     also re-reads the row (every REMOTE_RECHECK_S, at once on the final
  *     event's notice): when the job finished, or came here (taken over),
  *     the job is here and the streams go on from it (sse_move_all);
@@ -43,7 +46,9 @@
 #define REMOTE_RECHECK_S 1.0     /* a shadow re-reads its row this often */
 #define REMOTE_WATCH_EVERY_S 4.0 /* and asks its owner to go on publishing (notices.c's watch lasts 15 s) */
 #define REMOTE_CANCEL_WAIT_S 5.0 /* a cross-balancer DELETE waits this long for the owner to cancel */
-#define REMOTE_MAX_SHADOWS 1024  /* past this, new streams wait for the job to finish or come here */
+#define REMOTE_VIEW_WAIT_S 1.0   /* a GET waits this long for the owner's events, then answers the row */
+#define REMOTE_IDLE_S 5.0        /* a shadow nobody read for this long ends (a client polling GET keeps it) */
+#define REMOTE_MAX_SHADOWS 1024  /* past this, requests are answered from the row */
 
 enum remote_kind { R_VIEW, R_EVENTS, R_IMAGE, R_DELETE, R_HERE };
 
@@ -78,6 +83,7 @@ struct shadow {
 	int reading;          /* its row is being read */
 	int freeing;          /* freed once that read answers */
 	double asked;         /* the last watch (bal_now) */
+	double used;          /* the last request for it */
 	double next_read;     /* the next read of its row */
 	struct remote *waiting;
 	struct shadow *next;
@@ -127,6 +133,16 @@ static void answer_cancel(struct remote *r, struct job *j)
 		bal_reply_error(r->req, SDE_ALREADY_FINISHED, "The job has already finished", NULL);
 	else
 		serve(r, j); /* here and unfinished: cancelled here */
+}
+
+/* A stream or a GET served from the shadow; the request is done. */
+static void answer_now(struct remote *r, struct shadow *sh)
+{
+	if (r->req && r->kind == R_EVENTS)
+		sse_open(r->b, r->req, sh->job);
+	else if (r->req)
+		httpd_reply_json(r->req, 200, jobs_view(r->b, sh->job));
+	done(r);
 }
 
 static void watch(struct shadow *sh)
@@ -214,14 +230,12 @@ static void open_waiting(struct shadow *sh)
 {
 	for (struct remote **pp = &sh->waiting; *pp;) {
 		struct remote *r = *pp;
-		if (r->kind != R_EVENTS) {
+		if (r->kind == R_DELETE) {
 			pp = &r->next_waiting;
 			continue;
 		}
 		*pp = r->next_waiting;
-		if (r->req)
-			sse_open(sh->b, r->req, sh->job);
-		done(r);
+		answer_now(r, sh);
 	}
 }
 
@@ -279,11 +293,13 @@ static int wait_on_shadow(struct remote *r, struct job *seen)
 		jobs_free_unlinked(seen);
 	else if (!(sh = shadow_new(r->b, seen)))
 		return 0;
-	if (r->kind == R_EVENTS && sh->has_history) {
-		sse_open(r->b, r->req, sh->job);
-		done(r);
+	sh->used = bal_now();
+	if (sh->has_history && (r->kind == R_EVENTS || r->kind == R_VIEW)) {
+		answer_now(r, sh);
 		return 1;
 	}
+	if (r->kind == R_VIEW)
+		r->deadline = bal_now() + REMOTE_VIEW_WAIT_S;
 	if (r->kind == R_DELETE) { /* the shadow reads its row every REMOTE_RECHECK_S until it ended */
 		notices_send(r->b, "cancel", json_pack("{s:s}", "job", r->id));
 		r->deadline = bal_now() + REMOTE_CANCEL_WAIT_S;
@@ -322,12 +338,14 @@ static void on_row(void *user, int rc, json_t *rows)
 		bal_reply_error(r->req, SDE_STORAGE_FAILED, "The job could not be read from the store", NULL);
 	} else if (!seen) {
 		bal_reply_error(r->req, SDE_NOT_FOUND, "No such job (unknown, or expired)", NULL);
-	} else if (r->kind == R_VIEW) {
-		httpd_reply_json(r->req, 200, jobs_view(b, seen));
 	} else if (r->kind == R_IMAGE) {
 		results_serve(b, r->req, seen, r->tail + 8); /* unfinished: not ready */
+	} else if (r->kind == R_VIEW && !(flags & STORE_JOB_OWNER_ALIVE) && !shadow_find(r->id)) {
+		httpd_reply_json(r->req, 200, jobs_view(b, seen)); /* nobody to ask: what was saved */
 	} else if (wait_on_shadow(r, seen)) {
 		return; /* seen is the shadow's now */
+	} else if (r->kind == R_VIEW) {
+		httpd_reply_json(r->req, 200, jobs_view(b, seen));
 	} else if (r->kind == R_DELETE) {
 		answer_cancel(r, NULL);
 	} else { /* R_EVENTS, no shadow to be had: read again until it finished or came here */
@@ -408,17 +426,20 @@ static void shadow_tick(struct shadow *sh, double now)
 {
 	for (struct remote **pp = &sh->waiting; *pp;) {
 		struct remote *r = *pp;
-		int timed_out = r->kind == R_DELETE && now >= r->deadline;
+		int timed_out = r->kind != R_EVENTS && now >= r->deadline;
 		if (r->req && !timed_out) {
 			pp = &r->next_waiting;
 			continue;
 		}
 		*pp = r->next_waiting;
-		if (r->req)
-			answer_cancel(r, NULL);
-		done(r);
+		if (r->req && r->kind == R_VIEW) /* no history: the row's view */
+			answer_now(r, sh);
+		else if (r->req)
+			answer_cancel(r, NULL), done(r);
+		else
+			done(r);
 	}
-	if (!sh->waiting && !sh->job->subs) {
+	if (!sh->waiting && !sh->job->subs && now - sh->used >= REMOTE_IDLE_S) {
 		shadow_end(sh, NULL);
 		return;
 	}

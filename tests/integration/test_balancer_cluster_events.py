@@ -5,6 +5,7 @@ its cancel, on a balancer that does not run it (issue 13; docs/cluster.md
 
 Three balancers (A, B, C) share one PostgreSQL database and one paced
 backend, so that a second job waits in A's queue. Checked:
+  - GET on C of a job A runs: its live queue position, then its progress;
   - a stream on B of a job A runs is live: B's reader gets the job's queue
     position, `assigned` and its `progress` while the job runs (the first
     progress event on B comes well before the job is done, not with it),
@@ -74,9 +75,19 @@ def main():
     ev = event(es_b, "queued", 10)
     t.check("B's stream of A's queued job: `queued` with its position",
             ev is not None and isinstance(ev[1], dict) and ev[1].get("position") == 1, es_b.names())
+    doc = t.get_job(C.url, jid)
+    t.check("GET on C of A's queued job: queued, its live position (1)",
+            (doc or {}).get("status") == "queued" and (doc or {}).get("position") == 1, doc)
     t.check("B's stream gets `assigned` once A starts it", es_b.wait_event("assigned", 15), es_b.names())
     prog = event(es_b, "progress", 10)
     t.check("…and its progress while it runs", prog is not None, es_b.names())
+    seen_steps = []
+    t.wait_until(lambda: seen_steps.append(((t.get_job(C.url, jid) or {}).get("progress") or {}).get("step", 0))
+                 or seen_steps[-1] > 0, 5, 0.1)
+    doc = t.get_job(C.url, jid)
+    t.check("GET on C of it while it runs: running on A's backend, its live progress",
+            (doc or {}).get("status") == "running" and (doc or {}).get("provider") == "p0"
+            and seen_steps and seen_steps[-1] > 0, (doc, seen_steps[-5:]))
     done = t.wait_job(A.url, jid, timeout=60)
     t_done = event(es_a, "done", 10)
     t_prog, t_done = (prog[2] if prog else 0), (t_done[2] if t_done else 0)

@@ -181,6 +181,57 @@ static void test_parse_id(void **state)
 	assert_int_equal(events_parse_id(nul_inside, sizeof nul_inside, &v), -1);
 }
 
+/* A copy of another balancer's job (remote.c) keeps that balancer's ids:
+ * newer events are kept as state or update, older or repeated ones are
+ * ignored, and the copy replays like the original. */
+static void test_put_keeps_the_owners_ids(void **state)
+{
+	(void)state;
+	struct job_events h = {0};
+	json_t *d = json_object();
+	assert_int_equal(events_put(&h, 1000, "queued", d, 1), 1);
+	assert_int_equal(events_put(&h, 1003, "assigned", d, 1), 1);
+	assert_int_equal(events_put(&h, 1003, "assigned", d, 1), 0); /* the same again (a history after the event) */
+	assert_int_equal(events_put(&h, 1001, "queued", d, 0), 0);   /* older than what is kept */
+	assert_int_equal(events_put(&h, 1007, "progress", d, 0), 1);
+	assert_int_equal(events_put(&h, BAL_EVENTS_MAX_ID + 1, "progress", d, 0), 0);
+	json_decref(d);
+	assert_int_equal(h.last_id, 1007);
+	struct seen s = replay(&h, 1003);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.ids[0], 1007);
+	assert_string_equal(s.names[0], "progress");
+	s = replay(&h, 0);
+	assert_int_equal(s.n, 3);
+	assert_int_equal(s.ids[0], 1000);
+	assert_int_equal(s.ids[1], 1003);
+	/* a state event forgets the updates before it, as in the original */
+	d = json_object();
+	assert_int_equal(events_put(&h, 1010, "queued", d, 1), 1);
+	json_decref(d);
+	s = replay(&h, 1003);
+	assert_int_equal(s.n, 1);
+	assert_int_equal(s.ids[0], 1010);
+	assert_int_equal(events_reserve(&h), 1011); /* the copy's next id would follow the owner's */
+	events_clear(&h);
+}
+
+static void test_names(void **state)
+{
+	(void)state;
+	const char *names[] = {"queued", "assigned", "progress", "done", "failed", "cancelled"};
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+		char copy[16];
+		snprintf(copy, sizeof copy, "%s", names[i]);
+		assert_string_equal(events_name(copy), names[i]);
+		assert_ptr_not_equal(events_name(copy), copy); /* static */
+	}
+	assert_null(events_name("Queued"));
+	assert_null(events_name("queued "));
+	assert_null(events_name(""));
+	assert_null(events_name(NULL));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -189,6 +240,8 @@ int main(void)
 		cmocka_unit_test(test_only_the_last_state_events_are_kept),
 		cmocka_unit_test(test_restore_goes_on_above_every_earlier_id),
 		cmocka_unit_test(test_parse_id),
+		cmocka_unit_test(test_put_keeps_the_owners_ids),
+		cmocka_unit_test(test_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -230,7 +230,7 @@ static void open_waiting(struct shadow *sh)
 {
 	for (struct remote **pp = &sh->waiting; *pp;) {
 		struct remote *r = *pp;
-		if (r->kind == R_DELETE) {
+		if (r->kind == R_DELETE || r->kind == R_HERE) { /* these wait for the job's end or arrival */
 			pp = &r->next_waiting;
 			continue;
 		}
@@ -426,7 +426,7 @@ static void shadow_tick(struct shadow *sh, double now)
 {
 	for (struct remote **pp = &sh->waiting; *pp;) {
 		struct remote *r = *pp;
-		int timed_out = r->kind != R_EVENTS && now >= r->deadline;
+		int timed_out = r->kind != R_EVENTS && r->kind != R_HERE && now >= r->deadline;
 		if (r->req && !timed_out) {
 			pp = &r->next_waiting;
 			continue;

@@ -15,6 +15,10 @@ none) and sends it to the next balancer when the first fails midway.
      (read back from the store); with another body: 422
      idempotency_key_reused.
   3. The same for OpenAI's POST /v1/images/generations (b64_json).
+  4. A client's own key, its balancer alive: the same request sent to
+     another balancer while the first runs it waits for that job and
+     answers its image; a second request with the key on the first
+     balancer meanwhile: 409 request_in_progress.
 
 Without the balancer's key handling (a second job is made) or without the
 conf's retry (NGINX's 502), it fails."""
@@ -151,6 +155,28 @@ def openai_part(cl):
             lambda r: [d.get("b64_json") for d in ((r.json or {}).get("data") or [])], what)
 
 
+def live_owner_part(cl):
+    what = "a key sent to two live balancers"
+    body = dict(A1111_BODY, prompt="two balancers, one key", seed=77)
+    key = {"Idempotency-Key": "facade-key-live-owner"}
+    one, other = [b for b in cl.bals if b.running()][:2]
+    first = t.Background(t.request, "POST", one.url + "/sdapi/v1/txt2img", json_body=body, headers=key,
+                         timeout=60)
+    t.check("%s: the first balancer runs it" % what,
+            t.wait_until(lambda: t.metric(t.metrics(one.url), "sdgate_jobs_running", 0), 10, 0.02))
+    r = t.request("POST", one.url + "/sdapi/v1/txt2img", json_body=body, headers=key, timeout=60)
+    t.check("%s: a second request with the key where the first waits: 409 request_in_progress" % what,
+            r.status == 409 and "request_in_progress" in r.raw.decode("utf-8", "replace"), t.describe(r))
+    second = t.request("POST", other.url + "/sdapi/v1/txt2img", json_body=body, headers=key, timeout=60)
+    reply, err, _ = first.join(60)
+    t.check("%s: the other balancer waited for the job and answers its image" % what,
+            err is None and reply.status == 200 and second.status == 200 and t.images_of(reply)
+            and t.images_of(second) == t.images_of(reply) and second.headers.get("idempotent-replayed") == "true",
+            t.describe(second))
+    rows = cl.rows(body["prompt"])
+    t.check("%s: one job in the database (%s)" % (what, rows), len(rows) == 1, rows)
+
+
 def main():
     cl = Cluster()
     victim = a1111_part(cl)
@@ -159,6 +185,7 @@ def main():
                                        db=cl.db)
     t.check("the restarted balancer sees the backend idle", t.wait_idle_backends(cl.bals[victim].url, 1, 30))
     openai_part(cl)
+    live_owner_part(cl)
     print("# NGINX error log: %s" % json.dumps(cl.ngx.log(600)))
     cl.ngx.stop()
 

@@ -345,9 +345,15 @@ def check_nginx():
     t.check("sdgate-postgresql.conf: three balancers, all equal (no backup, no down)",
             len(servers) == 3 and not any(re.search(r"\b(backup|down)\b", o) for _, o in servers) and
             len({o for _, o in servers}) == 1, servers)
+    # non_idempotent: POST /v1/jobs only when the client sent a key (the named location), and the façade's
+    # POSTs, which always get one (the client's, else NGINX's $request_id)
+    retried = re.findall(r"location ([^{]*)\{([^}]*non_idempotent[^}]*)\}", pg)
+    keyed = re.search(r"map \$http_idempotency_key \$sdgate_idempotency_key \{\s*''\s+\$request_id;", pg)
     t.check("sdgate-postgresql.conf: POSTs are passed on after sending only under an Idempotency-Key",
-            pg.count("non_idempotent") == 1 and re.search(
-                r"location @(\w+) \{[^}]*non_idempotent", pg) and "$http_idempotency_key" in pg, None)
+            pg.count("non_idempotent") == 2 and len(retried) == 2 and keyed and "$http_idempotency_key" in pg and
+            any(w.startswith("@") for w, _ in retried) and
+            any("txt2img" in w and "proxy_set_header Idempotency-Key $sdgate_idempotency_key;" in body
+                for w, body in retried), retried)
     if not t.check("nginx is installed (deploy/install-deps.sh installs nginx-light)", t.nginx_path()):
         return
     for name, path in confs.items():

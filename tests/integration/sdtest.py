@@ -1593,6 +1593,19 @@ class Nginx:
             self.proc.kill()
 
 
+def nginx_pg_front(balancers, gateway_port=None):
+    """NGINX on sdgate-postgresql.conf in front of the three balancers (ports)
+    and, on its web port, gateway_port's gateway; checked up through the
+    balancer port. Returns (Nginx, the balancer port's URL)."""
+    gw_port = gateway_port or free_port()
+    web_port, api_port = free_port(), free_port()
+    ngx = Nginx(render_nginx_conf(NGINX_PG_CONF, [gw_port, gw_port], balancers, web_port, api_port))
+    api = "http://127.0.0.1:%d" % api_port
+    check("NGINX serves sdgate-postgresql.conf in front of the three balancers",
+          wait_until(lambda: request("GET", api + "/healthz", timeout=5).status == 200, 20), ngx.log())
+    return ngx, api
+
+
 def start_native_and_a1111(name, pace_ms, load_ms=100):
     """A native backend (provider "native", a100, --pace-ms-per-step
     pace_ms), the stand-in plain A1111 1.10 in this process (provider

@@ -85,12 +85,8 @@ class Cluster:
         self.starts = collections.Counter()
         self.every_balancer = []  # every balancer process started, killed ones too (their logs)
         self.bals = [self.start_balancer(k) for k in range(3)]
-        gw_port, web_port, api_port = t.free_port(), t.free_port(), t.free_port()
-        self.ngx = t.Nginx(t.render_nginx_conf(t.NGINX_PG_CONF, [gw_port, gw_port], self.ports, web_port, api_port))
-        self.api = "http://127.0.0.1:%d" % api_port
-        t.check("NGINX serves sdgate-postgresql.conf in front of the three balancers",
-                t.wait_until(lambda: t.request("GET", self.api + "/healthz", timeout=5).status == 200, 20),
-                self.ngx.log())
+        gw_port = t.free_port()
+        self.ngx, self.api = t.nginx_pg_front(self.ports, gw_port)
         self.backends = [t.start_backend("--pace-ms-per-step", pace, "--provider", name, "--gpu-class", "l40",
                                          "--balancer", self.api, "--token", PROVIDER, name=name)
                          for name, pace in BACKENDS]

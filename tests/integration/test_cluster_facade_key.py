@@ -51,12 +51,7 @@ class Cluster:
         self.ports = [t.free_port() for _ in range(3)]
         self.bals = [t.start_balancer(*self.args, name="balancer-%s" % "ABC"[k], port=self.ports[k], db=self.db)
                      for k in range(3)]
-        gw_port, web_port, api_port = t.free_port(), t.free_port(), t.free_port()
-        self.ngx = t.Nginx(t.render_nginx_conf(t.NGINX_PG_CONF, [gw_port, gw_port], self.ports, web_port, api_port))
-        self.api = "http://127.0.0.1:%d" % api_port
-        t.check("NGINX serves sdgate-postgresql.conf in front of the three balancers",
-                t.wait_until(lambda: t.request("GET", self.api + "/healthz", timeout=5).status == 200, 20),
-                self.ngx.log())
+        self.ngx, self.api = t.nginx_pg_front(self.ports)
         self.backend = t.start_backend("--pace-ms-per-step", PACE_MS, "--provider", "paced", "--gpu-class", "l40",
                                        "--balancer", self.api, "--token", PROVIDER, name="paced")
         self.reference = t.start_backend("--provider", "reference", name="reference")

@@ -19,6 +19,10 @@ none) and sends it to the next balancer when the first fails midway.
      another balancer while the first runs it waits for that job and
      answers its image; a second request with the key on the first
      balancer meanwhile: 409 request_in_progress.
+  5. One balancer on a SQLite file: a keyed request whose balancer is
+     killed -9 mid-job and restarted; the retry (same key) gets that job
+     (Idempotent-Replayed), run again after the restart, with the right
+     pixels; one job in the file.
 
 Without the balancer's key handling (a second job is made) or without the
 conf's retry (NGINX's 502), it fails."""
@@ -55,6 +59,8 @@ class Cluster:
         self.backend = t.start_backend("--pace-ms-per-step", PACE_MS, "--provider", "paced", "--gpu-class", "l40",
                                        "--balancer", self.api, "--token", PROVIDER, name="paced")
         self.reference = t.start_backend("--provider", "reference", name="reference")
+        self.reference_paced = t.start_backend("--pace-ms-per-step", PACE_MS, "--provider", "reference-paced",
+                                               name="reference-paced")
         for b in self.bals:
             t.check("%s sees the backend idle" % b.name, t.wait_idle_backends(b.url, 1, 30))
 
@@ -172,6 +178,34 @@ def live_owner_part(cl):
     t.check("%s: one job in the database (%s)" % (what, rows), len(rows) == 1, rows)
 
 
+def sqlite_part(cl):
+    what = "SQLite, restarted"
+    db = os.path.join(t.tmpdir("sqlite"), "balancer.db")
+    port = t.free_port()
+    args = ["--backend", cl.reference_paced.url]
+    bal = t.start_balancer(*args, name="sqlite-1", port=port, db=db)
+    body = dict(A1111_BODY, prompt="one balancer, restarted", seed=99)
+    key = {"Idempotency-Key": "facade-key-sqlite"}
+    first = t.Background(t.request, "POST", bal.url + "/sdapi/v1/txt2img", json_body=body, headers=key, timeout=60)
+    t.check("%s: the balancer runs the keyed job" % what,
+            t.wait_until(lambda: t.metric(t.metrics(bal.url), "sdgate_jobs_running", 0), 10, 0.02))
+    bal.kill()
+    first.join(10)
+    bal = t.start_balancer(*args, name="sqlite-2", port=port, db=db)
+    r = t.request("POST", bal.url + "/sdapi/v1/txt2img", json_body=body, headers=key, timeout=60)
+    info = t.info_of(r) or {}
+    imgs = t.images_of(r) or []
+    img = t.try_decode_png(imgs[0])[0] if len(imgs) == 1 else None
+    direct = dict(body, seed=info.get("seed"), subseed=info.get("subseed"))
+    t.check("%s: the retry got the job, run again, with the right pixels" % what,
+            r.status == 200 and img is not None and info.get("seed") == 99 and
+            r.headers.get("idempotent-replayed") == "true" and render_direct(cl, direct) == img.pixels,
+            t.describe(r))
+    rows = t.db_query(db, "SELECT id FROM jobs")
+    t.check("%s: one job in the file (%s)" % (what, rows), len(rows) == 1, rows)
+    bal.stop()
+
+
 def main():
     cl = Cluster()
     victim = a1111_part(cl)
@@ -181,6 +215,7 @@ def main():
     t.check("the restarted balancer sees the backend idle", t.wait_idle_backends(cl.bals[victim].url, 1, 30))
     openai_part(cl)
     live_owner_part(cl)
+    sqlite_part(cl)
     print("# NGINX error log: %s" % json.dumps(cl.ngx.log(600)))
     cl.ngx.stop()
 

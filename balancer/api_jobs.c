@@ -100,7 +100,7 @@ static void create(struct idem *c)
 	dispatch_schedule(b);
 }
 
-static const struct idem_ops JOBS_KEY = {create, key_found, key_error};
+static const struct idem_ops JOBS_KEY = {create, key_found, key_error, 0};
 
 static int on_create(struct httpd *h, h2o_req_t *req, const char *rest)
 {

@@ -529,6 +529,11 @@ struct idem_ops {
 	void (*found)(struct idem *c, struct job *j, int elsewhere);
 	/* An error to answer, in the API's shape (c->req is live). */
 	void (*error)(struct idem *c, enum sd_error e, const char *message, const char *field);
+	/* 1: when the database cannot be read (an outage), go on without the
+	 * key (create, as for a request without one) rather than refuse: the
+	 * façade, whose key is mostly NGINX's for its own retries, keeps
+	 * serving through an outage as it did without keys. */
+	int keyless_when_down;
 };
 struct idem {
 	struct balancer *b;

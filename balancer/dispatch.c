@@ -156,7 +156,7 @@ static void interrupt_backend(struct balancer *b, struct bk *k)
 static void queue_again(struct balancer *b, struct job *j)
 {
 	jobs_enqueue(b, j, 1); /* its queued event too */
-	if (!j->facade)
+	if (!j->facade || j->idem_key[0]) /* a keyed façade job is another balancer's to read and take over */
 		jobs_save(b, j, NULL, NULL);
 }
 
@@ -476,7 +476,7 @@ static void start(struct balancer *b, struct job *j, struct bk *k, double switch
 			json_pack("{s:s,s:s,s:s,s:s,s:i}", "backend", k->id, "provider", bk_str(k, "provider"),
 				  "location", bk_str(k, "location"), "gpu", bk_str(k, "gpu_class"), "attempt",
 				  j->attempt));
-	if (!j->facade) /* see api_a1111.c */
+	if (!j->facade || j->idem_key[0]) /* see waiter.c */
 		jobs_save(b, j, NULL, NULL);
 	if (!j->call)
 		backend_failed(b, j, "out of memory");
@@ -515,12 +515,20 @@ static void on_lease(void *user, int r, json_t *rows)
 		k->leased[slot] = 1;
 		k->leased_since[slot] = bal_now();
 	}
-	if (r == 1 && !jobs_is_final(j) && !b->stopping) {
+	/* The database did not answer (an outage): the job starts without a
+	 * lease rather than wait for it; at worst another balancer does the
+	 * same and the backend queues the second job (A1111 runs one at a
+	 * time). */
+	static int unleased_logged;
+	if (r < 0 && !unleased_logged)
+		log_warn("the database did not answer a slot lease: jobs start without leases until it does");
+	unleased_logged = r < 0;
+	if ((r == 1 || r < 0) && !jobs_is_final(j) && !b->stopping) {
 		start(b, j, k, q->switch_s, -1, slot);
 	} else {
 		if (r == 1)
 			k->leased[slot] = 0, lease_return(b, k->key, slot);
-		else
+		else if (r == 0)
 			k->held_until[slot] = bal_now() + q->hold_s;
 		if (!jobs_is_final(j))
 			jobs_enqueue(b, j, 1);

@@ -15,6 +15,8 @@
  * state lives apart and the request's pool holds only a guard. Loop thread. */
 #include "balancer.h"
 
+#include "log.h"
+
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,6 +115,15 @@ static void on_key_row(void *user, int r, json_t *rows)
 	}
 	if (found(c, local, seen) == 0)
 		return;
+	if (!rows && c->ops->keyless_when_down) {
+		log_warn("the database cannot be read: a façade request's Idempotency-Key is not kept (a retry of it "
+			 "makes another job)");
+		c->key[0] = '\0';
+		c->shared_key = 0;
+		c->after_save = 0;
+		c->ops->create(c);
+		return;
+	}
 	if (!rows || c->after_save) {
 		c->ops->error(c, SDE_STORAGE_FAILED, "The job could not be stored; it was not accepted", NULL);
 		idem_end(c);

@@ -263,7 +263,7 @@ static void create(struct idem *c)
 	dispatch_schedule(b);
 }
 
-static const struct idem_ops FACADE_KEY = {create, key_found, key_error};
+static const struct idem_ops FACADE_KEY = {create, key_found, key_error, 1};
 
 void waiter_start(struct balancer *b, h2o_req_t *req, const struct waiter_api *api, void *user)
 {

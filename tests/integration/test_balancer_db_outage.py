@@ -100,6 +100,11 @@ def main():
     img = image(bal.url, jid)
     t.check("still served while the server stays down", img.status == 200 and img.raw == direct["kept"],
             t.describe(img))
+    # The shipped NGINX conf gives every façade request an Idempotency-Key: the façade keeps serving.
+    r = t.request("POST", bal.url + "/sdapi/v1/txt2img", json_body=t.small_job(prompt="keyed, server down", seed=5),
+                  headers={"Idempotency-Key": "outage-facade-1"}, timeout=30)
+    t.check("a façade txt2img with an Idempotency-Key while the server is down: 200 with its image (the key "
+            "is not kept)", r.status == 200 and t.images_of(r), t.describe(r))
 
     pg.start()
     saved = t.wait_until(lambda: row_status(url, jid) == "done" and stored_images(url, jid) == 1, 10, 0.1)

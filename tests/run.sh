@@ -20,8 +20,11 @@ export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_supp
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 # --no-tests=error: a build that registered no tests is a failure, not a pass.
 # A test that exits 77 (kernels_check without a GPU) is reported as Skipped
-# and does not fail the run.
-(cd "$BUILD" && ctest --output-on-failure --no-tests=error --timeout 300 -j2)
+# and does not fail the run. Two tests a core: the integration tests mostly
+# wait (paced backends, timeouts, heartbeats), at -j2 the cores were idle
+# half the time; SDGATE_TEST_JOBS sets it.
+JOBS=${SDGATE_TEST_JOBS:-$(( $(nproc) * 2 ))}
+(cd "$BUILD" && ctest --output-on-failure --no-tests=error --timeout 300 -j"$JOBS")
 
 # Every parser of network input under libFuzzer (clang, ASan+UBSan), a bounded
 # time each; regression inputs of past crashes are replayed first.

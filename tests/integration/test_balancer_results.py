@@ -318,7 +318,8 @@ def part_d():
     evil = t.FakeBackend(provider="dishonest", txt2img_status=200,
                          txt2img_body={"images": ["data:text/html;base64," + base64.b64encode(html).decode()],
                                        "parameters": {}, "info": "{}"})
-    bal = t.start_balancer("--backend", evil.url, name="balancer-d")
+    # One attempt: a refusal is final at once (the same answer again would only be refused again).
+    bal = t.start_balancer("--backend", evil.url, "--max-attempts", 1, name="balancer-d")
     t.wait_idle_backends(bal.url, 1)
     r = t.submit_job(bal.url, t.small_job())
     doc = t.wait_job(bal.url, (r.json or {}).get("id", "0" * 32)) or {}

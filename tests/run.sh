@@ -20,8 +20,13 @@ export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/lsan.supp:print_supp
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 # --no-tests=error: a build that registered no tests is a failure, not a pass.
 # A test that exits 77 (kernels_check without a GPU) is reported as Skipped
-# and does not fail the run.
-(cd "$BUILD" && ctest --output-on-failure --no-tests=error --timeout 300 -j2)
+# and does not fail the run. Three tests per two cores: the integration tests
+# mostly wait (paced backends, timeouts, heartbeats), at -j2 on 2 cores the
+# cores were idle half the time; at -j4 timing checks (test_balancer_fastest's
+# ratio, test_gateway_img2img's stalled-message cut) failed on a loaded
+# machine. SDGATE_TEST_JOBS sets it.
+JOBS=${SDGATE_TEST_JOBS:-$(( ($(nproc) * 3 + 1) / 2 ))}
+(cd "$BUILD" && ctest --output-on-failure --no-tests=error --timeout 300 -j"$JOBS")
 
 # Every parser of network input under libFuzzer (clang, ASan+UBSan), a bounded
 # time each; regression inputs of past crashes are replayed first.

@@ -791,8 +791,12 @@ class Postgres:
     (runuser) in a temp dir given to that user. Stopped at exit like any
     program (registered for teardown), after the balancers."""
 
-    def __init__(self):
+    def __init__(self, owner_pid=None, settings=()):
+        """owner_pid: the process whose end stops the server (default this
+        one; the ctest fixture passes ctest's). settings: more "-c NAME=VALUE"."""
         self.bin = pg_bin_dir()
+        self.owner_pid = owner_pid or os.getpid()
+        self.settings = "".join(" -c %s" % kv for kv in settings)
         self.dir = tempfile.mkdtemp(prefix="sdgate-pg-")  # not under _tmp_root: the server's user must reach it
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
         if self.as_user:
@@ -800,12 +804,14 @@ class Postgres:
         self.data = os.path.join(self.dir, "data")
         self.log_path = os.path.join(self.dir, "log.txt")
         self.port = None
+        self.version = 0  # FILE_COPY is for the shared server (SharedPostgres)
         self.closed = False
         self._n = 0
         self._pg("initdb", "-D", self.data, "-A", "trust", "-U", "sdgate", "-E", "UTF8", "--locale=C", "--no-sync",
                  timeout=120)
         self.start()
-        _servers.append(self)
+        if self.owner_pid == os.getpid():
+            _servers.append(self)
         self._watchdog()
         print("# PostgreSQL server (%s) on 127.0.0.1:%d" % (self.bin, self.port), flush=True)
 
@@ -816,7 +822,7 @@ class Postgres:
         stop = " ".join(self.as_user + [os.path.join(self.bin, "pg_ctl"), "-D", self.data, "-m", "immediate", "-w",
                                         "stop"])
         script = ("while kill -0 %d 2>/dev/null; do sleep 1; done; %s >/dev/null 2>&1; rm -rf '%s'"
-                  % (os.getpid(), stop, self.dir))
+                  % (self.owner_pid, stop, self.dir))
         subprocess.Popen(["sh", "-c", script], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
 
@@ -834,8 +840,8 @@ class Postgres:
             port = self.port or free_port()
             try:
                 self._pg("pg_ctl", "-D", self.data, "-l", self.log_path, "-w", "-t", "60", "-o",
-                         "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
-                         % (port, self.dir), "start", timeout=90)
+                         "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off%s"
+                         % (port, self.dir, self.settings), "start", timeout=90)
                 self.port = port
                 return
             except RuntimeError:
@@ -851,11 +857,15 @@ class Postgres:
         return "postgresql://sdgate%s@127.0.0.1:%d/%s" % (":" + password if password else "", self.port, dbname)
 
     def create_database(self, name=None):
-        """Creates a new empty database; returns its name."""
+        """Creates a new empty database; returns its name (t<pid>_<n>: unique
+        on a server that several test processes share)."""
         if name is None:
             self._n += 1
-            name = "t%d" % self._n
-        self.query("postgres", 'CREATE DATABASE "%s"' % name)
+            name = "t%d_%d" % (os.getpid(), self._n)
+        # FILE_COPY (PostgreSQL 15+) on the shared server, which logs no more WAL than it must
+        # (pg_server.py): a copy of template1's files, where the default logs all of it too.
+        self.query("postgres", 'CREATE DATABASE "%s"%s' % (name, " STRATEGY FILE_COPY" if self.version >= 150000
+                                                              else ""))
         return name
 
     def query(self, dbname, sql):
@@ -886,14 +896,49 @@ def psql_query(url, sql):
     return [[None if f == "\x1e" else f for f in line.split("\x1f")] for line in out.split("\n") if line]
 
 
+class SharedPostgres(Postgres):
+    """The server of ctest's fixture pg_server (integration/pg_server.py),
+    which every integration_pg_* test shares, each test in databases of its
+    own: $SDGATE_TEST_PG_FILE names the file where the fixture wrote the
+    server's URL. Never stopped or restarted by a test (start_postgres() is
+    for that)."""
+
+    def __init__(self, path):
+        with open(path) as f:
+            lines = f.read().split("\n")
+        self.bin = pg_bin_dir()
+        self.dir, self.data, self.log_path = lines[1], os.path.join(lines[1], "data"), os.path.join(lines[1], "log.txt")
+        self.port = urllib.parse.urlsplit(lines[0]).port
+        self.version = int(lines[2]) if len(lines) > 2 and lines[2].isdigit() else 0
+        self.closed = False
+        self._n = 0
+
+    def start(self):
+        raise RuntimeError("the shared PostgreSQL server is the fixture's: use start_postgres()")
+
+    def stop(self, mode="fast"):
+        self.start()
+
+    def close(self):
+        self.closed = True
+
+
 _postgres = None
 
 
+def shared_postgres_file():
+    """The fixture's file ($SDGATE_TEST_PG_FILE), or None when this run has none."""
+    path = os.environ.get("SDGATE_TEST_PG_FILE")
+    return path if path and os.path.exists(path) else None
+
+
 def postgres():
-    """This test process's PostgreSQL server, started on first use."""
+    """This test process's PostgreSQL server: ctest's shared one when
+    $SDGATE_TEST_PG_FILE names it, else one of its own started on first use."""
     global _postgres
     if _postgres is None or _postgres.closed:
-        _postgres = Postgres()
+        shared = shared_postgres_file()
+        _postgres = SharedPostgres(shared) if shared else Postgres()
     return _postgres
 
 
@@ -927,6 +972,28 @@ def db_query(db, sql, params=()):
         return con.execute(sql, params).fetchall()
     finally:
         con.close()
+
+
+def db_dump(db):
+    """Everything a balancer's store holds, as bytes, on either engine (a
+    check that something is not stored): a SQLite file and its WAL as they
+    are on disk (JSON text is stored as is), or pg_dump's data of the
+    database at a URL."""
+    if "://" in db:
+        pg_dump = os.path.join(pg_bin_dir(), "pg_dump")
+        p = subprocess.run([pg_dump if os.path.exists(pg_dump) else "pg_dump", "--data-only", "-d", db],
+                           capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+        if p.returncode != 0:
+            raise RuntimeError("pg_dump: %s" % p.stderr.decode(errors="replace").strip())
+        return p.stdout
+    out = b""
+    for suffix in ("", "-wal"):
+        try:
+            with open(db + suffix, "rb") as f:
+                out += f.read()
+        except OSError:
+            pass
+    return out
 
 
 def static_backend_arg(url, **identity):

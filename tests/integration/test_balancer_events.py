@@ -10,6 +10,7 @@ Contract: ../../docs/jobs-api.md "Jobs"."""
 import base64
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sdtest as t  # noqa: E402
@@ -32,11 +33,28 @@ def order_ok(names):
     return i > start and i == len(names) - 1 and names[i] == "done"
 
 
+def start_quiet_stream():
+    """A stream with nothing to say gets a ": keep-alive" comment every 15
+    s: a job queued behind one that a hung backend holds (its own balancer,
+    so that the rest of the test runs meanwhile). The stream and when it
+    was opened."""
+    hung = t.FakeBackend(gpu_class="hunggpu", provider="hung", txt2img_status=200, txt2img_delay=60)
+    bal = t.start_balancer("--backend", t.static_backend_arg(hung.url, gpu_class="hunggpu"), name="balancer-quiet")
+    t.wait_idle_backends(bal.url, 1)
+    held = t.submit_job(bal.url, t.small_job(prompt="hangs", seed=5))
+    hid = held.json.get("id") if held.status == 202 and isinstance(held.json, dict) else None
+    t.wait_job(bal.url, hid, statuses=("running",) + t.FINAL_STATES, timeout=30)
+    rq = t.submit_job(bal.url, t.small_job(prompt="waits quietly", seed=7, steps=2))
+    qid = rq.json.get("id") if rq.status == 202 and isinstance(rq.json, dict) else None
+    return t.EventStream(bal.url + "/v1/jobs/%s/events" % qid), time.monotonic()
+
+
 def main():
     be = t.start_backend("--pace-ms-per-step", PACE_MS, "--provider", "sse-prov", "--location", "Turin, IT",
                          "--gpu-class", "a6000", name="backend-sse")
     bal = t.start_balancer("--progress-interval-ms", 100, "--backend", be.url)
     t.check("the backend comes up idle", t.wait_idle_backends(bal.url, 1), t.board(bal.url))
+    quiet, quiet_opened = start_quiet_stream()
 
     # Job A occupies the backend; job B waits behind it.
     ra = t.submit_job(bal.url, t.small_job(prompt="first in line", seed=1, steps=STEPS))
@@ -138,30 +156,32 @@ def main():
     r = t.request("GET", bal.url + "/v1/jobs/%s/events" % ("a" * 32), timeout=10)
     t.check("events of an unknown job id: 404 not_found", t.is_sdgate_error(r, 404, "not_found"), t.describe(r))
 
-    # A stream with nothing to say gets a ": keep-alive" comment every 15 s:
-    # a job waits queued behind a 30 s one.
-    rl = t.submit_job(bal.url, t.small_job(prompt="running at shutdown", seed=6, steps=150, n_iter=2))
-    lid = rl.json.get("id") if rl.status == 202 and isinstance(rl.json, dict) else None
-    t.check("a long job (2 x 150 steps) is accepted", lid is not None, t.describe(rl))
-    t.wait_until(lambda: t.backend_step(be) >= 2, 30)
-    rq = t.submit_job(bal.url, t.small_job(prompt="waits quietly", seed=7, steps=2))
-    qid = rq.json.get("id") if rq.status == 202 and isinstance(rq.json, dict) else None
-    quiet = t.EventStream(bal.url + "/v1/jobs/%s/events" % qid)
-    t.check("a stream with nothing new (a job queued behind a 30 s one) gets a \": keep-alive\" comment "
-            "within 20 s", t.wait_until(lambda: any(c.startswith(": keep-alive") for c in quiet.comments), 20, 0.2),
+    # The quiet stream opened at the start: a ": keep-alive" comment by now.
+    t.check("a stream with nothing new (a job queued behind a hung one) gets a \": keep-alive\" comment "
+            "within 20 s", t.wait_until(lambda: any(c.startswith(": keep-alive") for c in quiet.comments),
+                                        max(0.0, quiet_opened + 20 - time.monotonic()), 0.2),
             (quiet.names(), quiet.comments))
     t.check("... and its only events so far are queued ones", quiet.names() and set(quiet.names()) == {"queued"},
             quiet.events)
     if len(quiet.names()) > 1:
         print("# note: the queued job's stream repeated queued: %s" % [e[1] for e in quiet.events])
 
+    rl = t.submit_job(bal.url, t.small_job(prompt="running at shutdown", seed=6, steps=150, n_iter=2))
+    lid = rl.json.get("id") if rl.status == 202 and isinstance(rl.json, dict) else None
+    t.check("a long job (2 x 150 steps) is accepted", lid is not None, t.describe(rl))
+    t.wait_until(lambda: t.backend_step(be) >= 2, 30)
+
     # SIGTERM with a running job and open event streams.
     open_ev = t.EventStream(bal.url + "/v1/jobs/%s/events" % lid)
     t.check("the long job's stream shows it running (assigned or progress first)",
             open_ev.wait_for(lambda evs: evs and evs[0][0] in ("assigned", "progress"), 15), open_ev.names())
+    rq = t.submit_job(bal.url, t.small_job(prompt="queued at shutdown", seed=8, steps=2))
+    queued_ev = t.EventStream(bal.url + "/v1/jobs/%s/events" % (rq.json or {}).get("id"))
+    t.check("a job queued behind it: its stream shows it queued",
+            queued_ev.wait_for(lambda evs: evs and evs[0][0] == "queued", 15), queued_ev.names())
     bal.stop(label="the balancer exits 0 on SIGTERM within 10 s with a running job and open event streams")
-    t.check("the open event streams are closed by the shutdown", open_ev.wait_end(10) and quiet.wait_end(10),
-            (open_ev.names()[-3:], quiet.names()))
+    t.check("the open event streams are closed by the shutdown", open_ev.wait_end(10) and queued_ev.wait_end(10),
+            (open_ev.names()[-3:], queued_ev.names()))
 
 
 if __name__ == "__main__":

@@ -149,14 +149,17 @@ def part_a(be_urls):
 
 def part_b(be_urls):
     print("# (b) restart: expired results deleted first, nothing loaded")
-    ttl = 10  # long enough that the late jobs outlive a restart on a loaded machine
-    args = sum((["--backend", u] for u in be_urls), []) + ["--admin-token", TOKEN, "--result-ttl", ttl]
-    bal = t.start_balancer(*args, name="balancer-b")
+    # The restart's --result-ttl is chosen to fall between the early jobs and the late ones: the whole
+    # seconds since the early ones finished. The late ones, GAP_S later, outlive it by GAP_S - 1 s and
+    # more: time for the restart and its checks on a loaded machine (rather than waiting out a TTL).
+    gap_s = 5.0
+    args = sum((["--backend", u] for u in be_urls), []) + ["--admin-token", TOKEN]
+    bal = t.start_balancer(*args, "--result-ttl", 3600, name="balancer-b")
     rss_fresh = t.proc_rss_mib(bal.proc.pid)
     t.wait_idle_backends(bal.url, len(be_urls))
     early = run_jobs(bal, [("c%d" % (s % 3), big_job(200 + s)) for s in range(3)])
-    done_at = time.monotonic()
-    time.sleep(max(0.0, ttl + 0.5 - (time.monotonic() - done_at)))
+    done_at = time.time()
+    time.sleep(gap_s)
     late = run_jobs(bal, [("c%d" % (s % 3), big_job(300 + s)) for s in range(2)])
     t.check("5 jobs done before the restart", all(d and d["status"] == "done" for d in early + late))
     kept_before, _ = kept_bytes(bal)
@@ -174,7 +177,8 @@ def part_b(be_urls):
         size = int(t.db_query(db, "SELECT pg_database_size(current_database())")[0][0])
     else:
         size = os.path.getsize(db) + (os.path.getsize(wal) if os.path.exists(wal) else 0)
-    bal = t.start_balancer(*args, db=db, name="balancer-b2")
+    ttl = int(time.time() - done_at)  # the early jobs finished more than ttl s before the restart
+    bal = t.start_balancer(*args, "--result-ttl", ttl, db=db, name="balancer-b2")
     rss_restart = t.proc_rss_mib(bal.proc.pid)
     kept_after, _ = kept_bytes(bal)
     print("  kept %s bytes before the restart (file %.1f MiB), %s after; RSS fresh %.1f MiB, right after the "
@@ -314,7 +318,8 @@ def part_d():
     evil = t.FakeBackend(provider="dishonest", txt2img_status=200,
                          txt2img_body={"images": ["data:text/html;base64," + base64.b64encode(html).decode()],
                                        "parameters": {}, "info": "{}"})
-    bal = t.start_balancer("--backend", evil.url, name="balancer-d")
+    # One attempt: a refusal is final at once (the same answer again would only be refused again).
+    bal = t.start_balancer("--backend", evil.url, "--max-attempts", 1, name="balancer-d")
     t.wait_idle_backends(bal.url, 1)
     r = t.submit_job(bal.url, t.small_job())
     doc = t.wait_job(bal.url, (r.json or {}).get("id", "0" * 32)) or {}

@@ -2,7 +2,8 @@
 """test_chaos.py — the local marketplace under load while it is being broken
 (issue 6 §2): nothing accepted is lost, nothing reaches a client twice.
 
-The marketplace: one balancer (SQLite file, fixed port), five native
+The marketplace: one balancer (fixed port; its store a SQLite file, or with
+SDGATE_TEST_STORE=postgresql a PostgreSQL database), five native
 backends that register with it, one fake backend that answers garbage, and
 the gateway. At least 48 jobs arrive over about 11 s: 32 through the
 gateway's websocket (4 connections, going on, up to 200 jobs, as long as
@@ -20,7 +21,7 @@ way). Meanwhile:
   garbage    answers every txt2img with 200 and garbage (HTML, truncated
              JSON, text that is not base64 of an image, ...)
   balancer   kill -9 once while jobs run, restarted on the same port and
-             SQLite file
+             store
 
 The native backends keep their registration in a --registration-file (each
 its own folder), as operators run them: a victim restarted after kill -9
@@ -42,7 +43,7 @@ worst-hit job needs in practice (the figures print the spread), so a failure
 here is a lost retry, not bad luck. The gateway holds a job that no balancer
 would take while the balancer restarts (and the jobs API client retries), so
 every job is accepted. Accepted jobs agree with the balancer's record, and
-the balancer's own counts agree: its SQLite job table holds exactly the
+the balancer's own counts agree: its store's job table holds exactly the
 accepted jobs, all done, and its /metrics shows nothing queued or running and nothing
 failed or cancelled since its restart. The garbage backend gets few jobs, and
 every backend is back on the board afterwards. The figures are printed."""
@@ -51,7 +52,6 @@ import base64
 import collections
 import os
 import signal
-import sqlite3
 import sys
 import time
 
@@ -115,7 +115,7 @@ class Marketplace:
     def __init__(self):
         self.bal_port = t.free_port()
         self.bal_url = "http://127.0.0.1:%d" % self.bal_port
-        self.db = os.path.join(t.tmpdir("chaos-db"), "balancer.db")
+        self.db = t.fresh_db("chaos")
         self.fake = t.FakeBackend(gpu_class="a100", provider="Garbage Inc", txt2img_status=200, txt2img_body=garbage)
         self.bal_args = ["--provider-token", PROVIDER, "--admin-token", ADMIN, "--health-interval-ms", 200,
                          "--progress-interval-ms", 100, "--min-job-timeout-s", JOB_TIMEOUT_S,
@@ -223,7 +223,7 @@ class Chaos:
         self.log("kill -9 balancer (%s, after waiting %.2f s)" % (where, time.monotonic() - t0))
         time.sleep(1.0)
         mp.bal = mp.start_balancer("balancer-2")
-        self.log("balancer restarted on the same port and SQLite file")
+        self.log("balancer restarted on the same port and store")
 
         self.at(9.5)
         self.kill_backend(VICTIMS, 2.0)
@@ -313,17 +313,13 @@ def reference_pixels(mp, body, doc):
 
 
 def balancer_counts(mp, job_ids):
-    """The balancer's own record: its SQLite job table (the durable job list,
-    read-only) holds exactly the accepted jobs, all done; its /metrics shows
+    """The balancer's own record: its store's job table (the durable job list,
+    read directly) holds exactly the accepted jobs, all done; its /metrics shows
     nothing queued or running and, since its restart, nothing failed or
     cancelled (its counters start again at a restart)."""
-    con = sqlite3.connect("file:%s?mode=ro" % mp.db, uri=True, timeout=10)
-    try:
-        rows = dict(con.execute("SELECT id, status FROM jobs").fetchall())
-    finally:
-        con.close()
+    rows = dict(t.db_query(mp.db, "SELECT id, status FROM jobs"))
     by_status = collections.Counter(rows.values())
-    t.check("the balancer's SQLite job table holds exactly the %d accepted jobs, all done (%s)"
+    t.check("the balancer's job table holds exactly the %d accepted jobs, all done (%s)"
             % (len(job_ids), dict(by_status)),
             set(rows) == job_ids and by_status == {"done": len(job_ids)},
             {"unknown to the clients": sorted(set(rows) - job_ids),

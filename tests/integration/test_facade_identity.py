@@ -15,7 +15,7 @@ the balancers run with --trusted-proxy 127.0.0.1:
   outdir_samples / samples_filename_pattern, save_images, scripts,
   alwayson_scripts, SillyTavern's auth and url, an unknown key) reaches the
   backend with only the allowed fields; scripts only where the backend
-  allows them; the credentials are not in the balancer's SQLite file either.
+  allows them; the credentials are not in the balancer's store either.
 Contract: ../../docs/security.md "Who can do what", ../../balancer/README.md."""
 
 import base64
@@ -52,18 +52,6 @@ def start_nginx(bal):
     up = t.wait_until(lambda: t.request("GET", url + "/healthz", timeout=2).status == 200, 15)
     t.check("NGINX with deploy/nginx/sdgate.conf forwards to the balancer", up, ngx.log())
     return ngx, url
-
-
-def db_bytes(bal):
-    """The balancer's SQLite file and its WAL, as bytes (JSON text is stored as is)."""
-    out = b""
-    for suffix in ("", "-wal"):
-        try:
-            with open(bal.db + suffix, "rb") as f:
-                out += f.read()
-        except OSError:
-            pass
-    return out
 
 
 def idle_progress(p):
@@ -171,8 +159,8 @@ def check_forwarding(url, bal, plain_rec, scripted_rec):
             isinstance(sent, dict) and all(sent.get(k) == hostile[k] for k in
                                            ("prompt", "seed", "steps", "width", "height", "sampler_name")), sent)
     job_id = ((t.info_of(r) or {}).get("sdgate") or {}).get("job_id")
-    stored = t.wait_until(lambda: (lambda d: d if job_id and job_id.encode() in d else None)(db_bytes(bal)), 10)
-    t.check("[forward] the balancer's SQLite file holds the job but not the client's credentials or settings "
+    stored = t.wait_until(lambda: (lambda d: d if job_id and job_id.encode() in d else None)(t.db_dump(bal.db)), 10)
+    t.check("[forward] the balancer's store holds the job but not the client's credentials or settings "
             "(no 'alice:secret', 'sk-123', '/tmp/pwned')",
             stored and not any(x in stored for x in (b"alice:secret", b"sk-123", b"/tmp/pwned")),
             "job %s stored: %s" % (job_id, bool(stored)))

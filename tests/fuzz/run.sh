@@ -2,14 +2,14 @@
 # Builds the libFuzzer targets with clang (ASan + UBSan + coverage, CUDA off)
 # into build-fuzz/, replays every regression input in tests/fuzz/regressions/
 # (each a crash a fuzzer once found), then fuzzes each target for
-# SDGATE_FUZZ_SECONDS (default 15) from tests/fuzz/seeds/, two at a time.
+# SDGATE_FUZZ_SECONDS (default 10) from tests/fuzz/seeds/, two at a time.
 # A crash fails the run and leaves its input under build-fuzz/fuzz-artifacts/:
 # copy it to tests/fuzz/regressions/<target>/ once fixed.
 # Called by tests/run.sh; runnable alone from the repository root.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BUILD=${SDGATE_FUZZ_BUILD:-build-fuzz}
-SECS=${SDGATE_FUZZ_SECONDS:-15}
+SECS=${SDGATE_FUZZ_SECONDS:-10}
 TARGETS=(txt2img gateway_message sse prompt config balancer_answer image pnginfo)
 
 CC=clang cmake -S . -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSDGATE_FUZZ=ON -DSDGATE_SANITIZE=ON \

@@ -46,7 +46,7 @@ def body(i, steps=STEPS):
 
 
 def main():
-    pg = t.start_postgres()
+    pg = t.postgres()  # ctest's shared server (fixture pg_server), else one of its own
     url = pg.url(pg.create_database())
     bes = [t.start_backend("--pace-ms-per-step", PACE_MS, "--provider", "p%d" % i, "--gpu-class", "l40",
                            name="backend-%d" % i) for i in range(2)]

@@ -53,7 +53,7 @@ def state_ids(es):
 
 
 def main():
-    pg = t.start_postgres()
+    pg = t.postgres()  # ctest's shared server (fixture pg_server), else one of its own
     url = pg.url(pg.create_database())
     be = t.start_backend("--pace-ms-per-step", PACE_MS, "--provider", "p0", "--gpu-class", "l40", name="backend")
     common = ["--lease-s", LEASE_S, "--prefetch-ms", 0,

@@ -170,16 +170,20 @@ void notices_job_history(struct balancer *b, struct job *j)
 	json_t *n = json_pack("{s:s,s:I,s:I,s:o}", "job", j->id, "replay_from", (json_int_t)h->replay_from,
 			      "last_id", (json_int_t)h->last_id, "events", events);
 	/* Too long for one notice (many state events): the oldest go first,
-	 * and a reader from before them is not resumed exactly. */
+	 * and a reader from before them is not resumed exactly. The text
+	 * measured is the one sent. */
 	for (;;) {
-		char *text = json_dumps(n, JSON_COMPACT);
-		size_t len = text ? strlen(text) : 0;
-		free(text);
-		if (len + 64 <= STORE_NOTICE_MAX || json_array_size(events) == 0)
+		char *text = notices_text(b, "history", json_incref(n));
+		if (!text || strlen(text) <= STORE_NOTICE_MAX || json_array_size(events) == 0) {
+			if (text)
+				store_notify(b->store, text);
+			free(text);
 			break;
+		}
+		free(text);
 		json_object_set_new(n, "replay_from",
 				    json_integer(json_integer_value(json_object_get(json_array_get(events, 0), "id"))));
 		json_array_remove(events, 0);
 	}
-	notices_send(b, "history", n);
+	json_decref(n);
 }

@@ -170,7 +170,7 @@ static struct shadow *shadow_new(struct balancer *b, struct job *seen)
 	seen->shadow = 1;
 	/* Its events are the owner's, with the owner's ids: none until the
 	 * history comes. */
-	events_restore(&seen->events, 0, 0, 0);
+	events_clear(&seen->events);
 	seen->events.last_id = seen->events.replay_from = 0;
 	sh->next_read = bal_now() + REMOTE_RECHECK_S;
 	sh->next = shadows;

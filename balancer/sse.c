@@ -159,7 +159,6 @@ void sse_open(struct balancer *b, h2o_req_t *req, struct job *j)
 	struct sse *s = httpd_alloc_guarded(req, sizeof *s, on_dispose);
 	s->req = req;
 	s->gen.proceed = on_proceed;
-	s->job = j;
 	req->res.status = 200;
 	req->res.reason = "OK";
 	h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("text/event-stream"));
